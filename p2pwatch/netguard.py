@@ -1,0 +1,162 @@
+"""netguard: the one network policy every datagram and connection passes through (DESIGN.md, principle 7).
+
+A :class:`NetworkPolicy` allows some destination networks and refuses others; refused destinations raise
+:class:`~p2pwatch.errors.NetworkRefused`. The process-wide policy comes from :func:`current_policy`; it is
+read from the environment variable ``P2PWATCH_NETGUARD_ALLOW`` (comma-separated CIDRs) when set, so tests
+and their subprocesses can be confined to ``127.0.0.0/8``.
+
+The separate question of which *node and peer addresses* we accept into routing tables (non-global
+addresses are dropped unless ``allow_local``) is :func:`is_acceptable_remote`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import trio
+
+from p2pwatch.errors import NetworkRefused
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+ENV_ALLOW = "P2PWATCH_NETGUARD_ALLOW"
+LOOPBACK_ONLY = ("127.0.0.0/8",)
+EVERYWHERE = ("0.0.0.0/0", "::/0")
+
+
+def _networks(specs: Iterable[str | IPNetwork]) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(s, strict=False) if isinstance(s, str) else s for s in specs)
+
+
+@dataclass(frozen=True)
+class NetworkPolicy:
+    """Destinations in ``allowed`` and not in ``refused`` may be contacted."""
+
+    allowed: tuple[IPNetwork, ...] = field(default_factory=lambda: _networks(EVERYWHERE))
+    refused: tuple[IPNetwork, ...] = ()
+
+    @classmethod
+    def from_specs(cls, allowed: Iterable[str], refused: Iterable[str] = ()) -> NetworkPolicy:
+        return cls(_networks(allowed), _networks(refused))
+
+    @classmethod
+    def loopback_only(cls) -> NetworkPolicy:
+        return cls.from_specs(LOOPBACK_ONLY)
+
+    def allows(self, ip: str | IPAddress) -> bool:
+        try:
+            addr = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
+        except ValueError:
+            return False
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        if any(addr in net for net in self.refused):
+            return False
+        return any(addr.version == net.version and addr in net for net in self.allowed)
+
+    def check(self, ip: str | IPAddress, port: int | None = None) -> None:
+        """Raise :class:`NetworkRefused` unless ``ip`` may be contacted."""
+        if not self.allows(ip):
+            where = f"{ip}:{port}" if port is not None else str(ip)
+            raise NetworkRefused(f"network policy refuses {where}")
+
+
+def _policy_from_env() -> NetworkPolicy:
+    spec = os.environ.get(ENV_ALLOW, "").strip()
+    if spec:
+        return NetworkPolicy.from_specs([s.strip() for s in spec.split(",") if s.strip()])
+    return NetworkPolicy()
+
+
+_policy: NetworkPolicy | None = None
+
+
+def current_policy() -> NetworkPolicy:
+    """The process-wide policy (from ``P2PWATCH_NETGUARD_ALLOW`` unless :func:`set_policy` was called)."""
+    global _policy
+    if _policy is None:
+        _policy = _policy_from_env()
+    return _policy
+
+
+def set_policy(policy: NetworkPolicy) -> None:
+    global _policy
+    _policy = policy
+
+
+@contextmanager
+def policy_scope(policy: NetworkPolicy) -> Iterator[None]:
+    """Use ``policy`` inside the block, then restore the previous one."""
+    global _policy
+    previous = current_policy()
+    _policy = policy
+    try:
+        yield
+    finally:
+        _policy = previous
+
+
+def is_acceptable_remote(ip: str, allow_local: bool) -> bool:
+    """May a node or peer at ``ip`` enter a routing table or peer list? Non-global ones only if allowed."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    if addr.is_unspecified or addr.is_multicast:
+        return False
+    return allow_local or addr.is_global
+
+
+class GuardedUDPSocket:
+    """A trio UDP socket whose every ``sendto`` is checked against the current policy."""
+
+    def __init__(self, sock: trio.socket.SocketType) -> None:
+        self._sock = sock
+
+    @property
+    def raw(self) -> trio.socket.SocketType:
+        return self._sock
+
+    def getsockname(self) -> tuple[str, int]:
+        name = self._sock.getsockname()
+        return name[0], name[1]
+
+    async def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        current_policy().check(addr[0], addr[1])
+        await self._sock.sendto(data, addr)
+
+    async def recvfrom(self, size: int) -> tuple[bytes, tuple[str, int]]:
+        data, addr = await self._sock.recvfrom(size)
+        return data, (addr[0], addr[1])
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+async def open_udp_socket(host: str, port: int = 0) -> GuardedUDPSocket:
+    """Bind a UDP socket on ``host:port`` (port 0 picks a free one)."""
+    family = trio.socket.AF_INET6 if ":" in host else trio.socket.AF_INET
+    sock = trio.socket.socket(family, trio.socket.SOCK_DGRAM)
+    try:
+        await sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return GuardedUDPSocket(sock)
+
+
+async def open_tcp_stream(
+    host: str, port: int, *, local_address: str | None = None
+) -> trio.SocketStream:
+    """Connect to a literal IP address after the policy allows it (no DNS here: names are refused)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError as exc:
+        raise NetworkRefused(f"netguard connects to IP addresses only, not {host!r}") from exc
+    current_policy().check(host, port)
+    return await trio.open_tcp_stream(host, port, local_address=local_address)

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import pytest
+import trio
+
+from p2pwatch import netguard
+from p2pwatch.errors import NetworkRefused, P2PWatchError
+
+
+def test_policy_allows_loopback_and_refuses_public() -> None:
+    policy = netguard.NetworkPolicy.loopback_only()
+    assert policy.allows("127.0.0.1")
+    assert policy.allows("127.45.3.9")
+    assert not policy.allows("8.8.8.8")
+    assert not policy.allows("::1")
+    assert not policy.allows("not an ip")
+    with pytest.raises(NetworkRefused):
+        policy.check("67.215.246.10", 6881)
+
+
+def test_refused_networks_win_over_allowed() -> None:
+    policy = netguard.NetworkPolicy.from_specs(["0.0.0.0/0"], refused=["10.0.0.0/8"])
+    assert policy.allows("1.2.3.4")
+    assert not policy.allows("10.1.2.3")
+    assert not policy.allows("::ffff:10.1.2.3")
+
+
+def test_test_suite_runs_loopback_only() -> None:
+    assert netguard.current_policy() == netguard.NetworkPolicy.loopback_only()
+
+
+async def test_udp_send_to_public_address_is_refused(loopback_ip: str) -> None:
+    sock = await netguard.open_udp_socket(loopback_ip)
+    try:
+        with pytest.raises(NetworkRefused) as info:
+            await sock.sendto(b"d1:ad2:id20:aaaaaaaaaaaaaaaaaaaae1:q4:ping1:t2:aa1:y1:qe", ("8.8.8.8", 53))
+        assert isinstance(info.value, P2PWatchError)
+        # a loopback destination still works
+        other = await netguard.open_udp_socket(loopback_ip)
+        await sock.sendto(b"hello", other.getsockname())
+        with trio.fail_after(5):
+            data, _ = await other.recvfrom(100)
+        assert data == b"hello"
+        other.close()
+    finally:
+        sock.close()
+
+
+async def test_tcp_connect_to_public_address_and_names_are_refused() -> None:
+    with pytest.raises(NetworkRefused):
+        await netguard.open_tcp_stream("93.184.216.34", 80)
+    with pytest.raises(NetworkRefused):
+        await netguard.open_tcp_stream("example.com", 80)
+
+
+def test_acceptable_remote() -> None:
+    assert netguard.is_acceptable_remote("1.2.3.4", allow_local=False)
+    assert not netguard.is_acceptable_remote("127.0.0.2", allow_local=False)
+    assert not netguard.is_acceptable_remote("192.168.1.1", allow_local=False)
+    assert netguard.is_acceptable_remote("127.0.0.2", allow_local=True)
+    assert not netguard.is_acceptable_remote("0.0.0.0", allow_local=True)
