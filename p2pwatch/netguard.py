@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -113,26 +114,51 @@ def is_acceptable_remote(ip: str, allow_local: bool) -> bool:
 
 
 class GuardedUDPSocket:
-    """A trio UDP socket whose every ``sendto`` is checked against the current policy."""
+    """A UDP socket whose every send is checked against the current policy.
 
-    def __init__(self, sock: trio.socket.SocketType) -> None:
-        self._sock = sock
+    Besides the awaitable ``sendto``/``recvfrom`` it offers ``try_sendto``/``try_recvfrom``, which never
+    block, for hot loops that batch several datagrams per trio checkpoint (the DHT node driver).
+    """
 
-    @property
-    def raw(self) -> trio.socket.SocketType:
-        return self._sock
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self._raw = sock
+        self._sock = trio.socket.from_stdlib_socket(sock)
 
     def getsockname(self) -> tuple[str, int]:
-        name = self._sock.getsockname()
+        name = self._raw.getsockname()
         return name[0], name[1]
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
 
     async def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
         current_policy().check(addr[0], addr[1])
         await self._sock.sendto(data, addr)
 
+    def try_sendto(self, data: bytes, addr: tuple[str, int]) -> bool:
+        """Send without waiting; False when the socket buffer is full (then await :meth:`sendto`)."""
+        current_policy().check(addr[0], addr[1])
+        try:
+            self._raw.sendto(data, addr)
+        except BlockingIOError:
+            return False
+        return True
+
     async def recvfrom(self, size: int) -> tuple[bytes, tuple[str, int]]:
         data, addr = await self._sock.recvfrom(size)
         return data, (addr[0], addr[1])
+
+    def try_recvfrom(self, size: int) -> tuple[bytes, tuple[str, int]] | None:
+        """A datagram if one is waiting, else None (then ``await wait_readable()``)."""
+        try:
+            data, addr = self._raw.recvfrom(size)
+        except (BlockingIOError, InterruptedError):
+            return None
+        return data, (addr[0], addr[1])
+
+    async def wait_readable(self) -> None:
+        await trio.lowlevel.wait_readable(self._raw)
 
     def close(self) -> None:
         self._sock.close()
@@ -140,13 +166,16 @@ class GuardedUDPSocket:
 
 async def open_udp_socket(host: str, port: int = 0) -> GuardedUDPSocket:
     """Bind a UDP socket on ``host:port`` (port 0 picks a free one)."""
-    family = trio.socket.AF_INET6 if ":" in host else trio.socket.AF_INET
-    sock = trio.socket.socket(family, trio.socket.SOCK_DGRAM)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
-        await sock.bind((host, port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+        sock.bind((host, port))
     except OSError:
         sock.close()
         raise
+    await trio.lowlevel.checkpoint()
     return GuardedUDPSocket(sock)
 
 

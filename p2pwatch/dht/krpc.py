@@ -1,0 +1,542 @@
+"""KRPC message codec (BEP 5) and the DHT extensions met in the wild. Sans-IO: bytes in, messages out.
+
+Covered: BEP 5 (ping, find_node, get_peers, announce_peer, errors), BEP 32 (``nodes6``, ``want``, mixed
+IPv4/IPv6 ``values``), BEP 33 (``scrape``/``noseed``/``seed``, ``BFsd``/``BFpe``), BEP 42 (the top-level
+``ip`` of a reply), BEP 43 (top-level ``ro``), BEP 51 (``sample_infohashes``; ``samples``, ``num``,
+``interval``).
+Unknown keys are ignored (forward compatibility); the client version ``v`` is read past.
+
+Where this codec departs from the letter of the BEPs, on purpose:
+
+* An unknown query method is not an error here: it decodes to :class:`UnknownQuery`, keeping a 20-byte
+  ``target`` (or else ``info_hash``) so the driver can answer it like ``find_node`` as libtorrent does;
+  the driver answers 204 when there is no target.
+* ``values`` entries that are not 6- or 18-byte strings are skipped and counted in
+  :attr:`Response.skipped_values` (as libtorrent skips them) instead of failing the whole reply; this
+  includes the obsolete single-string "mainline" form. Every other malformed known field fails the message.
+* ``want`` keeps only the flags ``n4``/``n6``, in that order; other entries are ignored (BEP 32 says so).
+* A ``nodes``/``nodes6`` string whose length is not a multiple of 26/38 fails the message (libtorrent
+  silently drops the tail); node and peer ports are not checked (0 is kept for the caller to filter).
+* announce_peer with ``implied_port`` may omit ``port`` or send one outside 1..65535: ``port`` is then 0.
+* A malformed top-level ``ip`` is ignored, like libtorrent, since it is advisory.
+* Only a datagram that bencode-decodes to a dict with a readable ``t`` yields a KRPCError with a
+  ``transaction_id``; undecodable datagrams are dropped without reply (libtorrent does the same).
+* ``samples`` is always written when ``num`` or ``interval`` is set, even when empty (BEP 51 asks for it
+  so an indexer can tell a sampling node from one that merely answers unknown queries).
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from p2pwatch import bencoding, limits
+from p2pwatch.dht.nodeinfo import NodeInfo
+from p2pwatch.errors import DecodeError, KRPCError, LocalProtocolError
+
+#: BEP 5 error codes.
+GENERIC_ERROR = 201
+SERVER_ERROR = 202
+PROTOCOL_ERROR = 203
+METHOD_UNKNOWN = 204
+
+BLOOM_FILTER_SIZE = 256  # BEP 33: m = 256 * 8 bits
+_WANT_FLAGS = (b"n4", b"n6")
+
+_AF_INET = socket.AF_INET
+_AF_INET6 = socket.AF_INET6
+_ntop = socket.inet_ntop
+_pton = socket.inet_pton
+_MAX_TID = limits.MAX_KRPC_TRANSACTION_ID
+_MAX_TOKEN = limits.MAX_KRPC_TOKEN
+_MAX_SAMPLES_LEN = limits.MAX_SAMPLES_PER_REPLY * 20
+
+
+# --------------------------------------------------------------------------------------------- messages
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    method: ClassVar[bytes] = b"ping"
+    tid: bytes
+    sender: bytes
+    read_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FindNode:
+    method: ClassVar[bytes] = b"find_node"
+    tid: bytes
+    sender: bytes
+    target: bytes
+    want: tuple[bytes, ...] = ()
+    read_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class GetPeers:
+    method: ClassVar[bytes] = b"get_peers"
+    tid: bytes
+    sender: bytes
+    info_hash: bytes
+    want: tuple[bytes, ...] = ()
+    noseed: bool = False
+    scrape: bool = False
+    read_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AnnouncePeer:
+    method: ClassVar[bytes] = b"announce_peer"
+    tid: bytes
+    sender: bytes
+    info_hash: bytes
+    port: int
+    token: bytes
+    implied_port: bool = False
+    seed: bool = False
+    read_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SampleInfohashes:
+    method: ClassVar[bytes] = b"sample_infohashes"
+    tid: bytes
+    sender: bytes
+    target: bytes
+    want: tuple[bytes, ...] = ()
+    read_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownQuery:
+    """A query whose method we do not implement; ``target`` is its 20-byte ``target`` or ``info_hash``."""
+
+    tid: bytes
+    sender: bytes
+    method: bytes
+    target: bytes | None
+    read_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """Any reply (``"y": "r"``); which fields are set depends on the query it answers.
+
+    ``external_ip`` is the top-level BEP 42 ``ip``: our own address as the responder saw it.
+    ``skipped_values`` counts malformed ``values`` entries that were dropped (diagnostic, not compared).
+    """
+
+    tid: bytes
+    sender: bytes
+    nodes: tuple[NodeInfo, ...] = ()
+    nodes6: tuple[NodeInfo, ...] = ()
+    values: tuple[tuple[str, int], ...] = ()
+    token: bytes | None = None
+    samples: tuple[bytes, ...] = ()
+    num: int | None = None
+    interval: int | None = None
+    bf_seeds: bytes | None = None
+    bf_peers: bytes | None = None
+    external_ip: tuple[str, int] | None = None
+    skipped_values: int = field(default=0, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    tid: bytes
+    code: int
+    message: str
+
+
+Query = Ping | FindNode | GetPeers | AnnouncePeer | SampleInfohashes | UnknownQuery
+Message = Query | Response | Error
+
+
+# --------------------------------------------------------------------------------------------- decoding
+
+
+def _bad(text: str, tid: bytes | None, query: bool) -> KRPCError:
+    return KRPCError(text, PROTOCOL_ERROR, tid, from_query=query)
+
+
+def _id20(d: dict[bytes, Any], key: bytes, what: str, tid: bytes, query: bool) -> bytes:
+    value = d.get(key)
+    if type(value) is not bytes or len(value) != 20:
+        raise _bad(f"{what} '{key.decode()}' must be a 20-byte string", tid, query)
+    return value
+
+
+def _flag(d: dict[bytes, Any], key: bytes, tid: bytes) -> bool:
+    value = d.get(key)
+    if value is None:
+        return False
+    if type(value) is not int:
+        raise _bad(f"'{key.decode()}' must be an integer", tid, True)
+    return value != 0
+
+
+def _want(a: dict[bytes, Any], tid: bytes) -> tuple[bytes, ...]:
+    want = a.get(b"want")
+    if want is None:
+        return ()
+    if type(want) is not list:
+        raise _bad("'want' must be a list", tid, True)
+    return tuple([flag for flag in _WANT_FLAGS if flag in want])
+
+
+def _ping(a: dict[bytes, Any], tid: bytes, sender: bytes, ro: bool) -> Ping:
+    return Ping(tid, sender, ro)
+
+
+def _find_node(a: dict[bytes, Any], tid: bytes, sender: bytes, ro: bool) -> FindNode:
+    return FindNode(tid, sender, _id20(a, b"target", "find_node", tid, True), _want(a, tid), ro)
+
+
+def _sample_infohashes(a: dict[bytes, Any], tid: bytes, sender: bytes, ro: bool) -> SampleInfohashes:
+    target = _id20(a, b"target", "sample_infohashes", tid, True)
+    return SampleInfohashes(tid, sender, target, _want(a, tid), ro)
+
+
+def _get_peers(a: dict[bytes, Any], tid: bytes, sender: bytes, ro: bool) -> GetPeers:
+    info_hash = _id20(a, b"info_hash", "get_peers", tid, True)
+    return GetPeers(
+        tid, sender, info_hash, _want(a, tid), _flag(a, b"noseed", tid), _flag(a, b"scrape", tid), ro
+    )
+
+
+def _announce_peer(a: dict[bytes, Any], tid: bytes, sender: bytes, ro: bool) -> AnnouncePeer:
+    info_hash = _id20(a, b"info_hash", "announce_peer", tid, True)
+    token = a.get(b"token")
+    if type(token) is not bytes or len(token) > _MAX_TOKEN:
+        raise _bad(f"announce_peer 'token' must be a string of at most {_MAX_TOKEN} bytes", tid, True)
+    implied = _flag(a, b"implied_port", tid)
+    port = a.get(b"port")
+    if implied:
+        if type(port) is not int or not 0 <= port <= 0xFFFF:
+            port = 0
+    elif type(port) is not int or not 0 < port <= 0xFFFF:
+        raise _bad("announce_peer 'port' must be an integer in 1..65535", tid, True)
+    return AnnouncePeer(tid, sender, info_hash, port, token, implied, _flag(a, b"seed", tid), ro)
+
+
+_QUERY_DECODERS: dict[bytes, Callable[[dict[bytes, Any], bytes, bytes, bool], Query]] = {
+    b"ping": _ping,
+    b"find_node": _find_node,
+    b"get_peers": _get_peers,
+    b"announce_peer": _announce_peer,
+    b"sample_infohashes": _sample_infohashes,
+}
+
+
+def _decode_query(msg: dict[bytes, Any], tid: bytes) -> Query:
+    method = msg.get(b"q")
+    if type(method) is not bytes:
+        raise _bad("query without a string 'q'", tid, True)
+    a = msg.get(b"a")
+    if type(a) is not dict:
+        raise _bad("query without an 'a' dict", tid, True)
+    sender = _id20(a, b"id", "query", tid, True)
+    read_only = _flag(msg, b"ro", tid)
+    decoder = _QUERY_DECODERS.get(method)
+    if decoder is not None:
+        return decoder(a, tid, sender, read_only)
+    target = a.get(b"target")
+    if type(target) is not bytes or len(target) != 20:
+        target = a.get(b"info_hash")
+        if type(target) is not bytes or len(target) != 20:
+            target = None
+    return UnknownQuery(tid, sender, method, target, read_only)
+
+
+_NODE4 = struct.Struct("!20s4sH")
+_NODE6 = struct.Struct("!20s16sH")
+_PEER4 = struct.Struct("!4sH").unpack
+_PEER6 = struct.Struct("!16sH").unpack
+
+
+def _nodes(blob: Any, tid: bytes, v6: bool) -> tuple[NodeInfo, ...]:
+    layout, family, key = (_NODE6, _AF_INET6, "nodes6") if v6 else (_NODE4, _AF_INET, "nodes")
+    if type(blob) is not bytes or len(blob) % layout.size:
+        raise _bad(f"'{key}' must be a string of {layout.size}-byte entries", tid, False)
+    ntop = _ntop
+    return tuple([NodeInfo(nid, ntop(family, ip), port) for nid, ip, port in layout.iter_unpack(blob)])
+
+
+def _peer4(blob: bytes) -> tuple[str, int]:
+    ip, port = _PEER4(blob)
+    return _ntop(_AF_INET, ip), port
+
+
+def _peer6(blob: bytes) -> tuple[str, int]:
+    ip, port = _PEER6(blob)
+    return _ntop(_AF_INET6, ip), port
+
+
+_PEER_DECODERS = {6: _peer4, 18: _peer6}
+
+
+def _values(values: Any, tid: bytes) -> tuple[tuple[tuple[str, int], ...], int]:
+    if type(values) is not list:
+        raise _bad("'values' must be a list", tid, False)
+    decoders = _PEER_DECODERS
+    out = [decoders[len(v)](v) for v in values if type(v) is bytes and len(v) in decoders]
+    return tuple(out), len(values) - len(out)
+
+
+def _optional(r: dict[bytes, Any], key: bytes, tid: bytes) -> Any:
+    """``num``/``interval`` (non-negative ints) or ``BFsd``/``BFpe`` (256-byte bloom filters), or None."""
+    value = r.get(key)
+    if value is None:
+        return None
+    if (type(value) is int and value >= 0 and key in (b"num", b"interval")) or (
+        type(value) is bytes and len(value) == BLOOM_FILTER_SIZE and key in (b"BFsd", b"BFpe")
+    ):
+        return value
+    raise _bad(f"malformed '{key.decode()}' (a count or a {BLOOM_FILTER_SIZE}-byte bloom filter)", tid, False)
+
+
+def _decode_response(msg: dict[bytes, Any], tid: bytes) -> Response:
+    r = msg.get(b"r")
+    if type(r) is not dict:
+        raise _bad("response without an 'r' dict", tid, False)
+    sender = _id20(r, b"id", "response", tid, False)
+    get = r.get
+    blob = get(b"nodes")
+    nodes = () if blob is None else _nodes(blob, tid, False)
+    blob = get(b"nodes6")
+    nodes6 = () if blob is None else _nodes(blob, tid, True)
+    raw_values = get(b"values")
+    if raw_values is None:
+        values: tuple[tuple[str, int], ...] = ()
+        skipped = 0
+    else:
+        values, skipped = _values(raw_values, tid)
+    token = get(b"token")
+    if token is not None and (type(token) is not bytes or len(token) > _MAX_TOKEN):
+        raise _bad(f"'token' must be a string of at most {_MAX_TOKEN} bytes", tid, False)
+    blob = get(b"samples")
+    if blob is None:
+        samples: tuple[bytes, ...] = ()
+    elif type(blob) is not bytes or len(blob) % 20 or len(blob) > _MAX_SAMPLES_LEN:
+        raise _bad("'samples' must be at most MAX_SAMPLES_PER_REPLY 20-byte infohashes", tid, False)
+    else:
+        samples = tuple([blob[i : i + 20] for i in range(0, len(blob), 20)])
+    ip = msg.get(b"ip")
+    external_ip = _PEER_DECODERS[len(ip)](ip) if type(ip) is bytes and len(ip) in _PEER_DECODERS else None
+    optional = _optional
+    return Response(
+        tid,
+        sender,
+        nodes,
+        nodes6,
+        values,
+        token,
+        samples,
+        optional(r, b"num", tid),
+        optional(r, b"interval", tid),
+        optional(r, b"BFsd", tid),
+        optional(r, b"BFpe", tid),
+        external_ip,
+        skipped,
+    )
+
+
+def _decode_error(msg: dict[bytes, Any], tid: bytes) -> Error:
+    e = msg.get(b"e")
+    if type(e) is not list or not e or type(e[0]) is not int:
+        raise _bad("error without an 'e' list starting with an integer code", tid, False)
+    text = e[1] if len(e) > 1 and type(e[1]) is bytes else b""
+    return Error(tid, e[0], text.decode("utf-8", "replace"))
+
+
+def _decode(data: bytes) -> Message:
+    try:
+        msg = bencoding.decode(data, max_size=limits.MAX_DATAGRAM, max_depth=limits.MAX_KRPC_DEPTH)
+    except DecodeError as exc:
+        raise KRPCError(f"not a KRPC message: {exc}") from exc
+    if type(msg) is not dict:
+        raise KRPCError("a KRPC message must be a bencoded dict")
+    tid = msg.get(b"t")
+    if type(tid) is not bytes or len(tid) > _MAX_TID:
+        raise KRPCError(f"missing 't' or longer than {_MAX_TID} bytes")
+    kind = msg.get(b"y")
+    if kind == b"q":
+        return _decode_query(msg, tid)
+    if kind == b"r":
+        return _decode_response(msg, tid)
+    if kind == b"e":
+        return _decode_error(msg, tid)
+    raise _bad("'y' must be 'q', 'r' or 'e'", tid, False)
+
+
+def decode(data: bytes) -> Message:
+    """Decode one KRPC datagram. Raises :class:`KRPCError` (code 203) and nothing else.
+
+    The error carries ``transaction_id`` when the message had a readable ``t`` and ``from_query`` when
+    it was a query; :func:`error_reply` turns it into the reply to send, if any.
+    """
+    try:
+        return _decode(data)
+    except KRPCError:
+        raise
+    except Exception as exc:  # pragma: no cover - a bug in this module; never let it kill the driver
+        raise KRPCError(f"internal KRPC decoder error: {exc!r}", SERVER_ERROR) from exc
+
+
+def error_reply(exc: KRPCError) -> bytes | None:
+    """The encoded error to send back for a malformed query that had a transaction id, else None."""
+    if not exc.from_query or exc.transaction_id is None:
+        return None
+    return encode(Error(exc.transaction_id, exc.code, str(exc)))
+
+
+# --------------------------------------------------------------------------------------------- encoding
+
+
+def _compact(ip: str, port: int) -> bytes:
+    return _pton(_AF_INET6 if ":" in ip else _AF_INET, ip) + port.to_bytes(2, "big")
+
+
+def _need(ok: bool, text: str) -> None:
+    if not ok:
+        raise LocalProtocolError(text)
+
+
+def _is_id(value: object) -> bool:
+    return type(value) is bytes and len(value) == 20
+
+
+def _is_token(value: object) -> bool:
+    return type(value) is bytes and len(value) <= _MAX_TOKEN
+
+
+def _query(m: Query, a: dict[bytes, Any], want: tuple[bytes, ...] = ()) -> dict[bytes, Any]:
+    _need(_is_id(m.sender), "sender id must be 20 bytes")
+    a[b"id"] = m.sender
+    if want:
+        _need(all(w in _WANT_FLAGS for w in want), "'want' may only hold b'n4' and b'n6'")
+        a[b"want"] = list(want)
+    msg: dict[bytes, Any] = {b"a": a, b"q": m.method, b"t": m.tid, b"y": b"q"}
+    if m.read_only:
+        msg[b"ro"] = 1
+    return msg
+
+
+def _enc_ping(m: Ping) -> dict[bytes, Any]:
+    return _query(m, {})
+
+
+def _enc_targeted(m: FindNode | SampleInfohashes) -> dict[bytes, Any]:
+    _need(_is_id(m.target), "target must be 20 bytes")
+    return _query(m, {b"target": m.target}, m.want)
+
+
+def _enc_get_peers(m: GetPeers) -> dict[bytes, Any]:
+    _need(_is_id(m.info_hash), "info_hash must be 20 bytes")
+    a: dict[bytes, Any] = {b"info_hash": m.info_hash}
+    if m.noseed:
+        a[b"noseed"] = 1
+    if m.scrape:
+        a[b"scrape"] = 1
+    return _query(m, a, m.want)
+
+
+def _enc_announce_peer(m: AnnouncePeer) -> dict[bytes, Any]:
+    _need(_is_id(m.info_hash), "info_hash must be 20 bytes")
+    _need(_is_token(m.token), f"token must be bytes of at most {_MAX_TOKEN}")
+    low = 0 if m.implied_port else 1
+    _need(type(m.port) is int and low <= m.port <= 0xFFFF, "port must be 1..65535 (0 with implied_port)")
+    a: dict[bytes, Any] = {b"info_hash": m.info_hash, b"port": m.port, b"token": m.token}
+    if m.implied_port:
+        a[b"implied_port"] = 1
+    if m.seed:
+        a[b"seed"] = 1
+    return _query(m, a)
+
+
+def _enc_unknown(m: UnknownQuery) -> dict[bytes, Any]:
+    _need(type(m.method) is bytes and m.method not in _QUERY_DECODERS, "UnknownQuery.method is a known one")
+    _need(m.target is None or _is_id(m.target), "target must be 20 bytes")
+    return _query(m, {} if m.target is None else {b"target": m.target})
+
+
+def _compact_nodes(nodes: tuple[NodeInfo, ...], family: int, size: int) -> bytes:
+    pton = _pton
+    blob = b"".join([n.id + pton(family, n.ip) + n.port.to_bytes(2, "big") for n in nodes])
+    _need(len(blob) == size * len(nodes), "every node id must be 20 bytes")
+    return blob
+
+
+def _enc_response(m: Response) -> dict[bytes, Any]:
+    _need(_is_id(m.sender), "sender id must be 20 bytes")
+    r: dict[bytes, Any] = {b"id": m.sender}
+    if m.nodes:
+        r[b"nodes"] = _compact_nodes(m.nodes, _AF_INET, 26)
+    if m.nodes6:
+        r[b"nodes6"] = _compact_nodes(m.nodes6, _AF_INET6, 38)
+    if m.values:
+        r[b"values"] = [_compact(ip, port) for ip, port in m.values]
+    if m.token is not None:
+        _need(_is_token(m.token), f"token must be bytes of at most {_MAX_TOKEN}")
+        r[b"token"] = m.token
+    if m.samples or m.num is not None or m.interval is not None:
+        ok = len(m.samples) <= limits.MAX_SAMPLES_PER_REPLY and all(_is_id(s) for s in m.samples)
+        _need(ok, "samples must be at most MAX_SAMPLES_PER_REPLY 20-byte infohashes")
+        r[b"samples"] = b"".join(m.samples)
+        for key, count in ((b"num", m.num), (b"interval", m.interval)):
+            if count is not None:
+                _need(type(count) is int and count >= 0, "num and interval must be non-negative ints")
+                r[key] = count
+    for key, bloom in ((b"BFsd", m.bf_seeds), (b"BFpe", m.bf_peers)):
+        if bloom is not None:
+            _need(type(bloom) is bytes and len(bloom) == BLOOM_FILTER_SIZE, "bloom filters are 256 bytes")
+            r[key] = bloom
+    msg: dict[bytes, Any] = {b"r": r, b"t": m.tid, b"y": b"r"}
+    if m.external_ip is not None:
+        msg[b"ip"] = _compact(*m.external_ip)
+    return msg
+
+
+def _enc_error(m: Error) -> dict[bytes, Any]:
+    _need(type(m.code) is int, "error code must be an int")
+    return {b"e": [m.code, m.message.encode("utf-8")], b"t": m.tid, b"y": b"e"}
+
+
+_ENCODERS: dict[type, Any] = {
+    Ping: _enc_ping,
+    FindNode: _enc_targeted,
+    GetPeers: _enc_get_peers,
+    AnnouncePeer: _enc_announce_peer,
+    SampleInfohashes: _enc_targeted,
+    UnknownQuery: _enc_unknown,
+    Response: _enc_response,
+    Error: _enc_error,
+}
+
+
+def encode(
+    message: Message, *, client_version: bytes | None = None, external_ip: tuple[str, int] | None = None
+) -> bytes:
+    """Encode a message. ``client_version`` becomes ``v``; ``external_ip`` (the address we saw the
+    other node at) becomes the top-level BEP 42 ``ip`` and overrides :attr:`Response.external_ip`.
+
+    Raises :class:`LocalProtocolError` for a message that :func:`decode` would not accept back.
+    """
+    encoder = _ENCODERS.get(type(message))
+    if encoder is None:
+        raise LocalProtocolError(f"not a KRPC message: {type(message).__name__}")
+    try:
+        msg = encoder(message)
+        _need(type(message.tid) is bytes and len(message.tid) <= _MAX_TID, "tid must be at most 16 bytes")
+        if client_version is not None:
+            _need(type(client_version) is bytes, "client_version must be bytes")
+            msg[b"v"] = client_version
+        if external_ip is not None:
+            msg[b"ip"] = _compact(*external_ip)
+    except (OSError, ValueError, TypeError, OverflowError, AttributeError) as exc:
+        raise LocalProtocolError(f"cannot encode {type(message).__name__}: {exc}") from exc
+    return bencoding.encode(msg)

@@ -1,0 +1,495 @@
+"""The trio driver of a mainline DHT node (BEP 5, with BEP 32/33/42/43/51).
+
+One UDP socket; it answers every query (so p2pwatch is a good DHT citizen and sees passive traffic),
+sends our own queries with transaction ids and timeouts, drives :mod:`~p2pwatch.dht.traversal` lookups,
+keeps the routing table fresh, and persists the node id and routing table across restarts.
+
+Structured concurrency: ``async with open_dht_node(config) as node`` runs the node in the caller's
+nursery and stops it (saving state) on exit. Passive traffic (incoming ``get_peers``/``announce_peer``/
+``sample_infohashes``) is delivered synchronously to subscribers registered with :meth:`DHTNode.subscribe`;
+subscribers must not block (the crawler queues into a bounded channel and counts what it drops).
+
+Politeness: incoming queries above ``inbound_rate`` per IP are dropped unanswered, our queries to one IP
+wait for ``outbound_rate``; BEP 51 ``interval`` is honoured by the crawler.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from p2pwatch import limits, netguard
+from p2pwatch.dht import bep42, krpc
+from p2pwatch.dht.nodeinfo import NodeInfo, random_id
+from p2pwatch.dht.ratelimit import PerIPRateLimiter
+from p2pwatch.dht.routing import RoutingTable
+from p2pwatch.dht.server import QueryHandler
+from p2pwatch.dht.traversal import Traversal
+from p2pwatch.errors import KRPCError, LocalProtocolError, QueryTimeout
+
+log = logging.getLogger(__name__)
+
+CLIENT_VERSION = b"PW\x00\x01"
+BATCH = 64  # datagrams handled per trio checkpoint in the receive loop
+
+
+@dataclass
+class DHTConfig:
+    """Everything a node needs; tests pass small timeouts and ``allow_local=True``."""
+
+    bind_host: str = "0.0.0.0"
+    bind_port: int = 6881
+    bootstrap: tuple[tuple[str, int], ...] = ()
+    allow_local: bool = False
+    node_id: bytes | None = None
+    state_file: Path | None = None
+    k: int = 8
+    alpha: int = 3
+    query_timeout: float = 5.0
+    short_timeout: float = 1.0
+    inbound_rate: float = 50.0
+    outbound_rate: float = 20.0
+    read_only: bool = False
+    enforce_node_id: bool = False
+    maintenance_interval: float = 10.0
+    save_interval: float = 300.0
+    max_outstanding: int = limits.MAX_OUTSTANDING_QUERIES
+
+
+@dataclass(frozen=True)
+class IncomingQuery:
+    """A query some node sent us (passive capture)."""
+
+    query: krpc.Query
+    addr: tuple[str, int]
+    now: float
+
+
+@dataclass
+class NodeStats:
+    received: int = 0
+    sent: int = 0
+    queries_in: int = 0
+    queries_out: int = 0
+    responses: int = 0
+    timeouts: int = 0
+    errors_in: int = 0
+    malformed: int = 0
+    rate_limited: int = 0
+    unexpected: int = 0
+
+
+@dataclass
+class LookupResult:
+    """Outcome of a get_peers / find_node / sample lookup, with provenance."""
+
+    target: bytes
+    closest: list[NodeInfo]
+    peers: dict[tuple[str, int], set[tuple[str, int]]]
+    tokens: dict[bytes, bytes]
+    samples: dict[tuple[str, int], tuple[bytes, ...]] = field(default_factory=dict)
+    intervals: dict[tuple[str, int], int] = field(default_factory=dict)
+    queries: int = 0
+    responses: int = 0
+    bf_seeds: list[bytes] = field(default_factory=list)
+    bf_peers: list[bytes] = field(default_factory=list)
+
+
+class _Pending:
+    __slots__ = ("addr", "event", "result")
+
+    def __init__(self, addr: tuple[str, int]) -> None:
+        self.addr = addr
+        self.event = trio.Event()
+        self.result: krpc.Response | krpc.Error | None = None
+
+
+class DHTNode:
+    """A running node. Create it with :func:`open_dht_node`."""
+
+    def __init__(self, config: DHTConfig, sock: netguard.GuardedUDPSocket) -> None:
+        self.config = config
+        self.sock = sock
+        self.address = sock.getsockname()
+        now = trio.current_time()
+        state = _load_state(config.state_file)
+        own_id = config.node_id or (bytes.fromhex(state["node_id"]) if state.get("node_id") else None)
+        self.own_id = own_id or random_id()
+        if state.get("routing_table") and state.get("node_id") == self.own_id.hex():
+            self.table = RoutingTable.from_state(state["routing_table"], own_id=self.own_id, k=config.k,
+                                                 allow_local=config.allow_local)
+        else:
+            self.table = RoutingTable(self.own_id, k=config.k, allow_local=config.allow_local)
+        self.handler = QueryHandler(self.own_id, self.table, now, k=config.k)
+        self.stats = NodeStats()
+        self._pending: dict[bytes, _Pending] = {}
+        self._next_tid = random.getrandbits(16)
+        self._inbound = PerIPRateLimiter(config.inbound_rate, burst=config.inbound_rate * 2)
+        self._outbound = PerIPRateLimiter(config.outbound_rate, burst=config.outbound_rate)
+        self._subscribers: list[Callable[[IncomingQuery], None]] = []
+        self._outstanding = trio.Semaphore(config.max_outstanding)
+        self._ip_votes: dict[str, set[str]] = {}
+        self.external_ip: str | None = state.get("external_ip")
+
+    # ----------------------------------------------------------------------------------------- receiving
+
+    def subscribe(self, callback: Callable[[IncomingQuery], None]) -> Callable[[], None]:
+        """Call ``callback`` for every valid incoming query; returns the unsubscribe function."""
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback)
+
+    async def _receive_loop(self) -> None:
+        sock = self.sock
+        while True:
+            handled = 0
+            while handled < BATCH:
+                item = sock.try_recvfrom(limits.MAX_DATAGRAM)
+                if item is None:
+                    break
+                handled += 1
+                reply = self.datagram_received(item[0], item[1], trio.current_time())
+                if reply is not None and not self._send_now(reply, item[1]):
+                    await self._send(reply, item[1])
+            if handled < BATCH:
+                await sock.wait_readable()
+            else:
+                await trio.lowlevel.checkpoint()
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int], now: float) -> bytes | None:
+        """Handle one datagram; returns the reply to send, if any. Never raises for remote input."""
+        self.stats.received += 1
+        try:
+            message = krpc.decode(data)
+        except KRPCError as exc:
+            self.stats.malformed += 1
+            return krpc.error_reply(exc)
+        if isinstance(message, krpc.Response | krpc.Error):
+            self._reply_received(message, addr, now)
+            return None
+        return self._query_received(message, addr, now)
+
+    def _query_received(self, query: krpc.Query, addr: tuple[str, int], now: float) -> bytes | None:
+        self.stats.queries_in += 1
+        ip = addr[0]
+        if not self._inbound.allow(ip, now):
+            self.stats.rate_limited += 1
+            return None
+        if (not query.read_only and query.sender != self.own_id
+                and (not self.config.enforce_node_id or bep42.is_valid_node_id(query.sender, ip))):
+            self.table.heard_from(NodeInfo(query.sender, ip, addr[1]), now, responded=False)
+        if self._subscribers:
+            event = IncomingQuery(query, addr, now)
+            for callback in self._subscribers:
+                callback(event)
+        answer = self.handler.handle(query, addr, now)
+        return krpc.encode(answer, client_version=CLIENT_VERSION, external_ip=addr)
+
+    def _reply_received(self, message: krpc.Response | krpc.Error, addr: tuple[str, int], now: float) -> None:
+        pending = self._pending.get(message.tid)
+        if pending is None or pending.addr != addr:
+            self.stats.unexpected += 1
+            return
+        del self._pending[message.tid]
+        if isinstance(message, krpc.Response):
+            self.stats.responses += 1
+            if message.external_ip is not None:
+                self._vote_external_ip(message.external_ip[0], addr[0])
+        else:
+            self.stats.errors_in += 1
+        pending.result = message
+        pending.event.set()
+
+    def _vote_external_ip(self, ip: str, voter: str) -> None:
+        voters = self._ip_votes.setdefault(ip, set())
+        if len(self._ip_votes) > 64:
+            self._ip_votes = {ip: voters}
+        voters.add(voter)
+        if len(voters) >= 3 and self.external_ip != ip:
+            self.external_ip = ip
+            log.info("external address %s (confirmed by %d nodes)", ip, len(voters))
+
+    # ------------------------------------------------------------------------------------------- sending
+
+    def _send_now(self, data: bytes, addr: tuple[str, int]) -> bool:
+        if self.sock.try_sendto(data, addr):
+            self.stats.sent += 1
+            return True
+        return False
+
+    async def _send(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            await self.sock.sendto(data, addr)
+            self.stats.sent += 1
+        except OSError as exc:  # unreachable host, ICMP errors: a query to it simply times out
+            log.debug("send to %s failed: %s", addr, exc)
+
+    def _new_tid(self) -> bytes:
+        while True:
+            self._next_tid = (self._next_tid + 1) & 0xFFFF
+            tid = self._next_tid.to_bytes(2, "big")
+            if tid not in self._pending:
+                return tid
+
+    async def query(self, addr: tuple[str, int], build: Callable[[bytes], krpc.Query],
+                    timeout: float | None = None) -> krpc.Response:
+        """Send the query ``build(tid)`` to ``addr`` and wait for its response.
+
+        Raises :class:`QueryTimeout` when none arrives in time, :class:`KRPCError` (with the node's
+        code) for an error reply, and :class:`~p2pwatch.errors.NetworkRefused` when netguard refuses.
+        """
+        netguard.current_policy().check(addr[0], addr[1])
+        async with self._outstanding:
+            delay = self._outbound.delay(addr[0], trio.current_time())
+            if delay > 0:
+                await trio.sleep(delay)
+            self._outbound.allow(addr[0], trio.current_time())
+            tid = self._new_tid()
+            pending = self._pending[tid] = _Pending(addr)
+            message = build(tid)
+            try:
+                self.stats.queries_out += 1
+                data = krpc.encode(message, client_version=CLIENT_VERSION)
+                if not self._send_now(data, addr):
+                    await self._send(data, addr)
+                with trio.move_on_after(timeout if timeout is not None else self.config.query_timeout):
+                    await pending.event.wait()
+            finally:
+                self._pending.pop(tid, None)
+        result = pending.result
+        if result is None:
+            self.stats.timeouts += 1
+            raise QueryTimeout(f"no reply from {addr[0]}:{addr[1]}")
+        if isinstance(result, krpc.Error):
+            raise KRPCError(f"{addr[0]}:{addr[1]} replied error {result.code}: {result.message}",
+                            code=result.code, transaction_id=result.tid)
+        return result
+
+    async def ping(self, addr: tuple[str, int]) -> NodeInfo:
+        reply = await self.query(addr, lambda t: krpc.Ping(t, self.own_id, read_only=self.config.read_only))
+        node = NodeInfo(reply.sender, addr[0], addr[1])
+        self.table.heard_from(node, trio.current_time(), responded=True)
+        return node
+
+    # ------------------------------------------------------------------------------------------- lookups
+
+    def _builder(self, kind: str, target: bytes, scrape: bool) -> Callable[[bytes], krpc.Query]:
+        ro, own = self.config.read_only, self.own_id
+        if kind == "get_peers":
+            return lambda t: krpc.GetPeers(t, own, target, scrape=scrape, read_only=ro)
+        if kind == "sample_infohashes":
+            return lambda t: krpc.SampleInfohashes(t, own, target, read_only=ro)
+        if kind == "find_node":
+            return lambda t: krpc.FindNode(t, own, target, read_only=ro)
+        raise LocalProtocolError(f"unknown lookup kind {kind!r}")
+
+    async def lookup(self, target: bytes, kind: str = "find_node", *, scrape: bool = False,
+                     seeds: Iterable[NodeInfo] = (), max_queries: int | None = None,
+                     sample_allowed: Callable[[tuple[str, int]], bool] | None = None) -> LookupResult:
+        """Iterative lookup (BEP 5) towards ``target``: ``find_node``, ``get_peers`` or ``sample_infohashes``.
+
+        For ``sample_infohashes``, nodes for which ``sample_allowed(addr)`` is False (their BEP 51 interval
+        has not elapsed) are sent ``find_node`` instead, so the lookup still routes through them.
+        """
+        if len(target) != 20:
+            raise LocalProtocolError("a DHT target is 20 bytes")
+        seed_list = list(seeds) or self.table.closest(target, self.config.k * 2)
+        if not seed_list:
+            seed_list = await self._bootstrap_seeds()
+        now = trio.current_time()
+        traversal = Traversal(target, seed_list, alpha=self.config.alpha, k=self.config.k,
+                              short_timeout=self.config.short_timeout, full_timeout=self.config.query_timeout,
+                              now=now, allow_local=self.config.allow_local, max_queries=max_queries)
+        result = LookupResult(target, [], {}, {})
+        build = self._builder(kind, target, scrape)
+        route_only = self._builder("find_node", target, False)
+        wake_send, wake_recv = trio.open_memory_channel[None](math.inf)
+
+        async def ask(node: NodeInfo) -> None:
+            use = build if sample_allowed is None or sample_allowed(node.addr) else route_only
+            try:
+                reply = await self.query(node.addr, use, timeout=self.config.query_timeout)
+            except (QueryTimeout, KRPCError, netguard.NetworkRefused, OSError):
+                now = trio.current_time()
+                traversal.on_failure(node, now)
+                self.table.failed(node.id, now)
+            else:
+                now = trio.current_time()
+                answered = NodeInfo(reply.sender, node.ip, node.port)
+                self.table.heard_from(answered, now, responded=True)
+                nodes = reply.nodes + reply.nodes6
+                traversal.on_response(answered, now, nodes=nodes, values=reply.values, token=reply.token,
+                                      samples=reply.samples)
+                if use is build and kind == "sample_infohashes":
+                    result.samples[node.addr] = reply.samples
+                    if reply.interval is not None:
+                        result.intervals[node.addr] = reply.interval
+                if reply.bf_seeds:
+                    result.bf_seeds.append(reply.bf_seeds)
+                if reply.bf_peers:
+                    result.bf_peers.append(reply.bf_peers)
+            wake_send.send_nowait(None)
+
+        async with trio.open_nursery() as nursery:
+            while True:
+                now = trio.current_time()
+                traversal.on_tick(now)
+                if traversal.done:
+                    break
+                for node in traversal.next_queries(now):
+                    nursery.start_soon(ask, node)
+                deadline = traversal.next_deadline()
+                with trio.move_on_at(deadline if deadline is not None else now + self.config.query_timeout):
+                    await wake_recv.receive()
+            nursery.cancel_scope.cancel()
+        result.closest = traversal.result()
+        result.peers = traversal.peers
+        result.tokens = traversal.tokens
+        result.queries = traversal.queries_sent
+        result.responses = traversal.responses
+        return result
+
+    async def get_peers(self, info_hash: bytes, *, scrape: bool = False) -> LookupResult:
+        """All peers the DHT lists for ``info_hash``, each with the nodes that reported it (level 0)."""
+        return await self.lookup(info_hash, "get_peers", scrape=scrape)
+
+    async def announce_peer(self, info_hash: bytes, port: int = 0, *, implied_port: bool = True,
+                            seed: bool = False) -> int:
+        """get_peers, then announce to the k closest nodes that gave a token; returns how many accepted."""
+        found = await self.get_peers(info_hash)
+        accepted = 0
+
+        async def announce(node: NodeInfo, token: bytes) -> None:
+            nonlocal accepted
+            try:
+                await self.query(node.addr, lambda t: krpc.AnnouncePeer(
+                    t, self.own_id, info_hash, port, token, implied_port=implied_port, seed=seed,
+                    read_only=self.config.read_only))
+            except (QueryTimeout, KRPCError, OSError) as exc:
+                log.debug("announce to %s failed: %s", node.addr, exc)
+            else:
+                accepted += 1
+
+        async with trio.open_nursery() as nursery:
+            for node in found.closest:
+                token = found.tokens.get(node.id)
+                if token is not None:
+                    nursery.start_soon(announce, node, token)
+        return accepted
+
+    async def sample_infohashes(self, target: bytes | None = None) -> LookupResult:
+        """A BEP 51 lookup towards ``target`` (random if None), collecting samples from every responder."""
+        return await self.lookup(target or random_id(), "sample_infohashes")
+
+    async def _bootstrap_seeds(self) -> list[NodeInfo]:
+        seeds: list[NodeInfo] = []
+
+        async def try_one(addr: tuple[str, int]) -> None:
+            try:
+                seeds.append(await self.ping(addr))
+            except (QueryTimeout, KRPCError, netguard.NetworkRefused, OSError) as exc:
+                log.info("bootstrap node %s:%d did not answer: %s", addr[0], addr[1], exc)
+
+        async with trio.open_nursery() as nursery:
+            for addr in self.config.bootstrap:
+                nursery.start_soon(try_one, addr)
+        return seeds
+
+    async def bootstrap(self) -> int:
+        """Ping the bootstrap nodes and look up our own id; returns the routing table size."""
+        seeds = await self._bootstrap_seeds()
+        seeds += [n for n in self.table.closest(self.own_id, self.config.k) if n not in seeds]
+        if seeds:
+            await self.lookup(self.own_id, "find_node", seeds=seeds)
+        return len(self.table)
+
+    # --------------------------------------------------------------------------------------- maintenance
+
+    async def _maintenance_loop(self) -> None:
+        last_save = trio.current_time()
+        while True:
+            await trio.sleep(self.config.maintenance_interval)
+            now = trio.current_time()
+            self.handler.store.expire(now)
+            async with trio.open_nursery() as nursery:
+                for node in self.table.nodes_to_ping(now)[:16]:
+                    nursery.start_soon(self._ping_quietly, node)
+                for target in self.table.refresh_targets(now)[:2]:
+                    nursery.start_soon(self._refresh_quietly, target)
+            if now - last_save >= self.config.save_interval:
+                await self.save_state()
+                last_save = now
+
+    async def _ping_quietly(self, node: NodeInfo) -> None:
+        try:
+            await self.ping(node.addr)
+        except (QueryTimeout, KRPCError, netguard.NetworkRefused, OSError):
+            self.table.failed(node.id, trio.current_time())
+
+    async def _refresh_quietly(self, target: bytes) -> None:
+        try:
+            await self.lookup(target, "find_node", max_queries=32)
+        except (netguard.NetworkRefused, OSError) as exc:
+            log.debug("bucket refresh failed: %s", exc)
+
+    def state(self) -> dict[str, object]:
+        return {"node_id": self.own_id.hex(), "routing_table": self.table.to_state(),
+                "external_ip": self.external_ip, "version": 1}
+
+    async def save_state(self) -> None:
+        """Persist node id and routing table atomically (write a temporary file, then rename)."""
+        path = self.config.state_file
+        if path is None:
+            return
+        data = json.dumps(self.state())
+        await trio.to_thread.run_sync(_atomic_write, path, data)
+
+
+def _atomic_write(path: Path, data: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _load_state(path: Path | None) -> dict[str, object]:
+    if path is None or not path.exists():
+        return {}
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable DHT state %s: %s", path, exc)
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+@asynccontextmanager
+async def open_dht_node(config: DHTConfig, *, bootstrap: bool = True) -> AsyncIterator[DHTNode]:
+    """Run a DHT node for the duration of the block; its state is saved on the way out."""
+    sock = await netguard.open_udp_socket(config.bind_host, config.bind_port)
+    node = DHTNode(config, sock)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(node._receive_loop)
+            nursery.start_soon(node._maintenance_loop)
+            try:
+                if bootstrap and (config.bootstrap or len(node.table)):
+                    await node.bootstrap()
+                yield node
+            finally:
+                nursery.cancel_scope.cancel()
+                with trio.CancelScope(shield=True):
+                    await node.save_state()
+    finally:
+        sock.close()

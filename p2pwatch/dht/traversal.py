@@ -1,0 +1,371 @@
+"""The iterative Kademlia lookup as a sans-IO state machine (BEP 5 lookups; BEP 51 sampling).
+
+One :class:`Traversal` serves find_node, get_peers, announce_peer (a get_peers traversal, then
+:meth:`Traversal.announce_targets` gives the k closest responders with their tokens) and
+sample_infohashes. The driver loop is::
+
+    t = Traversal(target, table.closest(target, 8), now=now)
+    while not t.done:
+        for node in t.next_queries(now): send the RPC to node
+        wait until a reply arrives or t.next_deadline() passes, then
+        t.on_response(...) / t.on_failure(...) / t.on_tick(now)
+
+Candidates are kept sorted by XOR distance to the target. Each is in one :class:`QueryState`; the legal
+transitions are the table ``TRANSITIONS`` (events not in the table are ignored, e.g. a second reply).
+
+* At most ``alpha`` queries are in flight, not counting queries older than ``short_timeout``: such a
+  query keeps waiting for its reply until ``full_timeout`` but gives its slot to one more query
+  (libtorrent's branch-factor widening).
+* Walking the candidates closest first, a query goes to the first not-yet-queried ones before ``k``
+  responding nodes have been passed (failed nodes are skipped, in-flight ones do not count).
+* ``done`` (converged): walking closest first, ``k`` responding nodes are passed with nothing queryable
+  or outstanding before them; or every candidate has responded or failed; or ``max_queries`` were sent
+  and none is outstanding any more.
+* ``rounds`` is one more than the largest hop depth of a responding node, where seeds have depth 0 and a
+  node first learnt from a responder of depth ``d`` has depth ``d + 1`` (so seeds answering is round 1).
+
+Departures from BEP 5 / the Kademlia paper:
+
+* A reply is matched to its query by address; a node answering with another id than the one we queried
+  is recorded under the id it answered with (the candidate is re-keyed, not counted twice). A seed with
+  an empty id (a bootstrap router) is queried first and re-keyed the same way.
+* Node and peer addresses that netguard would not accept (non-global unless ``allow_local``) are ignored,
+  as are duplicates by id or by ip:port, our own id, and candidates beyond ``MAX_TRAVERSAL_CANDIDATES``.
+* A late reply after the full timeout is still accepted (the failure is then taken back).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from p2pwatch.dht.nodeinfo import ID_LEN, NodeInfo
+from p2pwatch.dht.routing import acceptable_address
+from p2pwatch.errors import LocalProtocolError
+from p2pwatch.limits import MAX_TRAVERSAL_CANDIDATES
+
+Addr = tuple[str, int]
+
+
+class QueryState(Enum):
+    NEW = "new"  # known, not queried
+    IN_FLIGHT = "in-flight"  # queried, holds one of the alpha slots
+    SLOW = "slow"  # queried, past the short timeout: still awaited, slot given away
+    RESPONDED = "responded"
+    FAILED = "failed"  # error reply, or past the full timeout
+
+
+class QueryEvent(Enum):
+    SEND = "send"
+    SHORT_TIMEOUT = "short-timeout"
+    RESPONSE = "response"
+    FAILURE = "failure"
+
+
+S, E = QueryState, QueryEvent
+TRANSITIONS: dict[tuple[QueryState, QueryEvent], QueryState] = {
+    (S.NEW, E.SEND): S.IN_FLIGHT,
+    (S.IN_FLIGHT, E.SHORT_TIMEOUT): S.SLOW,
+    (S.IN_FLIGHT, E.RESPONSE): S.RESPONDED,
+    (S.SLOW, E.RESPONSE): S.RESPONDED,
+    (S.FAILED, E.RESPONSE): S.RESPONDED,  # a late reply
+    (S.IN_FLIGHT, E.FAILURE): S.FAILED,
+    (S.SLOW, E.FAILURE): S.FAILED,
+}
+_OUTSTANDING = frozenset({S.IN_FLIGHT, S.SLOW})
+
+
+@dataclass(slots=True, eq=False)
+class _Candidate:
+    node: NodeInfo
+    dist: int  # XOR distance to the target; -1 for a seed of unknown id
+    seq: int
+    depth: int
+    state: QueryState = S.NEW
+    sent_at: float = 0.0
+
+
+def _order_key(c: _Candidate) -> tuple[int, int]:
+    return (c.dist, c.seq)
+
+
+class Traversal:
+    """An iterative lookup of ``target``, driven by the caller's clock and transport."""
+
+    def __init__(
+        self,
+        target: bytes,
+        seeds: Iterable[NodeInfo],
+        *,
+        alpha: int = 3,
+        k: int = 8,
+        short_timeout: float = 1.0,
+        full_timeout: float = 5.0,
+        now: float,
+        allow_local: bool = False,
+        max_queries: int | None = None,
+        own_id: bytes | None = None,
+        width: int | None = None,
+    ) -> None:
+        if len(target) != ID_LEN:
+            raise LocalProtocolError(f"target must be {ID_LEN} bytes, got {len(target)}")
+        if alpha < 1 or k < 1 or (width is not None and width < k):
+            raise LocalProtocolError("alpha and k must be >= 1, width >= k")
+        if max_queries is not None and max_queries < 0:
+            raise LocalProtocolError("max_queries must be >= 0")
+        self.target = target
+        self.alpha = alpha
+        self.k = k
+        self.width = k if width is None else width
+        self.short_timeout = short_timeout
+        self.full_timeout = full_timeout
+        self.allow_local = allow_local
+        self.max_queries = max_queries
+        self.own_id = own_id
+        self.started_at = now
+        self._t = int.from_bytes(target, "big")
+        self._order: list[_Candidate] = []
+        self._by_id: dict[bytes, _Candidate] = {}
+        self._by_addr: dict[Addr, _Candidate] = {}
+        self._outstanding: dict[Addr, _Candidate] = {}
+        self._seq = 0
+        self._done = False
+        self._max_depth = -1
+        self.queries_sent = 0
+        self.responses = 0
+        self.failures = 0
+        self.tokens: dict[bytes, bytes] = {}
+        self.peers: dict[Addr, set[Addr]] = {}
+        self.samples_by_node: dict[bytes, tuple[bytes, ...]] = {}
+        self.extras: dict[bytes, Any] = {}
+        for seed in seeds:
+            self._add(seed, 0, unknown_id_ok=True)
+        self._update_done()
+
+    # ----------------------------------------------------------------- inspection
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    @property
+    def rounds(self) -> int:
+        return self._max_depth + 1
+
+    @property
+    def outstanding(self) -> int:
+        return len(self._outstanding)
+
+    def state_of(self, node_id: bytes) -> QueryState | None:
+        c = self._by_id.get(node_id)
+        return c.state if c is not None else None
+
+    def candidates(self) -> list[tuple[NodeInfo, QueryState]]:
+        """Every candidate, closest first, with its state (for logs and tests)."""
+        return [(c.node, c.state) for c in self._order]
+
+    def result(self) -> list[NodeInfo]:
+        """The ``k`` closest nodes that responded, closest first."""
+        out = []
+        for c in self._order:
+            if c.state is S.RESPONDED:
+                out.append(c.node)
+                if len(out) == self.k:
+                    break
+        return out
+
+    def announce_targets(self) -> list[tuple[NodeInfo, bytes]]:
+        """The nodes of :meth:`result` that gave a token, with it (for announce_peer)."""
+        return [(n, self.tokens[n.id]) for n in self.result() if n.id in self.tokens]
+
+    def all_samples(self) -> set[bytes]:
+        return {s for samples in self.samples_by_node.values() for s in samples}
+
+    # ----------------------------------------------------------------- candidates
+
+    def _add(self, node: NodeInfo, depth: int, *, unknown_id_ok: bool = False) -> _Candidate | None:
+        known_id = len(node.id) == ID_LEN
+        if not known_id and not unknown_id_ok:
+            return None
+        if known_id and (node.id in self._by_id or node.id == self.own_id):
+            return None
+        if node.addr in self._by_addr or not acceptable_address(node.ip, node.port, self.allow_local):
+            return None
+        dist = int.from_bytes(node.id, "big") ^ self._t if known_id else -1
+        order = self._order
+        if len(order) >= MAX_TRAVERSAL_CANDIDATES:
+            if dist >= order[-1].dist:
+                return None
+            # drop the farthest candidate nobody has queried yet, if any
+            for i in range(len(order) - 1, -1, -1):
+                if order[i].state is S.NEW:
+                    self._forget(order.pop(i))
+                    break
+            else:
+                return None
+        cand = _Candidate(node, dist, self._seq, depth)
+        self._seq += 1
+        bisect.insort(order, cand, key=_order_key)
+        if known_id:
+            self._by_id[node.id] = cand
+        self._by_addr[node.addr] = cand
+        return cand
+
+    def _forget(self, c: _Candidate) -> None:
+        if self._by_id.get(c.node.id) is c:
+            del self._by_id[c.node.id]
+        if self._by_addr.get(c.node.addr) is c:
+            del self._by_addr[c.node.addr]
+
+    def _transition(self, c: _Candidate, event: QueryEvent) -> bool:
+        new = TRANSITIONS.get((c.state, event))
+        if new is None:
+            return False
+        c.state = new
+        return True
+
+    # ----------------------------------------------------------------- the walk
+
+    def _walk(self, now: float, send: bool) -> list[NodeInfo]:
+        """Walk closest first: send what may be sent, and decide whether the lookup has converged."""
+        slots = self.alpha - sum(1 for c in self._outstanding.values() if c.state is S.IN_FLIGHT)
+        budget = math.inf if self.max_queries is None else self.max_queries - self.queries_sent
+        sent: list[NodeInfo] = []
+        needed = self.width
+        blocked = False  # something closer than the k-th responder is still open
+        for c in self._order:
+            st = c.state
+            if st is S.RESPONDED:
+                needed -= 1
+                if needed == 0:
+                    break
+            elif st is S.NEW:
+                if send and slots > 0 and budget > 0:
+                    self._transition(c, E.SEND)
+                    c.sent_at = now
+                    self._outstanding[c.node.addr] = c
+                    self.queries_sent += 1
+                    slots -= 1
+                    budget -= 1
+                    sent.append(c.node)
+                    blocked = True
+                elif budget > 0:
+                    blocked = True  # a closer node is still to be queried; nothing more to send now
+                    break
+            elif st in _OUTSTANDING:
+                blocked = True
+        converged = not blocked  # k responders with nothing open before them, or nothing left at all
+        exhausted_budget = budget <= 0 and not self._outstanding
+        if converged or exhausted_budget:
+            self._done = True
+        return sent
+
+    def _update_done(self) -> None:
+        if not self._done:
+            self._walk(0.0, send=False)
+
+    def next_queries(self, now: float) -> list[NodeInfo]:
+        """Nodes to query now (each is then in flight until a reply, a failure or a timeout)."""
+        self.on_tick(now)
+        if self._done:
+            return []
+        return self._walk(now, send=True)
+
+    # ----------------------------------------------------------------- events
+
+    def on_tick(self, now: float) -> None:
+        """Apply the short and full timeouts of outstanding queries at time ``now``."""
+        expired = False
+        for addr, c in list(self._outstanding.items()):
+            if now >= c.sent_at + self.full_timeout:
+                self._transition(c, E.FAILURE)
+                del self._outstanding[addr]
+                self.failures += 1
+                expired = True
+            elif c.state is S.IN_FLIGHT and now >= c.sent_at + self.short_timeout:
+                self._transition(c, E.SHORT_TIMEOUT)
+        if expired:
+            self._update_done()
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`on_tick` next has a timeout to apply (None when done or nothing is outstanding)."""
+        if self._done or not self._outstanding:
+            return None
+        return min(
+            c.sent_at + (self.short_timeout if c.state is S.IN_FLIGHT else self.full_timeout)
+            for c in self._outstanding.values()
+        )
+
+    def on_failure(self, node: NodeInfo, now: float) -> None:
+        """The query to ``node`` got an error reply or timed out (as judged by the driver)."""
+        c = self._outstanding.pop(node.addr, None)
+        if c is None:
+            return
+        self._transition(c, E.FAILURE)
+        self.failures += 1
+        self._update_done()
+
+    def on_response(
+        self,
+        node: NodeInfo,
+        now: float,
+        *,
+        nodes: Iterable[NodeInfo] = (),
+        values: Iterable[tuple[str, int]] = (),
+        token: bytes | None = None,
+        samples: Iterable[bytes] = (),
+        extra: Any = None,
+    ) -> bool:
+        """A reply from ``node`` (its id as stated in the reply, its address as the datagram's source).
+
+        Returns False when the reply is ignored: we never queried that address, or it already replied.
+        """
+        c = self._by_addr.get(node.addr)
+        if c is None or (c.state not in _OUTSTANDING and c.state is not S.FAILED):
+            return False
+        was_failed = c.state is S.FAILED
+        self._outstanding.pop(node.addr, None)
+        self._transition(c, E.RESPONSE)
+        self.responses += 1
+        if was_failed:
+            self.failures -= 1
+        trusted = True
+        if c.node.id != node.id:
+            trusted = self._rekey(c, node)
+        if trusted and c.depth > self._max_depth:
+            self._max_depth = c.depth
+        if trusted and token is not None:
+            self.tokens[node.id] = token
+        if trusted:
+            got = tuple(s for s in samples if len(s) == ID_LEN)
+            if got:
+                self.samples_by_node[node.id] = got
+            if extra is not None:
+                self.extras[node.id] = extra
+        for ip, port in values:
+            if acceptable_address(ip, port, self.allow_local):
+                self.peers.setdefault((ip, port), set()).add(node.addr)
+        for n in nodes:
+            self._add(n, c.depth + 1)
+        self._update_done()
+        return True
+
+    def _rekey(self, c: _Candidate, node: NodeInfo) -> bool:
+        """``c`` answered as ``node.id``: move it to its true place. False if that id is taken."""
+        self._order.pop(bisect.bisect_left(self._order, _order_key(c), key=_order_key))
+        if self._by_id.get(c.node.id) is c:
+            del self._by_id[c.node.id]
+        if len(node.id) != ID_LEN or node.id in self._by_id or node.id == self.own_id:
+            # the answered id is unusable or belongs to another address: keep the address as a
+            # known duplicate (never queried again) but not as a result
+            c.node = node
+            return False
+        c.node = node
+        c.dist = int.from_bytes(node.id, "big") ^ self._t
+        bisect.insort(self._order, c, key=_order_key)
+        self._by_id[node.id] = c
+        return True
