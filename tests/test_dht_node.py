@@ -154,3 +154,17 @@ async def test_corrupt_state_file_is_ignored(tmp_path: Path) -> None:
     async with open_dht_node(node_config(state_file=state)) as node:
         assert len(node.own_id) == 20
     assert json.loads(state.read_text())["node_id"] == node.own_id.hex()
+
+
+async def test_adopts_bep42_id_when_three_nodes_agree_on_a_public_address() -> None:
+    from p2pwatch.dht import bep42
+
+    async with open_dht_node(node_config()) as node:
+        before = node.own_id
+        for voter in ("127.0.0.2", "127.0.0.3"):
+            node._vote_external_ip("203.0.113.7", voter)
+        assert node.own_id == before  # two votes are not enough
+        node._vote_external_ip("203.0.113.7", "127.0.0.4")
+        assert node.external_ip == "203.0.113.7"
+        assert bep42.is_valid_node_id(node.own_id, "203.0.113.7")
+        assert node.handler.own_id == node.own_id

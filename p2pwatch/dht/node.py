@@ -216,6 +216,20 @@ class DHTNode:
         if len(voters) >= 3 and self.external_ip != ip:
             self.external_ip = ip
             log.info("external address %s (confirmed by %d nodes)", ip, len(voters))
+            if self.config.node_id is None and not bep42.is_valid_node_id(self.own_id, ip):
+                self._adopt_node_id(bep42.node_id_for_ip(ip))
+
+    def _adopt_node_id(self, new_id: bytes) -> None:
+        """Switch to a BEP 42 id for our external address, keeping the nodes we know."""
+        log.info("adopting BEP 42 node id %s", new_id.hex())
+        now = trio.current_time()
+        old_nodes = list(self.table.nodes())
+        self.own_id = new_id
+        self.table = RoutingTable(new_id, k=self.config.k, allow_local=self.config.allow_local)
+        for node in old_nodes:
+            self.table.heard_from(node, now, responded=True)
+        self.handler.own_id = new_id
+        self.handler.table = self.table
 
     # ------------------------------------------------------------------------------------------- sending
 
