@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
+from p2pwatch.aio import unwrap_single
 from p2pwatch.errors import ConfigError, P2PWatchError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -102,7 +103,8 @@ def handle_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            with unwrap_single():
+                return func(*args, **kwargs)
         except ConfigError as exc:
             fail(str(exc), 2)
         except P2PWatchError as exc:

@@ -108,8 +108,8 @@ def peers_command(obj: dict[str, object], infohash: str, as_json: bool, net: Net
     table = Table(title=f"DHT peers for {target.hex()} ({len(rows)})")
     table.add_column("peer")
     table.add_column("reported by")
-    for row in rows:
-        table.add_row(f"{row['ip']}:{row['port']}", ", ".join(row["reported_by"]))
+    for (ip, port), reporters in sorted(found.items()):
+        table.add_row(f"{ip}:{port}", ", ".join(sorted(f"{h}:{p}" for h, p in reporters)))
     Console().print(table)
 
 

@@ -33,12 +33,22 @@ class KRPCError(RemoteProtocolError):
 
     ``code`` is the BEP 5 error code (201 generic, 202 server, 203 protocol, 204 method unknown).
     ``transaction_id`` is set when the malformed message still carried one, so a reply can be sent.
+    ``from_query`` is true when the malformed message was a query (``"y": "q"``); only those get an
+    error reply, never a response or an error (that could make two nodes answer each other forever).
     """
 
-    def __init__(self, message: str, code: int = 203, transaction_id: bytes | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        code: int = 203,
+        transaction_id: bytes | None = None,
+        *,
+        from_query: bool = False,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.transaction_id = transaction_id
+        self.from_query = from_query
 
 
 class NetworkRefused(P2PWatchError):
@@ -55,3 +65,32 @@ class QueryTimeout(P2PWatchTimeout):
 
 class ConfigError(P2PWatchError):
     """The configuration or a command-line value is invalid."""
+
+
+class PeerWireError(RemoteProtocolError):
+    """A BitTorrent peer broke the peer-wire protocol (BEP 3/6/9/10/52) or the MSE/PE handshake."""
+
+
+class PeerTimeout(P2PWatchTimeout):
+    """A BitTorrent peer did not answer in time."""
+
+
+class TrackerError(RemoteProtocolError):
+    """A tracker (BEP 3/15/48) sent a malformed or unexpected reply."""
+
+
+class TrackerFailure(TrackerError):
+    """A tracker refused a request: HTTP ``failure reason`` or UDP error action 3. ``reason`` is its text."""
+
+    def __init__(self, reason: str, tracker: str = "") -> None:
+        super().__init__(f"tracker {tracker} failed: {reason}" if tracker else f"tracker failed: {reason}")
+        self.reason = reason
+        self.tracker = tracker
+
+
+class TrackerTimeout(P2PWatchTimeout):
+    """A tracker did not answer in time (after the BEP 15 retransmissions, or the HTTP deadline)."""
+
+
+class TrackerUnreachable(P2PWatchError):
+    """A tracker could not be reached at all (name not resolved, connection refused or reset, TLS failed)."""

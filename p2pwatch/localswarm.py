@@ -12,6 +12,7 @@ helpers poll with a deadline (they are meant to run in a worker thread or a sync
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -99,7 +100,7 @@ class LocalSwarm:
         pack["enable_dht"] = dht
         pack["listen_interfaces"] = f"{ip}:0"
         pack["outgoing_interfaces"] = ip
-        ses = lt.session(pack)
+        ses = lt.session(pack)  # type: ignore[call-overload]  # the stubs omit the dict overload
         node = SwarmSession(ip, ses)
         self.sessions.append(node)
         _wait_for(lambda: node.port > 0, 10.0, f"libtorrent on {ip} did not start listening")
@@ -108,7 +109,7 @@ class LocalSwarm:
     def seed(self, node: SwarmSession, torrent_bytes: bytes, save_path: Path) -> Any:
         """Add a torrent whose data is already in ``save_path``; returns the torrent handle."""
         params = lt.add_torrent_params()
-        params.ti = lt.torrent_info(lt.bdecode(torrent_bytes))
+        params.ti = lt.torrent_info(lt.bdecode(torrent_bytes))  # type: ignore[arg-type]
         params.save_path = str(save_path)
         handle = node.session.add_torrent(params)
         handle.force_recheck()
@@ -139,10 +140,8 @@ class LocalSwarm:
 
     def close(self) -> None:
         for s in self.sessions:
-            try:
+            with contextlib.suppress(RuntimeError):
                 s.session.pause()
-            except RuntimeError:
-                pass
         self.sessions.clear()
 
 

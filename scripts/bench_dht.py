@@ -25,12 +25,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import trio  # noqa: E402
+import trio
 
-from p2pwatch import netguard  # noqa: E402
-from p2pwatch.dht import krpc  # noqa: E402
-from p2pwatch.dht.node import DHTConfig, open_dht_node  # noqa: E402
-from p2pwatch.dht.nodeinfo import NodeInfo  # noqa: E402
+from p2pwatch import netguard
+from p2pwatch.dht import krpc
+from p2pwatch.dht.node import DHTConfig, open_dht_node
+from p2pwatch.dht.nodeinfo import NodeInfo
 
 SERVER_IP = "127.0.9.1"
 CLIENT_IPS = [f"127.0.9.{i}" for i in range(10, 26)]
@@ -143,8 +143,9 @@ def _measure(server_kind: str, duration: float) -> float:
         async with open_dht_node(config, bootstrap=False) as node:
             rng = random.Random(3)
             for _ in range(300):  # a realistic routing table so find_node/get_peers return 8 nodes
-                node.table.heard_from(NodeInfo(rng.randbytes(20), f"127.1.{rng.randrange(256)}.{rng.randrange(1, 255)}",
-                                               rng.randrange(1024, 65535)), trio.current_time(), responded=True)
+                ip = f"127.1.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+                node.table.heard_from(NodeInfo(rng.randbytes(20), ip, rng.randrange(1024, 65535)),
+                                      trio.current_time(), responded=True)
             return await _drive(node.address, lambda: node.stats.queries_in, duration, queue)
 
     return trio.run(main)

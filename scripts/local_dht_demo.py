@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import libtorrent as lt  # noqa: E402
+import libtorrent as lt
 
-from p2pwatch.localswarm import LocalSwarm, create_torrent  # noqa: E402
+from p2pwatch.localswarm import LocalSwarm, create_torrent
 
 
 def run_cli(args: list[str], home: Path) -> str:
@@ -47,7 +47,7 @@ def main() -> None:
         t0 = time.monotonic()
         with LocalSwarm(root) as swarm:
             sessions = [swarm.start_session(f"127.0.8.{i}") for i in range(2, 10)]
-            for i, (name, torrent) in enumerate(torrents.items()):
+            for i, torrent in enumerate(torrents.values()):
                 for session in sessions[i * 2 : i * 2 + 2 + i]:
                     swarm.seed(session, torrent, data)
             swarm.connect_dht()

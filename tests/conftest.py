@@ -15,7 +15,7 @@ import pytest
 
 os.environ["P2PWATCH_NETGUARD_ALLOW"] = "127.0.0.0/8"
 
-from p2pwatch import netguard  # noqa: E402
+from p2pwatch import netguard
 
 netguard.set_policy(netguard.NetworkPolicy.loopback_only())
 
@@ -32,7 +32,7 @@ def require_component(name: str, available: bool, hint: str = "") -> None:
 
 def require_binary(binary: str) -> str:
     path = shutil.which(binary)
-    require_component(binary, path is not None, f"install it (the README's test command does)")
+    require_component(binary, path is not None, "install it (the README's test command does)")
     assert path is not None
     return path
 

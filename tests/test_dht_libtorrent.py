@@ -17,7 +17,7 @@ import pytest
 import trio
 
 from p2pwatch.dht.crawler import Crawler, DiscoveredInfohash, Discovery
-from p2pwatch.dht.node import DHTNode, open_dht_node
+from p2pwatch.dht.node import open_dht_node
 from tests.conftest import loopback_address, require_component
 from tests.dht_helpers import node_config
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import trio
 
 from p2pwatch import limits, netguard
+from p2pwatch.aio import unwrap_single
 from p2pwatch.dht import bep42, krpc
 from p2pwatch.dht.nodeinfo import NodeInfo, random_id
 from p2pwatch.dht.ratelimit import PerIPRateLimiter
@@ -122,10 +123,12 @@ class DHTNode:
         self.address = sock.getsockname()
         now = trio.current_time()
         state = _load_state(config.state_file)
-        own_id = config.node_id or (bytes.fromhex(state["node_id"]) if state.get("node_id") else None)
+        saved_id = state.get("node_id")
+        own_id = config.node_id or (bytes.fromhex(saved_id) if isinstance(saved_id, str) else None)
         self.own_id = own_id or random_id()
-        if state.get("routing_table") and state.get("node_id") == self.own_id.hex():
-            self.table = RoutingTable.from_state(state["routing_table"], own_id=self.own_id, k=config.k,
+        saved_table = state.get("routing_table")
+        if isinstance(saved_table, dict) and saved_id == self.own_id.hex():
+            self.table = RoutingTable.from_state(saved_table, own_id=self.own_id, k=config.k,
                                                  allow_local=config.allow_local)
         else:
             self.table = RoutingTable(self.own_id, k=config.k, allow_local=config.allow_local)
@@ -138,7 +141,8 @@ class DHTNode:
         self._subscribers: list[Callable[[IncomingQuery], None]] = []
         self._outstanding = trio.Semaphore(config.max_outstanding)
         self._ip_votes: dict[str, set[str]] = {}
-        self.external_ip: str | None = state.get("external_ip")
+        saved_ip = state.get("external_ip")
+        self.external_ip: str | None = saved_ip if isinstance(saved_ip, str) else None
 
     # ----------------------------------------------------------------------------------------- receiving
 
@@ -494,16 +498,17 @@ async def open_dht_node(config: DHTConfig, *, bootstrap: bool = True) -> AsyncIt
     sock = await netguard.open_udp_socket(config.bind_host, config.bind_port)
     node = DHTNode(config, sock)
     try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(node._receive_loop)
-            nursery.start_soon(node._maintenance_loop)
-            try:
-                if bootstrap and (config.bootstrap or len(node.table)):
-                    await node.bootstrap()
-                yield node
-            finally:
-                nursery.cancel_scope.cancel()
-                with trio.CancelScope(shield=True):
-                    await node.save_state()
+        with unwrap_single():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(node._receive_loop)
+                nursery.start_soon(node._maintenance_loop)
+                try:
+                    if bootstrap and (config.bootstrap or len(node.table)):
+                        await node.bootstrap()
+                    yield node
+                finally:
+                    nursery.cancel_scope.cancel()
+                    with trio.CancelScope(shield=True):
+                        await node.save_state()
     finally:
         sock.close()

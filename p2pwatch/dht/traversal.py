@@ -198,15 +198,11 @@ class Traversal:
         dist = int.from_bytes(node.id, "big") ^ self._t if known_id else -1
         order = self._order
         if len(order) >= MAX_TRAVERSAL_CANDIDATES:
-            if dist >= order[-1].dist:
+            # make room by dropping the farthest candidate nobody has queried yet, if it is farther
+            i = next((i for i in range(len(order) - 1, -1, -1) if order[i].state is S.NEW), None)
+            if i is None or dist >= order[i].dist:
                 return None
-            # drop the farthest candidate nobody has queried yet, if any
-            for i in range(len(order) - 1, -1, -1):
-                if order[i].state is S.NEW:
-                    self._forget(order.pop(i))
-                    break
-            else:
-                return None
+            self._forget(order.pop(i))
         cand = _Candidate(node, dist, self._seq, depth)
         self._seq += 1
         bisect.insort(order, cand, key=_order_key)
