@@ -64,3 +64,18 @@ def test_hypothesis_round_trip(value: object) -> None:
 def test_hypothesis_garbage_only_raises_decode_error(data: bytes) -> None:
     with contextlib.suppress(DecodeError):
         bencoding.decode(data)
+
+
+@given(bencodable)
+def test_encoder_matches_bencode_py_byte_for_byte(value: object) -> None:
+    import bencodepy
+
+    assert bencoding.encode(value) == bencodepy.Bencode(encoding=None).encode(value)
+
+
+def test_encoder_refuses_unencodable_values() -> None:
+    from p2pwatch.errors import LocalProtocolError
+
+    for bad in ({"text-key": 1}, 1.5, None, {b"a": object()}):
+        with pytest.raises(LocalProtocolError):
+            bencoding.encode(bad)

@@ -269,6 +269,7 @@ class SimulatedDHT:
         full_timeout: float = 5.0,
         max_queries: int | None = None,
         width: int | None = None,
+        widen: int = 0,
         announce_peer: tuple[str, int] = ("3.3.3.3", 51413),
     ) -> LookupStats:
         """Look ``target`` up from node ``start_node``, on a virtual clock starting at 0."""
@@ -290,6 +291,7 @@ class SimulatedDHT:
             max_queries=max_queries,
             own_id=me.id,
             width=width,
+            widen=widen,
         )
         pending: list[tuple[float, int, int]] = []  # (arrival time, sequence, node index)
         seq = 0

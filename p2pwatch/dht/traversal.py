@@ -110,6 +110,7 @@ class Traversal:
         max_queries: int | None = None,
         own_id: bytes | None = None,
         width: int | None = None,
+        widen: int = 0,
     ) -> None:
         if len(target) != ID_LEN:
             raise LocalProtocolError(f"target must be {ID_LEN} bytes, got {len(target)}")
@@ -121,6 +122,7 @@ class Traversal:
         self.alpha = alpha
         self.k = k
         self.width = k if width is None else width
+        self.widen = widen
         self.short_timeout = short_timeout
         self.full_timeout = full_timeout
         self.allow_local = allow_local
@@ -232,10 +234,16 @@ class Traversal:
         budget = math.inf if self.max_queries is None else self.max_queries - self.queries_sent
         sent: list[NodeInfo] = []
         needed = self.width
+        extra = self.width  # at most this many more responders are asked for because of failures
         blocked = False  # something closer than the k-th responder is still open
         for c in self._order:
             st = c.state
-            if st is S.RESPONDED:
+            if st is S.FAILED:
+                if extra > 0 and self.widen:
+                    grow = min(self.widen, extra)
+                    needed += grow
+                    extra -= grow
+            elif st is S.RESPONDED:
                 needed -= 1
                 if needed == 0:
                     break
