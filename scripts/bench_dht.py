@@ -167,9 +167,9 @@ async def _drive(server: tuple[str, int], count: object, duration: float, queue:
 def bench_throughput(runs: int, duration: float) -> list[tuple[str, str, str]]:
     node_rates = [_measure("node", duration) for _ in range(runs)]
     echo_rates = [_measure("echo", duration) for _ in range(runs)]
-    reply = krpc.encode(krpc.Response(b"aa", os.urandom(20), nodes=tuple(
-        NodeInfo(os.urandom(20), "1.2.3.4", 6881) for _ in range(8)), values=tuple(("5.6.7.8", 1000 + i) for i in range(8)),
-        token=b"12345678"))
+    nodes = tuple(NodeInfo(os.urandom(20), "1.2.3.4", 6881) for _ in range(8))
+    values = tuple(("5.6.7.8", 1000 + i) for i in range(8))
+    reply = krpc.encode(krpc.Response(b"aa", os.urandom(20), nodes=nodes, values=values, token=b"12345678"))
     from p2pwatch import bencoding
     t = time.perf_counter()
     n = 20000
