@@ -94,3 +94,24 @@ class TrackerTimeout(P2PWatchTimeout):
 
 class TrackerUnreachable(P2PWatchError):
     """A tracker could not be reached at all (name not resolved, connection refused or reset, TLS failed)."""
+
+
+class StorageError(P2PWatchError):
+    """The evidence store refused or failed an operation (p2pwatch.storage)."""
+
+
+class SchemaOutOfDate(StorageError):
+    """The database schema is missing, older or newer than this p2pwatch; the message names the fix."""
+
+
+class AppendOnlyViolation(StorageError):
+    """Something tried to change or delete an append-only row (observations, audit log)."""
+
+
+class FingerprintError(P2PWatchError):
+    """A file cannot be fingerprinted (unreadable, a directory, empty), or a fingerprint file or imported
+    hash list is malformed or of an unknown format version."""
+
+
+class MediaError(FingerprintError):
+    """Media could not be decoded or perceptually hashed (no ffmpeg, no video stream, corrupt data)."""

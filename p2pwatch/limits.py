@@ -66,3 +66,17 @@ MAX_TORRENT_PIECE_LENGTH = 1 << 30
 MAX_TORRENT_PIECES = 1 << 22
 #: Most candidate nodes one DHT lookup (traversal) keeps; farther unqueried ones are dropped first.
 MAX_TRAVERSAL_CANDIDATES = 1000
+
+# --- fingerprints and media (p2pwatch.fingerprint, p2pwatch.media) ---
+#: Largest fingerprint JSON file we load (a 100 GiB file's leaf layer and piece tables fit well below).
+MAX_FINGERPRINT_FILE = 512 * 1024 * 1024
+#: Largest image file we decode for perceptual hashing (read whole into memory).
+MAX_IMAGE_FILE = 256 * 1024 * 1024
+#: Most pixels in an image we decode (Pillow's decompression-bomb guard is set to this).
+MAX_IMAGE_PIXELS = 100_000_000
+#: Most frame hashes taken from one video.
+MAX_VIDEO_FRAMES = 4000
+#: Seconds one ffmpeg run may take before it is killed (a hostile file must not hang the matcher).
+MEDIA_DECODE_TIMEOUT = 1800.0
+#: Largest line (bytes) of an imported hash list.
+MAX_HASH_LIST_LINE = 64 * 1024

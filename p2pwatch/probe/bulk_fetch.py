@@ -22,7 +22,8 @@ import contextlib
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,38 +115,11 @@ def _settings(options: FetchOptions) -> dict[str, Any]:
     return pack
 
 
-def fetch_pieces_blocking(source: Metainfo | str, wanted: Iterable[int], options: FetchOptions) -> FetchResult:
-    """Fetch ``wanted`` pieces of ``source`` (a Metainfo or a magnet URI). Runs in the calling thread."""
-    wanted_set = set(wanted)
-    if not wanted_set:
-        raise LocalProtocolError("no pieces requested")
-    policy = netguard.current_policy()
-    for ip, port in options.peers:
-        policy.check(ip, port)
-    scratch = Path(tempfile.mkdtemp(prefix="p2pwatch-fetch-", dir=options.scratch_dir))
-    session = lt.session(_settings(options))  # type: ignore[call-overload]
-    session.set_ip_filter(_ip_filter(policy))
-    result = FetchResult()
-    try:
-        params = _add_params(source, scratch, options)
-        handle = session.add_torrent(params)
-        for peer in options.peers:
-            handle.connect_peer(peer)
-        _run(session, handle, source if isinstance(source, Metainfo) else None, wanted_set, options, result)
-        return result
-    finally:
-        with contextlib.suppress(RuntimeError):
-            session.pause()
-        del session
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
 def _add_params(source: Metainfo | str, scratch: Path, options: FetchOptions) -> Any:
     if isinstance(source, Metainfo):
         params = lt.add_torrent_params()
         params.ti = lt.torrent_info(lt.bdecode(b"d4:info" + source.info_bytes + b"e"))  # type: ignore[arg-type]
-        num = params.ti.num_pieces()
-        params.piece_priorities = [0] * num
+        params.piece_priorities = [0] * params.ti.num_pieces()
     else:
         try:
             params = lt.parse_magnet_uri(source)
@@ -158,38 +132,114 @@ def _add_params(source: Metainfo | str, scratch: Path, options: FetchOptions) ->
     return params
 
 
-def _run(session: Any, handle: Any, metainfo: Metainfo | None, wanted: set[int], options: FetchOptions,
-         result: FetchResult) -> None:
-    deadline = time.monotonic() + options.timeout
-    served: dict[int, set[tuple[str, int]]] = {}
-    prioritized = False
-    pending_reads: set[int] = set()
-    while True:
-        if not prioritized and handle.status().has_metadata:
-            ti = handle.torrent_file()
-            num = ti.num_pieces()
-            bad = [i for i in wanted if not 0 <= i < num]
-            if bad:
-                raise LocalProtocolError(f"pieces {bad} outside 0..{num - 1}")
-            handle.prioritize_pieces([7 if i in wanted else 0 for i in range(num)])
-            if metainfo is None:
-                result.metadata = bytes(ti.info_section())  # the raw info dict as received (BEP 9)
-                if result.metadata:
-                    metainfo = parse_info(result.metadata)
-            prioritized = True
-        for alert in session.pop_alerts():
+
+class TorrentReader:
+    """A long-lived libtorrent session for one torrent that fetches pieces on demand.
+
+    ``open()``, ``read_pieces()`` and ``close()`` block; call them from a worker thread (the async
+    :func:`open_torrent_reader` does). Calls must not overlap (the async wrapper serialises them).
+    """
+
+    def __init__(self, source: Metainfo | str, options: FetchOptions) -> None:
+        self.source = source
+        self.options = options
+        self.metainfo = source if isinstance(source, Metainfo) else None
+        self.result = FetchResult()
+        self._served: dict[int, set[tuple[str, int]]] = {}
+        self._wanted: set[int] = set()
+        self._session: Any = None
+        self._handle: Any = None
+        self._scratch: Path | None = None
+        self._num_pieces = 0
+
+    def open(self) -> None:
+        policy = netguard.current_policy()
+        for ip, port in self.options.peers:
+            policy.check(ip, port)
+        self._scratch = Path(tempfile.mkdtemp(prefix="p2pwatch-fetch-", dir=self.options.scratch_dir))
+        self._session = lt.session(_settings(self.options))  # type: ignore[call-overload]
+        self._session.set_ip_filter(_ip_filter(policy))
+        self._handle = self._session.add_torrent(_add_params(self.source, self._scratch, self.options))
+        for peer in self.options.peers:
+            self._handle.connect_peer(peer)
+
+    def close(self) -> None:
+        if self._session is not None:
+            with contextlib.suppress(RuntimeError):
+                self._session.pause()
+            self._session = None
+            self._handle = None
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+
+    def __enter__(self) -> TorrentReader:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def num_pieces(self) -> int:
+        return self._num_pieces
+
+    def wait_metadata(self, timeout: float) -> Metainfo:
+        """Wait until the metadata is known (immediately when we were given the metainfo)."""
+        deadline = time.monotonic() + timeout
+        while not self._metadata_ready():
+            if time.monotonic() > deadline:
+                raise FetchTimeout(f"no metadata within {timeout:g} s", self.result)
+            self._session.wait_for_alert(100)
+            self._pump()
+        assert self.metainfo is not None
+        return self.metainfo
+
+    def _metadata_ready(self) -> bool:
+        if self._num_pieces:
+            return True
+        if not self._handle.status().has_metadata:
+            return False
+        ti = self._handle.torrent_file()
+        self._num_pieces = ti.num_pieces()
+        self._handle.prioritize_pieces([0] * self._num_pieces)
+        if self.metainfo is None:
+            self.result.metadata = bytes(ti.info_section())  # the raw info dict as received (BEP 9)
+            self.metainfo = parse_info(self.result.metadata)
+        return True
+
+    def read_pieces(self, wanted: Iterable[int], timeout: float | None = None) -> dict[int, FetchedPiece]:
+        """Fetch (or return already fetched) pieces; raises FetchTimeout carrying what did arrive."""
+        want = set(wanted)
+        if not want:
+            raise LocalProtocolError("no pieces requested")
+        limit = timeout if timeout is not None else self.options.timeout
+        deadline = time.monotonic() + limit
+        self.wait_metadata(limit)
+        bad = [i for i in want if not 0 <= i < self._num_pieces]
+        if bad:
+            raise LocalProtocolError(f"pieces {sorted(bad)} outside 0..{self._num_pieces - 1}")
+        new = want - set(self.result.pieces) - self._wanted
+        for index in new:
+            self._handle.piece_priority(index, 7)
+        self._wanted |= new
+        while not want <= set(self.result.pieces):
+            if time.monotonic() > deadline:
+                missing = sorted(want - set(self.result.pieces))
+                raise FetchTimeout(f"pieces {missing} did not arrive within {limit:g} s", self.result)
+            self._session.wait_for_alert(100)
+            self._pump()
+        return {i: self.result.pieces[i] for i in want}
+
+    def _pump(self) -> None:
+        result, served, handle = self.result, self._served, self._handle
+        for alert in self._session.pop_alerts():
             if isinstance(alert, lt.block_finished_alert):
                 served.setdefault(alert.piece_index, set()).add((str(alert.ip[0]), int(alert.ip[1])))
-            elif isinstance(alert, lt.piece_finished_alert) and alert.piece_index in wanted:
+            elif isinstance(alert, lt.piece_finished_alert) and alert.piece_index in self._wanted:
                 handle.read_piece(alert.piece_index)
-                pending_reads.add(alert.piece_index)
-            elif isinstance(alert, lt.read_piece_alert) and alert.piece in wanted:
-                data = bytes(alert.buffer)
-                if metainfo is not None and metainfo.piece_hashes and not metainfo.verify_piece(alert.piece, data):
-                    result.hash_failures += 1
-                    continue
-                result.pieces[alert.piece] = FetchedPiece(alert.piece, data, tuple(sorted(served.get(alert.piece, ()))))
-                pending_reads.discard(alert.piece)
+            elif isinstance(alert, lt.read_piece_alert) and alert.piece in self._wanted:
+                self._piece_read(alert.piece, bytes(alert.buffer))
             elif isinstance(alert, lt.hash_failed_alert):
                 result.hash_failures += 1
                 served.pop(alert.piece_index, None)
@@ -199,15 +249,57 @@ def _run(session: Any, handle: Any, metainfo: Metainfo | None, wanted: set[int],
         result.bytes_downloaded = int(status.total_download)
         result.payload_downloaded = int(status.total_payload_download)
         result.bytes_uploaded = int(status.total_payload_upload)
-        if wanted <= set(result.pieces):
+
+    def _piece_read(self, index: int, data: bytes) -> None:
+        metainfo = self.metainfo
+        if metainfo is not None and metainfo.piece_hashes and not metainfo.verify_piece(index, data):
+            self.result.hash_failures += 1
             return
-        if time.monotonic() > deadline:
-            missing = sorted(wanted - set(result.pieces))
-            raise FetchTimeout(f"pieces {missing} did not arrive within {options.timeout:g} s", result)
-        session.wait_for_alert(100)
+        served = tuple(sorted(self._served.get(index, ())))
+        self.result.pieces[index] = FetchedPiece(index, data, served)
+
+
+def fetch_pieces_blocking(source: Metainfo | str, wanted: Iterable[int], options: FetchOptions) -> FetchResult:
+    """Fetch ``wanted`` pieces of ``source`` (a Metainfo or a magnet URI). Runs in the calling thread."""
+    with TorrentReader(source, options) as reader:
+        reader.read_pieces(wanted)
+        return reader.result
 
 
 async def fetch_pieces(source: Metainfo | str, wanted: Sequence[int], options: FetchOptions) -> FetchResult:
     """Fetch pieces in a worker thread; cancelling the trio task abandons the thread's result."""
     return await trio.to_thread.run_sync(fetch_pieces_blocking, source, list(wanted), options,
                                          abandon_on_cancel=True)
+
+
+class AsyncTorrentReader:
+    """trio face of :class:`TorrentReader`: calls run in worker threads, one at a time."""
+
+    def __init__(self, reader: TorrentReader) -> None:
+        self.reader = reader
+        self._lock = trio.Lock()
+
+    async def wait_metadata(self, timeout: float) -> Metainfo:
+        async with self._lock:
+            return await trio.to_thread.run_sync(self.reader.wait_metadata, timeout, abandon_on_cancel=True)
+
+    async def read_pieces(self, wanted: Iterable[int], timeout: float | None = None) -> dict[int, FetchedPiece]:
+        async with self._lock:
+            return await trio.to_thread.run_sync(self.reader.read_pieces, list(wanted), timeout,
+                                                 abandon_on_cancel=True)
+
+    @property
+    def result(self) -> FetchResult:
+        return self.reader.result
+
+
+@asynccontextmanager
+async def open_torrent_reader(source: Metainfo | str, options: FetchOptions) -> AsyncIterator[AsyncTorrentReader]:
+    """A :class:`TorrentReader` for the duration of the block (session stopped, scratch deleted after)."""
+    reader = TorrentReader(source, options)
+    await trio.to_thread.run_sync(reader.open)
+    try:
+        yield AsyncTorrentReader(reader)
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(reader.close)
