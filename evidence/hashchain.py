@@ -1,20 +1,26 @@
 """The observation hash chain, re-computed on the standard library alone.
 
-Definition (shared with p2pwatch's store, ``p2pwatch/storage/chain.py``; both must stay byte-identical)::
+This is an independent copy of the normative definition in p2pwatch's store (``p2pwatch/storage/chain.py``,
+``docs/storage.md``); a test checks that both give the same hashes. The evidence package must not import
+p2pwatch (police have no p2pwatch)::
 
-    canonical_json(fields) = json.dumps(fields, sort_keys=True, separators=(",", ":"),
-                                        ensure_ascii=False).encode("utf-8")
-    row_hash = sha256(canonical_json(fields) + prev_hash_hex.encode("ascii")).hexdigest()
+    canonical(fields) = UTF-8 of json.dumps(fields, sort_keys=True, separators=(",", ":"),
+                                            ensure_ascii=False, allow_nan=False)
+    body_hash         = SHA-256(canonical(fields))                         (32 bytes)
+    row_hash          = hex(SHA-256(bytes.fromhex(prev_hash) || body_hash))
+    prev_hash(seq 1)  = GENESIS_HASH = "0" * 64;  prev_hash(seq n) = row_hash(seq n - 1)
 
-where ``fields`` is the row without the keys in :data:`NOT_HASHED` (``prev_hash`` and ``row_hash``), and
-the first row of the whole chain has ``prev_hash`` = :data:`GENESIS_HASH`.
+Observation fields: ``kind`` ("observation"), ``seq``, ``observed_at``, ``torrent`` (40 hex DHT id),
+``addr`` (salted address digest), ``level``, ``source``, ``client``, ``peer_id``, ``have_fraction``,
+``transcript`` (SHA-256 hex of the transcript's canonical JSON, or null). The peer address enters the chain
+only through ``addr = hex(SHA-256(bytes.fromhex(addr_salt) || canonical([ip, port, reporter])))``, so the
+store can purge old addresses and the chain still verifies.
 
-A bundle carries the *segment* of the chain that belongs to one case. Rows of other cases that lie between
-its rows are replaced by *redacted runs*: ``{"redacted": true, "seq": first, "last_seq": last,
-"prev_hash": ..., "row_hash": ...}``, the hash before the run and the hash of the run's last row. A run links
-the segment together but cannot be re-computed (its rows are not in the bundle), so it proves only that the
-rows shown sit in one chain, at the positions shown. :class:`ChainChecker` checks a segment row by row in
-bounded memory.
+An exported row (observations.jsonl) is the hashed fields plus the keys in :data:`NOT_HASHED`: ``prev_hash``,
+``row_hash`` and the disclosed address ``ip``, ``port``, ``reporter``, ``addr_salt`` (all four null when
+purged). A row of another case inside the segment is exported as a *redacted row*
+``{"seq": n, "redacted": true, "body_hash": hex}``: its contents stay out of the bundle, and every link is
+still re-computed. :class:`ChainChecker` checks a segment row by row in bounded memory.
 """
 
 from __future__ import annotations
@@ -26,21 +32,35 @@ from dataclasses import dataclass, field
 from typing import Any
 
 GENESIS_HASH = "0" * 64
-#: Keys of an exported row that are not part of the hashed fields.
-NOT_HASHED = ("prev_hash", "row_hash")
+#: Keys of an exported observation row that its hash does not cover.
+NOT_HASHED = frozenset({"prev_hash", "row_hash", "ip", "port", "reporter", "addr_salt"})
+REDACTED_KEYS = frozenset({"seq", "redacted", "body_hash"})
 #: Name of this chain definition, recorded in chain.json.
-ALGORITHM = "sha256(canonical-json(fields) || prev_hash-hex), p2pwatch chain v1"
+ALGORITHM = "p2pwatch-chain-v1: row_hash = sha256(prev_hash || sha256(canonical_json(fields)))"
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _HEX = frozenset("0123456789abcdef")
 
 
-def canonical_json(fields: Mapping[str, Any]) -> bytes:
-    """Sorted keys, no whitespace, UTF-8 (not ASCII-escaped)."""
-    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+def canonical_bytes(value: Any) -> bytes:
+    """Sorted keys, no whitespace, UTF-8 (not ASCII-escaped), no NaN or Infinity."""
+    return _ENCODER.encode(value).encode("utf-8")
+
+
+def body_hash(fields: Mapping[str, Any]) -> bytes:
+    return hashlib.sha256(canonical_bytes(dict(fields))).digest()
+
+
+def link_hash(prev_hash: str, body: bytes) -> str:
+    return hashlib.sha256(bytes.fromhex(prev_hash) + body).hexdigest()
 
 
 def row_hash(fields: Mapping[str, Any], prev_hash: str) -> str:
-    """The hash of one row from its fields and the previous row's hash (hex)."""
-    return hashlib.sha256(canonical_json(fields) + prev_hash.encode("ascii")).hexdigest()
+    """The chain hash of one row from its fields and the previous row's hash (hex)."""
+    return link_hash(prev_hash, body_hash(fields))
+
+
+def address_digest(addr_salt: str, ip: str, port: int, reporter: str | None) -> str:
+    return hashlib.sha256(bytes.fromhex(addr_salt) + canonical_bytes([ip, port, reporter])).hexdigest()
 
 
 def hashed_fields(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -48,8 +68,8 @@ def hashed_fields(row: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k not in NOT_HASHED}
 
 
-def is_hash(value: Any) -> bool:
-    return isinstance(value, str) and len(value) == 64 and set(value) <= _HEX
+def is_hash(value: Any, size: int = 32) -> bool:
+    return isinstance(value, str) and len(value) == 2 * size and set(value) <= _HEX
 
 
 class ChainError(ValueError):
@@ -60,53 +80,77 @@ class ChainError(ValueError):
 class ChainChecker:
     """Feed exported rows in order; raises :class:`ChainError` at the first row that breaks the chain.
 
-    Checks: each row's ``prev_hash`` is the previous row's ``row_hash``; sequence numbers are consecutive;
-    each full row's hash re-computes; redacted runs are well formed. ``first_prev_hash``, ``last_row_hash``
-    and ``last_seq`` are the anchors to compare with chain.json.
+    Checks: sequence numbers are consecutive; each full row's ``prev_hash`` is the previous row's hash and
+    its ``row_hash`` re-computes from its fields; its disclosed address matches its ``addr`` digest (or is
+    wholly purged); each redacted row links through its ``body_hash``. ``first_prev_hash``,
+    ``last_row_hash`` and ``last_seq`` are the anchors to compare with chain.json.
     """
 
     rows: int = 0
-    redacted_runs: int = 0
-    redacted_rows: int = 0
+    redacted: int = 0
+    purged: int = 0
     first_seq: int | None = None
     first_prev_hash: str | None = None
     last_seq: int | None = None
     last_row_hash: str | None = None
     _line: int = field(default=0, repr=False)
 
+    def start(self, prev_hash: str) -> None:
+        """Anchor the segment when it opens with a redacted row (its prev_hash comes from chain.json)."""
+        if not is_hash(prev_hash):
+            raise ChainError("chain.json first_prev_hash must be 64 lowercase hex digits")
+        self.first_prev_hash = prev_hash
+
     def feed(self, row: Any) -> bool:
-        """Check one row; return True for a full (re-computed) row, False for a redacted run."""
+        """Check one row; return True for a full row, False for a redacted one."""
         self._line += 1
-        where = f"row {self._line}"
         if not isinstance(row, dict):
-            raise ChainError(f"{where}: not a JSON object")
-        seq, prev, digest = row.get("seq"), row.get("prev_hash"), row.get("row_hash")
+            raise ChainError(f"line {self._line}: not a JSON object")
+        seq = row.get("seq")
+        where = f"line {self._line} (seq {seq})"
         if type(seq) is not int or seq < 1:
-            raise ChainError(f"{where}: 'seq' must be a positive integer")
-        if not is_hash(prev) or not is_hash(digest):
-            raise ChainError(f"{where} (seq {seq}): prev_hash and row_hash must be 64 lowercase hex digits")
-        if self.last_seq is None:
-            self.first_seq, self.first_prev_hash = seq, prev
+            raise ChainError(f"line {self._line}: 'seq' must be a positive integer")
+        if self.last_seq is not None and seq != self.last_seq + 1:
+            raise ChainError(f"{where}: does not follow seq {self.last_seq} (a row is missing or out of order)")
+        expected_prev = self.last_row_hash if self.last_seq is not None else self.first_prev_hash
+        if row.get("redacted") is True:
+            if set(row) != REDACTED_KEYS or not is_hash(row["body_hash"]):
+                raise ChainError(f"{where}: a redacted row is exactly seq, redacted, body_hash (64 hex)")
+            if expected_prev is None:
+                raise ChainError(f"{where}: the segment opens with a redacted row but has no first_prev_hash")
+            digest = link_hash(expected_prev, bytes.fromhex(row["body_hash"]))
+            self.redacted += 1
         else:
-            if seq != self.last_seq + 1:
-                raise ChainError(f"{where}: seq {seq} does not follow seq {self.last_seq} (a row is missing)")
-            if prev != self.last_row_hash:
-                raise ChainError(f"{where} (seq {seq}): prev_hash is not the row_hash of seq {self.last_seq}")
-        full = row.get("redacted") is not True
-        if full:
-            if "redacted" in row or "last_seq" in row:
-                raise ChainError(f"{where} (seq {seq}): 'redacted'/'last_seq' are reserved for redacted runs")
-            if row_hash(hashed_fields(row), prev) != digest:
-                raise ChainError(f"{where} (seq {seq}): row_hash does not match the row's fields")
+            prev, digest = row.get("prev_hash"), row.get("row_hash")
+            if not is_hash(prev) or not is_hash(digest):
+                raise ChainError(f"{where}: prev_hash and row_hash must be 64 lowercase hex digits")
+            if expected_prev is not None and prev != expected_prev:
+                raise ChainError(f"{where}: prev_hash is not the hash of the row before")
+            if "redacted" in row:
+                raise ChainError(f"{where}: 'redacted' must be true or absent")
+            try:
+                recomputed = row_hash(hashed_fields(row), prev)
+            except ValueError as exc:
+                raise ChainError(f"{where}: cannot be hashed ({exc})") from None
+            if recomputed != digest:
+                raise ChainError(f"{where}: row_hash does not match the row's fields")
+            self._check_address(row, where)
+            if self.first_prev_hash is None:
+                self.first_prev_hash = prev
             self.rows += 1
-            last = seq
-        else:
-            last = row.get("last_seq")
-            if set(row) != {"redacted", "seq", "last_seq", "prev_hash", "row_hash"}:
-                raise ChainError(f"{where}: a redacted run has exactly redacted, seq, last_seq, prev_hash, row_hash")
-            if type(last) is not int or last < seq:
-                raise ChainError(f"{where}: a redacted run needs last_seq >= seq")
-            self.redacted_runs += 1
-            self.redacted_rows += last - seq + 1
-        self.last_seq, self.last_row_hash = last, digest
-        return full
+        if self.first_seq is None:
+            self.first_seq = seq
+        self.last_seq, self.last_row_hash = seq, digest
+        return row.get("redacted") is not True
+
+    def _check_address(self, row: dict[str, Any], where: str) -> None:
+        ip, port, reporter, salt = (row.get(k) for k in ("ip", "port", "reporter", "addr_salt"))
+        if ip is None:
+            if port is not None or reporter is not None or salt is not None:
+                raise ChainError(f"{where}: partly purged address")
+            self.purged += 1
+            return
+        if not isinstance(ip, str) or type(port) is not int or not is_hash(salt, 16):
+            raise ChainError(f"{where}: a disclosed address needs ip, port and a 32-hex addr_salt")
+        if address_digest(salt, ip, port, reporter) != row.get("addr"):
+            raise ChainError(f"{where}: ip, port and reporter do not match the hashed address digest")

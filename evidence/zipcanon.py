@@ -263,12 +263,14 @@ def scan(f: BinaryIO, size: int) -> list[Entry]:
 
 
 def iter_raw(f: BinaryIO, offset: int, length: int) -> Iterator[bytes]:
-    """The archive's bytes ``[offset, offset + length)`` in chunks."""
-    f.seek(offset)
+    """The archive's bytes ``[offset, offset + length)`` in chunks. Seeks before every read, so other reads of
+    the same file may happen between chunks."""
     while length > 0:
+        f.seek(offset)
         chunk = f.read(min(CHUNK, length))
         if not chunk:
             raise ZipProfileError("archive ends early")
+        offset += len(chunk)
         length -= len(chunk)
         yield chunk
 

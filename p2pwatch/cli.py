@@ -35,6 +35,10 @@ def _register_subcommands() -> None:
     from p2pwatch import cli_dht
 
     main.add_command(cli_dht.dht)
+    from p2pwatch import cli_fingerprint; main.add_command(cli_fingerprint.fingerprint)  # noqa: E702, I001
+    from p2pwatch import cli_db; main.add_command(cli_db.db)  # noqa: E702, I001
+    from p2pwatch import cli_evidence; main.add_command(cli_evidence.verify)  # noqa: E702, I001
+    main.add_command(cli_evidence.keys)
     try:
         from p2pwatch import cli_probe
     except ImportError:  # the probe commands land with the probe issue

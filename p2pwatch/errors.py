@@ -115,3 +115,11 @@ class FingerprintError(P2PWatchError):
 
 class MediaError(FingerprintError):
     """Media could not be decoded or perceptually hashed (no ffmpeg, no video stream, corrupt data)."""
+
+
+class KeyFileError(P2PWatchError):
+    """The signing key file is missing, unreadable, too widely readable, or not an Ed25519 key."""
+
+
+class BundleError(P2PWatchError):
+    """An evidence bundle cannot be written from the data given (a broken chain, a missing transcript…)."""

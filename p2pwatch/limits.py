@@ -74,8 +74,8 @@ MAX_FINGERPRINT_FILE = 512 * 1024 * 1024
 MAX_IMAGE_FILE = 256 * 1024 * 1024
 #: Most pixels in an image we decode (Pillow's decompression-bomb guard is set to this).
 MAX_IMAGE_PIXELS = 100_000_000
-#: Most frame hashes taken from one video.
-MAX_VIDEO_FRAMES = 4000
+#: Most frame hashes taken from one video (half of them at a steady rate, the rest at scene changes).
+MAX_VIDEO_FRAMES = 8000
 #: Seconds one ffmpeg run may take before it is killed (a hostile file must not hang the matcher).
 MEDIA_DECODE_TIMEOUT = 1800.0
 #: Largest line (bytes) of an imported hash list.

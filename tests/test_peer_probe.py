@@ -19,6 +19,9 @@ from p2pwatch.probe.peer_probe import ProbeResult, ProbeTimeouts, probe_peer
 from tests.conftest import loopback_address
 from tests.hostile_peers import PeerScript, closed_port, serve_scripted_peer, synthetic_v1_torrent
 
+#: Real seconds of quiet before the MockClock jumps to the next deadline: long enough that a loaded machine
+#: does not jump in the middle of real loopback I/O, short enough that a 30 s timeout passes at once.
+AUTOJUMP = 0.3
 TIMEOUTS = ProbeTimeouts(connect=5, handshake=5, metadata=15, piece=30, idle=10)
 
 
@@ -167,7 +170,7 @@ async def test_handshake_for_another_infohash_is_flagged_level_0() -> None:
 @pytest.mark.parametrize(("encryption", "step"), [("prefer", "MSE"), ("off", "BitTorrent handshake")])
 async def test_silent_peer_costs_one_handshake_timeout(mock_clock: trio.testing.MockClock, encryption: str,
                                                        step: str) -> None:
-    mock_clock.autojump_threshold = 0.1
+    mock_clock.autojump_threshold = AUTOJUMP
     start = trio.current_time()
     with trio.fail_after(60):
         result = await run_probe(PeerScript(silent=True), infohash=b"\x02" * 20, encryption=encryption)
@@ -179,7 +182,7 @@ async def test_silent_peer_costs_one_handshake_timeout(mock_clock: trio.testing.
 
 
 async def test_peer_silent_after_handshake_is_bounded_by_idle(mock_clock: trio.testing.MockClock) -> None:
-    mock_clock.autojump_threshold = 0.1
+    mock_clock.autojump_threshold = AUTOJUMP
     torrent = synthetic_v1_torrent(size=50_000)
     start = trio.current_time()
     with trio.fail_after(60):
@@ -191,7 +194,7 @@ async def test_peer_silent_after_handshake_is_bounded_by_idle(mock_clock: trio.t
 
 async def test_peer_that_never_unchokes_is_bounded_by_the_piece_timeout(
         mock_clock: trio.testing.MockClock) -> None:
-    mock_clock.autojump_threshold = 0.1
+    mock_clock.autojump_threshold = AUTOJUMP
     torrent = synthetic_v1_torrent(size=50_000)
     timeouts = ProbeTimeouts(connect=5, handshake=5, metadata=15, piece=30, idle=60)
     start = trio.current_time()
@@ -205,7 +208,7 @@ async def test_peer_that_never_unchokes_is_bounded_by_the_piece_timeout(
 
 
 async def test_silent_peer_with_small_timeouts(mock_clock: trio.testing.MockClock) -> None:
-    mock_clock.autojump_threshold = 0.1
+    mock_clock.autojump_threshold = AUTOJUMP
     timeouts = ProbeTimeouts(connect=1, handshake=2, metadata=3, piece=4, idle=1)
     start = trio.current_time()
     result = await run_probe(PeerScript(silent=True), infohash=b"\x02" * 20, encryption="require",

@@ -84,6 +84,8 @@ def test_argument_checks() -> None:
         Traversal(TARGET, [], alpha=0, now=0.0)
     with pytest.raises(LocalProtocolError):
         Traversal(TARGET, [], k=8, width=4, now=0.0)
+    with pytest.raises(LocalProtocolError):
+        Traversal(TARGET, [], widen=-1, now=0.0)
 
 
 def test_no_seeds_is_done_at_once() -> None:
@@ -203,16 +205,17 @@ def test_duplicates_unsolicited_and_repeated_replies() -> None:
 
 def test_unacceptable_addresses_ignored_unless_allow_local() -> None:
     local = NodeInfo(nid(1), "127.0.0.5", 7000)
-    reply = {"nodes": [local, NodeInfo(nid(2), "8.8.8.8", 0)], "values": [("10.0.0.1", 5), ("8.8.4.4", 5)]}
+    nodes = [local, NodeInfo(nid(2), "8.8.8.8", 0)]
+    values = [("10.0.0.1", 5), ("8.8.4.4", 5)]
     tr = Traversal(TARGET, [N(100), local], k=1, now=0.0)
     assert tr.next_queries(0.0) == [N(100)]
-    tr.on_response(N(100), 0.1, **reply)
+    tr.on_response(N(100), 0.1, nodes=nodes, values=values)
     assert [n for n, _ in tr.candidates()] == [N(100)]
     assert set(tr.peers) == {("8.8.4.4", 5)}
     lan = NodeInfo(nid(100), "127.0.0.6", 7000)
     tr2 = Traversal(TARGET, [lan], k=1, now=0.0, allow_local=True)
     tr2.next_queries(0.0)
-    tr2.on_response(lan, 0.1, **reply)
+    tr2.on_response(lan, 0.1, nodes=nodes, values=values)
     assert [n for n, _ in tr2.candidates()] == [local, lan]
     assert set(tr2.peers) == {("10.0.0.1", 5), ("8.8.4.4", 5)}
 
@@ -305,6 +308,23 @@ def test_width_queries_more_than_k_but_result_is_k() -> None:
     drive(wide, net)
     assert narrow.result() == wide.result() == [N(1), N(2), N(3), N(4)]
     assert wide.responses >= 8 > narrow.responses
+
+
+def test_failures_among_the_closest_widen_the_search() -> None:
+    # 1 is dead, yet the 8 closest all still list it, so none of them reports 9; only 30 does
+    net = Tiny(knows={d: list(range(1, 9)) for d in [*range(2, 9), 20]}, silent={1})
+    net.knows[21] = [30, 3]
+    net.knows[30] = [9, 2]
+    net.knows[9] = list(range(1, 9))
+    seeds = [N(20), N(21)]
+    plain = Traversal(TARGET, seeds, k=8, widen=0, now=0.0)
+    drive(plain, net)
+    assert plain.state_of(nid(9)) is None and N(20) in plain.result()
+    widened = Traversal(TARGET, seeds, k=8, now=0.0)  # widen defaults to k // 2
+    drive(widened, net)
+    assert widened.widen == 4
+    assert [int.from_bytes(n.id, "big") for n in widened.result()] == list(range(2, 10))
+    assert widened.queries_sent > plain.queries_sent
 
 
 def test_candidate_list_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:

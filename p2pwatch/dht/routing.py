@@ -172,14 +172,10 @@ class RoutingTable:
 
     def nodes(self) -> Iterator[NodeInfo]:
         """The live entries (not the replacement caches), bucket by bucket."""
-        for b in self._buckets:
-            for e in b.live:
-                yield e.node
+        return (e.node for b in self._buckets for e in b.live)
 
     def replacements(self) -> Iterator[NodeInfo]:
-        for b in self._buckets:
-            for e in b.replacements:
-                yield e.node
+        return (e.node for b in self._buckets for e in b.replacements)
 
     def bucket_sizes(self) -> list[tuple[int, int]]:
         """(live, replacement) counts per bucket, bucket 0 (farthest) first."""
@@ -272,15 +268,16 @@ class RoutingTable:
             e.fail_count = 0
             e.bad = False
             e.ping_sent = None
-            bucket = self._bucket_for(e.key)
-            if e in bucket.live:
-                bucket.last_changed = now
-            else:
-                bucket.replacements.remove(e)
-                bucket.replacements.append(e)
-                self._promote(bucket, now)
         else:
             e.last_queried = now
+        bucket = self._bucket_for(e.key)
+        if e in bucket.live:
+            if responded:
+                bucket.last_changed = now
+        else:  # a replacement: keep the cache in order of last contact; fill a free slot
+            bucket.replacements.remove(e)
+            bucket.replacements.append(e)
+            self._promote(bucket, now)
 
     def _insert(self, entry: _Entry, now: float) -> bool:
         cpl = ID_BITS - (entry.key ^ self._own).bit_length()
@@ -483,16 +480,13 @@ class RoutingTable:
         """A JSON-serialisable snapshot: hex ids, addresses, and contact times on the driver's clock."""
 
         def dump(e: _Entry) -> dict[str, Any]:
-            responded = e.last_responded is not None
             return {
                 "id": e.node.id.hex(),
                 "ip": e.node.ip,
                 "port": e.node.port,
-                "last_seen": e.last_seen if math.isfinite(e.last_seen) else None,
-                "last_responded": (
-                    e.last_responded if e.last_responded is not None and math.isfinite(e.last_responded) else None
-                ),
-                "responded": responded,
+                "last_seen": _finite(e.last_seen),
+                "last_responded": _finite(e.last_responded),
+                "responded": e.last_responded is not None,
             }
 
         return {
@@ -500,7 +494,7 @@ class RoutingTable:
             "version": STATE_VERSION,
             "own_id": self.own_id.hex(),
             "k": self.k,
-            "saved_at": self._clock if math.isfinite(self._clock) else None,
+            "saved_at": _finite(self._clock),
             "nodes": [dump(e) for b in self._buckets for e in b.live],
             "replacements": [dump(e) for b in self._buckets for e in b.replacements],
         }
@@ -523,25 +517,27 @@ class RoutingTable:
                 own_id = bytes.fromhex(str(state["own_id"]))
             except (KeyError, ValueError) as exc:
                 raise RemoteProtocolError("routing table state has no valid own_id") from exc
+            if len(own_id) != ID_LEN:
+                raise RemoteProtocolError("routing table state has no valid own_id")
         saved_k = state.get("k")
         if "k" not in kw and isinstance(saved_k, int) and saved_k > 0:
             kw["k"] = saved_k
         table = cls(own_id, **kw)
-        entries: list[_Entry] = []
+        # live entries first, in their saved order, then the replacements: the same layout comes back
         for raw in chain(state.get("nodes") or [], state.get("replacements") or []):
             entry = _load_entry(raw, now)
-            if entry is not None:
-                entries.append(entry)
-        for entry in entries:  # live entries first, in their saved order, then the replacements
+            if entry is None or entry.node.id == table.own_id or entry.node.id in table._by_id:
+                continue
             node = entry.node
-            if node.id == table.own_id or node.id in table._by_id or node.addr in table._by_addr:
-                continue
-            if not acceptable_address(node.ip, node.port, table.allow_local):
-                continue
-            table._insert(entry, now)
+            if node.addr not in table._by_addr and acceptable_address(node.ip, node.port, table.allow_local):
+                table._insert(entry, now)
         for b in table._buckets:
             b.last_changed = -math.inf  # refresh everything once after a restart
         return table
+
+
+def _finite(t: float | None) -> float | None:
+    return t if t is not None and math.isfinite(t) else None
 
 
 def _load_entry(raw: Any, now: float) -> _Entry | None:

@@ -8,9 +8,11 @@ trip time; silent nodes never answer, so only the traversal's own timeouts end t
 What a node's table holds (what it would learn in a long-running real network): for each prefix depth
 ``b`` of its own id, up to ``k`` random nodes among those whose id shares exactly ``b`` leading bits with
 it, down to the depth where no other node shares the prefix (so it knows its whole neighbourhood).
-Silent nodes are drawn like any others — tables are not cleaned of them, which makes lookups harder than
-in a network where bad nodes get evicted. Tables are built on first use from a per-node seed and kept in a
-bounded LRU cache, so a 100,000-node DHT costs little memory and rebuilding gives the same table.
+Silent nodes are drawn like any others and, with the default ``staleness=1.0``, tables are never cleaned
+of them — harder for lookups than a network where BEP 5 pings find bad nodes out; with ``staleness=s``
+each silent pick stays with probability ``s`` and is otherwise replaced by a live node of its range.
+Tables are built on first use from a per-node seed and kept in a bounded LRU cache, so a 100,000-node DHT
+costs little memory and rebuilding gives the same table.
 
 Departures: replies to get_peers carry ``nodes`` as well as ``values`` (libtorrent does the same);
 simulated tables never change during a run (no churn); announce_peer round trips add no virtual time.
@@ -54,6 +56,7 @@ class LookupStats:
     virtual_time: float
     found: int  # how many of the true closest live nodes are in the traversal's result()
     expected: int  # how many true closest live nodes there are (k, or fewer in a tiny DHT)
+    result: tuple[bytes, ...] = ()  # ids of the traversal's result(), closest first
     peers: dict[tuple[str, int], frozenset[tuple[str, int]]] = field(default_factory=dict)
     samples: frozenset[bytes] = frozenset()
     announced: int = 0
@@ -269,7 +272,7 @@ class SimulatedDHT:
         full_timeout: float = 5.0,
         max_queries: int | None = None,
         width: int | None = None,
-        widen: int = 0,
+        widen: int | None = None,
         announce_peer: tuple[str, int] = ("3.3.3.3", 51413),
     ) -> LookupStats:
         """Look ``target`` up from node ``start_node``, on a virtual clock starting at 0."""
@@ -307,8 +310,8 @@ class SimulatedDHT:
             deadline = tr.next_deadline()
             arrival = pending[0][0] if pending else math.inf
             wake = min(arrival, deadline if deadline is not None else math.inf)
-            if wake == math.inf:
-                break  # cannot happen with a correct traversal; never loop forever
+            if wake == math.inf:  # not done, nothing awaited, no deadline: a traversal bug
+                raise LocalProtocolError("traversal stalled: not done but nothing to wait for")
             now = max(now, wake)
             if arrival <= now:
                 _, _, j = heapq.heappop(pending)
@@ -323,7 +326,8 @@ class SimulatedDHT:
                     self._store.setdefault(j, {}).setdefault(target, set()).add(announce_peer)
                     announced += 1
         truth = self.true_closest(target, k, exclude=start_node)
-        found_ids = {n.id for n in tr.result()}
+        result = tuple(n.id for n in tr.result())
+        found_ids = set(result)
         found = sum(1 for i in truth if self.node(i).id in found_ids)
         return LookupStats(
             kind=kind,
@@ -335,6 +339,7 @@ class SimulatedDHT:
             virtual_time=now,
             found=found,
             expected=len(truth),
+            result=result,
             peers={p: frozenset(by) for p, by in tr.peers.items()},
             samples=frozenset(tr.all_samples()),
             announced=announced,

@@ -18,13 +18,23 @@ transitions are the table ``TRANSITIONS`` (events not in the table are ignored, 
   (libtorrent's branch-factor widening).
 * Walking the candidates closest first, a query goes to the first not-yet-queried ones before ``k``
   responding nodes have been passed (failed nodes are skipped, in-flight ones do not count).
-* ``done`` (converged): walking closest first, ``k`` responding nodes are passed with nothing queryable
-  or outstanding before them; or every candidate has responded or failed; or ``max_queries`` were sent
-  and none is outstanding any more.
+* ``done`` (converged): walking closest first, ``width`` (default ``k``) responding nodes are passed with
+  nothing queryable or outstanding before them — where every failed (or slow) node passed on the way
+  asks for ``widen`` (default ``k // 2``) more responders, at most ``2 * width`` more in all; or every candidate
+  has responded or failed; or ``max_queries`` were sent and none is outstanding any more.
+  :meth:`Traversal.result` is still the ``k`` closest responders.
 * ``rounds`` is one more than the largest hop depth of a responding node, where seeds have depth 0 and a
   node first learnt from a responder of depth ``d`` has depth ``d + 1`` (so seeds answering is round 1).
 
 Departures from BEP 5 / the Kademlia paper:
+
+* The termination rule widens on failures. Nodes answer with the 8 closest entries of their tables, dead
+  ones included, so when dead nodes sit among the closest to the target, the live nodes ranked just after
+  them are reported by nobody among the k closest responders; asking a few more nearby responders (whose
+  tables sample that region differently) finds them. Measured on the simulated DHT (100,000 nodes, 10%
+  silent, tables never cleaned of them, 1,000 lookups): plain Kademlia (``widen=0``) finds all 8 true
+  closest live nodes in 94.9% of lookups with a median of 16 queries; ``widen=4`` in 99.5-99.8% (three
+  seeds) with 21. Widening starts at the short timeout, so it overlaps the wait for the full one.
 
 * A reply is matched to its query by address; a node answering with another id than the one we queried
   is recorded under the id it answered with (the candidate is re-keyed, not counted twice). A seed with
@@ -110,19 +120,19 @@ class Traversal:
         max_queries: int | None = None,
         own_id: bytes | None = None,
         width: int | None = None,
-        widen: int = 0,
+        widen: int | None = None,
     ) -> None:
         if len(target) != ID_LEN:
             raise LocalProtocolError(f"target must be {ID_LEN} bytes, got {len(target)}")
-        if alpha < 1 or k < 1 or (width is not None and width < k):
-            raise LocalProtocolError("alpha and k must be >= 1, width >= k")
+        if alpha < 1 or k < 1 or (width is not None and width < k) or (widen is not None and widen < 0):
+            raise LocalProtocolError("alpha and k must be >= 1, width >= k, widen >= 0")
         if max_queries is not None and max_queries < 0:
             raise LocalProtocolError("max_queries must be >= 0")
         self.target = target
         self.alpha = alpha
         self.k = k
         self.width = k if width is None else width
-        self.widen = widen
+        self.widen = k // 2 if widen is None else widen
         self.short_timeout = short_timeout
         self.full_timeout = full_timeout
         self.allow_local = allow_local
@@ -234,15 +244,17 @@ class Traversal:
         budget = math.inf if self.max_queries is None else self.max_queries - self.queries_sent
         sent: list[NodeInfo] = []
         needed = self.width
-        extra = self.width  # at most this many more responders are asked for because of failures
+        extra = 2 * self.width  # at most this many more responders are asked for because of failures
         blocked = False  # something closer than the k-th responder is still open
         for c in self._order:
             st = c.state
-            if st is S.FAILED:
+            if st is S.FAILED or st is S.SLOW:  # a slow node is likely dead: start widening already
                 if extra > 0 and self.widen:
                     grow = min(self.widen, extra)
                     needed += grow
                     extra -= grow
+                if st is S.SLOW:
+                    blocked = True
             elif st is S.RESPONDED:
                 needed -= 1
                 if needed == 0:

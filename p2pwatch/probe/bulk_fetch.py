@@ -19,8 +19,10 @@ from the netguard policy.
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -34,6 +36,8 @@ import trio
 from p2pwatch import netguard
 from p2pwatch.errors import LocalProtocolError, P2PWatchTimeout, RemoteProtocolError
 from p2pwatch.metainfo import Metainfo, parse_info
+
+log = logging.getLogger(__name__)
 
 
 class FetchTimeout(P2PWatchTimeout):
@@ -96,6 +100,7 @@ def _settings(options: FetchOptions) -> dict[str, Any]:
         "enable_upnp": False,
         "enable_natpmp": False,
         "unchoke_slots_limit": 0,
+        "close_redundant_connections": False,  # stay connected to seeds between on-demand requests
         "upload_rate_limit": 1,
         "enable_outgoing_tcp": options.enable_tcp,
         "enable_incoming_tcp": options.enable_tcp,
@@ -136,8 +141,9 @@ def _add_params(source: Metainfo | str, scratch: Path, options: FetchOptions) ->
 class TorrentReader:
     """A long-lived libtorrent session for one torrent that fetches pieces on demand.
 
-    ``open()``, ``read_pieces()`` and ``close()`` block; call them from a worker thread (the async
-    :func:`open_torrent_reader` does). Calls must not overlap (the async wrapper serialises them).
+    A background thread owns the alert loop (so nothing is lost when a caller gives up waiting); callers
+    only set piece priorities and wait for pieces to appear. ``read_pieces`` blocks (for threads and
+    scripts); ``read_pieces_async`` waits in trio and is safe to cancel.
     """
 
     def __init__(self, source: Metainfo | str, options: FetchOptions) -> None:
@@ -147,10 +153,14 @@ class TorrentReader:
         self.result = FetchResult()
         self._served: dict[int, set[tuple[str, int]]] = {}
         self._wanted: set[int] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
         self._session: Any = None
         self._handle: Any = None
         self._scratch: Path | None = None
         self._num_pieces = 0
+        self.error: str | None = None
 
     def open(self) -> None:
         policy = netguard.current_policy()
@@ -162,8 +172,14 @@ class TorrentReader:
         self._handle = self._session.add_torrent(_add_params(self.source, self._scratch, self.options))
         for peer in self.options.peers:
             self._handle.connect_peer(peer)
+        self._thread = threading.Thread(target=self._loop, name="p2pwatch-torrent-reader", daemon=True)
+        self._thread.start()
 
     def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
         if self._session is not None:
             with contextlib.suppress(RuntimeError):
                 self._session.pause()
@@ -184,16 +200,18 @@ class TorrentReader:
     def num_pieces(self) -> int:
         return self._num_pieces
 
-    def wait_metadata(self, timeout: float) -> Metainfo:
-        """Wait until the metadata is known (immediately when we were given the metainfo)."""
-        deadline = time.monotonic() + timeout
-        while not self._metadata_ready():
-            if time.monotonic() > deadline:
-                raise FetchTimeout(f"no metadata within {timeout:g} s", self.result)
-            self._session.wait_for_alert(100)
-            self._pump()
-        assert self.metainfo is not None
-        return self.metainfo
+    # ------------------------------------------------------------------ the alert loop (background thread)
+
+    def _loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._session.wait_for_alert(100)
+                with self._lock:
+                    self._metadata_ready()
+                    self._pump()
+        except Exception as exc:  # libtorrent or a malformed info dict: waiting callers see .error
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.warning("torrent reader stopped: %s", self.error)
 
     def _metadata_ready(self) -> bool:
         if self._num_pieces:
@@ -201,35 +219,13 @@ class TorrentReader:
         if not self._handle.status().has_metadata:
             return False
         ti = self._handle.torrent_file()
-        self._num_pieces = ti.num_pieces()
-        self._handle.prioritize_pieces([0] * self._num_pieces)
+        num = ti.num_pieces()
         if self.metainfo is None:
             self.result.metadata = bytes(ti.info_section())  # the raw info dict as received (BEP 9)
             self.metainfo = parse_info(self.result.metadata)
+        self._handle.prioritize_pieces([7 if i in self._wanted else 0 for i in range(num)])
+        self._num_pieces = num
         return True
-
-    def read_pieces(self, wanted: Iterable[int], timeout: float | None = None) -> dict[int, FetchedPiece]:
-        """Fetch (or return already fetched) pieces; raises FetchTimeout carrying what did arrive."""
-        want = set(wanted)
-        if not want:
-            raise LocalProtocolError("no pieces requested")
-        limit = timeout if timeout is not None else self.options.timeout
-        deadline = time.monotonic() + limit
-        self.wait_metadata(limit)
-        bad = [i for i in want if not 0 <= i < self._num_pieces]
-        if bad:
-            raise LocalProtocolError(f"pieces {sorted(bad)} outside 0..{self._num_pieces - 1}")
-        new = want - set(self.result.pieces) - self._wanted
-        for index in new:
-            self._handle.piece_priority(index, 7)
-        self._wanted |= new
-        while not want <= set(self.result.pieces):
-            if time.monotonic() > deadline:
-                missing = sorted(want - set(self.result.pieces))
-                raise FetchTimeout(f"pieces {missing} did not arrive within {limit:g} s", self.result)
-            self._session.wait_for_alert(100)
-            self._pump()
-        return {i: self.result.pieces[i] for i in want}
 
     def _pump(self) -> None:
         result, served, handle = self.result, self._served, self._handle
@@ -258,6 +254,75 @@ class TorrentReader:
         served = tuple(sorted(self._served.get(index, ())))
         self.result.pieces[index] = FetchedPiece(index, data, served)
 
+    # ------------------------------------------------------------------------------------------ requests
+
+    def request(self, wanted: Iterable[int]) -> set[int]:
+        """Ask for pieces (idempotent); returns the set asked for."""
+        want = set(wanted)
+        if not want:
+            raise LocalProtocolError("no pieces requested")
+        with self._lock:
+            if self._num_pieces:
+                bad = [i for i in want if not 0 <= i < self._num_pieces]
+                if bad:
+                    raise LocalProtocolError(f"pieces {sorted(bad)} outside 0..{self._num_pieces - 1}")
+                new = want - self._wanted - set(self.result.pieces)
+                for index in new:
+                    self._handle.piece_priority(index, 7)
+                if new and self.options.peers and not self._handle.status().num_peers:
+                    for peer in self.options.peers:  # reconnect to the peers we were given
+                        self._handle.connect_peer(peer)
+            self._wanted |= want
+        return want
+
+    def _check(self, want: set[int], deadline: float, limit: float) -> bool:
+        if self.error is not None:
+            raise RemoteProtocolError(f"torrent reader failed: {self.error}")
+        if want <= set(self.result.pieces):
+            return True
+        if time.monotonic() > deadline:
+            missing = sorted(want - set(self.result.pieces))
+            raise FetchTimeout(f"pieces {missing} did not arrive within {limit:g} s", self.result)
+        return False
+
+    def read_pieces(self, wanted: Iterable[int], timeout: float | None = None) -> dict[int, FetchedPiece]:
+        """Fetch (or return already fetched) pieces; raises FetchTimeout carrying what did arrive."""
+        want = self.request(wanted)
+        limit = timeout if timeout is not None else self.options.timeout
+        deadline = time.monotonic() + limit
+        while not self._check(want, deadline, limit):
+            time.sleep(0.02)
+        return {i: self.result.pieces[i] for i in want}
+
+    async def read_pieces_async(self, wanted: Iterable[int], timeout: float | None = None
+                                ) -> dict[int, FetchedPiece]:
+        want = self.request(wanted)
+        limit = timeout if timeout is not None else self.options.timeout
+        deadline = time.monotonic() + limit
+        while not self._check(want, deadline, limit):
+            await trio.sleep(0.02)
+        return {i: self.result.pieces[i] for i in want}
+
+    def wait_metadata(self, timeout: float) -> Metainfo:
+        deadline = time.monotonic() + timeout
+        while self.metainfo is None or not self._num_pieces:
+            if self.error is not None:
+                raise RemoteProtocolError(f"torrent reader failed: {self.error}")
+            if time.monotonic() > deadline:
+                raise FetchTimeout(f"no metadata within {timeout:g} s", self.result)
+            time.sleep(0.02)
+        return self.metainfo
+
+    async def wait_metadata_async(self, timeout: float) -> Metainfo:
+        deadline = time.monotonic() + timeout
+        while self.metainfo is None or not self._num_pieces:
+            if self.error is not None:
+                raise RemoteProtocolError(f"torrent reader failed: {self.error}")
+            if time.monotonic() > deadline:
+                raise FetchTimeout(f"no metadata within {timeout:g} s", self.result)
+            await trio.sleep(0.02)
+        return self.metainfo
+
 
 def fetch_pieces_blocking(source: Metainfo | str, wanted: Iterable[int], options: FetchOptions) -> FetchResult:
     """Fetch ``wanted`` pieces of ``source`` (a Metainfo or a magnet URI). Runs in the calling thread."""
@@ -267,39 +332,19 @@ def fetch_pieces_blocking(source: Metainfo | str, wanted: Iterable[int], options
 
 
 async def fetch_pieces(source: Metainfo | str, wanted: Sequence[int], options: FetchOptions) -> FetchResult:
-    """Fetch pieces in a worker thread; cancelling the trio task abandons the thread's result."""
-    return await trio.to_thread.run_sync(fetch_pieces_blocking, source, list(wanted), options,
-                                         abandon_on_cancel=True)
-
-
-class AsyncTorrentReader:
-    """trio face of :class:`TorrentReader`: calls run in worker threads, one at a time."""
-
-    def __init__(self, reader: TorrentReader) -> None:
-        self.reader = reader
-        self._lock = trio.Lock()
-
-    async def wait_metadata(self, timeout: float) -> Metainfo:
-        async with self._lock:
-            return await trio.to_thread.run_sync(self.reader.wait_metadata, timeout, abandon_on_cancel=True)
-
-    async def read_pieces(self, wanted: Iterable[int], timeout: float | None = None) -> dict[int, FetchedPiece]:
-        async with self._lock:
-            return await trio.to_thread.run_sync(self.reader.read_pieces, list(wanted), timeout,
-                                                 abandon_on_cancel=True)
-
-    @property
-    def result(self) -> FetchResult:
-        return self.reader.result
+    """Fetch pieces without blocking trio."""
+    async with open_torrent_reader(source, options) as reader:
+        await reader.read_pieces_async(wanted)
+        return reader.result
 
 
 @asynccontextmanager
-async def open_torrent_reader(source: Metainfo | str, options: FetchOptions) -> AsyncIterator[AsyncTorrentReader]:
+async def open_torrent_reader(source: Metainfo | str, options: FetchOptions) -> AsyncIterator[TorrentReader]:
     """A :class:`TorrentReader` for the duration of the block (session stopped, scratch deleted after)."""
     reader = TorrentReader(source, options)
     await trio.to_thread.run_sync(reader.open)
     try:
-        yield AsyncTorrentReader(reader)
+        yield reader
     finally:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(reader.close)

@@ -60,6 +60,12 @@ AUDIT_KIND = "audit"
 SALT_BYTES = 16
 
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+#: The string encoder ``json`` itself uses with ``ensure_ascii=False`` (the C one when available).
+_encode_str = json.encoder.encode_basestring
+
+
+def _json_str(value: str | None) -> str:
+    return "null" if value is None else _encode_str(value)
 
 
 def canonical_json(value: Any) -> str:
@@ -90,15 +96,20 @@ def row_hash(fields: Mapping[str, Any], prev_hash: str) -> str:
 
 
 def address_digest(addr_salt: str, ip: str, port: int, reporter: str | None) -> str:
-    """The salted digest of a peer address and its reporter that the chain covers instead of the address."""
-    return hashlib.sha256(bytes.fromhex(addr_salt) + canonical_bytes([ip, port, reporter])).hexdigest()
+    """The salted digest of a peer address and its reporter that the chain covers instead of the address.
+
+    ``hex(SHA-256(bytes.fromhex(addr_salt) || canonical_bytes([ip, port, reporter])))``; the JSON array is
+    spelled out directly here (byte-identical, and faster than the general encoder).
+    """
+    text = f"[{_encode_str(ip)},{int(port)},{_json_str(reporter)}]"
+    return hashlib.sha256(bytes.fromhex(addr_salt) + text.encode("utf-8")).hexdigest()
 
 
 def format_timestamp(moment: datetime) -> str:
     """UTC ``YYYY-MM-DDTHH:MM:SS.ffffffZ``; a naive datetime is taken to be UTC already."""
     if moment.tzinfo is not None:
         moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.isoformat(timespec="microseconds") + "Z"
 
 
 def quantize_fraction(value: float | None) -> float | None:
@@ -176,6 +187,34 @@ class SeqTemplate:
         return self._prefix + str(int(seq)).encode("ascii") + self._suffix
 
 
+def observation_template(
+    *,
+    observed_at: str,
+    torrent: str,
+    addr: str,
+    level: int,
+    source: str,
+    client: str | None,
+    peer_id: str | None,
+    have_fraction: float | None,
+    transcript: str | None,
+) -> tuple[bytes, bytes]:
+    """``(prefix, suffix)`` such that ``prefix + str(seq) + suffix`` is the row's canonical bytes.
+
+    A fast path for the writer, byte-identical to ``canonical_bytes(observation_fields(...))`` (the tests
+    check this on random inputs): the keys are fixed, so the sorted object is spelled out directly.
+    """
+    fraction = "null" if have_fraction is None else float.__repr__(float(have_fraction))
+    if fraction in ("nan", "inf", "-inf"):
+        raise ValueError("have_fraction must be a finite number")
+    prefix = (f'{{"addr":{_encode_str(addr)},"client":{_json_str(client)},"have_fraction":{fraction},'
+              f'"kind":"{OBSERVATION_KIND}","level":{int(level)},"observed_at":{_encode_str(observed_at)},'
+              f'"peer_id":{_json_str(peer_id)},"seq":')
+    suffix = (f',"source":{_encode_str(source)},"torrent":{_encode_str(torrent)},'
+              f'"transcript":{_json_str(transcript)}}}')
+    return prefix.encode("utf-8"), suffix.encode("utf-8")
+
+
 @dataclass(frozen=True)
 class ChainProblem:
     """One row that does not verify, and why."""
@@ -235,6 +274,18 @@ class ChainChecker:
             self.report.problems.append(ChainProblem(seq, reason))
 
     def feed(self, seq: int, fields: Mapping[str, Any], prev_hash: str, stored_hash: str) -> None:
+        """Check one row given its hashed fields."""
+        if fields.get("seq") != seq:
+            self.problem(seq, "hashed fields carry a different seq")
+        try:
+            canonical = canonical_bytes(dict(fields))
+        except (ValueError, TypeError) as exc:
+            self.problem(seq, f"row cannot be hashed: {exc}")
+            canonical = None
+        self.feed_canonical(seq, canonical, prev_hash, stored_hash)
+
+    def feed_canonical(self, seq: int, canonical: bytes | None, prev_hash: str, stored_hash: str) -> None:
+        """Check one row given the canonical bytes of its fields (None: already reported as unhashable)."""
         report = self.report
         if report.first_seq is None:
             report.first_seq = seq
@@ -245,15 +296,14 @@ class ChainChecker:
             self.problem(seq, f"sequence gap: expected seq {self._expect_seq}")
         if prev_hash != self._expect_prev:
             self.problem(seq, "prev_hash does not match the previous row's hash")
-        if fields.get("seq") != seq:
-            self.problem(seq, "hashed fields carry a different seq")
-        try:
-            recomputed = row_hash(fields, prev_hash)
-        except (ValueError, TypeError) as exc:
-            self.problem(seq, f"row cannot be hashed: {exc}")
-        else:
-            if recomputed != stored_hash:
-                self.problem(seq, "row_hash does not match the row's contents")
+        if canonical is not None:
+            try:
+                recomputed = link_hash(prev_hash, hashlib.sha256(canonical).digest())
+            except ValueError as exc:
+                self.problem(seq, f"prev_hash is not hex: {exc}")
+            else:
+                if recomputed != stored_hash:
+                    self.problem(seq, "row_hash does not match the row's contents")
         report.checked += 1
         report.last_seq = seq
         report.last_hash = stored_hash

@@ -232,7 +232,12 @@ class CaseWatch(Base):
 
 
 class Peer(Base):
-    """What is known about one peer address; ``last_seen`` is coarse (exact times are in observations)."""
+    """What is known about one peer address; ``last_seen`` is coarse (exact times are in observations).
+
+    ``last_seen`` lags the newest observation by at most ``PEER_LAST_SEEN_GRANULARITY`` (ledger.py);
+    ``max_level`` is the highest level ever observed. Retention deletes a peer once ``last_seen`` is older
+    than the cutoff by that granularity and ``max_level`` is at most 2 (its addresses were all purged).
+    """
 
     __tablename__ = "peers"
     __table_args__ = (UniqueConstraint("ip", "port"),)
@@ -245,6 +250,7 @@ class Peer(Base):
     country: Mapped[str | None] = mapped_column(String(8))
     asn: Mapped[int | None] = mapped_column(Integer)
     org: Mapped[str | None] = mapped_column(Text)
+    max_level: Mapped[int] = mapped_column(SmallInteger, server_default="0")
     first_seen: Mapped[datetime] = mapped_column(UTCDateTime)
     last_seen: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
@@ -267,7 +273,6 @@ class Observation(Base):
         CheckConstraint("level BETWEEN 0 AND 4", name="level"),
         CheckConstraint("source IN ('dht', 'tracker', 'pex', 'probe', 'announce')", name="source"),
         Index("ix_observations_torrent_seq", "torrent_id", "seq"),
-        Index("ix_observations_observed_at", "observed_at"),
     )
 
     seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)

@@ -177,6 +177,7 @@ def _create_tables() -> None:
         sa.Column("country", sa.String(8), nullable=True),
         sa.Column("asn", sa.Integer(), nullable=True),
         sa.Column("org", sa.Text(), nullable=True),
+        sa.Column("max_level", sa.SmallInteger(), server_default="0", nullable=False),
         _ts("first_seen"),
         _ts("last_seen"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_peers")),
@@ -217,7 +218,6 @@ def _create_tables() -> None:
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_observations")),
     )
     op.create_index("ix_observations_torrent_seq", "observations", ["torrent_id", "seq"])
-    op.create_index("ix_observations_observed_at", "observations", ["observed_at"])
     op.create_table(
         "swarm_samples",
         sa.Column("id", BIG_ID, nullable=False),

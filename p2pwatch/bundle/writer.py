@@ -1,0 +1,435 @@
+"""Write an evidence bundle (evidence/SPEC.md) from plain data, streaming, in bounded memory.
+
+:func:`write_bundle` takes what the store holds (case, content ids, torrents with their metainfo, match
+proofs, observations as exported chain rows, transcripts, verified pieces, swarm samples) and writes one
+ZIP in the canonical profile of :mod:`evidence.zipcanon`: same input, same bytes. Observations are streamed
+straight into the ZIP (a million rows need a few MB of memory); every row's hash is re-computed on the way,
+so a broken chain refuses to export instead of producing a bundle that fails verification.
+
+Entry order: ``torrents/``, ``observations.jsonl``, ``chain.json``, ``transcripts/``, ``pieces/``,
+``bundle.json``, ``timeline.png``, ``report.html``, ``case.jsonld``, ``public_key.pem``, ``manifest.json``,
+``manifest.sig``. The manifest lists the SHA-256 of every file before it and of the archive bytes before it;
+the signature is Ed25519 over the manifest bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from evidence import FORMAT_NAME, FORMAT_VERSION
+from evidence.hashchain import ALGORITHM, GENESIS_HASH, NOT_HASHED, address_digest, canonical_bytes, link_hash
+from evidence.proofs import ProofError, TorrentIndex, check_match
+from evidence.torrent import Torrent, TorrentError, parse_torrent
+from evidence.zipcanon import DEFLATED, STORED, ZipWriter
+from p2pwatch.bundle import caseuco, keys, plot, report
+from p2pwatch.errors import BundleError
+
+#: Content-id fields copied into bundle.json; anything else a content dict holds stays out.
+CONTENT_KEYS = ("id", "kind", "size", "sha256", "registered_at", "label")
+#: Peer fields taken from the ``peers`` argument (the rest is derived from the observations).
+PEER_INFO_KEYS = ("client", "country", "asn", "peer_id")
+LEVEL_NAMES = {0: "listed", 1: "connected", 2: "advertised", 3: "served", 4: "served-whole"}
+_HASHED_EXTRA = tuple(sorted(NOT_HASHED))
+
+
+@dataclass(frozen=True)
+class TorrentRecord:
+    """A torrent of the case: its .torrent bytes (with piece layers for v2), its infohash (hex, 40 or 64)."""
+
+    metainfo_bytes: bytes
+    infohash: str
+    name: str
+
+
+@dataclass(frozen=True)
+class PieceRecord:
+    """A verified piece: its bytes (written only when the case allows content) and/or its hash (hex)."""
+
+    infohash: str
+    index: int
+    data: bytes | None = None
+    hash: str | None = None
+
+
+@dataclass(frozen=True)
+class BundleSummary:
+    path: Path
+    size: int
+    sha256: str
+    manifest_sha256: str
+    key_fingerprint: str
+    files: int
+    observations: int
+    redacted: int
+    transcripts: int
+    pieces: int
+    peers: int
+    distribution_peers: int
+    first_seq: int | None
+    last_seq: int | None
+
+
+def timestamp(moment: datetime | None = None) -> str:
+    """UTC ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (the store's format)."""
+    moment = (moment or datetime.now(UTC)).astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class _Archive:
+    """The ZIP being written, with the SHA-256 and size of each file for the manifest."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.zip = ZipWriter(f)
+        self.files: list[tuple[str, str, int]] = []
+
+    def put(self, name: str, data: bytes, *, method: int = DEFLATED) -> None:
+        self.zip.write(name, data, method=method)
+        self.files.append((name, hashlib.sha256(data).hexdigest(), len(data)))
+
+    def prefix_sha256(self) -> tuple[int, str]:
+        length = self.zip.position
+        self.f.flush()
+        self.f.seek(0)
+        digest, left = hashlib.sha256(), length
+        while left:
+            chunk = self.f.read(min(left, 1 << 20))
+            if not chunk:
+                raise BundleError("the bundle file shrank while it was written")
+            digest.update(chunk)
+            left -= len(chunk)
+        return length, digest.hexdigest()
+
+
+def build_manifest(*, files: list[tuple[str, str, int]], prefix: tuple[int, str], tool_version: str,
+                   created_at: str, config_hash: str, case_name: str, key_fingerprint: str) -> bytes:
+    """The bytes of manifest.json (what the signature covers)."""
+    doc = {
+        "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "tool": "p2pwatch", "tool_version": tool_version,
+        "created_at": created_at, "config_sha256": config_hash, "case": case_name,
+        "key_fingerprint": key_fingerprint,
+        "signature": {"algorithm": "Ed25519", "file": "manifest.sig", "public_key": "public_key.pem",
+                      "signed_bytes": "manifest.json"},
+        "archive": {"prefix_bytes": prefix[0], "prefix_sha256": prefix[1]},
+        "files": [{"path": name, "sha256": digest, "size": size} for name, digest, size in files],
+    }
+    return (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+class _Observations:
+    """Streams exported chain rows into observations.jsonl, checking every link, and summarises them."""
+
+    def __init__(self, torrents: TorrentIndex, first_prev_hash: str | None) -> None:
+        self.torrents = torrents
+        self.prev = first_prev_hash
+        self.first_prev = first_prev_hash
+        self.first_seq: int | None = None
+        self.last_seq: int | None = None
+        self.rows = 0
+        self.redacted = 0
+        self.levels = [0] * 5
+        self.transcripts: set[str] = set()
+        self.peers: dict[tuple[str, str, int], dict[str, Any]] = {}
+
+    def line(self, row: Mapping[str, Any]) -> bytes:
+        seq = row.get("seq")
+        if type(seq) is not int or (self.last_seq is not None and seq != self.last_seq + 1):
+            raise BundleError(f"observation seq {seq} does not follow {self.last_seq}: export the rows in seq order, "
+                              "with the rows of other cases as redacted rows")
+        if row.get("redacted") is True:
+            if self.prev is None:
+                raise BundleError("a segment that opens with a redacted row needs chain_anchor['first_prev_hash']")
+            out = canonical_bytes({"seq": seq, "redacted": True, "body_hash": row["body_hash"]})
+            self.prev = link_hash(self.prev, bytes.fromhex(row["body_hash"]))
+            self.redacted += 1
+        else:
+            out = self._full(row, seq)
+        if self.first_seq is None:
+            self.first_seq = seq
+        self.last_seq = seq
+        return out + b"\n"
+
+    def _full(self, row: Mapping[str, Any], seq: int) -> bytes:
+        fields = {k: v for k, v in row.items() if k not in NOT_HASHED}
+        body = canonical_bytes(fields)
+        prev = row.get("prev_hash")
+        if self.prev is not None and prev != self.prev:
+            raise BundleError(f"observation seq {seq}: prev_hash is not the hash of the row before")
+        if self.first_prev is None:
+            self.first_prev = prev
+        digest = link_hash(str(prev), hashlib.sha256(body).digest())
+        if digest != row.get("row_hash"):
+            raise BundleError(f"observation seq {seq}: row_hash does not match its fields (the chain is broken)")
+        ip = row.get("ip")
+        if ip is not None and address_digest(row["addr_salt"], ip, row["port"], row.get("reporter")) != row.get("addr"):
+            raise BundleError(f"observation seq {seq}: address does not match its digest")
+        self.prev = digest
+        self.rows += 1
+        level = row["level"]
+        self.levels[level] += 1
+        if row.get("transcript") is not None:
+            self.transcripts.add(row["transcript"])
+        key = self.torrents.get(row.get("torrent"))[0]
+        if ip is not None:
+            self._peer(key, row)
+        extra = {k: row.get(k) for k in _HASHED_EXTRA}
+        extra["row_hash"] = digest
+        return body[:-1] + b"," + canonical_bytes(extra)[1:]
+
+    def _peer(self, key: str, row: Mapping[str, Any]) -> None:
+        at, peer_key = row.get("observed_at"), (key, row["ip"], row["port"])
+        peer = self.peers.get(peer_key)
+        if peer is None:
+            self.peers[peer_key] = {"level": row["level"], "first_seen": at, "last_seen": at, "observations": 1,
+                                    "sources": {row.get("source")}, "client": row.get("client")}
+            return
+        peer["level"] = max(peer["level"], row["level"])
+        peer["observations"] += 1
+        peer["first_seen"] = min(peer["first_seen"], at)
+        peer["last_seen"] = max(peer["last_seen"], at)
+        peer["sources"].add(row.get("source"))
+        if row.get("client"):
+            peer["client"] = row["client"]
+
+
+def _peer_summaries(obs: _Observations, given: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    info: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for p in given:
+        info[(p.get("ip"), p.get("port"))] = p
+        if p.get("infohash"):
+            info[(obs.torrents.get(p["infohash"])[0], p.get("ip"), p.get("port"))] = p
+    out = []
+    for (key, ip, port), agg in obs.peers.items():
+        extra = info.get((key, ip, port)) or info.get((ip, port)) or {}
+        summary = {"infohash": key, "ip": ip, "port": port, "level": agg["level"],
+                   "level_name": LEVEL_NAMES[agg["level"]], "distribution": agg["level"] >= 3,
+                   "first_seen": agg["first_seen"], "last_seen": agg["last_seen"],
+                   "observations": agg["observations"], "sources": sorted(s for s in agg["sources"] if s),
+                   "client": extra.get("client") or agg["client"]}
+        summary.update({k: extra.get(k) for k in PEER_INFO_KEYS if k != "client"})
+        out.append(summary)
+    out.sort(key=lambda s: (-s["level"], s["infohash"], s["ip"], s["port"]))
+    return out
+
+
+def _torrent_entries(records: list[TorrentRecord], index: TorrentIndex) -> list[tuple[TorrentRecord, Torrent]]:
+    parsed = []
+    for record in sorted(records, key=lambda r: r.infohash.lower()):
+        try:
+            torrent = parse_torrent(record.metainfo_bytes)
+        except TorrentError as exc:
+            raise BundleError(f"torrent {record.infohash}: {exc}") from exc
+        if record.infohash.lower() not in torrent.ids() or len(record.infohash) not in (40, 64):
+            raise BundleError(f"torrent {record.infohash}: the metainfo hashes to {sorted(torrent.ids())}")
+        index.add(record.infohash.lower(), torrent)
+        parsed.append((record, torrent))
+    return parsed
+
+
+def _piece_entry(piece: PieceRecord, index: TorrentIndex, allow_content: bool) -> tuple[str, bytes, str]:
+    key, torrent = index.get(piece.infohash)
+    algorithm = torrent.default_algorithm()
+    try:
+        expected = torrent.piece_hash(piece.index, algorithm)
+        if piece.data is not None and torrent.hash_piece_data(piece.index, piece.data, algorithm) != expected:
+            raise BundleError(f"piece {piece.index} of {key}: the bytes do not verify against the metainfo")
+    except TorrentError as exc:
+        raise BundleError(f"piece {piece.index} of {key}: {exc}") from exc
+    if piece.hash is not None and piece.hash.lower() != expected.hex():
+        raise BundleError(f"piece {piece.index} of {key}: the hash given is not the metainfo's")
+    if allow_content and piece.data is not None:
+        return f"pieces/{key}/{piece.index}.bin", piece.data, "bin"
+    kind = "sha1" if algorithm == "sha1" else "sha256"
+    return f"pieces/{key}/{piece.index}.{kind}", (expected.hex() + "\n").encode("ascii"), kind
+
+
+def write_bundle(
+    out_path: str | os.PathLike[str],
+    *,
+    case: Mapping[str, Any],
+    contents: list[dict[str, Any]],
+    torrents: list[TorrentRecord],
+    matches: list[dict[str, Any]],
+    peers: list[dict[str, Any]],
+    observations: Iterable[Mapping[str, Any]],
+    chain_anchor: Mapping[str, Any],
+    transcripts: Iterable[tuple[Any, Any]],
+    pieces: Iterable[PieceRecord],
+    samples: list[dict[str, Any]],
+    signing_key: Ed25519PrivateKey,
+    config_hash: str,
+    tool_version: str,
+    created_at: str | None = None,
+) -> BundleSummary:
+    """Write the bundle to ``out_path`` (atomically: a temporary file renamed at the end).
+
+    ``observations`` are exported chain rows in seq order (hashed fields, ``prev_hash``, ``row_hash`` and the
+    disclosed ``ip``/``port``/``reporter``/``addr_salt``), rows of other cases as ``{"seq", "redacted": True,
+    "body_hash"}``. ``chain_anchor`` gives ``head_seq``/``head_hash`` at export (and ``first_prev_hash`` when
+    the segment opens with a redacted row). ``transcripts`` are ``(id, body)`` with the body as stored
+    (canonical JSON text) or as a dict. Content bytes of pieces are written only when ``case["allow_content"]``.
+    """
+    out = Path(out_path)
+    created = created_at or timestamp()
+    allow_content = bool(case.get("allow_content", False))
+    fp = keys.fingerprint(signing_key)
+    index = TorrentIndex()
+    parsed = _torrent_entries(torrents, index)
+    temporary = out.with_name(out.name + ".partial")
+    try:
+        with open(temporary, "w+b") as f:
+            arc = _Archive(f)
+            torrent_docs = []
+            for record, torrent in parsed:
+                name = f"torrents/{record.infohash.lower()}.torrent"
+                arc.put(name, record.metainfo_bytes)
+                torrent_docs.append({
+                    "infohash": record.infohash.lower(), "name": record.name, "file": name,
+                    "version": torrent.version,
+                    "infohash_v1": torrent.infohash_v1.hex() if torrent.infohash_v1 else None,
+                    "infohash_v2": torrent.infohash_v2.hex() if torrent.infohash_v2 else None,
+                    "piece_length": torrent.piece_length,
+                    "files": [{"index": t.index, "path": t.display_path, "length": t.length}
+                              for t in torrent.files if not t.pad],
+                })
+            obs = _Observations(index, chain_anchor.get("first_prev_hash"))
+            digest, size = hashlib.sha256(), 0
+            with arc.zip.open("observations.jsonl", large=True) as stream:
+                buffer: list[bytes] = []
+                for row in observations:
+                    buffer.append(obs.line(row))
+                    if len(buffer) >= 2048:
+                        chunk = b"".join(buffer)
+                        stream.write(chunk)
+                        digest.update(chunk)
+                        size += len(chunk)
+                        buffer.clear()
+                chunk = b"".join(buffer)
+                stream.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+            arc.files.append(("observations.jsonl", digest.hexdigest(), size))
+            chain = _chain_doc(obs, chain_anchor, created)
+            arc.put("chain.json", _json(chain))
+            written_transcripts = _write_transcripts(arc, transcripts, obs.transcripts)
+            piece_docs, proof_pieces = _write_pieces(arc, pieces, index, allow_content, matches)
+            _check_matches(matches, index, proof_pieces)
+            peer_docs = _peer_summaries(obs, peers)
+            png, legend = plot.render_timeline(samples)
+            doc = {
+                "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "created_at": created,
+                "tool_version": tool_version, "config_sha256": config_hash, "signing_key_fingerprint": fp,
+                "case": dict(case),
+                "contents": [{k: c.get(k) for k in CONTENT_KEYS if k in c} for c in contents],
+                "levels": {str(k): v for k, v in LEVEL_NAMES.items()},
+                "torrents": torrent_docs, "matches": matches, "peers": peer_docs,
+                "observations": {"file": "observations.jsonl", "rows": obs.rows, "redacted": obs.redacted,
+                                 "levels": {str(lv): n for lv, n in enumerate(obs.levels)}},
+                "chain": "chain.json", "transcripts": written_transcripts, "pieces": piece_docs,
+                "timeline": {"file": "timeline.png", "series": legend},
+            }
+            arc.put("bundle.json", _json(doc))
+            arc.put("timeline.png", png, method=STORED)
+            arc.put("report.html", report.render_report(doc, chain).encode("utf-8"))
+            arc.put("case.jsonld", caseuco.render_case(doc, chain).encode("utf-8"))
+            arc.put("public_key.pem", keys.public_pem(signing_key))
+            prefix = arc.prefix_sha256()
+            manifest = build_manifest(files=arc.files, prefix=prefix, tool_version=tool_version, created_at=created,
+                                      config_hash=config_hash, case_name=str(case.get("name", "")), key_fingerprint=fp)
+            arc.zip.write("manifest.json", manifest, method=STORED)
+            arc.zip.write("manifest.sig", signing_key.sign(manifest), method=STORED)
+            arc.zip.finish()
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, out)
+    finally:
+        temporary.unlink(missing_ok=True)
+    whole = hashlib.sha256()
+    with open(out, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            whole.update(block)
+    return BundleSummary(
+        path=out, size=out.stat().st_size, sha256=whole.hexdigest(),
+        manifest_sha256=hashlib.sha256(manifest).hexdigest(), key_fingerprint=fp, files=len(arc.zip.entries),
+        observations=obs.rows, redacted=obs.redacted, transcripts=written_transcripts, pieces=len(piece_docs),
+        peers=len(peer_docs), distribution_peers=sum(1 for p in peer_docs if p["distribution"]),
+        first_seq=obs.first_seq, last_seq=obs.last_seq,
+    )
+
+
+def _json(doc: Any) -> bytes:
+    return (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _chain_doc(obs: _Observations, anchor: Mapping[str, Any], created: str) -> dict[str, Any]:
+    head_seq, head_hash = anchor.get("head_seq"), anchor.get("head_hash")
+    if obs.last_seq is not None:
+        if type(head_seq) is not int or head_seq < obs.last_seq:
+            raise BundleError(f"chain_anchor head_seq {head_seq} lies before the last exported row {obs.last_seq}")
+        if head_seq == obs.last_seq and head_hash != obs.prev:
+            raise BundleError("chain_anchor head_hash is not the hash of the last exported row")
+    if obs.first_seq == 1 and obs.first_prev != GENESIS_HASH:
+        raise BundleError("the chain's first row must follow the genesis hash")
+    return {
+        "algorithm": ALGORITHM, "genesis_hash": GENESIS_HASH, "first_seq": obs.first_seq,
+        "first_prev_hash": obs.first_prev if obs.last_seq is not None else None,
+        "last_seq": obs.last_seq, "last_row_hash": obs.prev if obs.last_seq is not None else None,
+        "rows": obs.rows, "redacted": obs.redacted, "head_seq": head_seq, "head_hash": head_hash,
+        "exported_at": created,
+    }
+
+
+def _write_transcripts(arc: _Archive, transcripts: Iterable[tuple[Any, Any]], wanted: set[str]) -> int:
+    written: set[str] = set()
+    for _ident, body in transcripts:
+        data = body.encode("utf-8") if isinstance(body, str) else body if isinstance(body, bytes) \
+            else canonical_bytes(body)
+        digest = hashlib.sha256(data).hexdigest()
+        if digest in written:
+            continue
+        arc.put(f"transcripts/{digest}.json", data)
+        written.add(digest)
+    missing = wanted - written
+    if missing:
+        raise BundleError(f"{len(missing)} transcripts referenced by observations were not given "
+                          f"(e.g. {sorted(missing)[0]})")
+    return len(written)
+
+
+def _write_pieces(arc: _Archive, pieces: Iterable[PieceRecord], index: TorrentIndex, allow_content: bool,
+                  matches: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[tuple[str, int], tuple[str, bytes]]]:
+    wanted = set()
+    for m in matches:
+        proof = m.get("proof") or {}
+        if m.get("method") == "exact-piece" and isinstance(proof.get("piece_index"), int):
+            wanted.add((index.get(m.get("infohash"))[0], proof["piece_index"]))
+    docs, seen, kept = [], set(), {}
+    for piece in pieces:
+        key = index.get(piece.infohash)[0]
+        if (key, piece.index) in seen:
+            continue
+        seen.add((key, piece.index))
+        name, data, kind = _piece_entry(piece, index, allow_content)
+        arc.put(name, data, method=STORED if kind == "bin" else DEFLATED)
+        docs.append({"infohash": key, "index": piece.index, "file": name, "kind": kind})
+        if (key, piece.index) in wanted:
+            kept[(key, piece.index)] = (kind, data)
+    return docs, kept
+
+
+def _check_matches(matches: list[dict[str, Any]], index: TorrentIndex,
+                   pieces: dict[tuple[str, int], tuple[str, bytes]]) -> None:
+    for m in matches:
+        try:
+            check_match(m, index, lambda key, i: pieces.get((key, i)))
+        except ProofError as exc:
+            raise BundleError(f"match {m.get('id')}: the proof does not hold: {exc}") from exc

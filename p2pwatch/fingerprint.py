@@ -1,0 +1,538 @@
+"""Hash-only fingerprints of local files (DESIGN.md principle 5; format: docs/fingerprint-format.md).
+
+One read of a file computes its size, MD5, SHA-1 and SHA-256; the BitTorrent v2 leaf layer (BEP 52: SHA-256
+of every 16 KiB block) from which the pieces root and the piece layer for any piece length follow; and the
+BitTorrent v1 (BEP 3) SHA-1 piece tables of the file placed at offset 0, for every power-of-two piece length
+from 16 KiB to 16 MiB. The media kind is sniffed from magic bytes; images and videos then get perceptual
+hashes (:mod:`p2pwatch.media`, a second read by the decoder).
+
+How the v1 tables stay cheap: SHA-1 is a Merkle-Damgard hash, so two pieces that start at the same offset
+share their prefix state. A piece of length ``S`` starts at every multiple of ``S``; from each 16 KiB-aligned
+offset ``o`` one SHA-1 chain runs for ``lowbit(o)`` bytes (16 MiB at 0), and a copy of its state is finished
+whenever it has covered 16 KiB, 32 KiB, ... bytes. That is 6 SHA-1 passes over the data for 11 tables,
+instead of 11. The chains are grouped by length into lanes; the lanes, MD5, SHA-1, SHA-256 and the leaf
+layer each run in a thread (hashlib releases the GIL on large buffers) fed with the same 4 MiB chunks.
+
+Departures: the last v1 piece of each table covers the file's tail only (what a single-file torrent, or a
+file that ends the torrent, has); tables are kept up to the first piece length that holds the whole file,
+since every longer one is the file's SHA-1. Empty files are refused: they carry no identity.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import os
+import queue
+import stat
+import string
+import threading
+import zlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, cast
+
+from p2pwatch import __version__, limits, merkle
+from p2pwatch.errors import FingerprintError, LocalProtocolError, MediaError
+from p2pwatch.media import SNIFF_BYTES, ContentKind, MediaFingerprint, media_fingerprint, sniff_kind
+
+FORMAT_NAME = "p2pwatch-fingerprint"
+FORMAT_VERSION = 1
+MIN_V1_PIECE = 16 * 1024
+MAX_V1_PIECE = 16 * 1024 * 1024
+#: The v1 piece lengths whose tables a fingerprint holds (16 KiB .. 16 MiB).
+V1_PIECE_LENGTHS = tuple(1 << k for k in range(14, 25))
+CHUNK_SIZE = 4 * 1024 * 1024
+_SHA1_SIZE = 20
+
+#: progress(bytes_done, bytes_total)
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """Hashes of one file; no byte of its content. ``leaf_hashes`` concatenates the 32-byte v2 block hashes;
+    ``v1_piece_tables`` maps a piece length to its concatenated 20-byte SHA-1 piece hashes."""
+
+    size: int
+    md5: str
+    sha1: str
+    sha256: str
+    leaf_hashes: bytes
+    v1_piece_tables: Mapping[int, bytes]
+    kind: ContentKind
+    media: MediaFingerprint | None = None
+    source_name: str | None = None
+    created_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC).replace(microsecond=0))
+    tool_version: str = f"p2pwatch {__version__}"
+    format_version: int = FORMAT_VERSION
+    media_error: str | None = None
+
+    def __hash__(self) -> int:
+        return hash((self.sha256, self.size))
+
+    @property
+    def fingerprint_id(self) -> str:
+        """The content id: the file's SHA-256, hex."""
+        return self.sha256
+
+    def leaves(self) -> list[bytes]:
+        return merkle.split_hashes(self.leaf_hashes)
+
+    def pieces_root(self) -> bytes:
+        """BEP 52 pieces root (the same for every piece length)."""
+        return merkle.pieces_root(self.leaves())
+
+    def piece_layer(self, piece_length: int) -> list[bytes]:
+        """BEP 52 piece-layer hashes for ``piece_length`` (``[pieces_root]`` for a file of one piece)."""
+        return merkle.piece_layer(self.leaves(), piece_length)
+
+    def has_v1_table(self, piece_length: int) -> bool:
+        return piece_length in self.v1_piece_tables or (piece_length >= self.size and piece_length > 0)
+
+    def v1_pieces(self, piece_length: int) -> list[bytes]:
+        """SHA-1 piece hashes of this file at offset 0 of a v1 torrent with ``piece_length``."""
+        table = self.v1_piece_tables.get(piece_length)
+        if table is not None:
+            return [table[i : i + _SHA1_SIZE] for i in range(0, len(table), _SHA1_SIZE)]
+        if piece_length >= self.size and piece_length > 0:
+            return [bytes.fromhex(self.sha1)]
+        raise LocalProtocolError(f"no v1 piece table for piece length {piece_length} (have "
+                                 f"{', '.join(str(k) for k in sorted(self.v1_piece_tables))})")
+
+    def to_json(self) -> dict[str, Any]:
+        """The version-1 JSON document (docs/fingerprint-format.md)."""
+        return {
+            "format": FORMAT_NAME, "version": self.format_version, "id": self.fingerprint_id,
+            "size": self.size, "md5": self.md5, "sha1": self.sha1, "sha256": self.sha256,
+            "kind": self.kind.value, "source_name": self.source_name,
+            "created_at": self.created_at.isoformat().replace("+00:00", "Z"), "tool": self.tool_version,
+            "v2": {"block_size": merkle.BLOCK_SIZE, "pieces_root": self.pieces_root().hex(),
+                   "leaf_count": len(self.leaf_hashes) // merkle.HASH_SIZE,
+                   "leaf_hashes": _pack(self.leaf_hashes)},
+            "v1": {"offset": 0, "piece_tables": {str(k): _pack(v) for k, v in sorted(self.v1_piece_tables.items())}},
+            "media": None if self.media is None else self.media.to_json(),
+            "media_error": self.media_error,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Any) -> Fingerprint:
+        """Parse and check a fingerprint document; raises :class:`FingerprintError` on anything wrong."""
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
+            raise FingerprintError("not a p2pwatch fingerprint (no \"format\": \"p2pwatch-fingerprint\")")
+        if doc.get("version") != FORMAT_VERSION:
+            raise FingerprintError(f"fingerprint format version {doc.get('version')!r} is not supported "
+                                   f"(this p2pwatch reads version {FORMAT_VERSION}; upgrade p2pwatch)")
+        try:
+            size = int(doc["size"])
+            leaves = _unpack(doc["v2"]["leaf_hashes"])
+            tables = {int(k): _unpack(v) for k, v in doc["v1"]["piece_tables"].items()}
+            created = dt.datetime.fromisoformat(str(doc["created_at"]).replace("Z", "+00:00"))
+            media = None if doc.get("media") is None else MediaFingerprint.from_json(doc["media"])
+            fp = cls(size=size, md5=_hex(doc["md5"], 32), sha1=_hex(doc["sha1"], 40),
+                     sha256=_hex(doc["sha256"], 64), leaf_hashes=leaves,
+                     v1_piece_tables=MappingProxyType(tables), kind=ContentKind(doc["kind"]), media=media,
+                     source_name=doc.get("source_name"), created_at=created, tool_version=str(doc["tool"]),
+                     media_error=doc.get("media_error"))
+            stated_root = bytes.fromhex(doc["v2"]["pieces_root"])
+        except (KeyError, TypeError, ValueError, AttributeError, zlib.error) as exc:
+            raise FingerprintError(f"malformed fingerprint: {type(exc).__name__}: {exc}") from None
+        _check_consistent(fp, stated_root)
+        return fp
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(self.to_json(), handle, indent=1)
+            handle.write("\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Fingerprint:
+        return cls.from_json(_load_json(path))
+
+
+def _pack(blob: bytes) -> str:
+    return base64.b64encode(zlib.compress(blob, 6)).decode("ascii")
+
+
+def _unpack(text: Any) -> bytes:
+    if not isinstance(text, str):
+        raise TypeError("packed hashes must be a base64 string")
+    raw = base64.b64decode(text, validate=True)
+    inflater = zlib.decompressobj()
+    out = inflater.decompress(raw, limits.MAX_FINGERPRINT_FILE)
+    if inflater.unconsumed_tail:
+        raise ValueError("packed hashes inflate beyond the fingerprint size limit")
+    return out
+
+
+def _hex(text: Any, digits: int) -> str:
+    if not isinstance(text, str) or len(text) != digits:
+        raise ValueError(f"expected {digits} hex digits, got {text!r}")
+    bytes.fromhex(text)
+    return text.lower()
+
+
+def _check_consistent(fp: Fingerprint, stated_root: bytes) -> None:
+    blocks = -(-fp.size // merkle.BLOCK_SIZE)
+    if fp.size <= 0 or len(fp.leaf_hashes) != blocks * merkle.HASH_SIZE:
+        raise FingerprintError(f"malformed fingerprint: {len(fp.leaf_hashes)} bytes of leaf hashes for a "
+                               f"file of {fp.size} bytes")
+    if fp.pieces_root() != stated_root:
+        raise FingerprintError("malformed fingerprint: the leaf hashes do not give the stated pieces root")
+    for length, table in fp.v1_piece_tables.items():
+        if length not in V1_PIECE_LENGTHS or len(table) != -(-fp.size // length) * _SHA1_SIZE:
+            raise FingerprintError(f"malformed fingerprint: bad v1 piece table for piece length {length}")
+
+
+def _load_json(path: str | os.PathLike[str]) -> Any:
+    name = os.fspath(path)
+    try:
+        with open(name, "rb") as handle:
+            raw = handle.read(limits.MAX_FINGERPRINT_FILE + 1)
+    except IsADirectoryError:
+        raise FingerprintError(f"{name} is a directory, not a fingerprint file") from None
+    except OSError as exc:
+        raise FingerprintError(f"cannot read {name}: {exc.strerror or exc}") from None
+    if len(raw) > limits.MAX_FINGERPRINT_FILE:
+        raise FingerprintError(f"{name} is larger than {limits.MAX_FINGERPRINT_FILE} bytes")
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FingerprintError(f"{name} is not a fingerprint file (not JSON: {exc})") from None
+
+
+def load_fingerprints(path: str | os.PathLike[str]) -> list[Fingerprint]:
+    """A fingerprint file: one document, or a JSON list of them (what ``p2pwatch fingerprint -o x.json``
+    writes)."""
+    doc = _load_json(path)
+    docs = doc if isinstance(doc, list) else [doc]
+    try:
+        return [Fingerprint.from_json(d) for d in docs]
+    except FingerprintError as exc:
+        raise FingerprintError(f"{os.fspath(path)}: {exc}") from None
+
+
+# --- hashing ------------------------------------------------------------------------------------------
+
+class _Lane:
+    """One thread's share of the hashing, fed every chunk in order; errors are kept, never lost."""
+
+    def __init__(self, work: Callable[[int, memoryview], None]) -> None:
+        self.work = work
+        self.queue: queue.Queue[tuple[int, memoryview] | None] = queue.Queue(maxsize=3)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while (item := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self.work(*item)
+                except BaseException as exc:  # reported by the reader after join
+                    self.error = exc
+
+
+class _Chains:
+    """The v1 SHA-1 chains that start at offsets whose lowest set bit is in ``spans``."""
+
+    def __init__(self, spans: Iterable[int]) -> None:
+        self.spans = sorted(spans)
+        self.open: list[list[Any]] = []  # [start, span, sha1, hashed, next_emit]
+        self.digests: dict[tuple[int, int], bytes] = {}
+
+    def feed(self, base: int, view: memoryview) -> None:
+        end = base + len(view)
+        for span in self.spans:
+            # offsets whose lowest set bit is ``span`` (for the longest span: every multiple of it, 0 too)
+            step, phase = (span, 0) if span == MAX_V1_PIECE else (2 * span, span)
+            for start in range(base + (phase - base) % step, end, step):
+                self.open.append([start, span, hashlib.sha1(usedforsecurity=False), 0, MIN_V1_PIECE])
+        still = []
+        for chain in self.open:
+            start, span, sha = chain[0], chain[1], chain[2]
+            while chain[3] < span and start + chain[3] < end:
+                stop = min(start + chain[4], end)
+                sha.update(view[start + chain[3] - base : stop - base])
+                chain[3] = stop - start
+                if chain[3] == chain[4]:
+                    self.digests[(chain[4], start // chain[4])] = (sha.copy() if chain[4] < span else sha).digest()
+                    chain[4] *= 2
+            if chain[3] < span:
+                still.append(chain)
+        self.open = still
+
+    def finish(self, size: int, largest: int) -> None:
+        """End of file at ``size``: each open chain's truncated piece, for every table that has it."""
+        for start, span, sha, _hashed, emit in self.open:
+            digest = sha.digest()
+            length = emit
+            while length <= min(span, largest):
+                self.digests[(length, start // length)] = digest
+                length *= 2
+        self.open = []
+
+
+@dataclass(frozen=True)
+class FileHashes:
+    size: int
+    md5: str
+    sha1: str
+    sha256: str
+    leaf_hashes: bytes
+    v1_piece_tables: Mapping[int, bytes]
+    head: bytes
+
+
+def _table_lengths(size: int) -> list[int]:
+    lengths = [n for n in V1_PIECE_LENGTHS if n < size]
+    bigger = [n for n in V1_PIECE_LENGTHS if n >= size]
+    return lengths + bigger[:1]
+
+
+def hash_stream(read: Callable[[int], bytes], total: int, progress: ProgressCallback | None = None) -> FileHashes:
+    """Every hash of a fingerprint, from ``read(n)`` calls until it returns b"" (``total`` is for progress)."""
+    md5 = hashlib.md5(usedforsecurity=False)
+    sha1 = hashlib.sha1(usedforsecurity=False)
+    sha256 = hashlib.sha256()
+    leaf = merkle.LeafHasher()
+    leaves: list[bytes] = []
+    # chain lanes, about one SHA-1 pass each (the 16 MiB span costs two)
+    groups = [_Chains(g) for g in ([1 << 14, 1 << 15], [1 << 16, 1 << 17], [1 << 18, 1 << 19],
+                                   [1 << 20, 1 << 21], [1 << 22], [1 << 23], [1 << 24])]
+
+    def leaf_work(_base: int, view: memoryview) -> None:
+        leaves.extend(leaf.update(cast(bytes, view)))  # LeafHasher takes any buffer
+
+    work: list[Callable[[int, memoryview], None]] = [
+        lambda _b, v: md5.update(v), lambda _b, v: sha1.update(v), lambda _b, v: sha256.update(v),
+        leaf_work, *(g.feed for g in groups)]
+    lanes = [_Lane(w) for w in work]
+    for lane in lanes:
+        lane.thread.start()
+    done, head = 0, b""
+    try:
+        while chunk := read(CHUNK_SIZE):
+            if not head:
+                head = bytes(chunk[:SNIFF_BYTES])
+            view = memoryview(chunk)
+            for lane in lanes:
+                lane.queue.put((done, view))
+            done += len(chunk)
+            if progress is not None:
+                progress(done, max(total, done))
+    finally:
+        for lane in lanes:
+            lane.queue.put(None)
+        for lane in lanes:
+            lane.thread.join()
+    for lane in lanes:
+        if lane.error is not None:
+            raise lane.error
+    leaves.extend(leaf.finish())
+    lengths = _table_lengths(done)
+    tables: dict[int, bytes] = {}
+    digests: dict[tuple[int, int], bytes] = {}
+    for group in groups:
+        group.finish(done, lengths[-1] if lengths else 0)
+        digests.update(group.digests)
+    for length in lengths:
+        count = -(-done // length)
+        try:
+            tables[length] = b"".join(digests[(length, i)] for i in range(count))
+        except KeyError as exc:  # pragma: no cover - would be a bug in _Chains
+            raise LocalProtocolError(f"v1 piece {exc} missing") from None
+    return FileHashes(done, md5.hexdigest(), sha1.hexdigest(), sha256.hexdigest(), b"".join(leaves),
+                      MappingProxyType(tables), head)
+
+
+def _open_regular(path: str | os.PathLike[str]) -> tuple[Any, int]:
+    name = os.fspath(path)
+    try:
+        info = os.stat(name)
+    except FileNotFoundError:
+        raise FingerprintError(f"{name}: no such file") from None
+    except OSError as exc:
+        raise FingerprintError(f"cannot read {name}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise FingerprintError(f"{name} is a directory: give the files in it")
+    if not stat.S_ISREG(info.st_mode):
+        raise FingerprintError(f"{name} is not a regular file")
+    try:
+        handle = open(name, "rb")  # noqa: SIM115 - closed by the caller
+    except OSError as exc:
+        raise FingerprintError(f"cannot read {name}: {exc.strerror or exc}") from None
+    return handle, info.st_size
+
+
+def check_regular_file(path: str | os.PathLike[str]) -> int:
+    """The size of a readable regular file; :class:`FingerprintError` naming the problem otherwise."""
+    handle, size = _open_regular(path)
+    handle.close()
+    return size
+
+
+def fingerprint_file(
+    path: str | os.PathLike[str],
+    *,
+    media: bool = True,
+    progress: ProgressCallback | None = None,
+    source_name: str | None = None,
+    keep_name: bool = True,
+) -> Fingerprint:
+    """Fingerprint a local file. ``source_name`` defaults to the file's base name (``keep_name=False``
+    leaves it out). With ``media``, images and videos get perceptual hashes; a file whose media cannot be
+    decoded keeps its kind and gets ``media_error`` instead."""
+    handle, total = _open_regular(path)
+    with handle:
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        try:
+            hashes = hash_stream(handle.read, total, progress)
+        except OSError as exc:
+            raise FingerprintError(f"cannot read {os.fspath(path)}: {exc.strerror or exc}") from None
+    if hashes.size == 0:
+        raise FingerprintError(f"{os.fspath(path)} is empty: an empty file has nothing to fingerprint")
+    kind = sniff_kind(hashes.head)
+    media_fp, media_error = None, None
+    if media and kind is not ContentKind.OTHER:
+        try:
+            media_fp = media_fingerprint(path, kind)
+        except MediaError as exc:
+            media_error = str(exc)
+    name = source_name if source_name is not None else (os.path.basename(os.fspath(path)) if keep_name else None)
+    return Fingerprint(size=hashes.size, md5=hashes.md5, sha1=hashes.sha1, sha256=hashes.sha256,
+                       leaf_hashes=hashes.leaf_hashes, v1_piece_tables=hashes.v1_piece_tables, kind=kind,
+                       media=media_fp, source_name=name, media_error=media_error)
+
+
+# --- hash lists from elsewhere ------------------------------------------------------------------------
+
+_HASH_DIGITS = {"md5": 32, "sha1": 40, "sha256": 64, "pdq": 64, "phash": 16}
+_COLUMN_ALIASES = {
+    "md5": "md5", "md5hash": "md5", "sha1": "sha1", "sha1hash": "sha1", "sha256": "sha256",
+    "sha256hash": "sha256", "pdq": "pdq", "pdqhash": "pdq", "phash": "phash", "size": "size",
+    "bytes": "size", "filesize": "size", "length": "size", "name": "name", "filename": "name", "file": "name",
+}
+
+
+@dataclass(frozen=True)
+class HashListItem:
+    """One item of an imported hash list: whatever hashes it gives (hex, lower case), where it came from."""
+
+    source: str  # "list.csv:12"
+    md5: str | None = None
+    sha1: str | None = None
+    sha256: str | None = None
+    pdq: str | None = None
+    phash: str | None = None
+    size: int | None = None
+    name: str | None = None
+
+    @property
+    def fingerprint_id(self) -> str:
+        """The strongest id the item has: the SHA-256, else ``sha1:``/``md5:``/``pdq:``/``phash:`` hex."""
+        if self.sha256:
+            return self.sha256
+        for kind in ("sha1", "md5", "pdq", "phash"):
+            value = getattr(self, kind)
+            if value:
+                return f"{kind}:{value}"
+        raise LocalProtocolError("a hash list item without a hash")  # pragma: no cover - refused on import
+
+
+def _item(fields: Mapping[str, Any], where: str) -> HashListItem:
+    values: dict[str, Any] = {}
+    for raw_key, raw in fields.items():
+        key = _COLUMN_ALIASES.get("".join(ch for ch in str(raw_key).lower() if ch.isalnum()))
+        if key is None or raw is None or (isinstance(raw, str) and not raw.strip()):
+            continue
+        text = str(raw).strip()
+        if key in _HASH_DIGITS:
+            try:
+                values[key] = _hex(text, _HASH_DIGITS[key])
+            except ValueError:
+                raise FingerprintError(f"{where}: {key} must be {_HASH_DIGITS[key]} hex digits, "
+                                       f"not {text[:80]!r}") from None
+        elif key == "size":
+            if not text.isdigit():
+                raise FingerprintError(f"{where}: size must be a whole number of bytes, not {text[:40]!r}")
+            values["size"] = int(text)
+        else:
+            values["name"] = os.path.basename(text)
+    if not any(k in values for k in _HASH_DIGITS):
+        raise FingerprintError(f"{where}: no md5, sha1, sha256, pdq or phash value")
+    return HashListItem(source=where, **values)
+
+
+def _bare_item(text: str, where: str) -> HashListItem:
+    kind = {32: "md5", 40: "sha1", 64: "sha256"}.get(len(text))
+    if kind is None:
+        raise FingerprintError(f"{where}: {text[:80]!r} is not an MD5, SHA-1 or SHA-256 in hex (for PDQ or "
+                               f"several hashes per item, use CSV with a header row)")
+    return _item({kind: text}, where)
+
+
+def import_hash_list(path: str | os.PathLike[str]) -> list[HashListItem]:
+    """Read a hash list (accepted forms: docs/fingerprint-format.md): CSV (``,`` ``;`` or tab) with a header
+    naming md5/sha1/sha256/pdq/phash/size/name columns, JSON lines, a JSON array of objects, or bare hex
+    hashes one per line (typed by length). ``#`` lines and blank lines are skipped in text forms."""
+    import csv
+    import io
+
+    name = os.fspath(path)
+    check_regular_file(name)
+    try:
+        with open(name, encoding="utf-8-sig") as handle:
+            text = handle.read(limits.MAX_FINGERPRINT_FILE + 1)
+    except UnicodeDecodeError:
+        raise FingerprintError(f"{name}: a hash list must be UTF-8 text") from None
+    except OSError as exc:
+        raise FingerprintError(f"cannot read {name}: {exc.strerror or exc}") from None
+    if len(text) > limits.MAX_FINGERPRINT_FILE:
+        raise FingerprintError(f"{name}: larger than {limits.MAX_FINGERPRINT_FILE} bytes")
+    numbered = [(n, line) for n, line in enumerate(text.splitlines(), 1)
+                if line.strip() and not line.lstrip().startswith("#")]
+    if not numbered:
+        raise FingerprintError(f"{name}: no items")
+    for n, line in numbered:
+        if len(line) > limits.MAX_HASH_LIST_LINE:
+            raise FingerprintError(f"{name}:{n}: line longer than {limits.MAX_HASH_LIST_LINE} characters")
+    first = numbered[0][1].lstrip()
+    if first.startswith("["):
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise FingerprintError(f"{name}: not valid JSON: {exc}") from None
+        if not isinstance(doc, list) or not all(isinstance(d, dict) for d in doc):
+            raise FingerprintError(f"{name}: a JSON hash list must be an array of objects")
+        return [_item(d, f"{name}[{i}]") for i, d in enumerate(doc)]
+    if first.startswith("{"):
+        items = []
+        for n, line in numbered:
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise FingerprintError(f"{name}:{n}: not a JSON object: {exc}") from None
+            if not isinstance(obj, dict):
+                raise FingerprintError(f"{name}:{n}: not a JSON object")
+            items.append(_item(obj, f"{name}:{n}"))
+        return items
+    delimiter = next((d for d in (",", "\t", ";") if d in first), None)
+    bare = first.strip()
+    if delimiter is None and len(bare) in (32, 40, 64) and all(c in string.hexdigits for c in bare):
+        return [_bare_item(line.strip(), f"{name}:{n}") for n, line in numbered]
+    rows = list(csv.reader(io.StringIO("\n".join(line for _, line in numbered)), delimiter=delimiter or ","))
+    header = [h.strip() for h in rows[0]]
+    keys = {_COLUMN_ALIASES.get("".join(ch for ch in h.lower() if ch.isalnum())) for h in header}
+    if not keys & set(_HASH_DIGITS):
+        raise FingerprintError(f"{name}:{numbered[0][0]}: the CSV header names no md5, sha1, sha256, pdq or "
+                               f"phash column (got {', '.join(header)[:120]})")
+    items = []
+    for (n, _), row in zip(numbered[1:], rows[1:], strict=False):
+        if len(row) > len(header):
+            raise FingerprintError(f"{name}:{n}: {len(row)} fields, the header has {len(header)}")
+        items.append(_item(dict(zip(header, row, strict=False)), f"{name}:{n}"))
+    return items

@@ -1,0 +1,527 @@
+"""Appending to and reading the hash-chained tables: the one place that extends a chain.
+
+``append_observations`` and ``append_audit`` are the only code that writes ``observations`` and
+``audit_log``. Both lock their chain-head row (``SELECT … FOR UPDATE`` on PostgreSQL; on SQLite a no-op
+``UPDATE`` of the head, which takes the database write lock, unless the session already began with
+``BEGIN IMMEDIATE``), so several processes sharing a database extend one linear chain. Everything that
+does not depend on the head (validation, transcripts, salted address digests, the canonical JSON around
+``seq``) is computed before the lock; under it only ``seq`` is rendered and two SHA-256 are taken per row.
+
+The trio writer (p2pwatch.storage.writer) calls these in batches; a CLI command that records a few rows
+(``lookup --record``) may call them directly in a session from ``writer_sessionmaker``.
+
+``iter_observations`` streams a table of any size in ``seq`` order with bounded memory (keyset pages, not
+OFFSET); ``verify_chain`` recomputes every hash with p2pwatch.storage.chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from p2pwatch.errors import LocalProtocolError
+from p2pwatch.storage.chain import (
+    GENESIS_HASH,
+    SALT_BYTES,
+    ChainChecker,
+    ChainReport,
+    address_digest,
+    audit_fields,
+    canonical_json,
+    format_timestamp,
+    observation_fields,
+    observation_template,
+    quantize_fraction,
+    row_hash,
+)
+from p2pwatch.storage.models import LEVELS, SOURCES, AuditEntry, ChainHead, Observation, Peer, SwarmSample, Torrent
+from p2pwatch.storage.models import Transcript as TranscriptRow
+
+#: ``peers.last_seen`` is rewritten only when it moves by more than this (exact times are in observations).
+PEER_LAST_SEEN_GRANULARITY = timedelta(seconds=60)
+#: Most peers the writer remembers to skip redundant ``peers`` upserts.
+PEER_CACHE_SIZE = 200_000
+
+_OBS = Observation.__table__
+_TORRENTS = Torrent.__table__
+_TRANSCRIPTS = TranscriptRow.__table__
+_PEERS = Peer.__table__
+_HEADS = ChainHead.__table__
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def canonical_ip(text: str) -> str:
+    """The stored form of an IP address (``inet_ntop`` of ``inet_pton``); LocalProtocolError when invalid."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            return socket.inet_ntop(family, socket.inet_pton(family, text))
+        except (OSError, ValueError, TypeError):
+            continue
+    raise LocalProtocolError(f"{text!r} is not an IP address")
+
+
+def clean_text(text: str) -> str:
+    """Text any database and UTF-8 accept: NUL and lone surrogates (from undecodable bytes) become U+FFFD."""
+    text = str(text)
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class ObservationRecord:
+    """One peer observation to append (validated and normalized on creation, before it reaches a writer).
+
+    ``transcript`` is the JSON-able transcript of a level ≥ 1 probe; it is stored as canonical JSON and the
+    chain covers its SHA-256 (``transcript_json`` is that text, computed here, so a transcript that is not
+    JSON fails its producer, not the writer). ``country``/``asn``/``org`` only update the ``peers`` row.
+    Text from peers is cleaned (``clean_text``); ``ip`` is stored in ``canonical_ip`` form.
+    """
+
+    torrent_id: int
+    ip: str
+    port: int
+    level: int
+    source: str
+    observed_at: datetime
+    reporter: str | None = None
+    client: str | None = None
+    peer_id: str | None = None
+    have_fraction: float | None = None
+    transcript: Any = None
+    country: str | None = None
+    asn: int | None = None
+    org: str | None = None
+    transcript_json: str | None = field(init=False, default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.level not in LEVELS:
+            raise LocalProtocolError(f"observation level must be 0..4, not {self.level!r}")
+        if self.source not in SOURCES:
+            raise LocalProtocolError(f"observation source must be one of {', '.join(SOURCES)}, not {self.source!r}")
+        if not 0 <= self.port <= 65535:
+            raise LocalProtocolError(f"port {self.port} out of range")
+        object.__setattr__(self, "ip", canonical_ip(self.ip))
+        for name in ("reporter", "client"):
+            text = getattr(self, name)
+            if text is not None:
+                object.__setattr__(self, name, clean_text(text))
+        object.__setattr__(self, "observed_at", _utc(self.observed_at))
+        peer_id: Any = self.peer_id
+        if isinstance(peer_id, bytes | bytearray):
+            peer_id = bytes(peer_id).hex()
+        if peer_id is not None:
+            peer_id = str(peer_id).lower()
+            if len(peer_id) != 40 or any(c not in "0123456789abcdef" for c in peer_id):
+                raise LocalProtocolError("peer_id must be 20 bytes or 40 hex characters")
+        object.__setattr__(self, "peer_id", peer_id)
+        try:
+            object.__setattr__(self, "have_fraction", quantize_fraction(self.have_fraction))
+        except (TypeError, ValueError) as exc:
+            raise LocalProtocolError(f"have_fraction: {exc}") from None
+        if self.transcript is not None:
+            try:
+                text = canonical_json(self.transcript)
+                text.encode("utf-8")
+            except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+                raise LocalProtocolError(f"transcript is not canonical JSON: {exc}") from None
+            object.__setattr__(self, "transcript_json", text)
+
+
+@dataclass(frozen=True, slots=True)
+class SwarmSampleRecord:
+    """A swarm-size sample; ``probed`` maps level (0..4) to the number of peers probed to that level."""
+
+    torrent_id: int
+    at: datetime
+    source: str
+    seeders: int | None = None
+    leechers: int | None = None
+    dht_peers: int | None = None
+    probed: Mapping[int, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What one append committed to a chain (``count`` 0: nothing, seqs are the head's)."""
+
+    first_seq: int
+    last_seq: int
+    count: int
+    last_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObservation:
+    """An observation row as stored, with its torrent's DHT id and its transcript's SHA-256."""
+
+    seq: int
+    torrent_id: int
+    infohash: str
+    ip: str | None
+    port: int | None
+    reporter: str | None
+    addr_salt: str | None
+    addr_digest: str
+    level: int
+    source: str
+    client: str | None
+    peer_id: str | None
+    have_fraction: float | None
+    transcript_id: int | None
+    transcript_sha256: str | None
+    observed_at: datetime
+    prev_hash: str
+    row_hash: str
+
+    @property
+    def purged(self) -> bool:
+        return self.ip is None
+
+    def fields(self) -> dict[str, Any]:
+        """The hashed fields (p2pwatch.storage.chain)."""
+        return observation_fields(seq=self.seq, observed_at=self.observed_at, torrent=self.infohash,
+                                  addr=self.addr_digest, level=self.level, source=self.source,
+                                  client=self.client, peer_id=self.peer_id, have_fraction=self.have_fraction,
+                                  transcript=self.transcript_sha256)
+
+
+class PeerCache:
+    """What the writer last wrote to ``peers`` per address, to skip upserts that would change nothing."""
+
+    def __init__(self, size: int = PEER_CACHE_SIZE) -> None:
+        self.size = size
+        self._rows: dict[tuple[str, int], tuple[datetime, tuple[Any, ...]]] = {}
+
+    def needs_write(self, key: tuple[str, int], seen: datetime, meta: tuple[Any, ...]) -> bool:
+        known = self._rows.get(key)
+        if known is None:
+            return True
+        last, old_meta = known
+        changed = any(new is not None and new != old for new, old in zip(meta[:-1], old_meta[:-1], strict=True))
+        changed = changed or meta[-1] > old_meta[-1]  # max_level, always last
+        return changed or seen - last > PEER_LAST_SEEN_GRANULARITY
+
+    def remember(self, key: tuple[str, int], seen: datetime, meta: tuple[Any, ...]) -> None:
+        if len(self._rows) >= self.size:
+            self._rows.clear()
+        known = self._rows.get(key)
+        if known is not None:
+            merged = [new if new is not None else old for new, old in zip(meta[:-1], known[1][:-1], strict=True)]
+            meta = (*merged, max(meta[-1], known[1][-1]))
+        self._rows[key] = (seen, meta)
+
+
+def lock_chain_head(session: Session, chain: str) -> tuple[int, str]:
+    """Lock a chain's head row for the rest of the transaction; return its ``(seq, hash)``."""
+    if session.get_bind().dialect.name == "sqlite":
+        # Takes SQLite's write lock (a no-op when the transaction began IMMEDIATE).
+        session.execute(update(_HEADS).where(_HEADS.c.name == chain).values(seq=_HEADS.c.seq))
+    row = session.execute(
+        select(_HEADS.c.seq, _HEADS.c.hash).where(_HEADS.c.name == chain).with_for_update()
+    ).one_or_none()
+    if row is None:
+        raise LocalProtocolError(f"no chain head {chain!r}; is the schema migrated?")
+    return int(row.seq), str(row.hash)
+
+
+def _insert_ignore(session: Session, table: Any) -> Any:
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    raise LocalProtocolError(f"unsupported database dialect {dialect}")  # pragma: no cover
+
+
+def store_transcripts(session: Session, bodies: Iterable[str]) -> dict[str, int]:
+    """Insert transcript bodies (canonical JSON text) once each; return ``sha256 -> transcripts.id``."""
+    by_hash = {hashlib.sha256(body.encode("utf-8")).hexdigest(): body for body in bodies}
+    if not by_hash:
+        return {}
+    session.execute(_insert_ignore(session, _TRANSCRIPTS),
+                    [{"sha256": digest, "body": body} for digest, body in sorted(by_hash.items())])
+    rows = session.execute(select(_TRANSCRIPTS.c.sha256, _TRANSCRIPTS.c.id)
+                           .where(_TRANSCRIPTS.c.sha256.in_(list(by_hash))))
+    return {str(r.sha256): int(r.id) for r in rows}
+
+
+def _torrent_dht_ids(session: Session, torrent_ids: set[int], cache: dict[int, str]) -> None:
+    missing = [t for t in torrent_ids if t not in cache]
+    if missing:
+        for row in session.execute(select(_TORRENTS.c.id, _TORRENTS.c.dht_id).where(_TORRENTS.c.id.in_(missing))):
+            cache[int(row.id)] = str(row.dht_id)
+    unknown = [t for t in torrent_ids if t not in cache]
+    if unknown:
+        raise LocalProtocolError(f"observations name unknown torrent ids {sorted(unknown)[:5]}")
+
+
+def upsert_peers(session: Session, records: Sequence[ObservationRecord], cache: PeerCache | None = None) -> int:
+    """Create or refresh the ``peers`` rows of these observations; return how many rows were written."""
+    latest: dict[tuple[str, int], dict[str, Any]] = {}
+    for rec in records:
+        key = (rec.ip, rec.port)
+        row = latest.get(key)
+        if row is None:
+            if cache is not None and not cache.needs_write(
+                    key, rec.observed_at, (rec.client, rec.peer_id, rec.country, rec.asn, rec.org, rec.level)):
+                continue
+            latest[key] = {"ip": rec.ip, "port": rec.port, "client": rec.client, "peer_id": rec.peer_id,
+                           "country": rec.country, "asn": rec.asn, "org": rec.org, "max_level": rec.level,
+                           "first_seen": rec.observed_at, "last_seen": rec.observed_at}
+            continue
+        row["max_level"] = max(row["max_level"], rec.level)
+        row["first_seen"] = min(row["first_seen"], rec.observed_at)
+        row["last_seen"] = max(row["last_seen"], rec.observed_at)
+        for name in ("client", "peer_id", "country", "asn", "org"):
+            value = getattr(rec, name)
+            if value is not None:
+                row[name] = value
+    meta_keys = ("client", "peer_id", "country", "asn", "org", "max_level")
+    todo = [latest[key] for key in sorted(latest)]  # a fixed order, so concurrent upserts cannot deadlock
+    if not todo:
+        return 0
+    dialect = session.get_bind().dialect.name
+    stmt: Any = postgresql.insert(_PEERS) if dialect == "postgresql" else sqlite.insert(_PEERS)
+    ex = stmt.excluded
+    newer, older = (func.greatest, func.least) if dialect == "postgresql" else (func.max, func.min)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[_PEERS.c.ip, _PEERS.c.port],
+        set_={"last_seen": newer(_PEERS.c.last_seen, ex.last_seen),
+              "first_seen": older(_PEERS.c.first_seen, ex.first_seen),
+              "max_level": newer(_PEERS.c.max_level, ex.max_level),
+              **{k: func.coalesce(ex[k], _PEERS.c[k]) for k in meta_keys if k != "max_level"}},
+    )
+    session.execute(stmt, todo)  # executemany (PostgreSQL: SQLAlchemy's batched "insertmanyvalues")
+    if cache is not None:
+        for row in todo:
+            cache.remember((row["ip"], row["port"]), row["last_seen"], tuple(row[k] for k in meta_keys))
+    return len(todo)
+
+
+#: Column order of the raw observation INSERT (the writer's fast path skips SQLAlchemy's per-row binding).
+_INSERT_COLUMNS = ("seq", "torrent_id", "ip", "port", "reporter", "addr_salt", "addr_digest", "level", "source",
+                   "client", "peer_id", "have_fraction", "transcript_id", "observed_at", "prev_hash", "row_hash")
+
+
+def _insert_rows(session: Session, rows: list[tuple[Any, ...]]) -> None:
+    """Insert observation rows (tuples in ``_INSERT_COLUMNS`` order): COPY on PostgreSQL, executemany else."""
+    conn = session.connection()
+    columns = ", ".join(_INSERT_COLUMNS)
+    if conn.dialect.name == "postgresql":
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        with driver.cursor() as cursor, cursor.copy(f"COPY observations ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    marks = ", ".join("?" * len(_INSERT_COLUMNS))
+    conn.exec_driver_sql(f"INSERT INTO observations ({columns}) VALUES ({marks})", rows)
+
+
+def _db_timestamp(session: Session) -> Any:
+    """How a naive UTC datetime is passed to the driver: SQLAlchemy's SQLite text format, or as is."""
+    if session.get_bind().dialect.name == "sqlite":
+        return lambda moment: moment.isoformat(sep=" ", timespec="microseconds")
+    return lambda moment: moment
+
+
+def append_observations(session: Session, records: Sequence[ObservationRecord], *,
+                        dht_ids: dict[int, str] | None = None, peers: PeerCache | None = None) -> AppendResult:
+    """Append observations to the chain in the session's transaction (the caller commits).
+
+    ``dht_ids`` (torrent id -> DHT id hex) and ``peers`` are caches the writer keeps between batches.
+    """
+    if dht_ids is None:
+        dht_ids = {}
+    if not records:
+        seq, head = lock_chain_head(session, "observations")
+        return AppendResult(seq + 1, seq, 0, head)
+    _torrent_dht_ids(session, {r.torrent_id for r in records}, dht_ids)
+    bodies = {i: r.transcript_json for i, r in enumerate(records) if r.transcript_json is not None}
+    transcript_ids = store_transcripts(session, bodies.values())
+    salts = os.urandom(SALT_BYTES * len(records)).hex()
+    step = 2 * SALT_BYTES
+    sha256 = hashlib.sha256
+    stamp = _db_timestamp(session)
+    prepared: list[tuple[bytes, bytes, tuple[Any, ...]]] = []
+    for i, rec in enumerate(records):
+        salt = salts[i * step:(i + 1) * step]
+        digest = address_digest(salt, rec.ip, rec.port, rec.reporter)
+        body = bodies.get(i)
+        tsha = None if body is None else sha256(body.encode("utf-8")).hexdigest()
+        naive = rec.observed_at.replace(tzinfo=None)  # UTC already (ObservationRecord)
+        prefix, suffix = observation_template(
+            observed_at=naive.isoformat(timespec="microseconds") + "Z", torrent=dht_ids[rec.torrent_id],
+            addr=digest, level=rec.level, source=rec.source, client=rec.client, peer_id=rec.peer_id,
+            have_fraction=rec.have_fraction, transcript=tsha)
+        values = (rec.torrent_id, rec.ip, rec.port, rec.reporter, salt, digest, rec.level, rec.source,
+                  rec.client, rec.peer_id, rec.have_fraction, None if tsha is None else transcript_ids[tsha],
+                  stamp(naive))
+        prepared.append((prefix, suffix, values))
+    upsert_peers(session, records, peers)
+
+    head_seq, prev = lock_chain_head(session, "observations")
+    seq = head_seq
+    rows = []
+    for prefix, suffix, values in prepared:
+        seq += 1
+        digest = sha256(bytes.fromhex(prev) + sha256(prefix + str(seq).encode() + suffix).digest()).hexdigest()
+        rows.append((seq, *values, prev, digest))
+        prev = digest
+    _insert_rows(session, rows)
+    session.execute(update(_HEADS).where(_HEADS.c.name == "observations").values(seq=seq, hash=prev))
+    return AppendResult(head_seq + 1, seq, len(prepared), prev)
+
+
+def append_audit(session: Session, actor: str, action: str, detail: Mapping[str, Any] | None = None,
+                 *, at: datetime | None = None) -> AppendResult:
+    """Append one audit-log entry (in the session's transaction; the caller commits)."""
+    moment = _utc(at or datetime.now(UTC))
+    detail_obj = dict(detail or {})
+    canonical_json(detail_obj)  # refuse non-JSON details before taking the lock
+    seq, prev = lock_chain_head(session, "audit")
+    seq += 1
+    digest = row_hash(audit_fields(seq=seq, at=moment, actor=actor, action=action, detail=detail_obj), prev)
+    session.execute(insert(AuditEntry.__table__).values(seq=seq, at=moment, actor=actor, action=action,
+                                                        detail=detail_obj, prev_hash=prev, row_hash=digest))
+    session.execute(update(_HEADS).where(_HEADS.c.name == "audit").values(seq=seq, hash=digest))
+    return AppendResult(seq, seq, 1, digest)
+
+
+def insert_swarm_samples(session: Session, samples: Sequence[SwarmSampleRecord]) -> None:
+    """Insert swarm samples (not chained) in the session's transaction."""
+    if samples:
+        session.execute(insert(SwarmSample.__table__), [
+            {"torrent_id": s.torrent_id, "at": _utc(s.at), "source": s.source, "seeders": s.seeders,
+             "leechers": s.leechers, "dht_peers": s.dht_peers,
+             "probed": {str(k): int(v) for k, v in sorted((s.probed or {}).items())}}
+            for s in samples])
+
+
+def _observation_select(with_body: bool) -> Select[Any]:
+    """Observation rows joined with their torrent's DHT id and transcript hash, in StoredObservation order."""
+    o = _OBS.c
+    cols: list[Any] = [o.seq, o.torrent_id, _TORRENTS.c.dht_id, o.ip, o.port, o.reporter, o.addr_salt,
+                       o.addr_digest, o.level, o.source, o.client, o.peer_id, o.have_fraction, o.transcript_id,
+                       _TRANSCRIPTS.c.sha256, o.observed_at, o.prev_hash, o.row_hash]
+    if with_body:
+        cols.append(_TRANSCRIPTS.c.body)
+    return (select(*cols).join(_TORRENTS, _TORRENTS.c.id == o.torrent_id)
+            .outerjoin(_TRANSCRIPTS, _TRANSCRIPTS.c.id == o.transcript_id))
+
+
+def _pages(session: Session, base: Select[Any], key: Any, start: int | None, end: int | None,
+           batch: int) -> Iterator[Any]:
+    """One ordered query, streamed ``batch`` rows at a time (a server-side cursor on PostgreSQL)."""
+    stmt = base
+    if start is not None:
+        stmt = stmt.where(key >= start)
+    if end is not None:
+        stmt = stmt.where(key <= end)
+    result = session.execute(stmt.order_by(key), execution_options={"yield_per": batch})
+    for partition in result.partitions():
+        yield from partition
+
+
+def _stored(row: Any) -> StoredObservation:
+    return StoredObservation(*row[:18])
+
+
+def iter_observations(session: Session, torrent_ids: Iterable[int] | None = None, batch: int = 10_000, *,
+                      start_seq: int | None = None, end_seq: int | None = None) -> Iterator[StoredObservation]:
+    """Stream observations in ``seq`` order, ``batch`` rows per query (memory stays bounded)."""
+    base = _observation_select(False)
+    if torrent_ids is not None:
+        base = base.where(_OBS.c.torrent_id.in_(sorted(set(torrent_ids))))
+    for row in _pages(session, base, _OBS.c.seq, start_seq, end_seq, batch):
+        yield _stored(row)
+
+
+def _anchor(session: Session, table: Any, start_seq: int | None) -> tuple[int, str]:
+    if start_seq is None or start_seq <= 1:
+        return 0, GENESIS_HASH
+    value = session.execute(select(table.c.row_hash).where(table.c.seq == start_seq - 1)).scalar_one_or_none()
+    if value is None:
+        raise LocalProtocolError(f"no row at seq {start_seq - 1} to anchor the verification on")
+    return start_seq - 1, str(value)
+
+
+def verify_chain(session: Session, start_seq: int | None = None, end_seq: int | None = None, *,
+                 chain: str = "observations", batch: int = 10_000) -> ChainReport:
+    """Recompute the chain (``observations`` or ``audit``) over ``[start_seq, end_seq]``.
+
+    Beyond the hashes it checks each unpurged observation's address digest, each transcript's SHA-256,
+    and, when ``end_seq`` is None, that the chain head names the last row (no rows cut off at the end).
+    """
+    table = _OBS if chain == "observations" else AuditEntry.__table__
+    anchor_seq, anchor_hash = _anchor(session, table, start_seq)
+    checker = ChainChecker(chain, anchor_seq=anchor_seq, anchor_hash=anchor_hash)
+    if chain == "observations":
+        rows = _pages(session, _observation_select(True), _OBS.c.seq, start_seq, end_seq, batch)
+        for row in rows:
+            obs = _stored(row)
+            checker.feed_canonical(obs.seq, _canonical(checker, obs), obs.prev_hash, obs.row_hash)
+            _check_observation_extras(checker, obs, row[18])
+    elif chain == "audit":
+        for row in _pages(session, select(table), table.c.seq, start_seq, end_seq, batch):
+            fields = audit_fields(seq=row.seq, at=row.at, actor=row.actor, action=row.action, detail=row.detail)
+            checker.feed(row.seq, fields, row.prev_hash, row.row_hash)
+    else:
+        raise LocalProtocolError(f"unknown chain {chain!r}")
+    report = checker.report
+    head = session.execute(select(_HEADS.c.seq, _HEADS.c.hash).where(_HEADS.c.name == chain)).one()
+    report.head_seq, report.head_hash = int(head.seq), str(head.hash)
+    if end_seq is None and (head.seq != (report.last_seq or anchor_seq) or head.hash != report.last_hash):
+        checker.problem(int(head.seq), f"chain head (seq {head.seq}) does not match the last row "
+                                       f"(seq {report.last_seq}): rows are missing or were added outside the chain")
+    return report
+
+
+def _canonical(checker: ChainChecker, obs: StoredObservation) -> bytes | None:
+    try:
+        prefix, suffix = observation_template(
+            observed_at=format_timestamp(obs.observed_at), torrent=obs.infohash, addr=obs.addr_digest,
+            level=obs.level, source=obs.source, client=obs.client, peer_id=obs.peer_id,
+            have_fraction=obs.have_fraction, transcript=obs.transcript_sha256)
+    except (ValueError, TypeError) as exc:
+        checker.problem(obs.seq, f"row cannot be hashed: {exc}")
+        return None
+    return prefix + str(obs.seq).encode("ascii") + suffix
+
+
+def _check_observation_extras(checker: ChainChecker, obs: StoredObservation, body: str | None) -> None:
+    blinded = (obs.ip, obs.port, obs.reporter, obs.addr_salt)
+    if obs.ip is None:
+        checker.report.purged += 1
+        if any(v is not None for v in blinded):
+            checker.problem(obs.seq, "partly purged address")
+    elif obs.addr_salt is None or obs.port is None:
+        checker.problem(obs.seq, "address without its salt")
+    elif address_digest(obs.addr_salt, obs.ip, obs.port, obs.reporter) != obs.addr_digest:
+        checker.problem(obs.seq, "address or reporter does not match the hashed address digest")
+    if obs.transcript_id is not None and (
+            body is None or hashlib.sha256(body.encode("utf-8")).hexdigest() != obs.transcript_sha256):
+        checker.problem(obs.seq, "transcript does not match its SHA-256")
+
+
+def chain_head(session: Session, chain: str = "observations") -> tuple[int, str]:
+    """A chain's head ``(seq, hash)`` without locking it."""
+    row = session.execute(select(_HEADS.c.seq, _HEADS.c.hash).where(_HEADS.c.name == chain)).one()
+    return int(row.seq), str(row.hash)
