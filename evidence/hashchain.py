@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,11 +39,37 @@ REDACTED_KEYS = frozenset({"seq", "redacted", "body_hash"})
 #: Name of this chain definition, recorded in chain.json.
 ALGORITHM = "p2pwatch-chain-v1: row_hash = sha256(prev_hash || sha256(canonical_json(fields)))"
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-_HEX = frozenset("0123456789abcdef")
+_HEX = re.compile("[0-9a-f]*")
+
+
+def _default(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _fast_encoder() -> Any:
+    """The json module's C encoder, built once (``JSONEncoder.encode`` builds one per call, which costs more
+    than the encoding of a small row). Used only when it gives exactly what ``_ENCODER`` gives."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return None
+    try:
+        encoder = make(None, _default, json.encoder.encode_basestring, None, ":", ",", True, False, False)
+        probe = {"b": [1, 2.5, None, "\u00e9\"\n", 10**20], "a": {"y": True, "x": -0.0}, "": []}
+        if "".join(encoder(probe, 0)) != _ENCODER.encode(probe):
+            return None
+    except Exception:
+        return None
+    return encoder
+
+
+_FAST = _fast_encoder()
+_string = json.encoder.encode_basestring  # JSON string literal, non-ASCII kept (as ensure_ascii=False)
 
 
 def canonical_bytes(value: Any) -> bytes:
     """Sorted keys, no whitespace, UTF-8 (not ASCII-escaped), no NaN or Infinity."""
+    if _FAST is not None:
+        return "".join(_FAST(value, 0)).encode("utf-8")
     return _ENCODER.encode(value).encode("utf-8")
 
 
@@ -60,6 +87,9 @@ def row_hash(fields: Mapping[str, Any], prev_hash: str) -> str:
 
 
 def address_digest(addr_salt: str, ip: str, port: int, reporter: str | None) -> str:
+    if type(ip) is str and type(port) is int and (reporter is None or type(reporter) is str):
+        text = f"[{_string(ip)},{port},{'null' if reporter is None else _string(reporter)}]"  # = canonical
+        return hashlib.sha256(bytes.fromhex(addr_salt) + text.encode("utf-8")).hexdigest()
     return hashlib.sha256(bytes.fromhex(addr_salt) + canonical_bytes([ip, port, reporter])).hexdigest()
 
 
@@ -69,7 +99,7 @@ def hashed_fields(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def is_hash(value: Any, size: int = 32) -> bool:
-    return isinstance(value, str) and len(value) == 2 * size and set(value) <= _HEX
+    return isinstance(value, str) and len(value) == 2 * size and _HEX.fullmatch(value) is not None
 
 
 class ChainError(ValueError):

@@ -127,7 +127,7 @@ def directory_tail(entries: list[Entry], cd_offset: int) -> bytes:
 class ZipWriter:
     """Write the canonical profile to a seekable binary file, one entry at a time, in bounded memory."""
 
-    def __init__(self, fileobj: BinaryIO, *, level: int = 6) -> None:
+    def __init__(self, fileobj: BinaryIO, *, level: int = 3) -> None:
         self._f = fileobj
         self._level = level
         self.entries: list[Entry] = []

@@ -118,7 +118,8 @@ def build_corpus(workdir: Path, n: int, decoys: int, jobs: int) -> Corpus:
         decoy_images = list(pool.map(lambda i: image_job(i, False), range(30_000, 30_000 + decoys)))
         generated = time.perf_counter()
         registered = list(pool.map(lambda v: media.hash_video_source(str(v[1][0][1])), videos))
-        jobs_v: list[tuple[int | None, str, Path]] = [(index, name, path) for index, (_, files) in enumerate(videos) for name, path in files[1:]]
+        jobs_v: list[tuple[int | None, str, Path]] = [
+            (index, name, path) for index, (_, files) in enumerate(videos) for name, path in files[1:]]
         jobs_v += [(None, "decoy", files[0][1]) for _, files in decoy_videos]
 
         def candidate(job: tuple[int | None, str, Path]) -> tuple[int | None, str, tuple[media.FrameHash, ...],
@@ -199,6 +200,8 @@ def score_images(corpus: Corpus, *, method: str, threshold: int, by_variant: boo
         for reg_index, registered in enumerate(corpus.images):
             if method == "phash":
                 got = media.hamming(registered.image_phash or 0, candidate.image_phash or 0) <= threshold
+            elif method == "pdq":
+                got = media.hamming(registered.image_pdq or b"", candidate.image_pdq or b"") <= threshold
             else:
                 got = media.match_image(registered, candidate, threshold).matched
             expected = index == reg_index
@@ -241,12 +244,12 @@ def report_match(corpus: Corpus) -> None:
           f"strongest non-match: {strongest.matched_frames}/{strongest.expected_frames} frames "
           f"(distances {list(strongest.distances)})")
     pdq = all(i.image_pdq is not None for i in corpus.images)
-    default = (f"PDQ <= {media.DEFAULT_PDQ_THRESHOLD}" if pdq
-               else f"pHash <= {media.DEFAULT_IMAGE_PHASH_THRESHOLD}")
+    default = f"pHash <= {media.DEFAULT_IMAGE_PHASH_THRESHOLD}" + (
+        f" or PDQ <= {media.DEFAULT_PDQ_THRESHOLD}" if pdq else " (pdqhash not installed)")
     print(f"\n## Images at the default (match_image: {default})\n")
     print(HEADER.format("alteration"))
-    for name, score in score_images(corpus, method="default", threshold=media.DEFAULT_PDQ_THRESHOLD if pdq
-                                    else media.DEFAULT_IMAGE_PHASH_THRESHOLD, by_variant=True).items():
+    for name, score in score_images(corpus, method="default", threshold=media.DEFAULT_IMAGE_PHASH_THRESHOLD,
+                                    by_variant=True).items():
         print(score.row(name))
     print("\n### Image threshold sweep\n")
     print(HEADER.format("hash <= threshold"))

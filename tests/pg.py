@@ -17,10 +17,11 @@ Fixtures (session-scoped server, one database per test):
   revision, so one test body runs against both backends. PostgreSQL databases are cloned from a migrated
   template database (fast) and dropped after the test. ``storage_engine``: an engine on it.
 
-Helpers for the storage tests: ``add_torrent`` and ``tamper`` (raw SQL with the append-only triggers off,
-standing in for someone editing the database behind p2pwatch's back).
+Helper fixtures for the storage tests: ``add_torrent`` and ``tamper`` (raw SQL with the append-only
+triggers off, standing in for someone editing the database behind p2pwatch's back).
 
-Use them from a test module with ``pytest_plugins = ["tests.pg"]``.
+Use them from a test module with ``pytest_plugins = ["tests.pg"]``, and do not import this module at run
+time from a test module (pytest could then not rewrite its asserts and warns).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -211,8 +212,8 @@ def storage_engine(storage_url: str) -> Iterator[Engine]:
         engine.dispose()
 
 
-def add_torrent(engine: Engine, dht_id: str, *, name: str = "t") -> int:
-    """Insert a torrent row and return its id (test helper)."""
+def insert_torrent(engine: Engine, dht_id: str, *, name: str = "t") -> int:
+    """Insert a torrent row and return its id."""
     from datetime import UTC, datetime
 
     from p2pwatch.storage.db import session_factory
@@ -226,8 +227,8 @@ def add_torrent(engine: Engine, dht_id: str, *, name: str = "t") -> int:
         return torrent.id
 
 
-def tamper(engine: Engine, sql: str) -> None:
-    """Run raw SQL with the append-only triggers switched off (to simulate an attacker with disk access)."""
+def raw_tamper(engine: Engine, sql: str) -> None:
+    """Run raw SQL with the append-only triggers switched off (someone editing the database directly)."""
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
@@ -241,3 +242,15 @@ def tamper(engine: Engine, sql: str) -> None:
             conn.exec_driver_sql(sql)
             for trigger in triggers:
                 conn.exec_driver_sql(trigger)
+
+
+@pytest.fixture
+def add_torrent() -> Callable[..., int]:
+    """``add_torrent(engine, dht_id, name=...) -> torrent id``."""
+    return insert_torrent
+
+
+@pytest.fixture
+def tamper() -> Callable[[Engine, str], None]:
+    """``tamper(engine, sql)``: raw SQL with the append-only triggers off."""
+    return raw_tamper

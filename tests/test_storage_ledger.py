@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -23,9 +24,10 @@ from p2pwatch.storage.ledger import (
     verify_chain,
 )
 from p2pwatch.storage.models import AuditEntry, Observation, Peer
-from tests.pg import add_torrent, tamper
 
 pytest_plugins = ["tests.pg"]
+AddTorrent = Callable[..., int]
+Tamper = Callable[[Engine, str], None]
 
 T0 = datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 TORRENT_A = "aa" * 20
@@ -33,7 +35,8 @@ TORRENT_B = "bb" * 20
 
 
 def record(torrent_id: int, n: int, **overrides: object) -> ObservationRecord:
-    level = n % 5
+    """The n-th test observation; defaults follow its level (n % 5 unless given)."""
+    level = int(overrides.get("level", n % 5))  # type: ignore[call-overload]
     values: dict[str, object] = dict(
         torrent_id=torrent_id, ip=f"198.51.100.{n % 250 + 1}", port=6881 + n, level=level,
         source="probe" if level else "dht", observed_at=T0 + timedelta(seconds=n),
@@ -56,7 +59,7 @@ def verify(engine: Engine, **kwargs: object):  # type: ignore[no-untyped-def]
         return verify_chain(session, **kwargs)  # type: ignore[arg-type]
 
 
-def test_append_extends_one_chain(storage_engine: Engine) -> None:
+def test_append_extends_one_chain(storage_engine: Engine, add_torrent: AddTorrent) -> None:
     a = add_torrent(storage_engine, TORRENT_A)
     b = add_torrent(storage_engine, TORRENT_B)
     assert append(storage_engine, [record(a, n) for n in range(10)]) == (1, 10)
@@ -74,7 +77,7 @@ def test_append_extends_one_chain(storage_engine: Engine) -> None:
         assert after.seq == before.seq + 1
 
 
-def test_stored_rows_match_their_records(storage_engine: Engine) -> None:
+def test_stored_rows_match_their_records(storage_engine: Engine, add_torrent: AddTorrent) -> None:
     a = add_torrent(storage_engine, TORRENT_A)
     records = [record(a, n) for n in range(12)]
     records.append(record(a, 12, ip="2001:DB8:0:0::1", client="bad\x00name\udcff", have_fraction=1 / 3))
@@ -100,7 +103,7 @@ def test_stored_rows_match_their_records(storage_engine: Engine) -> None:
     assert last.have_fraction == 0.333333
 
 
-def test_iter_observations_filters_and_pages(storage_engine: Engine) -> None:
+def test_iter_observations_filters_and_pages(storage_engine: Engine, add_torrent: AddTorrent) -> None:
     a = add_torrent(storage_engine, TORRENT_A)
     b = add_torrent(storage_engine, TORRENT_B)
     append(storage_engine, [record(a if n % 3 else b, n) for n in range(50)])
@@ -115,7 +118,7 @@ def test_iter_observations_filters_and_pages(storage_engine: Engine) -> None:
     assert partial.ok and (partial.checked, partial.first_seq, partial.last_seq) == (20, 11, 30)
 
 
-def test_identical_transcripts_are_stored_once(storage_engine: Engine) -> None:
+def test_identical_transcripts_are_stored_once(storage_engine: Engine, add_torrent: AddTorrent) -> None:
     a = add_torrent(storage_engine, TORRENT_A)
     same = {"handshake": "ok"}
     append(storage_engine, [record(a, 1, transcript=same), record(a, 2, transcript=same)])
@@ -126,7 +129,7 @@ def test_identical_transcripts_are_stored_once(storage_engine: Engine) -> None:
     assert verify(storage_engine).ok
 
 
-def test_unknown_torrent_writes_nothing(storage_engine: Engine) -> None:
+def test_unknown_torrent_writes_nothing(storage_engine: Engine, add_torrent: AddTorrent) -> None:
     a = add_torrent(storage_engine, TORRENT_A)
     append(storage_engine, [record(a, 1)])
     with pytest.raises(LocalProtocolError, match="unknown torrent"):
@@ -136,7 +139,8 @@ def test_unknown_torrent_writes_nothing(storage_engine: Engine) -> None:
     assert verify(storage_engine).ok
 
 
-def test_tampering_is_found_at_the_tampered_rows(storage_engine: Engine) -> None:
+def test_tampering_is_found_at_the_tampered_rows(storage_engine: Engine, add_torrent: AddTorrent,
+                                                 tamper: Tamper) -> None:
     a = add_torrent(storage_engine, TORRENT_A)
     b = add_torrent(storage_engine, TORRENT_B)
     append(storage_engine, [record(a, n) for n in range(1, 13)])
@@ -155,7 +159,7 @@ def test_tampering_is_found_at_the_tampered_rows(storage_engine: Engine) -> None
     assert (4, "address") in found and (7, "transcript") in found and (12, "chain") in found
 
 
-def test_append_only_is_enforced_in_three_layers(storage_engine: Engine) -> None:
+def test_append_only_is_enforced_in_three_layers(storage_engine: Engine, add_torrent: AddTorrent) -> None:
     a = add_torrent(storage_engine, TORRENT_A)
     append(storage_engine, [record(a, n) for n in range(5)])  # seq 1 is level 0, seq 4 is level 3
     sessions = writer_sessionmaker(storage_engine)
@@ -197,7 +201,7 @@ def test_append_only_is_enforced_in_three_layers(storage_engine: Engine) -> None
     assert report.ok and report.purged == 1 and report.checked == 5
 
 
-def test_audit_chain(storage_engine: Engine) -> None:
+def test_audit_chain(storage_engine: Engine, tamper: Tamper) -> None:
     sessions = writer_sessionmaker(storage_engine)
     for n in range(4):
         with sessions() as session, session.begin():
@@ -215,7 +219,7 @@ def test_audit_chain(storage_engine: Engine) -> None:
     assert [p.seq for p in report.problems] == [3]
 
 
-def test_peers_are_summarised(storage_engine: Engine) -> None:
+def test_peers_are_summarised(storage_engine: Engine, add_torrent: AddTorrent) -> None:
     a = add_torrent(storage_engine, TORRENT_A)
     ip = "203.0.113.5"
     first = [record(a, 0, ip=ip, port=1000, level=0, source="dht", observed_at=T0),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -25,7 +26,9 @@ from p2pwatch.storage.db import (
     upgrade_database,
 )
 from p2pwatch.storage.models import Base
-from tests.pg import TemporaryPostgres
+
+if TYPE_CHECKING:
+    from tests.pg import TemporaryPostgres
 
 pytest_plugins = ["tests.pg"]
 

@@ -130,4 +130,5 @@ def render_case(doc: dict[str, Any], chain: dict[str, Any]) -> str:
         "case-investigation:focus": ["distribution of registered non-consensual intimate content on BitTorrent"],
         "uco-core:object": [_ref(provenance), _ref(tool_id)] + [_ref(a) for a in actions],
     })
-    return json.dumps({"@context": CONTEXT, "@graph": graph}, indent=1, ensure_ascii=False) + "\n"
+    nodes = ",\n  ".join(json.dumps(node, ensure_ascii=False) for node in graph)
+    return f'{{\n "@context": {json.dumps(CONTEXT, indent=1)},\n "@graph": [\n  {nodes}\n ]\n}}\n'

@@ -26,7 +26,15 @@ from typing import Any, BinaryIO
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from evidence import FORMAT_NAME, FORMAT_VERSION
-from evidence.hashchain import ALGORITHM, GENESIS_HASH, NOT_HASHED, address_digest, canonical_bytes, link_hash
+from evidence.hashchain import (
+    ALGORITHM,
+    GENESIS_HASH,
+    NOT_HASHED,
+    address_digest,
+    canonical_bytes,
+    is_hash,
+    link_hash,
+)
 from evidence.proofs import ProofError, TorrentIndex, check_match
 from evidence.torrent import Torrent, TorrentError, parse_torrent
 from evidence.zipcanon import DEFLATED, STORED, ZipWriter
@@ -38,7 +46,8 @@ CONTENT_KEYS = ("id", "kind", "size", "sha256", "registered_at", "label")
 #: Peer fields taken from the ``peers`` argument (the rest is derived from the observations).
 PEER_INFO_KEYS = ("client", "country", "asn", "peer_id")
 LEVEL_NAMES = {0: "listed", 1: "connected", 2: "advertised", 3: "served", 4: "served-whole"}
-_HASHED_EXTRA = tuple(sorted(NOT_HASHED))
+_string = json.encoder.encode_basestring  # type: ignore[attr-defined]  # the C encoder of JSON strings
+sha256 = hashlib.sha256
 
 
 @dataclass(frozen=True)
@@ -122,7 +131,7 @@ def build_manifest(*, files: list[tuple[str, str, int]], prefix: tuple[int, str]
         "archive": {"prefix_bytes": prefix[0], "prefix_sha256": prefix[1]},
         "files": [{"path": name, "sha256": digest, "size": size} for name, digest, size in files],
     }
-    return (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+    return readable_json(doc).encode("utf-8")
 
 
 class _Observations:
@@ -138,7 +147,8 @@ class _Observations:
         self.redacted = 0
         self.levels = [0] * 5
         self.transcripts: set[str] = set()
-        self.peers: dict[tuple[str, str, int], dict[str, Any]] = {}
+        #: (torrent, ip, port) -> [level, first_seen, last_seen, observations, sources, client]
+        self.peers: dict[tuple[str, str, int], list[Any]] = {}
 
     def line(self, row: Mapping[str, Any]) -> bytes:
         seq = row.get("seq")
@@ -165,40 +175,50 @@ class _Observations:
         if self.prev is not None and prev != self.prev:
             raise BundleError(f"observation seq {seq}: prev_hash is not the hash of the row before")
         if self.first_prev is None:
+            if not is_hash(prev):
+                raise BundleError(f"observation seq {seq}: prev_hash must be 64 lowercase hex digits")
             self.first_prev = prev
-        digest = link_hash(str(prev), hashlib.sha256(body).digest())
+        digest = link_hash(prev, sha256(body).digest())
         if digest != row.get("row_hash"):
             raise BundleError(f"observation seq {seq}: row_hash does not match its fields (the chain is broken)")
-        ip = row.get("ip")
-        if ip is not None and address_digest(row["addr_salt"], ip, row["port"], row.get("reporter")) != row.get("addr"):
-            raise BundleError(f"observation seq {seq}: address does not match its digest")
+        ip, port, reporter, salt = row.get("ip"), row.get("port"), row.get("reporter"), row.get("addr_salt")
+        if ip is not None:
+            if type(salt) is not str or len(salt) != 32 or salt != salt.lower() or type(port) is not int or \
+                    address_digest(salt, ip, port, reporter) != row.get("addr"):
+                raise BundleError(f"observation seq {seq}: the address does not match its digest")
+            extra = (f',"addr_salt":"{salt}","ip":{_string(ip)},"port":{port},"prev_hash":"{prev}",'
+                     f'"reporter":{"null" if reporter is None else _string(reporter)},"row_hash":"{digest}"}}')
+        elif port is None and reporter is None and salt is None:
+            extra = f',"addr_salt":null,"ip":null,"port":null,"prev_hash":"{prev}","reporter":null,"row_hash":"{digest}"}}'
+        else:
+            raise BundleError(f"observation seq {seq}: a partly purged address")
         self.prev = digest
         self.rows += 1
         level = row["level"]
         self.levels[level] += 1
-        if row.get("transcript") is not None:
-            self.transcripts.add(row["transcript"])
-        key = self.torrents.get(row.get("torrent"))[0]
+        transcript = row.get("transcript")
+        if transcript is not None:
+            self.transcripts.add(transcript)
         if ip is not None:
-            self._peer(key, row)
-        extra = {k: row.get(k) for k in _HASHED_EXTRA}
-        extra["row_hash"] = digest
-        return body[:-1] + b"," + canonical_bytes(extra)[1:]
+            self._peer(self.torrents.get(row.get("torrent"))[0], ip, port, level, row)
+        return body[:-1] + extra.encode("utf-8")
 
-    def _peer(self, key: str, row: Mapping[str, Any]) -> None:
-        at, peer_key = row.get("observed_at"), (key, row["ip"], row["port"])
+    def _peer(self, key: str, ip: str, port: int, level: int, row: Mapping[str, Any]) -> None:
+        at, peer_key = row["observed_at"], (key, ip, port)
         peer = self.peers.get(peer_key)
         if peer is None:
-            self.peers[peer_key] = {"level": row["level"], "first_seen": at, "last_seen": at, "observations": 1,
-                                    "sources": {row.get("source")}, "client": row.get("client")}
+            self.peers[peer_key] = [level, at, at, 1, {row.get("source")}, row.get("client")]
             return
-        peer["level"] = max(peer["level"], row["level"])
-        peer["observations"] += 1
-        peer["first_seen"] = min(peer["first_seen"], at)
-        peer["last_seen"] = max(peer["last_seen"], at)
-        peer["sources"].add(row.get("source"))
+        if level > peer[0]:
+            peer[0] = level
+        if at < peer[1]:
+            peer[1] = at
+        if at > peer[2]:
+            peer[2] = at
+        peer[3] += 1
+        peer[4].add(row.get("source"))
         if row.get("client"):
-            peer["client"] = row["client"]
+            peer[5] = row["client"]
 
 
 def _peer_summaries(obs: _Observations, given: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -208,13 +228,11 @@ def _peer_summaries(obs: _Observations, given: list[dict[str, Any]]) -> list[dic
         if p.get("infohash"):
             info[(obs.torrents.get(p["infohash"])[0], p.get("ip"), p.get("port"))] = p
     out = []
-    for (key, ip, port), agg in obs.peers.items():
+    for (key, ip, port), (level, first, last, count, sources, client) in obs.peers.items():
         extra = info.get((key, ip, port)) or info.get((ip, port)) or {}
-        summary = {"infohash": key, "ip": ip, "port": port, "level": agg["level"],
-                   "level_name": LEVEL_NAMES[agg["level"]], "distribution": agg["level"] >= 3,
-                   "first_seen": agg["first_seen"], "last_seen": agg["last_seen"],
-                   "observations": agg["observations"], "sources": sorted(s for s in agg["sources"] if s),
-                   "client": extra.get("client") or agg["client"]}
+        summary = {"infohash": key, "ip": ip, "port": port, "level": level, "level_name": LEVEL_NAMES[level],
+                   "distribution": level >= 3, "first_seen": first, "last_seen": last, "observations": count,
+                   "sources": sorted(s for s in sources if s), "client": extra.get("client") or client}
         summary.update({k: extra.get(k) for k in PEER_INFO_KEYS if k != "client"})
         out.append(summary)
     out.sort(key=lambda s: (-s["level"], s["infohash"], s["ip"], s["port"]))
@@ -306,7 +324,10 @@ def write_bundle(
             with arc.zip.open("observations.jsonl", large=True) as stream:
                 buffer: list[bytes] = []
                 for row in observations:
-                    buffer.append(obs.line(row))
+                    try:
+                        buffer.append(obs.line(row))
+                    except (ValueError, KeyError, TypeError, IndexError) as exc:
+                        raise BundleError(f"malformed observation row after seq {obs.last_seq}: {exc}") from exc
                     if len(buffer) >= 2048:
                         chunk = b"".join(buffer)
                         stream.write(chunk)
@@ -366,8 +387,19 @@ def write_bundle(
     )
 
 
-def _json(doc: Any) -> bytes:
-    return (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+def readable_json(doc: Mapping[str, Any]) -> str:
+    """JSON with one top-level key per line and one list element per line: readable, and written by the
+    C encoder (``indent`` would fall back to the pure-Python one, far too slow for 100,000 peers)."""
+    def value(v: Any) -> str:
+        if isinstance(v, list) and v:
+            return "[\n  " + ",\n  ".join(json.dumps(x, ensure_ascii=False) for x in v) + "\n ]"
+        return json.dumps(v, ensure_ascii=False)
+
+    return "{\n" + ",\n".join(f" {json.dumps(k)}: {value(v)}" for k, v in doc.items()) + "\n}\n"
+
+
+def _json(doc: Mapping[str, Any]) -> bytes:
+    return readable_json(doc).encode("utf-8")
 
 
 def _chain_doc(obs: _Observations, anchor: Mapping[str, Any], created: str) -> dict[str, Any]:

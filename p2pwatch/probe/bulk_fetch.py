@@ -200,6 +200,12 @@ class TorrentReader:
     def num_pieces(self) -> int:
         return self._num_pieces
 
+    def downloaded(self) -> int:
+        """Payload bytes received so far (read live from libtorrent)."""
+        if self._handle is None:
+            return self.result.payload_downloaded
+        return int(self._handle.status().total_payload_download)
+
     # ------------------------------------------------------------------ the alert loop (background thread)
 
     def _loop(self) -> None:

@@ -205,7 +205,7 @@ def check_schema(engine: Engine) -> str:
     if current == head:
         return head
     if current is None:
-        tables = set(inspect(engine).get_table_names())
+        tables = set(inspect(engine).get_table_names()) - {"alembic_version"}
         what = "holds tables that are not p2pwatch's" if tables else "has no p2pwatch schema"
         raise SchemaOutOfDate(f"database {where} {what}; {UPGRADE_HINT}")
     if current not in _known_revisions():
