@@ -10,8 +10,15 @@ import pytest
 import trio
 
 from p2pwatch.fingerprint import fingerprint_file
-from p2pwatch.matcher import (METHOD_EXACT_METADATA, METHOD_EXACT_PIECE, RegisteredContent, RegistryIndex,
-                              exact_metadata_matches, match_torrent, name_candidates)
+from p2pwatch.matcher import (
+    METHOD_EXACT_METADATA,
+    METHOD_EXACT_PIECE,
+    RegisteredContent,
+    RegistryIndex,
+    exact_metadata_matches,
+    match_torrent,
+    name_candidates,
+)
 from p2pwatch.metainfo import parse_torrent
 from p2pwatch.probe.bulk_fetch import FetchOptions, open_torrent_reader
 from p2pwatch.torrentmaker import make_v1_torrent

@@ -18,9 +18,10 @@ every committed batch with its ``CommitReport``: a reported seq is durable (SQLi
 PostgreSQL's commit). A ``flush`` or ``run`` ends the current batch, so ordering is the channel's order.
 
 Leaving ``open_writer`` (normally, by an exception or by cancellation) closes the channel and, shielded
-from cancellation, commits what was already queued before the task ends. If a batch fails (the database
-is gone, a record names an unknown torrent), the task raises ``StorageError`` into the caller's nursery:
-losing evidence quietly is worse than stopping. ``run`` functions that raise only fail their caller.
+from cancellation, commits what was already queued before the task ends. If a batch fails, the task
+raises into the caller's nursery (``StorageError`` when the database fails, ``LocalProtocolError`` when a
+record names a torrent id that does not exist): losing evidence quietly is worse than stopping. ``run``
+functions that raise only fail their caller.
 SQLite in-memory databases are not supported (each worker thread would see its own database).
 """
 

@@ -1,0 +1,185 @@
+"""Configuration: TOML file, then environment, then command-line flags (each overrides the one before).
+
+Every setting has a documented default (docs/config.example.toml). Sections map onto dataclasses; unknown
+keys are refused with the key's name, so a typo never silently falls back to a default.
+Environment variables are ``P2PWATCH_<SECTION>_<KEY>`` (e.g. ``P2PWATCH_DHT_PORT=6881``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from p2pwatch.errors import ConfigError
+
+
+@dataclass
+class DHTSettings:
+    bind: str = "0.0.0.0"
+    port: int = 6881
+    bootstrap: list[str] = field(default_factory=lambda: [
+        "router.bittorrent.com:6881", "dht.transmissionbt.com:6881", "router.utorrent.com:6881",
+        "dht.libtorrent.org:25401"])
+    allow_local: bool = False
+    #: politeness on the real DHT
+    inbound_rate_per_ip: float = 50.0
+    outbound_rate_per_ip: float = 20.0
+    query_timeout: float = 5.0
+    alpha: int = 3
+    k: int = 8
+
+
+@dataclass
+class CrawlerSettings:
+    enabled: bool = True
+    segments: int = 256
+    passive: bool = True
+    channel_size: int = 10_000
+
+
+@dataclass
+class ProbeSettings:
+    connect_timeout: float = 5.0
+    handshake_timeout: float = 5.0
+    metadata_timeout: float = 20.0
+    piece_timeout: float = 30.0
+    encryption: str = "prefer"
+    concurrent_probes: int = 32
+    metadata_peers: int = 8
+    libtorrent_fallback: bool = True
+    libtorrent_timeout: float = 60.0
+
+
+@dataclass
+class WatcherSettings:
+    interval: float = 3600.0
+    probes_per_torrent: int = 20
+    verified_pieces_per_torrent: int = 5
+    dormant_after: float = 6 * 3600.0
+    gone_after: float = 7 * 86400.0
+    trackers: list[str] = field(default_factory=list)
+
+
+@dataclass
+class MatcherSettings:
+    samples: int = 10
+    frame_threshold: int = 10
+    min_frames: int = 3
+    image_threshold: int = 10
+    max_image_bytes: int = 32 * 1024 * 1024
+    fetch_timeout: float = 120.0
+
+
+@dataclass
+class AlertSettings:
+    webhook: str = ""
+    command: str = ""
+
+
+@dataclass
+class StoreSettings:
+    retention_days: int = 0  # 0 keeps level 0-2 addresses forever
+    batch_size: int = 1000
+
+
+@dataclass
+class MonitorConfig:
+    dht: DHTSettings = field(default_factory=DHTSettings)
+    crawler: CrawlerSettings = field(default_factory=CrawlerSettings)
+    probe: ProbeSettings = field(default_factory=ProbeSettings)
+    watcher: WatcherSettings = field(default_factory=WatcherSettings)
+    matcher: MatcherSettings = field(default_factory=MatcherSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    geoip_mmdb: str = ""
+    metrics_port: int = 0
+    log_format: str = "text"
+
+    def digest(self) -> str:
+        """SHA-256 of the canonical JSON of the effective configuration (recorded in evidence bundles)."""
+        text = json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _coerce(value: Any, current: Any, where: str) -> Any:
+    if isinstance(current, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+        raise ConfigError(f"{where} must be true or false, not {value!r}")
+    if isinstance(current, int):
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where} must be an integer, not {value!r}") from None
+    if isinstance(current, float):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where} must be a number, not {value!r}") from None
+    if isinstance(current, list):
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+        raise ConfigError(f"{where} must be a list of strings")
+    if isinstance(current, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, not {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported setting")
+
+
+def _apply(target: Any, values: dict[str, Any], where: str) -> None:
+    names = {f.name for f in dataclasses.fields(target)}
+    for key, value in values.items():
+        name = key.replace("-", "_")
+        if name not in names:
+            raise ConfigError(f"unknown setting {where}{key} (known: {', '.join(sorted(names))})")
+        current = getattr(target, name)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}{key} must be a table")
+            _apply(current, value, f"{where}{key}.")
+        else:
+            setattr(target, name, _coerce(value, current, f"{where}{key}"))
+
+
+def load_config(path: Path | None = None, *, environ: dict[str, str] | None = None,
+                overrides: dict[str, Any] | None = None) -> MonitorConfig:
+    """Defaults, then the TOML file, then ``P2PWATCH_<SECTION>_<KEY>`` variables, then ``overrides``."""
+    config = MonitorConfig()
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"configuration {path} is not valid TOML: {exc}") from None
+        _apply(config, data, "")
+    env = os.environ if environ is None else environ
+    for section in dataclasses.fields(config):
+        current = getattr(config, section.name)
+        if dataclasses.is_dataclass(current):
+            for item in dataclasses.fields(current):
+                key = f"P2PWATCH_{section.name}_{item.name}".upper()
+                if key in env:
+                    _apply(current, {item.name: env[key]}, f"{key}: {section.name}.")
+        else:
+            key = f"P2PWATCH_{section.name}".upper()
+            if key in env and section.name not in ("db", "home", "config"):
+                _apply(config, {section.name: env[key]}, f"{key}: ")
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        prefix, _, name = dotted.rpartition(".")
+        target = getattr(config, prefix) if prefix else config
+        _apply(target, {name: value}, f"{prefix}." if prefix else "")
+    return config
