@@ -30,14 +30,16 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 GENESIS_HASH = "0" * 64
 #: Keys of an exported observation row that its hash does not cover.
 NOT_HASHED = frozenset({"prev_hash", "row_hash", "ip", "port", "reporter", "addr_salt"})
 REDACTED_KEYS = frozenset({"seq", "redacted", "body_hash"})
+_UNHASHED = ("prev_hash", "row_hash", "ip", "port", "reporter", "addr_salt")
 #: Name of this chain definition, recorded in chain.json.
 ALGORITHM = "p2pwatch-chain-v1: row_hash = sha256(prev_hash || sha256(canonical_json(fields)))"
+_sha256 = hashlib.sha256
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _HEX = re.compile("[0-9a-f]*")
 
@@ -98,7 +100,7 @@ def hashed_fields(row: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k not in NOT_HASHED}
 
 
-def is_hash(value: Any, size: int = 32) -> bool:
+def is_hash(value: Any, size: int = 32) -> TypeGuard[str]:
     return isinstance(value, str) and len(value) == 2 * size and _HEX.fullmatch(value) is not None
 
 
@@ -131,56 +133,62 @@ class ChainChecker:
             raise ChainError("chain.json first_prev_hash must be 64 lowercase hex digits")
         self.first_prev_hash = prev_hash
 
-    def feed(self, row: Any) -> bool:
-        """Check one row; return True for a full row, False for a redacted one."""
+    def feed(self, row: Any) -> dict[str, Any] | None:
+        """Check one row. A case row loses its unhashed keys (:data:`NOT_HASHED`), which are returned (so
+        ``row`` is left holding exactly the hashed fields); a redacted row returns None."""
         self._line += 1
-        if not isinstance(row, dict):
+        if type(row) is not dict:
             raise ChainError(f"line {self._line}: not a JSON object")
         seq = row.get("seq")
-        where = f"line {self._line} (seq {seq})"
         if type(seq) is not int or seq < 1:
             raise ChainError(f"line {self._line}: 'seq' must be a positive integer")
-        if self.last_seq is not None and seq != self.last_seq + 1:
-            raise ChainError(f"{where}: does not follow seq {self.last_seq} (a row is missing or out of order)")
-        expected_prev = self.last_row_hash if self.last_seq is not None else self.first_prev_hash
+        last = self.last_seq
+        if last is not None and seq != last + 1:
+            raise ChainError(f"line {self._line} (seq {seq}): does not follow seq {last} (a row is missing or "
+                             "out of order)")
+        expected_prev = self.last_row_hash if last is not None else self.first_prev_hash
         if row.get("redacted") is True:
-            if set(row) != REDACTED_KEYS or not is_hash(row["body_hash"]):
-                raise ChainError(f"{where}: a redacted row is exactly seq, redacted, body_hash (64 hex)")
+            if row.keys() != REDACTED_KEYS or not is_hash(row["body_hash"]):
+                raise ChainError(f"line {self._line} (seq {seq}): a redacted row is exactly seq, redacted, "
+                                 "body_hash (64 hex)")
             if expected_prev is None:
-                raise ChainError(f"{where}: the segment opens with a redacted row but has no first_prev_hash")
-            digest = link_hash(expected_prev, bytes.fromhex(row["body_hash"]))
+                raise ChainError(f"line {self._line}: the segment opens with a redacted row but has no "
+                                 "first_prev_hash")
             self.redacted += 1
-        else:
-            prev, digest = row.get("prev_hash"), row.get("row_hash")
-            if not is_hash(prev) or not is_hash(digest):
-                raise ChainError(f"{where}: prev_hash and row_hash must be 64 lowercase hex digits")
-            if expected_prev is not None and prev != expected_prev:
-                raise ChainError(f"{where}: prev_hash is not the hash of the row before")
-            if "redacted" in row:
-                raise ChainError(f"{where}: 'redacted' must be true or absent")
-            try:
-                recomputed = row_hash(hashed_fields(row), prev)
-            except ValueError as exc:
-                raise ChainError(f"{where}: cannot be hashed ({exc})") from None
-            if recomputed != digest:
-                raise ChainError(f"{where}: row_hash does not match the row's fields")
-            self._check_address(row, where)
-            if self.first_prev_hash is None:
-                self.first_prev_hash = prev
-            self.rows += 1
+            self._advance(seq, link_hash(expected_prev, bytes.fromhex(row["body_hash"])))
+            return None
+        extra = {k: row.pop(k, None) for k in _UNHASHED}
+        prev, digest = extra["prev_hash"], extra["row_hash"]
+        if expected_prev is None:
+            if not is_hash(prev):
+                raise ChainError(f"line {self._line} (seq {seq}): prev_hash must be 64 lowercase hex digits")
+            self.first_prev_hash = prev
+        elif prev != expected_prev:
+            raise ChainError(f"line {self._line} (seq {seq}): prev_hash is not the hash of the row before")
+        if "redacted" in row:
+            raise ChainError(f"line {self._line} (seq {seq}): 'redacted' must be true or absent")
+        try:
+            recomputed = link_hash(prev, _sha256(canonical_bytes(row)).digest())
+        except ValueError as exc:
+            raise ChainError(f"line {self._line} (seq {seq}): cannot be hashed ({exc})") from None
+        if recomputed != digest:
+            raise ChainError(f"line {self._line} (seq {seq}): row_hash does not match the row's fields")
+        ip, port, reporter, salt = extra["ip"], extra["port"], extra["reporter"], extra["addr_salt"]
+        if ip is None:
+            if port is not None or reporter is not None or salt is not None:
+                raise ChainError(f"line {self._line} (seq {seq}): partly purged address")
+            self.purged += 1
+        elif type(ip) is not str or type(port) is not int or not is_hash(salt, 16):
+            raise ChainError(f"line {self._line} (seq {seq}): a disclosed address needs ip, port and a 32-hex "
+                             "addr_salt")
+        elif address_digest(salt, ip, port, reporter) != row.get("addr"):
+            raise ChainError(f"line {self._line} (seq {seq}): ip, port and reporter do not match the hashed "
+                             "address digest")
+        self.rows += 1
+        self._advance(seq, recomputed)
+        return extra
+
+    def _advance(self, seq: int, digest: str) -> None:
         if self.first_seq is None:
             self.first_seq = seq
         self.last_seq, self.last_row_hash = seq, digest
-        return row.get("redacted") is not True
-
-    def _check_address(self, row: dict[str, Any], where: str) -> None:
-        ip, port, reporter, salt = (row.get(k) for k in ("ip", "port", "reporter", "addr_salt"))
-        if ip is None:
-            if port is not None or reporter is not None or salt is not None:
-                raise ChainError(f"{where}: partly purged address")
-            self.purged += 1
-            return
-        if not isinstance(ip, str) or type(port) is not int or not is_hash(salt, 16):
-            raise ChainError(f"{where}: a disclosed address needs ip, port and a 32-hex addr_salt")
-        if address_digest(salt, ip, port, reporter) != row.get("addr"):
-            raise ChainError(f"{where}: ip, port and reporter do not match the hashed address digest")

@@ -179,7 +179,8 @@ def _exact_piece(key: str, torrent: Torrent, f: TorrentFile, proof: dict[str, An
     blocks = proof.get("blocks")
     if not isinstance(blocks, list) or [b.get("leaf_index") if isinstance(b, dict) else None
                                          for b in blocks] != [k for k, _, _ in leaves]:
-        raise ProofError(f"blocks must list leaves {leaves[0][0]}..{leaves[-1][0]}, the file's whole blocks in piece {index}")
+        raise ProofError(f"blocks must list leaves {leaves[0][0]}..{leaves[-1][0]}, the file's whole blocks "
+                         f"in piece {index}")
     for (k, offset, length), block in zip(leaves, blocks, strict=True):
         observed = _hex(block.get("observed_sha256"), f"block {k} observed_sha256", 32)
         if observed != _hex(block.get("registered_sha256"), f"block {k} registered_sha256", 32):
@@ -208,7 +209,8 @@ def _perceptual(proof: dict[str, Any]) -> str:
             raise ProofError(f"frames[{i}]: hashes of different lengths")
         distance = (int(a, 16) ^ int(b, 16)).bit_count()
         if frame.get("distance") != distance:
-            raise ProofError(f"frames[{i}]: recorded distance {frame.get('distance')} but the hashes differ in {distance} bits")
+            raise ProofError(f"frames[{i}]: recorded distance {frame.get('distance')} but the hashes differ in "
+                             f"{distance} bits")
         if distance > threshold:
             continue
         matched += 1

@@ -21,6 +21,7 @@ or pass ``--allow-unchecked-signature`` to accept exit 0 with a warning.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -41,6 +42,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SIGNATURE_UNCHECKED = 0, 1, 2, 3
 #: Largest member read into memory (observations.jsonl is streamed, whatever its size).
 MAX_MEMBER = 512 * 1024 * 1024
 MAX_LINE = 1024 * 1024
+_decode = json.JSONDecoder().decode
 OK, FAIL, WARN, UNCHECKED, SKIPPED = "ok", "FAIL", "warn", "unchecked", "skipped"
 
 
@@ -155,10 +157,8 @@ class Verifier:
             raise _Stop
 
     def run(self, f: BinaryIO, size: int) -> Result:
-        try:
+        with contextlib.suppress(_Stop):
             self._run(f, size)
-        except _Stop:
-            pass
         return self.result
 
     def _guard(self, name: str, func: Callable[[], Check], *, fatal: bool = False) -> Check | None:
@@ -208,8 +208,9 @@ class Verifier:
                 if bundle.get(name) != manifest.get(name):
                     raise ZipProfileError(f"bundle.json {name} differs from manifest.json's")
             case = bundle.get("case") or {}
+            config = short(str(bundle.get("config_sha256")))
             return Check("bundle.json", OK, f"case {str(case.get('name'))[:80]!r}, created {bundle.get('created_at')} "
-                         f"by p2pwatch {bundle.get('tool_version')}, configuration SHA-256 {short(str(bundle.get('config_sha256')))}")
+                         f"by p2pwatch {bundle.get('tool_version')}, configuration SHA-256 {config}")
 
         self._guard("bundle.json", bundle_check, fatal=True)
         raw_key = b""
@@ -226,9 +227,12 @@ class Verifier:
         matches = bundle.get("matches") or []
         for i, match in enumerate(matches):
             name = f"match {match.get('id', i) if isinstance(match, dict) else i}"
-            self._guard(name, lambda m=match, n=name: Check(
-                n, OK, f"{m.get('method')} for content {m.get('content_id')}: "
-                + check_match(m, torrents, b.piece)))
+
+            def match_check(m: Any = match, n: str = name) -> Check:
+                detail = check_match(m, torrents, b.piece)
+                return Check(n, OK, f"{m.get('method')} for content {m.get('content_id')}: {detail}")
+
+            self._guard(name, match_check)
         if not matches:
             self.add(Check("matches", WARN, "the bundle records no match proof"))
         peers: dict[tuple[str, str, int], dict[str, Any]] = {}
@@ -243,7 +247,8 @@ class Verifier:
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
             raise ZipProfileError(f"manifest.json is not a {FORMAT_NAME} manifest")
         if manifest.get("format_version") != FORMAT_VERSION:
-            raise ZipProfileError(f"format_version {manifest.get('format_version')} (this verifier reads {FORMAT_VERSION})")
+            raise ZipProfileError(f"format_version {manifest.get('format_version')} (this verifier reads "
+                                  f"{FORMAT_VERSION})")
         out.update(manifest)
         listed = manifest.get("files")
         members = b.entries[:-2]
@@ -256,7 +261,8 @@ class Verifier:
         archive = manifest.get("archive") or {}
         prefix = b.by_name["manifest.json"].offset
         if archive.get("prefix_bytes") != prefix:
-            raise ZipProfileError(f"manifest says the archive prefix is {archive.get('prefix_bytes')} bytes, it is {prefix}")
+            raise ZipProfileError(f"manifest says the archive prefix is {archive.get('prefix_bytes')} bytes, "
+                                  f"it is {prefix}")
         digest = hashlib.sha256()
         for chunk in iter_raw(b.f, 0, prefix):
             digest.update(chunk)
@@ -289,7 +295,8 @@ class Verifier:
             problems.append("--expect-fingerprint")
         details = [f"SHA-256 of the raw Ed25519 public key: {signature.format_fingerprint(fp)}"]
         if problems:
-            return Check("key", FAIL, f"public_key.pem's fingerprint differs from the one in {', '.join(problems)}", details)
+            return Check("key", FAIL, f"public_key.pem's fingerprint differs from the one in {', '.join(problems)}",
+                         details)
         if not expected:
             details.append("compare it with the fingerprint the centre published (or pass --expect-fingerprint)")
         return Check("key", OK, f"fingerprint {fp} matches manifest.json, bundle.json, report.html"
@@ -302,8 +309,10 @@ class Verifier:
         version = signature.cryptography_version(self.o.use_cryptography)
         if version is not None:
             if signature.verify_with_cryptography(raw_key, sig, manifest_bytes):
-                return Check("signature", OK, f"Ed25519 over manifest.json verified with public_key.pem (cryptography {version})")
-            return Check("signature", FAIL, "the Ed25519 signature over manifest.json does not verify with public_key.pem")
+                return Check("signature", OK,
+                             f"Ed25519 over manifest.json verified with public_key.pem (cryptography {version})")
+            return Check("signature", FAIL,
+                         "the Ed25519 signature over manifest.json does not verify with public_key.pem")
         directory = self.o.extract_dir or Path(tempfile.mkdtemp(prefix="evidence-signature-"))
         signature.extract_signed_files(directory, manifest_bytes, sig, b.read("public_key.pem"))
         command = signature.openssl_command(directory)
@@ -353,22 +362,26 @@ class Verifier:
         transcripts: dict[str, tuple[Any, ...]] = {}
         served: dict[str, int] = {"bytes re-hashed": 0, "hash compared": 0, "whole file": 0}
         with_transcript = 0
+        keys: dict[Any, str] = {}
         for line in b.lines("observations.jsonl"):
-            row = json.loads(line)
-            if not checker.feed(row):
+            row = _decode(line.decode("utf-8"))
+            extra = checker.feed(row)
+            if extra is None:
                 continue
             level = row.get("level")
             if type(level) is not int or not 0 <= level <= 4 or row.get("kind") != "observation":
                 raise ChainError(f"seq {row['seq']}: not an observation of level 0..4")
             levels[level] += 1
-            key = torrents.get(row.get("torrent"))[0]
+            key = keys.get(row.get("torrent"))
+            if key is None:
+                key = keys[row.get("torrent")] = torrents.get(row.get("torrent"))[0]
             if level >= 1 or row.get("transcript") is not None:
-                verdict = self._transcript(b, row, torrents, transcripts)
+                verdict = self._transcript(b, row, extra, torrents, transcripts)
                 with_transcript += 1
                 if level >= 3:
                     served[verdict] += 1
-            if row.get("ip") is not None:
-                self._aggregate(peers, key, row)
+            if extra["ip"] is not None:
+                self._aggregate(peers, key, extra["ip"], extra["port"], level, row.get("observed_at"))
         self._anchors(anchors, checker)
         details = [
             f"{checker.rows} rows re-hashed (seq {checker.first_seq}..{checker.last_seq}); {checker.redacted} rows "
@@ -386,7 +399,7 @@ class Verifier:
                            "segment; its head_hash cannot be re-computed from this bundle")
         return Check("chain", OK, "every row hash re-computed and linked; anchors match chain.json", details)
 
-    def _transcript(self, b: _Bundle, row: dict[str, Any], torrents: TorrentIndex,
+    def _transcript(self, b: _Bundle, row: dict[str, Any], extra: dict[str, Any], torrents: TorrentIndex,
                     cache: dict[str, tuple[Any, ...]]) -> str:
         tsha, level, seq = row.get("transcript"), row["level"], row["seq"]
         name = f"transcripts/{tsha}.json"
@@ -400,26 +413,27 @@ class Verifier:
             transcript = json.loads(data)
             if not isinstance(transcript, dict):
                 raise ProofError(f"{name} is not an object")
-            verdict = check_served(row, transcript, torrents, b.piece) if level >= 3 else None
+            claim = {"torrent": row.get("torrent"), "level": level, "ip": extra["ip"], "port": extra["port"]}
+            verdict = check_served(claim, transcript, torrents, b.piece) if level >= 3 else None
             key = torrents.get(transcript.get("infohash", row.get("torrent")))[0]
             cached = (key, verdict, transcript.get("level"), transcript.get("ip"), transcript.get("port"))
             cache[tsha] = cached
         key, verdict, t_level, ip, port = cached
         if key != torrents.get(row.get("torrent"))[0] or type(t_level) is not int or t_level < level:
             raise ProofError(f"seq {seq}: transcript {short(tsha)} is for another torrent or a lower level")
-        if (row.get("ip") is not None and ip != row["ip"]) or (row.get("port") is not None and port != row["port"]):
+        if (extra["ip"] is not None and ip != extra["ip"]) or (extra["port"] is not None and port != extra["port"]):
             raise ProofError(f"seq {seq}: transcript {short(tsha)} is for another peer")
         return str(verdict)
 
     @staticmethod
-    def _aggregate(peers: dict[tuple[str, str, int], dict[str, Any]], key: str, row: dict[str, Any]) -> None:
-        at = row.get("observed_at")
-        peer = peers.get((key, row["ip"], row["port"]))
+    def _aggregate(peers: dict[tuple[str, str, int], dict[str, Any]], key: str, ip: str, port: int, level: int,
+                   at: Any) -> None:
+        peer = peers.get((key, ip, port))
         if peer is None:
-            peers[(key, row["ip"], row["port"])] = {"level": row["level"], "first_seen": at, "last_seen": at,
-                                                    "observations": 1}
+            peers[(key, ip, port)] = {"level": level, "first_seen": at, "last_seen": at, "observations": 1}
             return
-        peer["level"] = max(peer["level"], row["level"])
+        if level > peer["level"]:
+            peer["level"] = level
         peer["observations"] += 1
         if isinstance(at, str):
             peer["first_seen"] = min(peer["first_seen"] or at, at)
@@ -455,7 +469,8 @@ class Verifier:
             key = (torrents.get(s.get("infohash"))[0], s.get("ip"), s.get("port"))
             found = peers.get(key)  # type: ignore[arg-type]
             if found is None or key in seen:
-                raise ProofError(f"peer {s.get('ip')}:{s.get('port')} has no observation in the chain, or is listed twice")
+                raise ProofError(f"peer {s.get('ip')}:{s.get('port')} has no observation in the chain, or is "
+                                 "listed twice")
             seen.add(key)
             for name in ("level", "first_seen", "last_seen", "observations"):
                 if s.get(name) != found[name]:

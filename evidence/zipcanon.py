@@ -139,7 +139,7 @@ class ZipWriter:
         """Where the next local header will start."""
         return self.entries[-1].end if self.entries else 0
 
-    def open(self, name: str, *, method: int = DEFLATED, large: bool = False) -> _EntryWriter:
+    def _claim(self, name: str, method: int) -> int:
         check_name(name)
         if name in self._names:
             raise ZipProfileError(f"duplicate entry {name!r}")
@@ -147,7 +147,11 @@ class ZipWriter:
             raise ZipProfileError("an entry is still open")
         if method not in (STORED, DEFLATED):
             raise ZipProfileError(f"method {method} is outside the profile")
-        offset = self.position
+        return self.position
+
+    def open(self, name: str, *, method: int = DEFLATED, large: bool = False) -> _EntryWriter:
+        """Stream an entry of unknown size (its local header is filled in when it is closed)."""
+        offset = self._claim(name, method)
         entry = Entry(name, method, 0, 0, 0, offset, large or offset >= MAX32)
         self._names.add(name)
         self._open = entry
@@ -156,9 +160,21 @@ class ZipWriter:
         return _EntryWriter(self, entry)
 
     def write(self, name: str, data: bytes, *, method: int = DEFLATED) -> Entry:
-        with self.open(name, method=method) as out:
-            out.write(data)
-        return self.entries[-1]
+        """Write a whole entry held in memory (one write, no seeking back)."""
+        offset = self._claim(name, method)
+        if method == DEFLATED:
+            z = zlib.compressobj(self._level, zlib.DEFLATED, -15)
+            payload = z.compress(data) + z.flush()
+        else:
+            payload = data
+        entry = Entry(name, method, zlib.crc32(data), len(payload), len(data), offset, offset >= MAX32)
+        if entry.size >= MAX32 or entry.compressed_size >= MAX32:
+            raise ZipProfileError(f"{name} exceeds 4 GiB; stream it with open(large=True)")
+        self._names.add(name)
+        self._f.seek(offset)
+        self._f.write(local_header(entry) + payload)
+        self.entries.append(entry)
+        return entry
 
     def _close(self, entry: Entry) -> None:
         if not entry.zip64 and (entry.size >= MAX32 or entry.compressed_size >= MAX32):

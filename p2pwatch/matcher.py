@@ -16,7 +16,7 @@ Every :class:`Match` records its method, a proof that a verifier can re-check, a
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -81,7 +81,7 @@ class PieceSource(Protocol):
 class RegistryIndex:
     """Registered content indexed for the exact stages, plus case keywords for stage 1."""
 
-    def __init__(self, contents: Iterable[RegisteredContent], keywords: dict[str, Sequence[str]] | None = None
+    def __init__(self, contents: Iterable[RegisteredContent], keywords: Mapping[str, Sequence[str]] | None = None
                  ) -> None:
         self.contents = list(contents)
         self.keywords = {case: list(words) for case, words in (keywords or {}).items()}

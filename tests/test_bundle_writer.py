@@ -261,7 +261,7 @@ def test_same_input_gives_the_same_bytes(tmp_path: Path) -> None:
 
 
 def test_layout_opens_with_standard_unzip_and_holds_no_content(sample: tuple[dict[str, Any], Path]) -> None:
-    inputs, path = sample
+    _, path = sample
     with zipfile.ZipFile(path) as z:
         assert z.testzip() is None
         names = z.namelist()
@@ -357,3 +357,31 @@ def test_streams_observations_from_a_generator(tmp_path: Path) -> None:
     assert consumed == [r["seq"] for r in rows]
     assert summary.observations == 200 and summary.last_seq == rows[-1]["seq"]
     assert verify_bundle(io.BytesIO((tmp_path / "gen.zip").read_bytes()), Options()).exit_code == EXIT_OK
+
+
+def test_a_case_without_observations_or_matches(tmp_path: Path) -> None:
+    inputs = sample_inputs(tmp_path / "data", rows=10)
+    inputs.update(observations=[], matches=[], transcripts=[], pieces=[], samples=[],
+                  chain_anchor={"head_seq": 5000, "head_hash": "ab" * 32})
+    summary = write_bundle(tmp_path / "empty.zip", **inputs)
+    assert summary.observations == 0 and summary.peers == 0 and summary.first_seq is None
+    result = verify_bundle(tmp_path / "empty.zip")
+    assert result.exit_code == EXIT_OK, [c.lines() for c in result.failed]
+    assert [c.status for c in result.checks if c.name == "matches"] == ["warn"]
+
+
+def test_segment_opening_with_a_redacted_row_needs_its_anchor(tmp_path: Path) -> None:
+    inputs = sample_inputs(tmp_path / "data", rows=50)
+    rows = inputs["observations"]
+    assert rows[19]["seq"] == 20 and rows[19].get("redacted") and not rows[18].get("redacted")
+    inputs["observations"] = rows[19:]
+    with pytest.raises(BundleError, match="first_prev_hash"):
+        write_bundle(tmp_path / "x.zip", **inputs)
+    inputs["chain_anchor"] = {**inputs["chain_anchor"], "first_prev_hash": rows[18]["row_hash"]}
+    summary = write_bundle(tmp_path / "ok.zip", **inputs)
+    assert summary.first_seq == 20
+    result = verify_bundle(tmp_path / "ok.zip")
+    assert result.exit_code == EXIT_OK, [c.lines() for c in result.failed]
+    inputs["chain_anchor"] = {**inputs["chain_anchor"], "first_prev_hash": "cd" * 32}
+    write_bundle(tmp_path / "wrong.zip", **inputs)  # the writer cannot know; the head anchor tells
+    assert {c.name for c in verify_bundle(tmp_path / "wrong.zip").failed} == {"chain"}

@@ -54,11 +54,11 @@ def repack(data: bytes, *, replace: dict[str, bytes | None], key: Ed25519Private
     for name, content, method in members:
         if name in ("manifest.json", "manifest.sig"):
             continue
-        content = replace.get(name, content) if name in replace else content
-        if content is None:
+        new: bytes | None = replace.get(name, content)
+        if new is None:
             continue
-        _put(writer, name, content, method)
-        files.append((name, hashlib.sha256(content).hexdigest(), len(content)))
+        _put(writer, name, new, method)
+        files.append((name, hashlib.sha256(new).hexdigest(), len(new)))
     prefix = out.getvalue()[: writer.position]
     manifest = build_manifest(
         files=files, prefix=(len(prefix), hashlib.sha256(prefix).hexdigest()),

@@ -4,6 +4,7 @@ holds no content and refuses what is not a fingerprint; hash lists import; the C
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -15,6 +16,8 @@ from typing import Any
 import libtorrent as lt
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from p2pwatch import bencoding, merkle
 from p2pwatch.cli import main
@@ -299,3 +302,45 @@ def test_truncated_video_keeps_kind_and_reports(tmp_path: Path) -> None:
     whole = fingerprint_file(video)
     assert whole.media is not None and whole.media.frame_hashes and whole.media.codec == "h264"
     assert Fingerprint.from_json(json.loads(json.dumps(whole.to_json()))) == whole
+
+
+# --- hypothesis: the decoders raise FingerprintError and nothing else ---
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8)
+_KEYS = ["format", "version", "size", "md5", "sha1", "sha256", "kind", "created_at", "tool", "v2", "v1", "media",
+         "source_name"]
+
+
+@pytest.fixture(scope="module")
+def valid_doc(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    path = tmp_path_factory.mktemp("fp") / "f.bin"
+    path.write_bytes(blob(40_000, 3))
+    return fingerprint_file(path, media=False).to_json()
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(_KEYS), _json, st.booleans())
+def test_damaged_documents_raise_only_fingerprint_error(valid_doc: dict[str, Any], key: str, value: Any,
+                                                        drop: bool) -> None:
+    doc = json.loads(json.dumps(valid_doc))
+    if drop:
+        doc.pop(key)
+    else:
+        doc[key] = value
+    with contextlib.suppress(FingerprintError):
+        Fingerprint.from_json(doc)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(max_size=300))
+def test_hash_lists_raise_only_fingerprint_error(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "list.txt"
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    try:
+        items = import_hash_list(path)
+    except FingerprintError:
+        return
+    assert items and all(i.md5 or i.sha1 or i.sha256 or i.pdq or i.phash for i in items)

@@ -3,10 +3,13 @@ matcher, and hostile input (truncated, mislabelled, playlists, missing ffmpeg)."
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from p2pwatch import media
 from p2pwatch.errors import MediaError
@@ -38,6 +41,19 @@ from tests.media_fixtures import have_ffmpeg, make_image, make_video, remux, res
 ])
 def test_sniff_kind_by_magic_bytes(head: bytes, kind: ContentKind) -> None:
     assert sniff_kind(head) is kind
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600))
+def test_sniff_kind_takes_any_bytes(head: bytes) -> None:
+    assert isinstance(sniff_kind(head), ContentKind)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=2000))
+def test_image_decoder_raises_only_media_error(data: bytes) -> None:
+    with contextlib.suppress(MediaError):
+        assert media.hash_image_bytes(b"\x89PNG\r\n\x1a\n" + data).image_phash is not None
 
 
 def test_hamming() -> None:

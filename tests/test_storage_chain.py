@@ -55,7 +55,7 @@ def test_documented_vector() -> None:
     first = row_hash(fields, GENESIS_HASH)
     second = row_hash(vector_fields(2), first)
     assert canonical_bytes(fields).decode() in doc
-    assert fields["addr"] in doc
+    assert str(fields["addr"]) in doc
     assert first in doc
     assert second in doc
 

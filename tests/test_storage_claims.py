@@ -82,7 +82,8 @@ def test_watch_list_and_cases(storage_engine: Engine, add_torrent: AddTorrent) -
         ensure_watch(session, a, NOW, case_id=two.id)
         ensure_watch(session, b, NOW, case_id=one.id)
         assert unwatch_case(session, one.id) == 1  # b stops; a is still wanted by case two
-        active = {row.torrent_id: row.active for row in session.execute(select(Watch.torrent_id, Watch.active))}
+        rows = session.execute(select(Watch.torrent_id, Watch.active))
+        active = {row.torrent_id: row.active for row in rows}
         assert active == {a: True, b: False}
         ensure_watch(session, b, NOW + HOUR, case_id=two.id)  # watched again: active and due now
         watch_b = session.execute(select(Watch).where(Watch.torrent_id == b)).scalar_one()
@@ -163,11 +164,12 @@ def _worker(url: str, name: str, stdin: IO[str]) -> None:
                 session.commit()
                 reply = "ok"
             elif command == "drain":
-                reply = []
+                drained: list[int] = []
                 while batch := claim_due_watches(session, name, NOW, int(args[0]), HOUR):
                     session.commit()
-                    reply.extend(c.torrent_id for c in batch)  # type: ignore[attr-defined]
+                    drained.extend(c.torrent_id for c in batch)
                 session.commit()
+                reply = drained
             else:
                 print(json.dumps("bye"), flush=True)
                 return

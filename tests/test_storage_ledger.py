@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -72,7 +73,7 @@ def test_append_extends_one_chain(storage_engine: Engine, add_torrent: AddTorren
         assert chain_head(session) == (40, report.last_hash)
         rows = list(iter_observations(session))
     assert rows[0].prev_hash == GENESIS_HASH
-    for before, after in zip(rows, rows[1:], strict=False):
+    for before, after in itertools.pairwise(rows):
         assert after.prev_hash == before.row_hash
         assert after.seq == before.seq + 1
 

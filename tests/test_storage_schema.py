@@ -92,7 +92,7 @@ def test_foreign_tables_are_named(empty_url: str) -> None:
 
 def test_open_database_never_creates_an_sqlite_file(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    with pytest.raises(SchemaOutOfDate, match="no database at .*p2pwatch db upgrade"):
+    with pytest.raises(SchemaOutOfDate, match=r"no database at .*p2pwatch db upgrade"):
         open_database({"home": home, "db_url": None})
     assert not home.exists()
     engine = open_database({"home": home, "db_url": None}, check=False)
@@ -151,9 +151,9 @@ def test_cli_default_home_database(tmp_path: Path) -> None:
 
 
 def test_cli_unreachable_server_is_one_line(tmp_path: Path) -> None:
-    from tests.conftest import free_port
-
     import socket
+
+    from tests.conftest import free_port
 
     port = free_port("127.0.0.1", socket.SOCK_STREAM)
     code, out, err = run_cli("--home", str(tmp_path), "--db", f"postgresql://nobody@127.0.0.1:{port}/x", "db",

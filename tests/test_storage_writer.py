@@ -6,6 +6,7 @@ process of the two-process test: it prints every committed batch as ``first last
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from collections.abc import Callable
@@ -72,7 +73,7 @@ async def test_batches_order_and_reports(storage_engine: Engine, add_torrent: Ad
     assert seen_by_run == [100]
     spans = [(r.first_seq, r.last_seq) for r in reports if r.observations]
     assert spans[0][0] == 1 and spans[-1][1] == 400
-    assert all(b[0] == a[1] + 1 for a, b in zip(spans, spans[1:], strict=False))
+    assert all(b[0] == a[1] + 1 for a, b in itertools.pairwise(spans))
     assert all(r.observations <= 64 + 300 for r in reports)  # batch_size caps rows, a write_many stays whole
     assert sum(r.samples for r in reports) == 1
     assert count(storage_engine, Observation) == 400
@@ -112,7 +113,7 @@ async def test_leaving_commits_what_was_queued(storage_engine: Engine, add_torre
 
 async def test_a_failed_batch_stops_the_writer(storage_engine: Engine, add_torrent: AddTorrent) -> None:
     tid = add_torrent(storage_engine, "ab" * 20)
-    with pytest.raises(BaseException) as info:  # noqa: B017 - the type is checked below, groups included
+    with pytest.raises(BaseException) as info:  # the type is checked below, exception groups included
         async with open_writer(storage_engine) as writer:
             await writer.write(obs(tid, 1))
             await writer.flush()

@@ -60,8 +60,8 @@ def render_case(doc: dict[str, Any], chain: dict[str, Any]) -> str:
             "uco-core:name": str(t.get("name")),
             "uco-core:description": f"BitTorrent torrent {t.get('version')}, infohash v1 {t.get('infohash_v1')}, "
                                     f"v2 {t.get('infohash_v2')}; metainfo in the bundle as {t.get('file')}",
-            "uco-core:hasFacet": [{"@id": ident("torrent-facet", t.get("infohash")), "@type": "uco-observable:FileFacet",
-                                   "uco-observable:fileName": str(t.get("file"))}],
+            "uco-core:hasFacet": [{"@id": ident("torrent-facet", t.get("infohash")),
+                                   "@type": "uco-observable:FileFacet", "uco-observable:fileName": str(t.get("file"))}],
         })
     actions = []
     for m in doc.get("matches") or []:
@@ -70,8 +70,9 @@ def render_case(doc: dict[str, Any], chain: dict[str, Any]) -> str:
         graph.append({
             "@id": aid, "@type": "case-investigation:InvestigativeAction",
             "uco-core:name": f"hash match {m.get('method')}",
-            "uco-core:description": f"content {m.get('content_id')} matched file {m.get('file_path', m.get('file_index'))}"
-                                    f" by {m.get('method')}; proof in bundle.json matches[id={m.get('id')}]",
+            "uco-core:description": f"content {m.get('content_id')} matched file "
+                                    f"{m.get('file_path', m.get('file_index'))} by {m.get('method')}; proof in "
+                                    f"bundle.json matches[id={m.get('id')}]",
             "uco-action:instrument": [_ref(tool_id)],
             "uco-action:object": [_ref(torrent_ids[m["infohash"]])] if m.get("infohash") in torrent_ids else [],
         })
@@ -87,7 +88,8 @@ def render_case(doc: dict[str, Any], chain: dict[str, Any]) -> str:
             kind = "IPv6Address" if ipaddress.ip_address(str(p.get("ip"))).version == 6 else "IPv4Address"
             graph.append({
                 "@id": addr_id, "@type": f"uco-observable:{kind}",
-                "uco-core:hasFacet": [{"@id": ident("address-facet", p.get("ip")), "@type": f"uco-observable:{kind}Facet",
+                "uco-core:hasFacet": [{"@id": ident("address-facet", p.get("ip")),
+                                       "@type": f"uco-observable:{kind}Facet",
                                        "uco-observable:addressValue": str(p.get("ip"))}],
             })
         aid = ident("peer", p.get("infohash"), p.get("ip"), p.get("port"))

@@ -153,6 +153,6 @@ def render_timeline(samples: list[dict[str, Any]]) -> tuple[bytes, list[dict[str
             ly = y0 + (number - 1) * 16
             canvas.rect(x1 + 20, ly, x1 + 34, ly + 10, colour)
             canvas.text(x1 + 42, ly, str(number))
-        legend.append({"number": number, "colour": "#%02x%02x%02x" % colour, "infohash": key[0], "source": key[1],
-                       "samples": len(values)})
+        legend.append({"number": number, "colour": "#{:02x}{:02x}{:02x}".format(*colour), "infohash": key[0],
+                       "source": key[1], "samples": len(values)})
     return canvas.png(), legend

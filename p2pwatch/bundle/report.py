@@ -100,7 +100,8 @@ def render_report(doc: dict[str, Any], chain: dict[str, Any]) -> str:
     ]
     parts.append("<h2>Torrents</h2>")
     parts.append(_table(["infohash", "name", "version", "files"], [
-        [t.get("infohash"), t.get("name"), t.get("version"), len(t.get("files") or [])] for t in doc.get("torrents", [])]))
+        [t.get("infohash"), t.get("name"), t.get("version"), len(t.get("files") or [])]
+        for t in doc.get("torrents", [])]))
     parts.append("<h2>Matches with registered content</h2>")
     parts.append(_table(["id", "content", "torrent", "file", "method", "proof", "bytes fetched"], [
         [m.get("id"), m.get("content_id"), m.get("infohash"), m.get("file_path", m.get("file_index")), m.get("method"),
@@ -116,7 +117,8 @@ def render_report(doc: dict[str, Any], chain: dict[str, Any]) -> str:
     parts.append("<h2>Peers that distributed the content (levels 3-4)</h2>")
     parts.append(_table(peer_headers, [peer_row(p) for p in dist], "dist") if dist else "<p>None.</p>")
     parts.append("<h2>Leads (levels 0-2, not evidence of distribution)</h2>")
-    parts.append(_table(peer_headers, [peer_row(p) for p in leads[:MAX_LEAD_ROWS]], "lead") if leads else "<p>None.</p>")
+    shown = [peer_row(p) for p in leads[:MAX_LEAD_ROWS]]
+    parts.append(_table(peer_headers, shown, "lead") if leads else "<p>None.</p>")
     if len(leads) > MAX_LEAD_ROWS:
         parts.append(f"<p>{len(leads) - MAX_LEAD_ROWS} more leads are listed in bundle.json.</p>")
     legend = (doc.get("timeline") or {}).get("series") or []

@@ -46,8 +46,9 @@ CONTENT_KEYS = ("id", "kind", "size", "sha256", "registered_at", "label")
 #: Peer fields taken from the ``peers`` argument (the rest is derived from the observations).
 PEER_INFO_KEYS = ("client", "country", "asn", "peer_id")
 LEVEL_NAMES = {0: "listed", 1: "connected", 2: "advertised", 3: "served", 4: "served-whole"}
-_string = json.encoder.encode_basestring  # type: ignore[attr-defined]  # the C encoder of JSON strings
+_string = json.encoder.encode_basestring  # the C encoder of JSON strings
 sha256 = hashlib.sha256
+_PieceFile = tuple[str, bytes]
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,7 @@ class _Observations:
         self.redacted = 0
         self.levels = [0] * 5
         self.transcripts: set[str] = set()
+        self._keys: dict[Any, str] = {}
         #: (torrent, ip, port) -> [level, first_seen, last_seen, observations, sources, client]
         self.peers: dict[tuple[str, str, int], list[Any]] = {}
 
@@ -169,9 +171,11 @@ class _Observations:
         return out + b"\n"
 
     def _full(self, row: Mapping[str, Any], seq: int) -> bytes:
-        fields = {k: v for k, v in row.items() if k not in NOT_HASHED}
+        fields = dict(row)
+        for name in NOT_HASHED:
+            fields.pop(name, None)
         body = canonical_bytes(fields)
-        prev = row.get("prev_hash")
+        prev = str(row.get("prev_hash"))
         if self.prev is not None and prev != self.prev:
             raise BundleError(f"observation seq {seq}: prev_hash is not the hash of the row before")
         if self.first_prev is None:
@@ -181,7 +185,8 @@ class _Observations:
         digest = link_hash(prev, sha256(body).digest())
         if digest != row.get("row_hash"):
             raise BundleError(f"observation seq {seq}: row_hash does not match its fields (the chain is broken)")
-        ip, port, reporter, salt = row.get("ip"), row.get("port"), row.get("reporter"), row.get("addr_salt")
+        ip, reporter, salt = row.get("ip"), row.get("reporter"), row.get("addr_salt")
+        port: Any = row.get("port")
         if ip is not None:
             if type(salt) is not str or len(salt) != 32 or salt != salt.lower() or type(port) is not int or \
                     address_digest(salt, ip, port, reporter) != row.get("addr"):
@@ -189,7 +194,8 @@ class _Observations:
             extra = (f',"addr_salt":"{salt}","ip":{_string(ip)},"port":{port},"prev_hash":"{prev}",'
                      f'"reporter":{"null" if reporter is None else _string(reporter)},"row_hash":"{digest}"}}')
         elif port is None and reporter is None and salt is None:
-            extra = f',"addr_salt":null,"ip":null,"port":null,"prev_hash":"{prev}","reporter":null,"row_hash":"{digest}"}}'
+            extra = (f',"addr_salt":null,"ip":null,"port":null,"prev_hash":"{prev}","reporter":null,'
+                     f'"row_hash":"{digest}"}}')
         else:
             raise BundleError(f"observation seq {seq}: a partly purged address")
         self.prev = digest
@@ -200,7 +206,11 @@ class _Observations:
         if transcript is not None:
             self.transcripts.add(transcript)
         if ip is not None:
-            self._peer(self.torrents.get(row.get("torrent"))[0], ip, port, level, row)
+            torrent = row.get("torrent")
+            key = self._keys.get(torrent)
+            if key is None:
+                key = self._keys[torrent] = self.torrents.get(torrent)[0]
+            self._peer(key, ip, port, level, row)
         return body[:-1] + extra.encode("utf-8")
 
     def _peer(self, key: str, ip: str, port: int, level: int, row: Mapping[str, Any]) -> None:
@@ -438,7 +448,7 @@ def _write_transcripts(arc: _Archive, transcripts: Iterable[tuple[Any, Any]], wa
 
 
 def _write_pieces(arc: _Archive, pieces: Iterable[PieceRecord], index: TorrentIndex, allow_content: bool,
-                  matches: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[tuple[str, int], tuple[str, bytes]]]:
+                  matches: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[tuple[str, int], _PieceFile]]:
     wanted = set()
     for m in matches:
         proof = m.get("proof") or {}

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -43,7 +43,17 @@ from p2pwatch.storage.chain import (
     quantize_fraction,
     row_hash,
 )
-from p2pwatch.storage.models import LEVELS, SOURCES, AuditEntry, ChainHead, Observation, Peer, SwarmSample, Torrent
+from p2pwatch.storage.models import (
+    LEVELS,
+    SOURCES,
+    AuditEntry,
+    Base,
+    ChainHead,
+    Observation,
+    Peer,
+    SwarmSample,
+    Torrent,
+)
 from p2pwatch.storage.models import Transcript as TranscriptRow
 
 #: ``peers.last_seen`` is rewritten only when it moves by more than this (exact times are in observations).
@@ -51,11 +61,14 @@ PEER_LAST_SEEN_GRANULARITY = timedelta(seconds=60)
 #: Most peers the writer remembers to skip redundant ``peers`` upserts.
 PEER_CACHE_SIZE = 200_000
 
-_OBS = Observation.__table__
-_TORRENTS = Torrent.__table__
-_TRANSCRIPTS = TranscriptRow.__table__
-_PEERS = Peer.__table__
-_HEADS = ChainHead.__table__
+_TABLES = Base.metadata.tables
+_OBS = _TABLES[Observation.__tablename__]
+_TORRENTS = _TABLES[Torrent.__tablename__]
+_TRANSCRIPTS = _TABLES[TranscriptRow.__tablename__]
+_PEERS = _TABLES[Peer.__tablename__]
+_HEADS = _TABLES[ChainHead.__tablename__]
+_AUDIT = _TABLES[AuditEntry.__tablename__]
+_SAMPLES = _TABLES[SwarmSample.__tablename__]
 
 
 def _utc(moment: datetime) -> datetime:
@@ -335,11 +348,11 @@ def _insert_rows(session: Session, rows: list[tuple[Any, ...]]) -> None:
     conn.exec_driver_sql(f"INSERT INTO observations ({columns}) VALUES ({marks})", rows)
 
 
-def _db_timestamp(session: Session) -> Any:
-    """How a naive UTC datetime is passed to the driver: SQLAlchemy's SQLite text format, or as is."""
+def _db_timestamp(session: Session) -> Callable[[datetime, str], Any]:
+    """How a naive UTC datetime (and its ISO text) goes to the driver: SQLAlchemy's SQLite text, or as is."""
     if session.get_bind().dialect.name == "sqlite":
-        return lambda moment: moment.isoformat(sep=" ", timespec="microseconds")
-    return lambda moment: moment
+        return lambda moment, iso: f"{iso[:10]} {iso[11:]}"
+    return lambda moment, iso: moment
 
 
 def append_observations(session: Session, records: Sequence[ObservationRecord], *,
@@ -367,13 +380,14 @@ def append_observations(session: Session, records: Sequence[ObservationRecord], 
         body = bodies.get(i)
         tsha = None if body is None else sha256(body.encode("utf-8")).hexdigest()
         naive = rec.observed_at.replace(tzinfo=None)  # UTC already (ObservationRecord)
+        stamp_text = naive.isoformat(timespec="microseconds")
         prefix, suffix = observation_template(
-            observed_at=naive.isoformat(timespec="microseconds") + "Z", torrent=dht_ids[rec.torrent_id],
+            observed_at=stamp_text + "Z", torrent=dht_ids[rec.torrent_id],
             addr=digest, level=rec.level, source=rec.source, client=rec.client, peer_id=rec.peer_id,
             have_fraction=rec.have_fraction, transcript=tsha)
         values = (rec.torrent_id, rec.ip, rec.port, rec.reporter, salt, digest, rec.level, rec.source,
                   rec.client, rec.peer_id, rec.have_fraction, None if tsha is None else transcript_ids[tsha],
-                  stamp(naive))
+                  stamp(naive, stamp_text))
         prepared.append((prefix, suffix, values))
     upsert_peers(session, records, peers)
 
@@ -399,7 +413,7 @@ def append_audit(session: Session, actor: str, action: str, detail: Mapping[str,
     seq, prev = lock_chain_head(session, "audit")
     seq += 1
     digest = row_hash(audit_fields(seq=seq, at=moment, actor=actor, action=action, detail=detail_obj), prev)
-    session.execute(insert(AuditEntry.__table__).values(seq=seq, at=moment, actor=actor, action=action,
+    session.execute(insert(_AUDIT).values(seq=seq, at=moment, actor=actor, action=action,
                                                         detail=detail_obj, prev_hash=prev, row_hash=digest))
     session.execute(update(_HEADS).where(_HEADS.c.name == "audit").values(seq=seq, hash=digest))
     return AppendResult(seq, seq, 1, digest)
@@ -408,7 +422,7 @@ def append_audit(session: Session, actor: str, action: str, detail: Mapping[str,
 def insert_swarm_samples(session: Session, samples: Sequence[SwarmSampleRecord]) -> None:
     """Insert swarm samples (not chained) in the session's transaction."""
     if samples:
-        session.execute(insert(SwarmSample.__table__), [
+        session.execute(insert(_SAMPLES), [
             {"torrent_id": s.torrent_id, "at": _utc(s.at), "source": s.source, "seeders": s.seeders,
              "leechers": s.leechers, "dht_peers": s.dht_peers,
              "probed": {str(k): int(v) for k, v in sorted((s.probed or {}).items())}}
@@ -470,7 +484,7 @@ def verify_chain(session: Session, start_seq: int | None = None, end_seq: int | 
     Beyond the hashes it checks each unpurged observation's address digest, each transcript's SHA-256,
     and, when ``end_seq`` is None, that the chain head names the last row (no rows cut off at the end).
     """
-    table = _OBS if chain == "observations" else AuditEntry.__table__
+    table = _OBS if chain == "observations" else _AUDIT
     anchor_seq, anchor_hash = _anchor(session, table, start_seq)
     checker = ChainChecker(chain, anchor_seq=anchor_seq, anchor_hash=anchor_hash)
     if chain == "observations":

@@ -28,7 +28,7 @@ from p2pwatch.errors import ConfigError
 from p2pwatch.storage.chain import format_timestamp
 from p2pwatch.storage.db import PURGE_OPTION
 from p2pwatch.storage.ledger import PEER_LAST_SEEN_GRANULARITY, append_audit
-from p2pwatch.storage.models import Observation, Peer
+from p2pwatch.storage.models import Base, Observation, Peer
 
 #: The highest level whose addresses are purged.
 PURGE_MAX_LEVEL = 2
@@ -50,13 +50,13 @@ def purge_addresses(session: Session, *, days: float, now: datetime, actor: str 
         raise ConfigError(f"retention period must be 0 days or more, not {days}")
     now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
     cutoff = now - timedelta(days=days)
-    obs = Observation.__table__
+    obs = Base.metadata.tables[Observation.__tablename__]
     purged = session.execute(
         update(obs)
         .where(obs.c.level <= PURGE_MAX_LEVEL, obs.c.observed_at < cutoff, obs.c.ip.is_not(None))
         .values(ip=None, port=None, reporter=None, addr_salt=None)
         .execution_options(**{PURGE_OPTION: True}))
-    peers = Peer.__table__
+    peers = Base.metadata.tables[Peer.__tablename__]
     deleted = session.execute(
         delete(peers).where(peers.c.last_seen < cutoff - PEER_LAST_SEEN_GRANULARITY,
                             peers.c.max_level <= PURGE_MAX_LEVEL))

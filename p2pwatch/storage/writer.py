@@ -181,7 +181,10 @@ class ObservationWriter:
                 break
             items.append(item)
             rows += _rows(item)
-        marker = items.pop() if isinstance(items[-1], _Marker) else None
+        last = items[-1]
+        marker = last if isinstance(last, _Marker) else None
+        if marker is not None:
+            items.pop()
         if items:
             await self._commit(items)
         if marker is not None:
