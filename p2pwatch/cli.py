@@ -32,18 +32,12 @@ def main(ctx: click.Context, home: Path | None, db_url: str | None, config_file:
 
 
 def _register_subcommands() -> None:
-    from p2pwatch import cli_dht
+    from p2pwatch import cli_cases, cli_db, cli_dht, cli_evidence, cli_fingerprint, cli_probe
 
-    main.add_command(cli_dht.dht)
-    from p2pwatch import cli_fingerprint; main.add_command(cli_fingerprint.fingerprint)  # noqa: E702, I001
-    from p2pwatch import cli_db; main.add_command(cli_db.db)  # noqa: E702, I001
-    from p2pwatch import cli_evidence; main.add_command(cli_evidence.verify)  # noqa: E702, I001
-    main.add_command(cli_evidence.keys)
-    try:
-        from p2pwatch import cli_probe
-    except ImportError:  # the probe commands land with the probe issue
-        return
-    main.add_command(cli_probe.probe)
+    for command in (cli_dht.dht, cli_probe.probe, cli_fingerprint.fingerprint, cli_db.db, cli_evidence.verify,
+                    cli_evidence.keys, cli_cases.case, cli_cases.register, cli_cases.watch_command,
+                    cli_cases.matches):
+        main.add_command(command)
 
 
 _register_subcommands()

@@ -121,8 +121,4 @@ def tracker(url: str, infohash: str, as_json: bool, port: int, numwant: int, net
 
 
 # ``probe peer`` lives in its own module and adds itself to :data:`probe` when imported.
-try:
-    from p2pwatch import cli_probe_peer  # noqa: F401
-except ModuleNotFoundError as exc:  # only while that module does not exist yet
-    if exc.name != "p2pwatch.cli_probe_peer":
-        raise
+from p2pwatch import cli_probe_peer  # noqa: E402, F401  (registers `probe peer` on this group)

@@ -132,15 +132,19 @@ def test_two_writer_processes_extend_one_chain(storage_engine: Engine, add_torre
     tid = add_torrent(storage_engine, "cd" * 20)
     url = storage_engine.url.render_as_string(hide_password=False)
     procs = [subprocess.Popen([sys.executable, "-m", "tests.test_storage_writer", "write", url, str(tid), "400"],
-                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
-    outputs = [p.communicate() for p in procs]
+                              cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    for proc in procs:  # both writers open, then both start at once
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    outputs = [p.communicate("go\n") for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err for _, err in outputs]
     spans = [[tuple(map(int, line.split())) for line in out.splitlines()] for out, _ in outputs]
     owned = [{s for first, last in proc for s in range(first, last + 1)} for proc in spans]
     assert [len(o) for o in owned] == [400, 400]  # every committed row was reported once, to its writer
     assert not owned[0] & owned[1]
     assert owned[0] | owned[1] == set(range(1, 801))
+    handovers = sum((seq in owned[0]) != (seq + 1 in owned[0]) for seq in range(1, 800))
+    assert handovers > 1  # the two processes really interleaved on the one chain
     with session_factory(storage_engine)() as session:
         report = verify_chain(session)
     assert report.ok and report.checked == 800
@@ -155,6 +159,8 @@ async def _write_process(url: str, torrent_id: int, total: int) -> None:
 
     try:
         async with open_writer(engine, batch_size=7, on_commit=show) as writer:
+            print("ready", flush=True)
+            await trio.to_thread.run_sync(sys.stdin.readline)
             for n in range(total):
                 await writer.write(obs(torrent_id, n))
                 if n % 5 == 4:
