@@ -5,13 +5,14 @@ Checks, in order (each prints one line; details follow on indented lines):
 1. ``zip``: the archive is in the canonical ZIP profile (:mod:`evidence.zipcanon`);
 2. ``manifest``: manifest.json lists every other file with its SHA-256 and size, in archive order, nothing
    unlisted or missing, and the SHA-256 of the archive bytes before manifest.json;
-3. ``key``: the fingerprint of public_key.pem equals the one in manifest.json, bundle.json and report.html
+3. ``bundle.json``: the description parses and agrees with the manifest (time, tool version, configuration);
+4. ``key``: the fingerprint of public_key.pem equals the one in manifest.json, bundle.json and report.html
    (and ``--expect-fingerprint`` when given);
-4. ``signature``: Ed25519 over the manifest.json bytes (``cryptography``; otherwise the OpenSSL command);
-5. ``torrents``: each .torrent's info dict hashes to its infohash(es);
-6. ``match <id>``: each match proof re-hashed against the metainfo (:mod:`evidence.proofs`);
-7. ``chain``: every row's hash re-computed and linked, anchored to chain.json (:mod:`evidence.hashchain`);
-8. ``observations``: every level >= 1 row has its transcript; levels 3-4 re-checked against the metainfo;
+5. ``signature``: Ed25519 over the manifest.json bytes (``cryptography``; otherwise the OpenSSL command);
+6. ``torrents``: each .torrent's info dict hashes to its infohash(es);
+7. ``match <id>``: each match proof re-hashed against the metainfo (:mod:`evidence.proofs`);
+8. ``chain``: every row's hash re-computed and linked, anchored to chain.json (:mod:`evidence.hashchain`);
+   every level >= 1 row has its transcript (SHA-256 chained); levels 3-4 re-checked against the metainfo;
 9. ``peers``: the per-peer summaries in bundle.json agree with the observations.
 
 Exit codes: 0 every check holds; 1 a check failed; 2 usage (no such file, bad option); 3 every other check
@@ -225,6 +226,9 @@ class Verifier:
         torrents = TorrentIndex()
         self._guard("torrents", lambda: self._torrents(b, bundle, torrents))
         matches = bundle.get("matches") or []
+        if not isinstance(matches, list):
+            self.add(Check("matches", FAIL, "bundle.json matches is not a list"))
+            matches = []
         for i, match in enumerate(matches):
             name = f"match {match.get('id', i) if isinstance(match, dict) else i}"
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 import trio
 
 from p2pwatch.config import ProbeSettings
+from p2pwatch.dht.bloom import bloom_estimate, bloom_union
 from p2pwatch.dht.node import DHTNode
 from p2pwatch.errors import P2PWatchError
 from p2pwatch.geoip import GeoLookup
@@ -36,6 +37,8 @@ class Examination:
     #: every listed peer and who listed it ("dht ip:port" / "tracker URL" / "announce ip:port")
     listed: dict[Endpoint, set[tuple[str, str]]] = field(default_factory=dict)
     dht_peers: int | None = None
+    dht_seeds_estimate: int | None = None  # BEP 33 bloom-filter estimates
+    dht_leechers_estimate: int | None = None
     trackers: list[TrackerProbe] = field(default_factory=list)
     tracker_errors: dict[str, str] = field(default_factory=dict)
     probes: list[ProbeResult] = field(default_factory=list)
@@ -48,12 +51,22 @@ class Examination:
         return self.finished_at if self.listed or any(p.level >= 1 for p in self.probes) else None
 
 
-async def harvest_dht(node: DHTNode, exam: Examination) -> None:
-    result = await node.get_peers(exam.infohash, scrape=True)
+async def harvest_dht(node: DHTNode, exam: Examination, *, scrape: bool = True) -> None:
+    """get_peers for the listings, then (BEP 33) a scrape lookup for the swarm-size estimate.
+
+    Two lookups, because libtorrent answers a ``scrape`` get_peers with bloom filters instead of values.
+    """
+    result = await node.get_peers(exam.infohash)
     exam.dht_peers = len(result.peers)
     for peer, reporters in result.peers.items():
         for ip, port in reporters:
             exam.add_listing(peer, "dht", f"{ip}:{port}")
+    if scrape:
+        counted = await node.get_peers(exam.infohash, scrape=True, seeds=result.closest)
+        if counted.bf_seeds or counted.bf_peers:
+            exam.dht_seeds_estimate = round(bloom_estimate(bloom_union(counted.bf_seeds))) if counted.bf_seeds else 0
+            exam.dht_leechers_estimate = round(bloom_estimate(bloom_union(counted.bf_peers))) if counted.bf_peers \
+                else 0
 
 
 async def harvest_trackers(urls: Sequence[str], exam: Examination, config: TrackerConfig) -> None:
@@ -144,7 +157,8 @@ def swarm_samples(torrent_id: int, exam: Examination) -> list[SwarmSampleRecord]
     by_level: dict[int, int] = {}
     for probe in exam.probes:
         by_level[probe.level] = by_level.get(probe.level, 0) + 1
-    samples = [SwarmSampleRecord(torrent_id, at, "dht", dht_peers=exam.dht_peers, probed=by_level)]
+    samples = [SwarmSampleRecord(torrent_id, at, "dht", dht_peers=exam.dht_peers, seeders=exam.dht_seeds_estimate,
+                                 leechers=exam.dht_leechers_estimate, probed=by_level)]
     for t in exam.trackers:
         samples.append(SwarmSampleRecord(torrent_id, at, f"tracker {t.tracker}", seeders=t.seeders,
                                          leechers=t.leechers))

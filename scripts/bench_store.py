@@ -35,10 +35,10 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from p2pwatch.storage.db import make_engine, session_factory, upgrade_database  # noqa: E402
-from p2pwatch.storage.ledger import ObservationRecord, iter_observations, verify_chain  # noqa: E402
-from p2pwatch.storage.models import Torrent  # noqa: E402
-from p2pwatch.storage.writer import open_writer  # noqa: E402
+from p2pwatch.storage.db import make_engine, session_factory, upgrade_database
+from p2pwatch.storage.ledger import ObservationRecord, iter_observations, verify_chain
+from p2pwatch.storage.models import Torrent
+from p2pwatch.storage.writer import open_writer
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 GOALS = {"sqlite": 50_000, "postgresql": 20_000}
@@ -190,13 +190,13 @@ def main() -> None:
                     make_rate = args.count / (time.perf_counter() - start)
                     last_url = ""
 
-                    def writer_once(sample: list[ObservationRecord] = sample) -> float:
+                    def writer_once(sample: list[ObservationRecord] = sample, db: Database = db) -> float:
                         nonlocal last_url
                         last_url = db.fresh()
                         add_torrent(last_url)
                         return run_writer(last_url, sample, args.batch, args.chunk)
 
-                    def raw_once(sample: list[ObservationRecord] = sample) -> float:
+                    def raw_once(sample: list[ObservationRecord] = sample, db: Database = db) -> float:
                         url = db.fresh()
                         add_torrent(url)
                         return run_raw(url, sample, args.batch)

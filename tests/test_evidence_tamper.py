@@ -230,3 +230,28 @@ def test_unlisted_or_missing_files_fail_the_manifest(bundle: bytes) -> None:
 def test_truncated_or_extended_archives_fail(bundle: bytes, tmp_path: Path) -> None:
     for data in (bundle[:-1], bundle + b"\0", b"", bundle[:100], b"PK\x03\x04" + bundle[4:30]):
         assert verify_bundle(data).exit_code != EXIT_OK
+
+
+@pytest.mark.parametrize("edit", ["matches-int", "peers-str", "case-str", "torrents-none", "deep", "not-json",
+                                  "chain-list"])
+def test_malformed_members_fail_without_a_traceback(bundle: bytes, edit: str) -> None:
+    doc = json.loads(_member(bundle, "bundle.json"))
+    replace: dict[str, bytes | None] = {}
+    if edit == "matches-int":
+        doc["matches"] = 5
+    elif edit == "peers-str":
+        doc["peers"] = "x"
+    elif edit == "case-str":
+        doc["case"] = "x"
+    elif edit == "torrents-none":
+        doc["torrents"] = None
+    if edit == "deep":
+        replace["bundle.json"] = b"[" * 100_000 + b"]" * 100_000
+    elif edit == "not-json":
+        replace["bundle.json"] = b"\xff\xfe not json"
+    elif edit == "chain-list":
+        replace["chain.json"] = b"[]"
+    else:
+        replace["bundle.json"] = json.dumps(doc).encode()
+    result = verify_bundle(repack(bundle, replace=replace, key=signing_key()))
+    assert result.exit_code == 1 and result.failed

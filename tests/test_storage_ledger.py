@@ -266,3 +266,27 @@ def test_record_normalisation() -> None:
     assert rec.observed_at == datetime(2024, 1, 1, 1, 0, tzinfo=UTC)
     assert clean_text("a\x00b") == "a\ufffdb"
     assert clean_text("ok") == "ok"
+
+
+def test_streaming_memory_is_bounded(storage_engine: Engine, add_torrent: AddTorrent) -> None:
+    import tracemalloc
+
+    a = add_torrent(storage_engine, TORRENT_A)
+    total = 20_000
+    for start in range(0, total, 5_000):
+        append(storage_engine, [record(a, n, transcript=None) for n in range(start, start + 5_000)])
+    with session_factory(storage_engine)() as session:
+        tracemalloc.start()
+        try:
+            seen = 0
+            last = 0
+            for row in iter_observations(session, batch=500):
+                assert row.seq == last + 1
+                last = row.seq
+                seen += 1
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert seen == total
+    # 20,000 rows held at once would take well over 10 MB of Python objects; 500 at a time stay far below
+    assert peak < 4 * 1024 * 1024, peak

@@ -1,4 +1,4 @@
-"""Retention: old level 0–2 addresses are erased, counts and the chain stay, the purge is audited."""
+"""Retention (old level 0–2 addresses erased, counts and chain kept, purge audited); key/value state."""
 
 from __future__ import annotations
 
@@ -80,3 +80,20 @@ def test_purge_erases_old_leads_only(storage_engine: Engine, add_torrent: Callab
 def test_negative_retention_is_a_config_error(storage_engine: Engine) -> None:
     with writer_sessionmaker(storage_engine)() as session, pytest.raises(ConfigError):
         purge_addresses(session, days=-1, now=NOW)
+
+
+def test_key_value_state(storage_engine: Engine) -> None:
+    from p2pwatch.storage.state import delete_state, get_state, put_state
+
+    sessions = writer_sessionmaker(storage_engine)
+    with sessions() as session, session.begin():
+        assert get_state(session, "dht.node_id", "none") == "none"
+        put_state(session, "dht.node_id", "ab" * 20, NOW)
+        put_state(session, "monitor.schedule", {"next": [1, 2]}, NOW)
+    with sessions() as session, session.begin():
+        put_state(session, "monitor.schedule", {"next": [3]}, NOW + DAY)
+    with sessions() as session, session.begin():
+        assert get_state(session, "dht.node_id") == "ab" * 20
+        assert get_state(session, "monitor.schedule") == {"next": [3]}
+        assert delete_state(session, "dht.node_id") and not delete_state(session, "dht.node_id")
+        assert get_state(session, "dht.node_id") is None

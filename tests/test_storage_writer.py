@@ -136,7 +136,11 @@ def test_two_writer_processes_extend_one_chain(storage_engine: Engine, add_torre
                               text=True) for _ in range(2)]
     for proc in procs:  # both writers open, then both start at once
         assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-    outputs = [p.communicate("go\n") for p in procs]
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    outputs = [p.communicate() for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err for _, err in outputs]
     spans = [[tuple(map(int, line.split())) for line in out.splitlines()] for out, _ in outputs]
     owned = [{s for first, last in proc for s in range(first, last + 1)} for proc in spans]

@@ -54,12 +54,13 @@ def render_case(doc: dict[str, Any], chain: dict[str, Any]) -> str:
     torrent_ids = {}
     for t in doc.get("torrents") or []:
         tid = ident("torrent", t.get("infohash"))
+        hashes = ", ".join(f"{v} {t[f'infohash_{v}']}" for v in ("v1", "v2") if t.get(f"infohash_{v}"))
         torrent_ids[t.get("infohash")] = tid
         graph.append({
             "@id": tid, "@type": "uco-observable:File",
             "uco-core:name": str(t.get("name")),
-            "uco-core:description": f"BitTorrent torrent {t.get('version')}, infohash v1 {t.get('infohash_v1')}, "
-                                    f"v2 {t.get('infohash_v2')}; metainfo in the bundle as {t.get('file')}",
+            "uco-core:description": f"BitTorrent torrent ({t.get('version')}), infohash {hashes}; metainfo in "
+                                    f"the bundle as {t.get('file')}",
             "uco-core:hasFacet": [{"@id": ident("torrent-facet", t.get("infohash")),
                                    "@type": "uco-observable:FileFacet", "uco-observable:fileName": str(t.get("file"))}],
         })

@@ -303,8 +303,14 @@ def write_bundle(
     ``observations`` are exported chain rows in seq order (hashed fields, ``prev_hash``, ``row_hash`` and the
     disclosed ``ip``/``port``/``reporter``/``addr_salt``), rows of other cases as ``{"seq", "redacted": True,
     "body_hash"}``. ``chain_anchor`` gives ``head_seq``/``head_hash`` at export (and ``first_prev_hash`` when
-    the segment opens with a redacted row). ``transcripts`` are ``(id, body)`` with the body as stored
-    (canonical JSON text) or as a dict. Content bytes of pieces are written only when ``case["allow_content"]``.
+    the segment opens with a redacted row); it is read after the rows, so a generator may fill it in.
+    ``transcripts`` are ``(id, body)`` with the body as stored (canonical JSON text) or as a dict; every
+    transcript a row cites must be among them. ``pieces`` are verified pieces (bytes written only when
+    ``case["allow_content"]``, their metainfo hash otherwise). ``matches`` are proofs as in SPEC.md section 8
+    (re-checked here). ``peers`` add ``client``/``country``/``asn``/``peer_id`` to the summaries derived from
+    the rows, by ``(ip, port)`` or ``(infohash, ip, port)``. ``samples`` are swarm sizes over time:
+    ``{"at", "infohash", "source", "peers" | "dht_peers" | "seeders"/"leechers"}``. ``contents`` keep only
+    :data:`CONTENT_KEYS`. Raises :class:`BundleError` (and leaves no file) when the data would not verify.
     """
     out = Path(out_path)
     created = created_at or timestamp()

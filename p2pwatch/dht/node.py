@@ -375,9 +375,10 @@ class DHTNode:
         result.responses = traversal.responses
         return result
 
-    async def get_peers(self, info_hash: bytes, *, scrape: bool = False) -> LookupResult:
+    async def get_peers(self, info_hash: bytes, *, scrape: bool = False, seeds: Iterable[NodeInfo] = ()
+                        ) -> LookupResult:
         """All peers the DHT lists for ``info_hash``, each with the nodes that reported it (level 0)."""
-        return await self.lookup(info_hash, "get_peers", scrape=scrape)
+        return await self.lookup(info_hash, "get_peers", scrape=scrape, seeds=seeds)
 
     async def announce_peer(self, info_hash: bytes, port: int = 0, *, implied_port: bool = True,
                             seed: bool = False) -> int:

@@ -10,8 +10,8 @@ does not depend on the head (validation, transcripts, salted address digests, th
 The trio writer (p2pwatch.storage.writer) calls these in batches; a CLI command that records a few rows
 (``lookup --record``) may call them directly in a session from ``writer_sessionmaker``.
 
-``iter_observations`` streams a table of any size in ``seq`` order with bounded memory (keyset pages, not
-OFFSET); ``verify_chain`` recomputes every hash with p2pwatch.storage.chain.
+Reading back (``iter_observations``, ``verify_chain``, ``StoredObservation``) is p2pwatch.storage.reading,
+re-exported here.
 """
 
 from __future__ import annotations
@@ -19,26 +19,21 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from p2pwatch.errors import LocalProtocolError
 from p2pwatch.storage.chain import (
-    GENESIS_HASH,
     SALT_BYTES,
-    ChainChecker,
-    ChainReport,
     address_digest,
     audit_fields,
     canonical_json,
-    format_timestamp,
-    observation_fields,
     observation_template,
     quantize_fraction,
     row_hash,
@@ -55,6 +50,7 @@ from p2pwatch.storage.models import (
     Torrent,
 )
 from p2pwatch.storage.models import Transcript as TranscriptRow
+from p2pwatch.storage.reading import StoredObservation, iter_observations, verify_chain  # re-exported
 
 #: ``peers.last_seen`` is rewritten only when it moves by more than this (exact times are in observations).
 PEER_LAST_SEEN_GRANULARITY = timedelta(seconds=60)
@@ -178,41 +174,6 @@ class AppendResult:
     last_seq: int
     count: int
     last_hash: str
-
-
-@dataclass(frozen=True, slots=True)
-class StoredObservation:
-    """An observation row as stored, with its torrent's DHT id and its transcript's SHA-256."""
-
-    seq: int
-    torrent_id: int
-    infohash: str
-    ip: str | None
-    port: int | None
-    reporter: str | None
-    addr_salt: str | None
-    addr_digest: str
-    level: int
-    source: str
-    client: str | None
-    peer_id: str | None
-    have_fraction: float | None
-    transcript_id: int | None
-    transcript_sha256: str | None
-    observed_at: datetime
-    prev_hash: str
-    row_hash: str
-
-    @property
-    def purged(self) -> bool:
-        return self.ip is None
-
-    def fields(self) -> dict[str, Any]:
-        """The hashed fields (p2pwatch.storage.chain)."""
-        return observation_fields(seq=self.seq, observed_at=self.observed_at, torrent=self.infohash,
-                                  addr=self.addr_digest, level=self.level, source=self.source,
-                                  client=self.client, peer_id=self.peer_id, have_fraction=self.have_fraction,
-                                  transcript=self.transcript_sha256)
 
 
 class PeerCache:
@@ -429,113 +390,27 @@ def insert_swarm_samples(session: Session, samples: Sequence[SwarmSampleRecord])
             for s in samples])
 
 
-def _observation_select(with_body: bool) -> Select[Any]:
-    """Observation rows joined with their torrent's DHT id and transcript hash, in StoredObservation order."""
-    o = _OBS.c
-    cols: list[Any] = [o.seq, o.torrent_id, _TORRENTS.c.dht_id, o.ip, o.port, o.reporter, o.addr_salt,
-                       o.addr_digest, o.level, o.source, o.client, o.peer_id, o.have_fraction, o.transcript_id,
-                       _TRANSCRIPTS.c.sha256, o.observed_at, o.prev_hash, o.row_hash]
-    if with_body:
-        cols.append(_TRANSCRIPTS.c.body)
-    return (select(*cols).join(_TORRENTS, _TORRENTS.c.id == o.torrent_id)
-            .outerjoin(_TRANSCRIPTS, _TRANSCRIPTS.c.id == o.transcript_id))
-
-
-def _pages(session: Session, base: Select[Any], key: Any, start: int | None, end: int | None,
-           batch: int) -> Iterator[Any]:
-    """One ordered query, streamed ``batch`` rows at a time (a server-side cursor on PostgreSQL)."""
-    stmt = base
-    if start is not None:
-        stmt = stmt.where(key >= start)
-    if end is not None:
-        stmt = stmt.where(key <= end)
-    result = session.execute(stmt.order_by(key), execution_options={"yield_per": batch})
-    for partition in result.partitions():
-        yield from partition
-
-
-def _stored(row: Any) -> StoredObservation:
-    return StoredObservation(*row[:18])
-
-
-def iter_observations(session: Session, torrent_ids: Iterable[int] | None = None, batch: int = 10_000, *,
-                      start_seq: int | None = None, end_seq: int | None = None) -> Iterator[StoredObservation]:
-    """Stream observations in ``seq`` order, ``batch`` rows per query (memory stays bounded)."""
-    base = _observation_select(False)
-    if torrent_ids is not None:
-        base = base.where(_OBS.c.torrent_id.in_(sorted(set(torrent_ids))))
-    for row in _pages(session, base, _OBS.c.seq, start_seq, end_seq, batch):
-        yield _stored(row)
-
-
-def _anchor(session: Session, table: Any, start_seq: int | None) -> tuple[int, str]:
-    if start_seq is None or start_seq <= 1:
-        return 0, GENESIS_HASH
-    value = session.execute(select(table.c.row_hash).where(table.c.seq == start_seq - 1)).scalar_one_or_none()
-    if value is None:
-        raise LocalProtocolError(f"no row at seq {start_seq - 1} to anchor the verification on")
-    return start_seq - 1, str(value)
-
-
-def verify_chain(session: Session, start_seq: int | None = None, end_seq: int | None = None, *,
-                 chain: str = "observations", batch: int = 10_000) -> ChainReport:
-    """Recompute the chain (``observations`` or ``audit``) over ``[start_seq, end_seq]``.
-
-    Beyond the hashes it checks each unpurged observation's address digest, each transcript's SHA-256,
-    and, when ``end_seq`` is None, that the chain head names the last row (no rows cut off at the end).
-    """
-    table = _OBS if chain == "observations" else _AUDIT
-    anchor_seq, anchor_hash = _anchor(session, table, start_seq)
-    checker = ChainChecker(chain, anchor_seq=anchor_seq, anchor_hash=anchor_hash)
-    if chain == "observations":
-        rows = _pages(session, _observation_select(True), _OBS.c.seq, start_seq, end_seq, batch)
-        for row in rows:
-            obs = _stored(row)
-            checker.feed_canonical(obs.seq, _canonical(checker, obs), obs.prev_hash, obs.row_hash)
-            _check_observation_extras(checker, obs, row[18])
-    elif chain == "audit":
-        for row in _pages(session, select(table), table.c.seq, start_seq, end_seq, batch):
-            fields = audit_fields(seq=row.seq, at=row.at, actor=row.actor, action=row.action, detail=row.detail)
-            checker.feed(row.seq, fields, row.prev_hash, row.row_hash)
-    else:
-        raise LocalProtocolError(f"unknown chain {chain!r}")
-    report = checker.report
-    head = session.execute(select(_HEADS.c.seq, _HEADS.c.hash).where(_HEADS.c.name == chain)).one()
-    report.head_seq, report.head_hash = int(head.seq), str(head.hash)
-    if end_seq is None and (head.seq != (report.last_seq or anchor_seq) or head.hash != report.last_hash):
-        checker.problem(int(head.seq), f"chain head (seq {head.seq}) does not match the last row "
-                                       f"(seq {report.last_seq}): rows are missing or were added outside the chain")
-    return report
-
-
-def _canonical(checker: ChainChecker, obs: StoredObservation) -> bytes | None:
-    try:
-        prefix, suffix = observation_template(
-            observed_at=format_timestamp(obs.observed_at), torrent=obs.infohash, addr=obs.addr_digest,
-            level=obs.level, source=obs.source, client=obs.client, peer_id=obs.peer_id,
-            have_fraction=obs.have_fraction, transcript=obs.transcript_sha256)
-    except (ValueError, TypeError) as exc:
-        checker.problem(obs.seq, f"row cannot be hashed: {exc}")
-        return None
-    return prefix + str(obs.seq).encode("ascii") + suffix
-
-
-def _check_observation_extras(checker: ChainChecker, obs: StoredObservation, body: str | None) -> None:
-    blinded = (obs.ip, obs.port, obs.reporter, obs.addr_salt)
-    if obs.ip is None:
-        checker.report.purged += 1
-        if any(v is not None for v in blinded):
-            checker.problem(obs.seq, "partly purged address")
-    elif obs.addr_salt is None or obs.port is None:
-        checker.problem(obs.seq, "address without its salt")
-    elif address_digest(obs.addr_salt, obs.ip, obs.port, obs.reporter) != obs.addr_digest:
-        checker.problem(obs.seq, "address or reporter does not match the hashed address digest")
-    if obs.transcript_id is not None and (
-            body is None or hashlib.sha256(body.encode("utf-8")).hexdigest() != obs.transcript_sha256):
-        checker.problem(obs.seq, "transcript does not match its SHA-256")
-
-
 def chain_head(session: Session, chain: str = "observations") -> tuple[int, str]:
     """A chain's head ``(seq, hash)`` without locking it."""
     row = session.execute(select(_HEADS.c.seq, _HEADS.c.hash).where(_HEADS.c.name == chain)).one()
     return int(row.seq), str(row.hash)
+
+
+__all__ = [
+    "AppendResult",
+    "ObservationRecord",
+    "PeerCache",
+    "StoredObservation",
+    "SwarmSampleRecord",
+    "append_audit",
+    "append_observations",
+    "canonical_ip",
+    "chain_head",
+    "clean_text",
+    "insert_swarm_samples",
+    "iter_observations",
+    "lock_chain_head",
+    "store_transcripts",
+    "upsert_peers",
+    "verify_chain",
+]

@@ -186,7 +186,13 @@ class ObservationWriter:
         if marker is not None:
             items.pop()
         if items:
-            await self._commit(items)
+            try:
+                await self._commit(items)
+            except BaseException:
+                if marker is not None:  # its waiter must not wait for a writer that is gone
+                    marker.error = StorageError("the observation writer failed before this point")
+                    marker.done.set()
+                raise
         if marker is not None:
             await self._run_marker(marker)
 
