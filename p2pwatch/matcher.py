@@ -169,21 +169,26 @@ def _v1_aligned_proof(metainfo: Metainfo, f: FileEntry, fp: Fingerprint) -> dict
             "infohash_v1": _opt_hex(metainfo.infohash_v1)}
 
 
-def _covering_pieces(f: FileEntry, piece_length: int) -> tuple[range, int, int]:
-    """The fewest consecutive pieces that hold the file's first whole 16 KiB block (v2 leaves are aligned to
-    the file's start, so that is block 0). Returns (pieces, first block, whole blocks inside the pieces).
-    """
+def _proving_piece(f: FileEntry, piece_length: int) -> tuple[int, list[int]] | None:
+    """The first piece that wholly holds at least one of the file's 16 KiB-aligned blocks (v2 leaves are
+    aligned to the file's start), with the indices of every whole block inside it; None when no piece does
+    (only possible with 16 KiB pieces at an unaligned offset)."""
     first = f.offset // piece_length
-    last = (f.offset + min(BLOCK_SIZE, f.length) - 1) // piece_length
-    hi = min((last + 1) * piece_length - f.offset, f.length)  # file bytes [0, hi) are inside the pieces
-    whole = -(-f.length // BLOCK_SIZE) if hi == f.length else hi // BLOCK_SIZE
-    return range(first, last + 1), 0, whole
+    last = (f.offset + f.length - 1) // piece_length
+    for index in range(first, last + 1):
+        lo = max(0, index * piece_length - f.offset)
+        hi = min((index + 1) * piece_length - f.offset, f.length)
+        blocks = [b for b in range(-(-lo // BLOCK_SIZE), hi // BLOCK_SIZE + 1)
+                  if b * BLOCK_SIZE < f.length and min((b + 1) * BLOCK_SIZE, f.length) <= hi]
+        if blocks:
+            return index, blocks
+    return None
 
 
 async def exact_piece_matches(index: RegistryIndex, metainfo: Metainfo, source: PieceSource,
                               already: Iterable[tuple[int, str]] = (), *, timeout: float = 60.0
                               ) -> tuple[list[Match], list[Rejection]]:
-    """Stage 3: same-size files not proven by stage 2, proven (or rejected) by the fewest verified pieces."""
+    """Stage 3: same-size files not proven by stage 2, proven (or rejected) by one verified piece."""
     done = set(already)
     matches: list[Match] = []
     rejections: list[Rejection] = []
@@ -193,43 +198,38 @@ async def exact_piece_matches(index: RegistryIndex, metainfo: Metainfo, source: 
         if f.pad or f.length == 0 or not metainfo.piece_hashes:
             continue
         items = [i for i in index.by_size.get(f.length, []) if (f.index, i.content_id) not in done]
-        if not items:
+        chosen = _proving_piece(f, P) if items else None
+        if chosen is None:
             continue
-        pieces, first_block, whole = _covering_pieces(f, P)
-        if not whole:
-            continue
+        piece_index, block_indices = chosen
         before = source.downloaded()
-        fetched = await source.read_pieces_async(pieces, timeout)
-        data = b"".join(_piece_bytes(fetched[i]) for i in pieces)
-        verified = [metainfo.verify_piece(i, _piece_bytes(fetched[i])) for i in pieces]
+        piece = (await source.read_pieces_async([piece_index], timeout))[piece_index]
+        data = _piece_bytes(piece)
         cost = source.downloaded() - before
-        if not all(verified):
+        if not metainfo.verify_piece(piece_index, data):
             continue
-        base = pieces.start * P - f.offset  # file position of data[0]
-        blocks = []
-        for b in range(first_block, first_block + whole):
+        base = piece_index * P - f.offset  # file position of data[0]
+        observed = []
+        for b in block_indices:
             lo = b * BLOCK_SIZE - base
-            blocks.append(hashlib.sha256(data[lo : lo + min(BLOCK_SIZE, f.length - b * BLOCK_SIZE)]).digest())
+            observed.append(hashlib.sha256(data[lo : lo + min(BLOCK_SIZE, f.length - b * BLOCK_SIZE)]).digest())
         for item in items:
-            leaves = item.fingerprint.leaves()[first_block : first_block + whole]
-            if leaves == blocks:
-                matches.append(Match(item.case, item.content_id, infohash, f.index, f.display_path,
-                                     METHOD_EXACT_PIECE, {
-                                         "kind": "v1-piece-blocks", "piece_length": P, "pieces": list(pieces),
-                                         "piece_hashes": _hexs([metainfo.piece_hashes[i] for i in pieces]),
-                                         "piece_sha1_computed": [hashlib.sha1(_piece_bytes(fetched[i])).hexdigest()
-                                                                 for i in pieces],
-                                         "file_offset_in_torrent": f.offset, "first_block": first_block,
-                                         "block_hashes": _hexs(blocks), "file_length": f.length,
-                                         "infohash_v1": _opt_hex(metainfo.infohash_v1),
-                                         "served_by": sorted({f"{h}:{p}" for i in pieces
-                                                              for h, p in getattr(fetched[i], "served_by", ())}),
-                                     }, cost))
-                done.add((f.index, item.content_id))
-            else:
+            leaves = item.fingerprint.leaves()
+            registered = [leaves[b] for b in block_indices]
+            if registered != observed:
                 rejections.append(Rejection(item.content_id, f.display_path,
                                             "same size, but the verified blocks differ from the registered ones",
                                             cost))
+                continue
+            matches.append(Match(item.case, item.content_id, infohash, f.index, f.display_path, METHOD_EXACT_PIECE, {
+                "kind": "v1-piece-blocks", "piece_index": piece_index,
+                "piece_hash": metainfo.piece_hashes[piece_index].hex(), "piece_hash_algorithm": "sha1",
+                "piece_length": P, "file_offset": f.offset, "file_length": f.length,
+                "blocks": [{"leaf_index": b, "observed_sha256": o.hex(), "registered_sha256": r.hex()}
+                           for b, o, r in zip(block_indices, observed, registered, strict=True)],
+                "served_by": sorted(f"{h}:{p}" for h, p in getattr(piece, "served_by", ())),
+            }, cost))
+            done.add((f.index, item.content_id))
     return matches, rejections
 
 

@@ -100,15 +100,28 @@ async def _match_image(lazy: LazyFile, f: FileEntry, metainfo: Metainfo, wanted:
         if result.matched:
             out.append(Match(item.case, item.content_id, metainfo.infohash.hex(), f.index, f.display_path,
                              METHOD_PERCEPTUAL, {
-                                 "kind": "image", "hash": result.method, "distance": result.distance,
-                                 "threshold": result.threshold,
-                                 "candidate_phash": f"{candidate.image_phash:016x}" if candidate.image_phash is not None
-                                 else None,
-                                 "registered_phash": f"{reg.image_phash:016x}" if reg.image_phash is not None else None,
-                                 "candidate_pdq": candidate.image_pdq.hex() if candidate.image_pdq else None,
-                                 "registered_pdq": reg.image_pdq.hex() if reg.image_pdq else None,
+                                 "kind": "image", "algorithm": result.method, "threshold": result.threshold,
+                                 "min_frames": 1, "matched_frames": 1,
+                                 "frames": [_image_frame(result.method, reg, candidate, result.distance)],
                              }, 0))
     return out
+
+
+def _image_frame(algorithm: str, reg: media.MediaFingerprint, cand: media.MediaFingerprint, distance: int
+                 ) -> dict[str, object]:
+    if algorithm == "pdq":
+        assert reg.image_pdq is not None and cand.image_pdq is not None
+        return {"registered_hash": reg.image_pdq.hex(), "observed_hash": cand.image_pdq.hex(), "distance": distance}
+    return {"registered_hash": f"{reg.image_phash:016x}", "observed_hash": f"{cand.image_phash:016x}",
+            "distance": distance}
+
+
+def _video_frame(pair: media.FramePair, registered: tuple[FrameHash, ...], observed: list[FrameHash]
+                 ) -> dict[str, object]:
+    reg = min(registered, key=lambda fr: abs(fr.t - pair.registered_t))
+    obs = min(observed, key=lambda fr: abs(fr.t - pair.candidate_t))
+    return {"registered_hash": f"{reg.phash:016x}", "observed_hash": f"{obs.phash:016x}", "distance": pair.distance,
+            "registered_time": reg.t, "observed_time": obs.t}
 
 
 async def _match_video(lazy: LazyFile, f: FileEntry, metainfo: Metainfo, wanted: list[RegisteredContent],
@@ -143,15 +156,11 @@ async def _match_video(lazy: LazyFile, f: FileEntry, metainfo: Metainfo, wanted:
         if result.matched:
             out.append(Match(item.case, item.content_id, metainfo.infohash.hex(), f.index, f.display_path,
                              METHOD_PERCEPTUAL, {
-                                 "kind": "video", "offset": result.offset, "matched_frames": result.matched_frames,
-                                 "candidate_frames": result.candidate_frames, "threshold": settings.frame_threshold,
-                                 "min_frames": settings.min_frames, "min_ratio": settings.min_ratio,
-                                 "pairs": [{"candidate_t": p.candidate_t, "registered_t": p.registered_t,
-                                            "distance": p.distance} for p in result.pairs],
-                                 "candidate_hashes": [{"t": fr.t, "phash": f"{fr.phash:016x}"} for fr in frames],
-                                 "registered_hashes": [{"t": fr.t, "phash": f"{fr.phash:016x}"}
-                                                       for fr in reg.frame_hashes
-                                                       if any(abs(fr.t - p.registered_t) < 1e-6 for p in result.pairs)],
+                                 "kind": "video", "algorithm": "phash", "threshold": settings.frame_threshold,
+                                 "min_frames": settings.min_frames, "matched_frames": result.matched_frames,
+                                 "time_offset": result.offset, "offset_tolerance": media.DEFAULT_OFFSET_TOLERANCE,
+                                 "candidate_frames": result.candidate_frames, "min_ratio": settings.min_ratio,
+                                 "frames": [_video_frame(p, reg.frame_hashes, frames) for p in result.pairs],
                                  "duration": duration,
                              }, 0))
     return out
