@@ -1,0 +1,234 @@
+"""The monitor daemon: one nursery runs the DHT node, the crawler, metadata fetching, the matcher, the
+watcher and the writer, joined by bounded channels (a slow stage pushes back; memory stays bounded).
+
+Flow (DESIGN.md): crawler discoveries → metadata (BEP 9 from listed peers, libtorrent fallback) → matcher →
+confirmed matches enter the watch list → the watcher examines watched swarms on a schedule → observations
+through the one writer. Only torrents that match (or are watched) are stored: the metadata of every other
+torrent the crawler sees is dropped after matching (data minimisation).
+
+SIGINT/SIGTERM cancel the nursery: in-flight work stops, the writer commits what was queued, the DHT node
+saves its id and routing table. The database holds the watch list and each watch's next due time, so a
+restart (also after SIGKILL) resumes where it stopped; our own stale claims are released at start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import signal
+import socket
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import trio
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from p2pwatch.alerts import Alerter
+from p2pwatch.config import MonitorConfig
+from p2pwatch.dht.crawler import AnnouncedPeer, Crawler, DiscoveredInfohash, Discovery
+from p2pwatch.dht.node import DHTConfig, DHTNode, open_dht_node
+from p2pwatch.errors import P2PWatchError
+from p2pwatch.examine import Examination, observation_records
+from p2pwatch.geoip import GeoLookup
+from p2pwatch.lookup import run_matcher
+from p2pwatch.matcher import Match, RegistryIndex
+from p2pwatch.metadata_fetch import fetch_metadata
+from p2pwatch.metainfo import Metainfo
+from p2pwatch.monitor.metrics import Metrics, serve_metrics
+from p2pwatch.monitor.watcher import Watcher, release_own_claims
+from p2pwatch.registry import load_index, record_match, upsert_torrent
+from p2pwatch.storage.db import session_factory
+from p2pwatch.storage.ledger import ObservationRecord
+from p2pwatch.storage.models import Torrent, Watch
+from p2pwatch.storage.writer import ObservationWriter, open_writer
+
+log = logging.getLogger("p2pwatch.monitor")
+
+INDEX_REFRESH = 30.0
+METADATA_WORKERS = 4
+
+
+def worker_id_for(home: Path) -> str:
+    """Stable per host and data directory, so a restart recognises (and releases) its own claims."""
+    digest = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:8]
+    return f"{socket.gethostname()}:{digest}"
+
+
+@dataclass
+class MonitorState:
+    index: RegistryIndex = field(default_factory=lambda: RegistryIndex([]))
+    known: set[bytes] = field(default_factory=set)  # DHT ids already stored (matched or watched)
+    watched: dict[bytes, int] = field(default_factory=dict)  # DHT id -> torrent id
+    checked: int = 0
+    matches: list[dict[str, object]] = field(default_factory=list)
+
+
+def _load_state(session: Session) -> tuple[RegistryIndex, set[bytes], dict[bytes, int]]:
+    index = load_index(session)
+    known = {bytes.fromhex(d) for d in session.execute(select(Torrent.dht_id)).scalars()}
+    watched = {bytes.fromhex(t.dht_id): t.id for t in session.execute(
+        select(Torrent).join(Watch, Watch.torrent_id == Torrent.id).where(Watch.active.is_(True))).scalars()}
+    return index, known, watched
+
+
+class Monitor:
+    def __init__(self, config: MonitorConfig, engine: Engine, dht: DHTConfig, *, home: Path,
+                 bind_ip: str | None = None) -> None:
+        self.config = config
+        self.engine = engine
+        self.dht_config = dht
+        self.home = home
+        self.bind_ip = bind_ip
+        self.worker_id = worker_id_for(home)
+        self.state = MonitorState()
+        self.metrics = Metrics()
+        self.alerter = Alerter(config.alerts.webhook, config.alerts.command)
+        self.geo = GeoLookup([config.geoip_mmdb] if config.geoip_mmdb else None)
+        self.node: DHTNode | None = None
+        self.watcher: Watcher | None = None
+        self.ready = trio.Event()
+        self.metrics_port: int | None = None
+
+    async def _read(self) -> None:
+        sessions = session_factory(self.engine)
+
+        def load() -> tuple[RegistryIndex, set[bytes], dict[bytes, int]]:
+            with sessions() as session:
+                return _load_state(session)
+
+        index, known, watched = await trio.to_thread.run_sync(load)
+        self.state.index = index
+        self.state.known |= known
+        self.state.watched = watched
+
+    async def run(self, duration: float | None = None) -> MonitorState:
+        with trio.move_on_after(duration if duration is not None else float("inf")):
+            async with open_writer(self.engine, batch_size=self.config.store.batch_size) as writer:
+                released = await writer.run(lambda s: release_own_claims(s, self.worker_id))
+                if released:
+                    log.info("released %d claims left by an earlier run of this monitor", released)
+                await writer.audit("monitor", "monitor.start", {"worker": self.worker_id,
+                                                               "config_sha256": self.config.digest()})
+                await self._read()
+                async with open_dht_node(self.dht_config) as node:
+                    self.node = node
+                    log.info("DHT node %s on %s:%d, %d nodes known", node.own_id.hex(), *node.address,
+                             len(node.table))
+                    await self._run_stages(writer, node)
+        return self.state
+
+    async def _run_stages(self, writer: ObservationWriter, node: DHTNode) -> None:
+        m = self.metrics
+        m.gauges["p2pwatch_dht_nodes"] = lambda: float(len(node.table))
+        m.gauges["p2pwatch_watched_torrents"] = lambda: float(len(self.state.watched))
+        discoveries_send, discoveries = trio.open_memory_channel[Discovery](self.config.crawler.channel_size)
+        metadata_send, metadata_receive = trio.open_memory_channel[bytes](64)
+        self.watcher = Watcher(self.config, writer, node, worker_id=self.worker_id, alerter=self.alerter,
+                               metrics=m, geo=self.geo, bind_ip=self.bind_ip)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._signals, nursery.cancel_scope)
+            if self.config.metrics_port:
+                self.metrics_port = await nursery.start(serve_metrics, m, self.config.metrics_port)
+            crawler = Crawler(node, discoveries_send, segments=self.config.crawler.segments,
+                              passive=self.config.crawler.passive)
+            if self.config.crawler.enabled:
+                nursery.start_soon(self._crawl, crawler)
+            nursery.start_soon(self._discoveries, discoveries, metadata_send, writer)
+            for _ in range(METADATA_WORKERS):
+                nursery.start_soon(self._metadata_worker, metadata_receive.clone(), writer, node)
+            nursery.start_soon(self.watcher.run)
+            nursery.start_soon(self._refresh_index)
+            self.ready.set()
+
+    async def _signals(self, scope: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.info("received %s: stopping (flushing the writer, saving DHT state)", signal.Signals(signum).name)
+                scope.cancel()
+                return
+
+    async def _crawl(self, crawler: Crawler) -> None:
+        m = self.metrics
+        while True:
+            await crawler.run(sweeps=1)
+            m.counters["p2pwatch_infohashes_discovered_total"] = crawler.stats.discovered
+            if self.node is not None:
+                m.counters["p2pwatch_dht_queries_received_total"] = self.node.stats.queries_in
+                m.counters["p2pwatch_dht_queries_sent_total"] = self.node.stats.queries_out
+
+    async def _refresh_index(self) -> None:
+        while True:
+            await trio.sleep(INDEX_REFRESH)
+            try:
+                await self._read()
+            except P2PWatchError as exc:
+                log.warning("registry reload failed: %s", exc)
+
+    async def _discoveries(self, receive: trio.MemoryReceiveChannel[Discovery], metadata: trio.MemorySendChannel[bytes],
+                           writer: ObservationWriter) -> None:
+        async for event in receive:
+            if isinstance(event, DiscoveredInfohash):
+                if event.infohash not in self.state.known:
+                    self.state.known.add(event.infohash)
+                    await metadata.send(event.infohash)  # back-pressure onto the crawler
+            elif isinstance(event, AnnouncedPeer):
+                torrent_id = self.state.watched.get(event.infohash)
+                if torrent_id is not None:
+                    reporter = f"announce to {self.node.address[0]}:{self.node.address[1]}" if self.node else None
+                    await writer.write(ObservationRecord(torrent_id, event.ip, event.port, 0, "announce",
+                                                         event.at, reporter=reporter))
+                    self.metrics.by_level[0] += 1
+
+    async def _metadata_worker(self, receive: trio.MemoryReceiveChannel[bytes], writer: ObservationWriter,
+                               node: DHTNode) -> None:
+        async for infohash in receive:
+            try:
+                await self._check_new(infohash, writer, node)
+            except P2PWatchError as exc:
+                log.info("%s: %s", infohash.hex(), exc)
+
+    async def _check_new(self, infohash: bytes, writer: ObservationWriter, node: DHTNode) -> None:
+        found = await node.get_peers(infohash)
+        peers = sorted(found.peers)
+        if not peers:
+            return
+        allow_local = self.dht_config.allow_local
+        fetched = await fetch_metadata(infohash, peers, self.config.probe, bind_ip=self.bind_ip,
+                                       allow_local=allow_local)
+        metainfo = fetched.metainfo
+        if metainfo is None:
+            return
+        self.metrics.counters["p2pwatch_metadata_fetched_total"] += 1
+        self.state.checked += 1
+        index = self.state.index
+        if not index.contents and not index.keywords:
+            return
+        report = await run_matcher(index, metainfo, peers, self.config, bind_ip=self.bind_ip, allow_local=allow_local)
+        for candidate in report.candidates:
+            log.info("keyword candidate %s in %s (case %s): %r", candidate.keyword, infohash.hex(), candidate.case,
+                     candidate.text)
+        if not report.matches:
+            return
+        torrent_id = await writer.run(lambda s: self._store_matches(s, infohash, metainfo, report.matches))
+        self.state.watched[infohash] = torrent_id
+        exam = Examination(infohash, datetime.now(UTC))
+        for peer, reporters in found.peers.items():
+            for ip, port in reporters:
+                exam.add_listing(peer, "dht", f"{ip}:{port}")
+        exam.probes.extend(fetched.probes)
+        exam.finished_at = datetime.now(UTC)
+        await writer.write_many(observation_records(torrent_id, exam, self.geo))
+        for match in report.matches:
+            self.metrics.counters["p2pwatch_matches_total"] += 1
+            doc = {"case": match.case, "infohash": infohash.hex(), "name": metainfo.name, "file": match.file_path,
+                   "method": match.method, "bytes_fetched": match.bytes_fetched}
+            self.state.matches.append(doc)
+            await self.alerter.emit("new-match", **doc)
+
+    def _store_matches(self, session: Session, infohash: bytes, metainfo: Metainfo, matches: list[Match]) -> int:
+        torrent = upsert_torrent(session, infohash, metainfo=metainfo, source="crawler")
+        for match in matches:
+            record_match(session, match, torrent, actor="monitor")
+        return torrent.id

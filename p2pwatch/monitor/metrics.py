@@ -1,0 +1,62 @@
+"""Counters of the monitor, and an optional Prometheus text endpoint on 127.0.0.1 (never another address)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+import trio
+
+HELP = {
+    "p2pwatch_dht_queries_received_total": "KRPC queries received by our DHT node",
+    "p2pwatch_dht_queries_sent_total": "KRPC queries our DHT node sent",
+    "p2pwatch_infohashes_discovered_total": "infohashes the crawler saw for the first time",
+    "p2pwatch_metadata_fetched_total": "torrents whose metadata was fetched and verified",
+    "p2pwatch_matches_total": "matches confirmed",
+    "p2pwatch_observations_total": "observations recorded, by level",
+    "p2pwatch_examinations_total": "watched torrents examined",
+}
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.counters: Counter[str] = Counter()
+        self.by_level: Counter[int] = Counter()
+        self.gauges: dict[str, Callable[[], float]] = {}
+
+    def render(self) -> str:
+        lines = []
+        for name, value in sorted(self.counters.items()):
+            if name in HELP:
+                lines.append(f"# HELP {name} {HELP[name]}")
+            lines.append(f"# TYPE {name} counter")
+            lines.append(f"{name} {value}")
+        lines.append("# HELP p2pwatch_observations_total " + HELP["p2pwatch_observations_total"])
+        lines.append("# TYPE p2pwatch_observations_total counter")
+        for level in range(5):
+            lines.append(f'p2pwatch_observations_total{{level="{level}"}} {self.by_level[level]}')
+        for name, read in sorted(self.gauges.items()):
+            lines.append(f"# TYPE {name} gauge")
+            lines.append(f"{name} {read()}")
+        return "\n".join(lines) + "\n"
+
+
+async def serve_metrics(metrics: Metrics, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+                        ) -> None:
+    """Serve ``GET /metrics`` on 127.0.0.1:port (0 picks one); reports the port through ``task_status``."""
+    listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
+    task_status.started(listeners[0].socket.getsockname()[1])
+
+    async def handle(stream: trio.SocketStream) -> None:
+        try:
+            with trio.move_on_after(5):
+                await stream.receive_some(4096)
+                body = metrics.render().encode()
+                await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                                      + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    await trio.serve_listeners(handle, listeners)

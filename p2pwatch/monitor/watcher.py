@@ -1,0 +1,144 @@
+"""The watcher: re-examines every watched torrent on its schedule and records what it finds.
+
+Each round claims due watches (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several monitor hosts never
+examine one torrent at once), examines each swarm (:mod:`p2pwatch.examine`: DHT harvest, tracker
+announce+scrape on every tracker of its metainfo or magnet, probes with a budget of verified pieces),
+writes the observations and a swarm sample through the one writer, updates the swarm status and releases
+the claim with the next due time. A dormant or gone swarm seen alive again raises an alert.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import trio
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from p2pwatch.alerts import Alerter
+from p2pwatch.config import MonitorConfig
+from p2pwatch.dht.node import DHTNode
+from p2pwatch.errors import P2PWatchError
+from p2pwatch.examine import Examination, examine, observation_records, swarm_samples
+from p2pwatch.geoip import GeoLookup
+from p2pwatch.magnet import parse_magnet
+from p2pwatch.metainfo import Metainfo, parse_torrent
+from p2pwatch.monitor.metrics import Metrics
+from p2pwatch.probe.trackers import TrackerConfig
+from p2pwatch.storage.claims import claim_due_watches, release_watch
+from p2pwatch.storage.ledger import ObservationRecord
+from p2pwatch.storage.models import Torrent, Watch
+from p2pwatch.storage.writer import ObservationWriter
+from p2pwatch.swarmstatus import SwarmStatus, is_revival, swarm_status
+
+log = logging.getLogger(__name__)
+
+LEASE = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class WatchTarget:
+    torrent_id: int
+    dht_id: bytes
+    name: str | None
+    metainfo: Metainfo | None
+    trackers: tuple[str, ...]
+    status: str | None
+    last_peer_at: datetime | None
+
+
+def _target(session: Session, torrent_id: int, extra_trackers: list[str]) -> WatchTarget:
+    torrent = session.get(Torrent, torrent_id)
+    watch = session.execute(select(Watch).where(Watch.torrent_id == torrent_id)).scalar_one()
+    assert torrent is not None
+    metainfo = None
+    trackers: list[str] = []
+    if torrent.metainfo:
+        try:
+            metainfo = parse_torrent(torrent.metainfo)
+            trackers += [url for tier in metainfo.trackers for url in tier]
+        except P2PWatchError as exc:
+            log.warning("stored metainfo of %s unusable: %s", torrent.dht_id, exc)
+    if torrent.magnet:
+        with contextlib.suppress(P2PWatchError):
+            trackers += list(parse_magnet(torrent.magnet).trackers)
+    return WatchTarget(torrent_id, bytes.fromhex(torrent.dht_id), torrent.name, metainfo,
+                       tuple(dict.fromkeys(trackers + extra_trackers)), watch.status, watch.last_peer_at)
+
+
+def release_own_claims(session: Session, worker_id: str) -> int:
+    """After a crash, our own leases would block our watches until they expire: drop them at start."""
+    result = session.execute(update(Watch).where(Watch.claimed_by == worker_id)
+                             .values(claimed_by=None, claimed_until=None).execution_options(synchronize_session=False))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+class Watcher:
+    def __init__(self, config: MonitorConfig, writer: ObservationWriter, node: DHTNode | None, *, worker_id: str,
+                 alerter: Alerter, metrics: Metrics, geo: GeoLookup, bind_ip: str | None, poll: float = 2.0) -> None:
+        self.config = config
+        self.writer = writer
+        self.node = node
+        self.worker_id = worker_id
+        self.alerter = alerter
+        self.metrics = metrics
+        self.geo = geo
+        self.bind_ip = bind_ip
+        self.poll = poll
+        self.examined: list[Examination] = []
+
+    async def run(self) -> None:
+        while True:
+            now = datetime.now(UTC)
+            claims = await self.writer.run(
+                functools.partial(claim_due_watches, worker_id=self.worker_id, now=now, limit=4, lease=LEASE))
+            if claims:
+                async with trio.open_nursery() as nursery:
+                    for claim in claims:
+                        nursery.start_soon(self._check, claim.torrent_id)
+            else:
+                await trio.sleep(self.poll)
+
+    async def _check(self, torrent_id: int) -> None:
+        extra = list(self.config.watcher.trackers)
+        target = await self.writer.run(lambda s: _target(s, torrent_id, extra))
+        exam = Examination(target.dht_id, datetime.now(UTC))
+        tracker_config = TrackerConfig(timeout=20.0, local_address=self.bind_ip)
+        try:
+            await examine(exam, node=self.node, trackers=target.trackers, metainfo=target.metainfo,
+                          settings=self.config.probe, tracker_config=tracker_config,
+                          probe_limit=self.config.watcher.probes_per_torrent,
+                          pieces_budget=self.config.watcher.verified_pieces_per_torrent, bind_ip=self.bind_ip)
+        except P2PWatchError as exc:
+            log.warning("examination of %s failed: %s", target.dht_id.hex(), exc)
+        self.examined.append(exam)
+        if len(self.examined) > 100:
+            del self.examined[:50]
+        records: list[Any] = observation_records(torrent_id, exam, self.geo)
+        await self.writer.write_many(records + swarm_samples(torrent_id, exam))
+        self._count(records)
+        now = datetime.now(UTC)
+        seen = exam.last_peer_seen() or target.last_peer_at
+        status = swarm_status(seen, now, dormant_after=self.config.watcher.dormant_after,
+                              gone_after=self.config.watcher.gone_after)
+        previous = SwarmStatus(target.status) if target.status else SwarmStatus.UNKNOWN
+        next_at = now + timedelta(seconds=self.config.watcher.interval)
+        await self.writer.run(lambda s: release_watch(s, torrent_id, self.worker_id, now=now, next_check_at=next_at,
+                                                      peer_seen_at=exam.last_peer_seen(), status=status.value))
+        self.metrics.counters["p2pwatch_examinations_total"] += 1
+        if is_revival(previous, status):
+            await self.alerter.emit("swarm-revived", infohash=target.dht_id.hex(), name=target.name,
+                                    previous=previous.value, peers=len(exam.listed))
+        log.info("examined %s (%s): %d listed, %d probed, best level %d, status %s", target.dht_id.hex(),
+                 target.name or "?", len(exam.listed), len(exam.probes),
+                 max((p.level for p in exam.probes), default=0), status.value)
+
+    def _count(self, records: list[Any]) -> None:
+        for record in records:
+            if isinstance(record, ObservationRecord):
+                self.metrics.by_level[record.level] += 1
