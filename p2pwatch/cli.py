@@ -32,11 +32,22 @@ def main(ctx: click.Context, home: Path | None, db_url: str | None, config_file:
 
 
 def _register_subcommands() -> None:
-    from p2pwatch import cli_cases, cli_db, cli_dht, cli_evidence, cli_fingerprint, cli_lookup, cli_monitor, cli_probe
+    from p2pwatch import (
+        cli_cases,
+        cli_db,
+        cli_dht,
+        cli_evidence,
+        cli_fingerprint,
+        cli_lookup,
+        cli_monitor,
+        cli_probe,
+        cli_reports,
+    )
 
     for command in (cli_dht.dht, cli_probe.probe, cli_fingerprint.fingerprint, cli_db.db, cli_evidence.verify,
                     cli_evidence.keys, cli_cases.case, cli_cases.register, cli_cases.watch_command,
-                    cli_cases.matches, cli_lookup.lookup_command, cli_monitor.monitor):
+                    cli_cases.matches, cli_lookup.lookup_command, cli_monitor.monitor,
+                    cli_reports.peers, cli_reports.timeline, cli_reports.export):
         main.add_command(command)
 
 
