@@ -73,3 +73,19 @@ def test_lookup_finds_peers_metadata_match_and_records(tmp_path: Path) -> None:
     assert doc["recorded_observations"] >= 4  # type: ignore[operator]
     listed = json.loads(_cli(home, "matches", "--json").stdout)
     assert [(m["case"], m["infohash"], m["method"]) for m in listed] == [("c1", infohash, "exact-piece")]
+    # peers and timeline read back what was recorded; export + verify close the loop
+    peers = json.loads(_cli(home, "peers", infohash, "--min-level", "3", "--json").stdout)
+    assert {f"{p['ip']}:{p['port']}" for p in peers} == seeders
+    assert all("probe" in p["sources"] and "dht" in p["sources"] for p in peers)
+    timeline = json.loads(_cli(home, "timeline", infohash, "--json").stdout)
+    assert timeline["status"] == "alive" and timeline["samples"]
+    assert _cli(home, "keys", "generate").returncode == 0
+    bundle = tmp_path / "case.zip"
+    proc = _cli(home, "export", "--case", "c1", "-o", str(bundle), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["distribution_peers"] == 2
+    proc = _cli(home, "verify", str(bundle))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "evidence", "verify", str(bundle)], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == 0, proc.stdout
