@@ -35,6 +35,7 @@ def _register_subcommands() -> None:
     from p2pwatch import (
         cli_cases,
         cli_db,
+        cli_demo,
         cli_dht,
         cli_evidence,
         cli_fingerprint,
@@ -47,7 +48,7 @@ def _register_subcommands() -> None:
     for command in (cli_dht.dht, cli_probe.probe, cli_fingerprint.fingerprint, cli_db.db, cli_evidence.verify,
                     cli_evidence.keys, cli_cases.case, cli_cases.register, cli_cases.watch_command,
                     cli_cases.matches, cli_lookup.lookup_command, cli_monitor.monitor,
-                    cli_reports.peers, cli_reports.timeline, cli_reports.export):
+                    cli_reports.peers, cli_reports.timeline, cli_reports.export, cli_demo.demo):
         main.add_command(command)
 
 

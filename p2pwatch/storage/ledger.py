@@ -52,8 +52,10 @@ from p2pwatch.storage.models import (
 from p2pwatch.storage.models import Transcript as TranscriptRow
 from p2pwatch.storage.reading import StoredObservation, iter_observations, verify_chain  # re-exported
 
-#: ``peers.last_seen`` is rewritten only when it moves by more than this (exact times are in observations).
-PEER_LAST_SEEN_GRANULARITY = timedelta(seconds=60)
+#: ``peers.last_seen`` is rewritten only when it moves by more than this (exact times are in observations);
+#: a watched swarm's peers are seen again every few minutes, and rewriting each peer row each time would
+#: cost as much as appending the observations themselves.
+PEER_LAST_SEEN_GRANULARITY = timedelta(hours=1)
 #: Most peers the writer remembers to skip redundant ``peers`` upserts.
 PEER_CACHE_SIZE = 200_000
 
@@ -355,9 +357,11 @@ def append_observations(session: Session, records: Sequence[ObservationRecord], 
     head_seq, prev = lock_chain_head(session, "observations")
     seq = head_seq
     rows = []
+    link = bytes.fromhex(prev)
     for prefix, suffix, values in prepared:
         seq += 1
-        digest = sha256(bytes.fromhex(prev) + sha256(prefix + str(seq).encode() + suffix).digest()).hexdigest()
+        link = sha256(link + sha256(prefix + str(seq).encode() + suffix).digest()).digest()
+        digest = link.hex()
         rows.append((seq, *values, prev, digest))
         prev = digest
     _insert_rows(session, rows)
