@@ -104,20 +104,27 @@ class Monitor:
         self.state.watched = watched
 
     async def run(self, duration: float | None = None) -> MonitorState:
-        with trio.move_on_after(duration if duration is not None else float("inf")):
-            async with open_writer(self.engine, batch_size=self.config.store.batch_size) as writer:
-                released = await writer.run(lambda s: release_own_claims(s, self.worker_id))
-                if released:
-                    log.info("released %d claims left by an earlier run of this monitor", released)
-                await writer.audit("monitor", "monitor.start", {"worker": self.worker_id,
-                                                               "config_sha256": self.config.digest()})
-                await self._read()
-                async with open_dht_node(self.dht_config) as node:
-                    self.node = node
-                    log.info("DHT node %s on %s:%d, %d nodes known", node.own_id.hex(), *node.address,
-                             len(node.table))
-                    await self._run_stages(writer, node)
+        """Run until ``duration`` passes, SIGINT/SIGTERM arrives (handled from the first moment), or cancel."""
+        async with trio.open_nursery() as outer:
+            await outer.start(self._signals, outer.cancel_scope)
+            with trio.move_on_after(duration if duration is not None else float("inf")):
+                await self._run()
+            outer.cancel_scope.cancel()
         return self.state
+
+    async def _run(self) -> None:
+        async with open_writer(self.engine, batch_size=self.config.store.batch_size) as writer:
+            released = await writer.run(lambda s: release_own_claims(s, self.worker_id))
+            if released:
+                log.info("released %d claims left by an earlier run of this monitor", released)
+            await writer.audit("monitor", "monitor.start", {"worker": self.worker_id,
+                                                           "config_sha256": self.config.digest()})
+            await self._read()
+            async with open_dht_node(self.dht_config) as node:
+                self.node = node
+                log.info("DHT node %s on %s:%d, %d nodes known", node.own_id.hex(), *node.address,
+                         len(node.table))
+                await self._run_stages(writer, node)
 
     async def _run_stages(self, writer: ObservationWriter, node: DHTNode) -> None:
         m = self.metrics
@@ -128,7 +135,6 @@ class Monitor:
         self.watcher = Watcher(self.config, writer, node, worker_id=self.worker_id, alerter=self.alerter,
                                metrics=m, geo=self.geo, bind_ip=self.bind_ip)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._signals, nursery.cancel_scope)
             if self.config.metrics_port:
                 self.metrics_port = await nursery.start(serve_metrics, m, self.config.metrics_port)
             crawler = Crawler(node, discoveries_send, segments=self.config.crawler.segments,
@@ -142,8 +148,10 @@ class Monitor:
             nursery.start_soon(self._refresh_index)
             self.ready.set()
 
-    async def _signals(self, scope: trio.CancelScope) -> None:
+    async def _signals(self, scope: trio.CancelScope, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                       ) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
             async for signum in signals:
                 log.info("received %s: stopping (flushing the writer, saving DHT state)", signal.Signals(signum).name)
                 scope.cancel()

@@ -120,6 +120,7 @@ class ObservationRecord:
     asn: int | None = None
     org: str | None = None
     transcript_json: str | None = field(init=False, default=None, repr=False, compare=False)
+    transcript_sha256: str | None = field(init=False, default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.level not in LEVELS:
@@ -153,6 +154,7 @@ class ObservationRecord:
             except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
                 raise LocalProtocolError(f"transcript is not canonical JSON: {exc}") from None
             object.__setattr__(self, "transcript_json", text)
+            object.__setattr__(self, "transcript_sha256", hashlib.sha256(text.encode("utf-8")).hexdigest())
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,25 +219,26 @@ def lock_chain_head(session: Session, chain: str) -> tuple[int, str]:
     return int(row.seq), str(row.hash)
 
 
-def _insert_ignore(session: Session, table: Any) -> Any:
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
-    if dialect == "sqlite":
-        return sqlite.insert(table).on_conflict_do_nothing()
-    raise LocalProtocolError(f"unsupported database dialect {dialect}")  # pragma: no cover
+def store_transcripts(session: Session, bodies: Iterable[str] | Mapping[str, str]) -> dict[str, int]:
+    """Insert transcript bodies (canonical JSON text) once each; return ``sha256 -> transcripts.id``.
 
-
-def store_transcripts(session: Session, bodies: Iterable[str]) -> dict[str, int]:
-    """Insert transcript bodies (canonical JSON text) once each; return ``sha256 -> transcripts.id``."""
-    by_hash = {hashlib.sha256(body.encode("utf-8")).hexdigest(): body for body in bodies}
+    ``bodies`` may be given already keyed by their SHA-256 hex.
+    """
+    by_hash = dict(bodies) if isinstance(bodies, Mapping) else {
+        hashlib.sha256(body.encode("utf-8")).hexdigest(): body for body in bodies}
     if not by_hash:
         return {}
-    session.execute(_insert_ignore(session, _TRANSCRIPTS),
-                    [{"sha256": digest, "body": body} for digest, body in sorted(by_hash.items())])
-    rows = session.execute(select(_TRANSCRIPTS.c.sha256, _TRANSCRIPTS.c.id)
-                           .where(_TRANSCRIPTS.c.sha256.in_(list(by_hash))))
-    return {str(r.sha256): int(r.id) for r in rows}
+    conn = session.connection()
+    mark = "?" if conn.dialect.name == "sqlite" else "%s"
+    conn.exec_driver_sql(f"INSERT INTO transcripts (sha256, body) VALUES ({mark}, {mark}) "
+                         "ON CONFLICT (sha256) DO NOTHING", sorted(by_hash.items()))
+    ids: dict[str, int] = {}
+    hashes = list(by_hash)
+    for i in range(0, len(hashes), 500):
+        rows = session.execute(select(_TRANSCRIPTS.c.sha256, _TRANSCRIPTS.c.id)
+                               .where(_TRANSCRIPTS.c.sha256.in_(hashes[i:i + 500])))
+        ids.update((str(r.sha256), int(r.id)) for r in rows)
+    return ids
 
 
 def _torrent_dht_ids(session: Session, torrent_ids: set[int], cache: dict[int, str]) -> None:
@@ -330,8 +333,8 @@ def append_observations(session: Session, records: Sequence[ObservationRecord], 
         seq, head = lock_chain_head(session, "observations")
         return AppendResult(seq + 1, seq, 0, head)
     _torrent_dht_ids(session, {r.torrent_id for r in records}, dht_ids)
-    bodies = {i: r.transcript_json for i, r in enumerate(records) if r.transcript_json is not None}
-    transcript_ids = store_transcripts(session, bodies.values())
+    transcript_ids = store_transcripts(session, {r.transcript_sha256: r.transcript_json for r in records
+                                                 if r.transcript_sha256 is not None and r.transcript_json})
     salts = os.urandom(SALT_BYTES * len(records)).hex()
     step = 2 * SALT_BYTES
     sha256 = hashlib.sha256
@@ -340,8 +343,7 @@ def append_observations(session: Session, records: Sequence[ObservationRecord], 
     for i, rec in enumerate(records):
         salt = salts[i * step:(i + 1) * step]
         digest = address_digest(salt, rec.ip, rec.port, rec.reporter)
-        body = bodies.get(i)
-        tsha = None if body is None else sha256(body.encode("utf-8")).hexdigest()
+        tsha = rec.transcript_sha256
         naive = rec.observed_at.replace(tzinfo=None)  # UTC already (ObservationRecord)
         stamp_text = naive.isoformat(timespec="microseconds")
         prefix, suffix = observation_template(
