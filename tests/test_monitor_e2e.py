@@ -48,7 +48,7 @@ async def test_demo_run_confirms_every_copy_and_no_decoy(tmp_path: Path) -> None
     result = await run_demo(tmp_path, Console(file=open(os.devnull, "w")), timeout=120)  # noqa: SIM115
     found = {m["label"]: m for m in result.matches}
     assert set(found) == {"exact", "renamed", "reencoded"}, result.matches
-    for label, match in found.items():
+    for match in found.values():
         assert match["method"] == match["expected"], match
     assert found["exact"]["bytes_fetched"] == 0
     assert 0 < found["renamed"]["bytes_fetched"] <= 64 * 1024 * 101 // 100  # one 64 KiB piece
@@ -99,7 +99,7 @@ def test_sigkill_then_restart_resumes_without_loss(tmp_path: Path) -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and _counts(home)[1] < 5:
             time.sleep(0.5)
-        matches, observations, watches = _counts(home)
+        matches, observations, _watches = _counts(home)
         assert matches >= 1 and observations >= 5, first.stderr.read() if first.poll() is not None else ""
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
