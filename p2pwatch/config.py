@@ -41,6 +41,7 @@ class CrawlerSettings:
     segments: int = 256
     passive: bool = True
     channel_size: int = 10_000
+    sweep_interval: float = 300.0
 
 
 @dataclass

@@ -56,6 +56,7 @@ def demo_config() -> MonitorConfig:
     config.dht.allow_local = True
     config.dht.query_timeout = 2.0
     config.crawler.segments = 16
+    config.crawler.sweep_interval = 5.0
     config.watcher.interval = 30.0
     config.probe.connect_timeout = 3.0
     config.probe.metadata_timeout = 10.0

@@ -24,7 +24,7 @@ if [ -z "${VIRTUAL_ENV:-}" ]; then
     PYTHON=.venv/bin/python
 fi
 "$PYTHON" -m pip install -q --upgrade pip >/dev/null
-"$PYTHON" -m pip install -q -e '.[test,postgres]'
+"$PYTHON" -m pip install -q -e '.[test,postgres,pdq]'
 
 "$PYTHON" -m ruff check p2pwatch evidence tests scripts
 "$PYTHON" -m mypy

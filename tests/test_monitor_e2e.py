@@ -63,7 +63,7 @@ async def test_demo_run_confirms_every_copy_and_no_decoy(tmp_path: Path) -> None
 
 
 def _cli(home: Path, *args: str, **kw: object) -> subprocess.Popen[str]:
-    env = dict(os.environ, P2PWATCH_HOME=str(home))
+    env = dict(os.environ, P2PWATCH_HOME=str(home), P2PWATCH_CRAWLER_SWEEP_INTERVAL="5")
     return subprocess.Popen([sys.executable, "-m", "p2pwatch", *args], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)  # type: ignore[call-overload]
 

@@ -6,6 +6,7 @@ import hashlib
 import itertools
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import Engine, delete, select, update
@@ -25,6 +26,9 @@ from p2pwatch.storage.ledger import (
     verify_chain,
 )
 from p2pwatch.storage.models import AuditEntry, Observation, Peer
+
+if TYPE_CHECKING:
+    from tests.pg import TemporaryPostgres
 
 pytest_plugins = ["tests.pg"]
 AddTorrent = Callable[..., int]
@@ -290,3 +294,20 @@ def test_streaming_memory_is_bounded(storage_engine: Engine, add_torrent: AddTor
     assert seen == total
     # 20,000 rows held at once would take well over 10 MB of Python objects; 500 at a time stay far below
     assert peak < 4 * 1024 * 1024, peak
+
+
+def test_server_time_zone_does_not_shift_times(postgres_server: TemporaryPostgres, add_torrent: AddTorrent) -> None:
+    from p2pwatch.storage.db import make_engine
+
+    url = postgres_server.migrated_database()
+    engine = make_engine(url, connect_args={"options": "-c timezone=Asia/Seoul"})
+    try:
+        a = add_torrent(engine, TORRENT_A)
+        records = [record(a, n) for n in range(5)]
+        append(engine, records)
+        with session_factory(engine)() as session:
+            stored = list(iter_observations(session))
+            assert verify_chain(session).ok
+        assert [o.observed_at for o in stored] == [r.observed_at for r in records]
+    finally:
+        engine.dispose()

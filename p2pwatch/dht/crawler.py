@@ -75,6 +75,8 @@ class Crawler:
     channel: trio.MemorySendChannel[Discovery]
     segments: int = 256
     passive: bool = True
+    #: a sweep starts at most this often (politeness; passive capture goes on in between)
+    sweep_interval: float = 0.0
     dedup: InfohashDedup = field(default_factory=InfohashDedup)
     stats: CrawlerStats = field(default_factory=CrawlerStats)
     _next_sample: dict[tuple[str, int], float] = field(default_factory=dict)
@@ -143,11 +145,14 @@ class Crawler:
         try:
             done = 0
             while sweeps is None or done < sweeps:
+                started = trio.current_time()
                 for target in self.sweep_targets():
                     await self.sample_once(target)
                 done += 1
                 self.stats.sweeps += 1
                 log.info("sweep %d done: %d infohashes so far", done, self.stats.discovered)
+                if sweeps is None or done < sweeps:
+                    await trio.sleep_until(started + self.sweep_interval)
         finally:
             if unsubscribe is not None:
                 unsubscribe()

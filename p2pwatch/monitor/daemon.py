@@ -138,7 +138,8 @@ class Monitor:
             if self.config.metrics_port:
                 self.metrics_port = await nursery.start(serve_metrics, m, self.config.metrics_port)
             crawler = Crawler(node, discoveries_send, segments=self.config.crawler.segments,
-                              passive=self.config.crawler.passive)
+                              passive=self.config.crawler.passive,
+                              sweep_interval=self.config.crawler.sweep_interval)
             if self.config.crawler.enabled:
                 nursery.start_soon(self._crawl, crawler)
             nursery.start_soon(self._discoveries, discoveries, metadata_send, writer)
@@ -158,13 +159,18 @@ class Monitor:
                 return
 
     async def _crawl(self, crawler: Crawler) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(crawler.run)  # sweeps every crawler.sweep_interval, passive capture throughout
+            while True:
+                await trio.sleep(5)
+                self._update_metrics(crawler)
+
+    def _update_metrics(self, crawler: Crawler) -> None:
         m = self.metrics
-        while True:
-            await crawler.run(sweeps=1)
-            m.counters["p2pwatch_infohashes_discovered_total"] = crawler.stats.discovered
-            if self.node is not None:
-                m.counters["p2pwatch_dht_queries_received_total"] = self.node.stats.queries_in
-                m.counters["p2pwatch_dht_queries_sent_total"] = self.node.stats.queries_out
+        m.counters["p2pwatch_infohashes_discovered_total"] = crawler.stats.discovered
+        if self.node is not None:
+            m.counters["p2pwatch_dht_queries_received_total"] = self.node.stats.queries_in
+            m.counters["p2pwatch_dht_queries_sent_total"] = self.node.stats.queries_out
 
     async def _refresh_index(self) -> None:
         while True:

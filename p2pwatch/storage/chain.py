@@ -101,8 +101,13 @@ def address_digest(addr_salt: str, ip: str, port: int, reporter: str | None) -> 
     ``hex(SHA-256(bytes.fromhex(addr_salt) || canonical_bytes([ip, port, reporter])))``; the JSON array is
     spelled out directly here (byte-identical, and faster than the general encoder).
     """
+    return address_digest_bytes(bytes.fromhex(addr_salt), ip, port, reporter)
+
+
+def address_digest_bytes(salt: bytes, ip: str, port: int, reporter: str | None) -> str:
+    """``address_digest`` with the salt as raw bytes."""
     text = f"[{_encode_str(ip)},{int(port)},{_json_str(reporter)}]"
-    return hashlib.sha256(bytes.fromhex(addr_salt) + text.encode("utf-8")).hexdigest()
+    return hashlib.sha256(salt + text.encode("utf-8")).hexdigest()
 
 
 def format_timestamp(moment: datetime) -> str:

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from p2pwatch.errors import LocalProtocolError
 from p2pwatch.storage.chain import (
     SALT_BYTES,
-    address_digest,
+    address_digest_bytes,
     audit_fields,
     canonical_json,
     observation_template,
@@ -188,13 +188,17 @@ class PeerCache:
         self._rows: dict[tuple[str, int], tuple[datetime, tuple[Any, ...]]] = {}
 
     def needs_write(self, key: tuple[str, int], seen: datetime, meta: tuple[Any, ...]) -> bool:
+        """``meta`` is ``(client, peer_id, country, asn, org, level)``."""
         known = self._rows.get(key)
         if known is None:
             return True
-        last, old_meta = known
-        changed = any(new is not None and new != old for new, old in zip(meta[:-1], old_meta[:-1], strict=True))
-        changed = changed or meta[-1] > old_meta[-1]  # max_level, always last
-        return changed or seen - last > PEER_LAST_SEEN_GRANULARITY
+        last, old = known
+        if seen - last > PEER_LAST_SEEN_GRANULARITY or meta[5] > old[5]:
+            return True
+        client, peer_id, country, asn, org, _ = meta
+        return ((client is not None and client != old[0]) or (peer_id is not None and peer_id != old[1])
+                or (country is not None and country != old[2]) or (asn is not None and asn != old[3])
+                or (org is not None and org != old[4]))
 
     def remember(self, key: tuple[str, int], seen: datetime, meta: tuple[Any, ...]) -> None:
         if len(self._rows) >= self.size:
@@ -315,10 +319,14 @@ def _insert_rows(session: Session, rows: list[tuple[Any, ...]]) -> None:
 
 
 def _db_timestamp(session: Session) -> Callable[[datetime, str], Any]:
-    """How a naive UTC datetime (and its ISO text) goes to the driver: SQLAlchemy's SQLite text, or as is."""
+    """How an aware UTC datetime (and its naive ISO text) goes to the driver.
+
+    SQLite: SQLAlchemy's text format ``YYYY-MM-DD HH:MM:SS.ffffff``; PostgreSQL: a naive datetime (the column
+    is ``timestamp without time zone``; an aware value would be converted through the session time zone).
+    """
     if session.get_bind().dialect.name == "sqlite":
         return lambda moment, iso: f"{iso[:10]} {iso[11:]}"
-    return lambda moment, iso: moment
+    return lambda moment, iso: moment.replace(tzinfo=None)
 
 
 def append_observations(session: Session, records: Sequence[ObservationRecord], *,
@@ -335,24 +343,24 @@ def append_observations(session: Session, records: Sequence[ObservationRecord], 
     _torrent_dht_ids(session, {r.torrent_id for r in records}, dht_ids)
     transcript_ids = store_transcripts(session, {r.transcript_sha256: r.transcript_json for r in records
                                                  if r.transcript_sha256 is not None and r.transcript_json})
-    salts = os.urandom(SALT_BYTES * len(records)).hex()
-    step = 2 * SALT_BYTES
+    salts = os.urandom(SALT_BYTES * len(records))
+    salts_hex = salts.hex()
     sha256 = hashlib.sha256
     stamp = _db_timestamp(session)
     prepared: list[tuple[bytes, bytes, tuple[Any, ...]]] = []
     for i, rec in enumerate(records):
-        salt = salts[i * step:(i + 1) * step]
-        digest = address_digest(salt, rec.ip, rec.port, rec.reporter)
+        salt = salts[i * SALT_BYTES:(i + 1) * SALT_BYTES]
+        digest = address_digest_bytes(salt, rec.ip, rec.port, rec.reporter)
         tsha = rec.transcript_sha256
-        naive = rec.observed_at.replace(tzinfo=None)  # UTC already (ObservationRecord)
-        stamp_text = naive.isoformat(timespec="microseconds")
+        # observed_at is aware UTC (ObservationRecord): its ISO text is 26 characters and "+00:00"
+        iso = rec.observed_at.isoformat(timespec="microseconds")[:26]
         prefix, suffix = observation_template(
-            observed_at=stamp_text + "Z", torrent=dht_ids[rec.torrent_id],
+            observed_at=iso + "Z", torrent=dht_ids[rec.torrent_id],
             addr=digest, level=rec.level, source=rec.source, client=rec.client, peer_id=rec.peer_id,
             have_fraction=rec.have_fraction, transcript=tsha)
-        values = (rec.torrent_id, rec.ip, rec.port, rec.reporter, salt, digest, rec.level, rec.source,
-                  rec.client, rec.peer_id, rec.have_fraction, None if tsha is None else transcript_ids[tsha],
-                  stamp(naive, stamp_text))
+        values = (rec.torrent_id, rec.ip, rec.port, rec.reporter, salts_hex[i * 32:(i + 1) * 32], digest,
+                  rec.level, rec.source, rec.client, rec.peer_id, rec.have_fraction,
+                  None if tsha is None else transcript_ids[tsha], stamp(rec.observed_at, iso))
         prepared.append((prefix, suffix, values))
     upsert_peers(session, records, peers)
 
