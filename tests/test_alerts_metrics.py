@@ -26,7 +26,7 @@ async def _http_server(host: str, received: list[bytes], task_status: trio.TaskS
         while b"\r\n\r\n" not in data:
             data += await stream.receive_some(4096)
         head, _, body = data.partition(b"\r\n\r\n")
-        length = int([line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")][0]
+        length = int(next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
                      .split(b":")[1])
         while len(body) < length:
             body += await stream.receive_some(4096)
