@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("P2PWATCH_NETGUARD_ALLOW", "127.0.0.0/8")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import libtorrent as lt
 import trio
