@@ -67,6 +67,18 @@ def parse_host_port(text: str, *, default_port: int | None = None, what: str = "
     return host, port
 
 
+def parse_infohash_or_magnet(text: str) -> bytes:
+    """The 20-byte DHT/tracker id of an infohash (hex v1/v2, base32) or a magnet URI; ConfigError otherwise."""
+    from p2pwatch.magnet import parse_infohash, parse_magnet
+
+    try:
+        if text.startswith("magnet:"):
+            return parse_magnet(text).infohash.dht_id
+        return parse_infohash(text).dht_id
+    except P2PWatchError as exc:
+        raise ConfigError(f"{text!r} is not an infohash or magnet: {exc}") from None
+
+
 def network_options(func: F) -> F:
     """Add --bootstrap/--tracker/--bind/--allow-local/--timeout and pass ``net: NetworkOptions``."""
 

@@ -10,11 +10,17 @@ from pathlib import Path
 import click
 import trio
 
-from p2pwatch.cli_common import NetworkOptions, emit_json, handle_errors, network_options, parse_host_port
+from p2pwatch.cli_common import (
+    NetworkOptions,
+    emit_json,
+    handle_errors,
+    network_options,
+    parse_host_port,
+    parse_infohash_or_magnet,
+)
 from p2pwatch.dht.crawler import Crawler, DiscoveredInfohash, Discovery
 from p2pwatch.dht.node import DHTConfig, DHTNode, open_dht_node
 from p2pwatch.errors import ConfigError, P2PWatchError
-from p2pwatch.magnet import parse_infohash, parse_magnet
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +63,6 @@ async def _ensure_bootstrapped(node: DHTNode) -> None:
     if len(node.table) == 0:
         boot = ", ".join(f"{h}:{p}" for h, p in node.config.bootstrap)
         raise BootstrapFailed(f"no DHT node answered (bootstrap: {boot}); check --bootstrap and the network")
-
-
-def parse_infohash_or_magnet(text: str) -> bytes:
-    """The 20-byte DHT id of an infohash (hex v1/v2, base32) or a magnet URI; ConfigError otherwise."""
-    try:
-        if text.startswith("magnet:"):
-            return parse_magnet(text).infohash.dht_id
-        return parse_infohash(text).dht_id
-    except P2PWatchError as exc:
-        raise ConfigError(f"{text!r} is not an infohash or magnet: {exc}") from None
 
 
 @click.group()

@@ -14,9 +14,15 @@ from typing import Any
 import click
 import trio
 
-from p2pwatch.cli_common import NetworkOptions, emit_json, handle_errors, network_options, parse_host_port
-from p2pwatch.errors import ConfigError, P2PWatchError
-from p2pwatch.magnet import parse_infohash, parse_magnet
+from p2pwatch.cli_common import (
+    NetworkOptions,
+    emit_json,
+    handle_errors,
+    network_options,
+    parse_host_port,
+    parse_infohash_or_magnet,
+)
+from p2pwatch.errors import ConfigError
 from p2pwatch.netguard import is_acceptable_remote
 from p2pwatch.probe.trackers import TrackerConfig, TrackerProbe, probe_tracker
 
@@ -26,14 +32,7 @@ def probe() -> None:
     """Probe trackers and peers: turn listings into observations."""
 
 
-def infohash_argument(text: str) -> bytes:
-    """The 20-byte id trackers use, from an infohash (hex v1/v2, base32) or a magnet URI."""
-    try:
-        if text.startswith("magnet:"):
-            return parse_magnet(text).infohash.dht_id
-        return parse_infohash(text).dht_id
-    except P2PWatchError as exc:
-        raise ConfigError(f"{text!r} is not an infohash or magnet: {exc}") from None
+infohash_argument = parse_infohash_or_magnet  # one parser for every command that takes an infohash
 
 
 def tracker_config(net: NetworkOptions) -> TrackerConfig:
