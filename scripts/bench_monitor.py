@@ -69,7 +69,7 @@ def one_run(content: DemoContent, work: Path, n: int, idle: float) -> tuple[floa
         expected = {t.infohash for t in demo.torrents if t.expected}
         # the demo swarm is tiny: sweep the keyspace every 5 s instead of the production 300 s
         env = dict(os.environ, P2PWATCH_HOME=str(home), P2PWATCH_NETGUARD_ALLOW="127.0.0.0/8",
-                   P2PWATCH_CRAWLER_SWEEP_INTERVAL="5")
+                   P2PWATCH_CRAWLER_SWEEP_INTERVAL="5", P2PWATCH_CRAWLER_SEGMENTS="16")
         args = [sys.executable, "-m", "p2pwatch", "monitor", "--allow-local", f"--bind=127.0.{50 + n}.100:0",
                 *(f"--bootstrap={b}" for b in demo.bootstrap)]
         start = time.monotonic()
