@@ -1,22 +1,47 @@
 """Stage 4 of the matcher: perceptual matches of images and videos read through a lazy view.
 
-For every non-pad file of the torrent the first bytes are fetched and sniffed (never the name). An image
-is fetched whole (it is small) and hashed in memory. A video is served to ffmpeg through
-:mod:`p2pwatch.lazyview`: ffmpeg reads the container index, then decodes one key frame near each of
-``samples`` timestamps spread across the duration, so only the pieces it touches are fetched. The frame
-hashes are matched against every registered video with :func:`p2pwatch.media.match_video`, which needs
-enough frames near registered frames at one consistent time offset.
+For every non-pad file of the torrent the first bytes are fetched and sniffed (never the name). A file that
+an earlier stage proved an exact copy of registered content is compared only with registered content of that
+kind, and not fetched at all when there is none left to compare. An image is fetched whole (it is small)
+and hashed in memory.
 
-Each match's proof holds the candidate frame hashes with their times, the registered frame times they
-met, the Hamming distances and the thresholds, so a verifier can recompute every distance.
+A video is served to ffmpeg through :mod:`p2pwatch.lazyview`, so only the pieces ffmpeg touches are fetched:
+the container index, then at each of ``samples`` seek points spread across the duration (visited coarse to
+fine: the middle, the ends, then in between) the key frame at or before the point and the frames that follow
+it (``frames_per_sample``, ``frame_step`` apart). Seeking to the key frame itself (ffmpeg's
+``-noaccurate_seek``) is what keeps this cheap: an accurate seek decodes, so fetches, everything from the key
+frame to the point, up to a whole GOP (10 s at x264's default of 250 frames). The frames after the key frame
+cost little more, since ffmpeg's demuxer reads about a dozen packets ahead of the decoder anyway. A seek point
+that lands on a key frame already sampled (short clips have few key frames) is decoded accurately instead,
+so short clips still give frames spread over their length.
+
+A video matches a registered one when, at one time offset (voted by :func:`p2pwatch.media.match_video`), at
+least ``min_frames`` sampled frames lie within ``frame_threshold`` bits of registered frames, and they come
+from at least ``min_spread`` parts of the candidate a slot apart (the larger of the offset tolerance and half
+the distance between seek points), which are at least ``min_ratio`` of the parts overlapping the registered
+video at that offset. Counting parts rather than frames is what keeps precision with few frames: the frames
+of one part show one scene, and one similar scene in an unrelated video must not add up to a match.
+Sampling stops as soon as a registered video is matched and no other registered video is near any sampled
+frame (``early_stop``). The defaults come from scripts/bench_match.py (its docstring has the figures).
+
+Each match's proof holds the observed frame hashes with their times, the registered frames they met, the
+Hamming distances and the thresholds, so a verifier can recompute every distance (evidence/SPEC.md §8). Its
+``time_offset`` is observed time minus registered time (the sign evidence/proofs.py checks), and only frames
+within ``offset_tolerance`` of it are listed and counted.
+
+ffmpeg runs as :func:`p2pwatch.media.video_frame_hashes` runs it (same protocol and demuxer allow-lists,
+same filter graph, same hash) plus ``-noaccurate_seek`` and one decoding thread; media.py does not offer
+those two options yet, hence :func:`frames_at` here.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import trio
 
 from p2pwatch import media
@@ -30,12 +55,17 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PerceptualSettings:
-    samples: int = 10
+    samples: int = 10  # seek points across a candidate video
+    frames_per_sample: int = 3  # the key frame and the frames after it
+    frame_step: float = 0.2  # seconds between those frames
+    min_spread: int = 3  # distinct parts of the candidate that must match
+    early_stop: bool = True
     max_image_bytes: int = 32 * 1024 * 1024
     min_file_bytes: int = 1024
-    frame_threshold: int = media.DEFAULT_FRAME_THRESHOLD
+    frame_threshold: int = 8  # pHash bits; media's 10 is for densely sampled candidates
     min_frames: int = media.DEFAULT_MIN_FRAMES
     min_ratio: float = media.DEFAULT_MIN_RATIO
+    offset_tolerance: float = media.DEFAULT_OFFSET_TOLERANCE
     image_threshold: int | None = None
     piece_timeout: float = 60.0
     decode_timeout: float = 120.0
@@ -54,6 +84,18 @@ async def _read(lazy: LazyFile, start: int, end: int) -> bytes:
     return b"".join([chunk async for chunk in lazy.iter_range(start, end)])
 
 
+def _wanted(index: RegistryIndex, registered: list[RegisteredContent], file_index: int,
+            done: set[tuple[int, str]]) -> list[RegisteredContent]:
+    """Registered media not yet matched to this file; only of the matched kind when it is an exact copy."""
+    wanted = [r for r in registered if (file_index, r.content_id) not in done]
+    proven = {content for f, content in done if f == file_index}
+    kinds = {c.fingerprint.media.kind for c in index.contents
+             if c.content_id in proven and c.fingerprint.media is not None}
+    if proven:  # its bytes are known: no sniffing needed to tell its kind
+        wanted = [r for r in wanted if r.fingerprint.media is not None and r.fingerprint.media.kind in kinds]
+    return wanted
+
+
 async def perceptual_matches(index: RegistryIndex, metainfo: Metainfo, source: PieceSource,
                              done: set[tuple[int, str]], settings: PerceptualSettings | None = None) -> list[Match]:
     settings = settings or PerceptualSettings()
@@ -64,7 +106,7 @@ async def perceptual_matches(index: RegistryIndex, metainfo: Metainfo, source: P
     for f in metainfo.files:
         if f.pad or f.length < settings.min_file_bytes:
             continue
-        wanted = [r for r in registered if (f.index, r.content_id) not in done]
+        wanted = _wanted(index, registered, f.index, done)
         if not wanted:
             continue
         before = source.downloaded()
@@ -89,13 +131,16 @@ async def perceptual_matches(index: RegistryIndex, metainfo: Metainfo, source: P
 
 async def _match_image(lazy: LazyFile, f: FileEntry, metainfo: Metainfo, wanted: list[RegisteredContent],
                        settings: PerceptualSettings) -> list[Match]:
+    registered = [w for w in wanted if w.fingerprint.media is not None
+                  and w.fingerprint.media.kind is ContentKind.IMAGE]
+    if not registered:
+        return []
     data = await _read(lazy, 0, f.length - 1)
     candidate = await trio.to_thread.run_sync(media.hash_image_bytes, data)
     out = []
-    for item in wanted:
+    for item in registered:
         reg = item.fingerprint.media
-        if reg is None or reg.kind is not ContentKind.IMAGE:
-            continue
+        assert reg is not None
         result = media.match_image(reg, candidate, settings.image_threshold)
         if result.matched:
             out.append(Match(item.case, item.content_id, metainfo.infohash.hex(), f.index, f.display_path,
@@ -116,12 +161,114 @@ def _image_frame(algorithm: str, reg: media.MediaFingerprint, cand: media.MediaF
             "distance": distance}
 
 
-def _video_frame(pair: media.FramePair, registered: tuple[FrameHash, ...], observed: list[FrameHash]
-                 ) -> dict[str, object]:
-    reg = min(registered, key=lambda fr: abs(fr.t - pair.registered_t))
-    obs = min(observed, key=lambda fr: abs(fr.t - pair.candidate_t))
-    return {"registered_hash": f"{reg.phash:016x}", "observed_hash": f"{obs.phash:016x}", "distance": pair.distance,
-            "registered_time": reg.t, "observed_time": obs.t}
+# --- sampling a video ---------------------------------------------------------------------------------
+
+def sample_order(count: int) -> list[int]:
+    """Seek-point indices coarse to fine: the middle, then always the point farthest from those taken."""
+    if count <= 0:
+        return []
+    order = [count // 2]
+    rest = [i for i in range(count) if i != count // 2]
+    while rest:
+        best = max(rest, key=lambda i: (min(abs(i - j) for j in order), -i))
+        order.append(best)
+        rest.remove(best)
+    return order
+
+
+def frames_at(url: str, start: float, *, accurate: bool, frames: int, step: float, window: float,
+              protocols: str = "http,tcp", timeout: float = 120.0) -> tuple[FrameHash, ...]:
+    """Hashes of up to ``frames`` frames ``step`` apart (or at scene changes) within ``window`` seconds of
+    ``start``, beginning with the first frame at or after ``start`` when ``accurate``, else with the key
+    frame at or before it. Times are from the start of the file."""
+    start = round(max(0.0, start), 3)
+    select = (f"isnan(prev_selected_t)+gte(t-prev_selected_t\\,{max(0.0, step - 0.002):.4f})"
+              f"+gt(scene\\,{media.DEFAULT_SCENE_THRESHOLD})*gte(t-prev_selected_t\\,{media.MIN_SAMPLE_GAP})")
+    side = media.FRAME_SIDE
+    graph = f"scale=128:128:flags=area,select='{select}',showinfo,scale={side}:{side}:flags=area,format=gray"
+    args: list[str] = ["-loglevel", "info", "-threads", "1"]
+    if not accurate:
+        args.append("-noaccurate_seek")
+    if start:
+        args += ["-ss", f"{start:.3f}"]
+    args += ["-t", f"{window:.3f}", *media._input_args(url, protocols)]
+    args += ["-map", "0:v:0", "-an", "-sn", "-dn", "-vf", graph, "-fps_mode", "passthrough",
+             "-frames:v", str(max(1, frames)), "-f", "rawvideo", "-pix_fmt", "gray", "pipe:1"]
+    out, stderr, returncode = media._run_ffmpeg(args, None, timeout)
+    times = []
+    for found in media._SHOWINFO.finditer(stderr):
+        try:
+            times.append(float(found.group(3)))
+        except ValueError:
+            times.append(float("nan"))
+    size = side * side
+    count = min(len(times), len(out) // size)
+    if count == 0 and returncode != 0:
+        raise media.MediaError(f"no frame could be decoded: {media._last_error(stderr)}")
+    hashes = []
+    for i in range(count):
+        phash = media._frame_hash(out[i * size : (i + 1) * size])
+        if phash is not None and times[i] == times[i]:
+            hashes.append(FrameHash(round(start + times[i], 3), phash))
+    return tuple(hashes)
+
+
+# --- deciding -----------------------------------------------------------------------------------------
+
+def spread(times: Sequence[float], slot: float) -> int:
+    """How many of ``times`` can be picked at least ``slot`` apart (greedy from the earliest is optimal)."""
+    count, last = 0, 0.0
+    for t in sorted(times):
+        if count == 0 or t - last >= slot - 1e-9:
+            count, last = count + 1, t
+    return count
+
+
+@dataclass(frozen=True)
+class VideoDecision:
+    """The verdict on one registered video. ``pairs`` are the frames within the tolerance of the voted
+    ``offset`` (registered time minus observed time, as :func:`p2pwatch.media.match_video` gives it);
+    ``spread`` counts the parts of the candidate (``slot`` apart) they come from, ``expected`` the parts
+    whose frames overlap the registered video at that offset."""
+
+    matched: bool
+    offset: float
+    pairs: tuple[media.FramePair, ...]
+    spread: int
+    expected: int
+    slot: float
+
+
+def decide_video(registered: media.MediaFingerprint, frames: Sequence[FrameHash], duration: float | None,
+                 settings: PerceptualSettings) -> VideoDecision:
+    """Do the sampled ``frames`` of a candidate lasting ``duration`` seconds show the registered video?"""
+    tolerance = settings.offset_tolerance
+    slot = max(tolerance, 0.5 * (duration or 0.0) / max(1, settings.samples))
+    if not frames or not registered.frame_hashes:
+        return VideoDecision(False, 0.0, (), 0, 0, slot)
+    result = media.match_video(registered, frames, threshold=settings.frame_threshold, min_frames=1,
+                               min_ratio=0.0, offset_tolerance=tolerance)
+    pairs = tuple(p for p in result.pairs if abs(p.registered_t - p.candidate_t - result.offset) <= tolerance)
+    times = [fr.t for fr in registered.frame_hashes]
+    lo, hi = min(times) - tolerance, max(times) + tolerance
+    matched = spread([p.candidate_t for p in pairs], slot)
+    expected = spread([fr.t for fr in frames if lo <= fr.t + result.offset <= hi], slot)
+    ok = (len(pairs) >= settings.min_frames and matched >= settings.min_spread
+          and matched >= settings.min_ratio * max(1, expected))
+    return VideoDecision(ok, result.offset, pairs, matched, expected, slot)
+
+
+def near_any(registered: media.MediaFingerprint, frames: Sequence[FrameHash], threshold: int) -> bool:
+    """Is any of ``frames`` within ``threshold`` bits of any registered frame, at whatever time?"""
+    if not frames or not registered.frame_hashes:
+        return False
+    reg = np.array([fr.phash for fr in registered.frame_hashes], dtype=np.uint64)
+    return any(bool((np.bitwise_count(reg ^ np.uint64(fr.phash)) <= threshold).any()) for fr in frames)
+
+
+def _video_media(item: RegisteredContent) -> media.MediaFingerprint:
+    assert item.fingerprint.media is not None
+    return item.fingerprint.media
 
 
 async def _match_video(lazy: LazyFile, f: FileEntry, metainfo: Metainfo, wanted: list[RegisteredContent],
@@ -130,37 +277,66 @@ async def _match_video(lazy: LazyFile, f: FileEntry, metainfo: Metainfo, wanted:
                   and w.fingerprint.media.kind is ContentKind.VIDEO and w.fingerprint.media.frame_hashes]
     if not registered:
         return []
+    window = max(1.0, settings.frames_per_sample * settings.frame_step)
+    seen: dict[float, FrameHash] = {}
+    decisions: dict[str, VideoDecision] = {}
+    samples_taken = 0
     async with serve_lazy_file(lazy) as url:
         info = await trio.to_thread.run_sync(
             lambda: media.probe_video(url, protocols="http,tcp", timeout=settings.decode_timeout))
         duration = info.duration or 0.0
-        times = [duration * (i + 0.5) / settings.samples for i in range(settings.samples)] if duration else [0.0]
-        frames: list[FrameHash] = []
-        window = max(1.0, duration / settings.samples)
-        for t in times:
+        count = settings.samples if duration > 0 else 1
+        key_frames: set[float] = set()
+        for i in sample_order(count):
+            t = duration * (i + 0.5) / count
+            sample = functools.partial(frames_at, url, t, frames=settings.frames_per_sample,
+                                       step=settings.frame_step, window=window, timeout=settings.decode_timeout)
             try:
-                got = await trio.to_thread.run_sync(functools.partial(
-                    media.video_frame_hashes, url, start=t, duration=window, keyframes_only=True,
-                    max_frames=1, protocols="http,tcp", timeout=settings.decode_timeout))
+                got = await trio.to_thread.run_sync(functools.partial(sample, accurate=False))
+                if got and got[0].t in key_frames:  # an earlier point's key frame: decode at this point instead
+                    got = await trio.to_thread.run_sync(functools.partial(sample, accurate=True))
+                elif got:
+                    key_frames.add(got[0].t)
             except media.MediaError as exc:
                 log.info("perceptual: no frame near %.1f s: %s", t, exc)
                 continue
-            frames.extend(got)
-    frames = sorted(set(frames), key=lambda fr: fr.t)
+            samples_taken += 1
+            for frame in got:
+                seen.setdefault(frame.t, frame)
+            if samples_taken < settings.min_spread:
+                continue
+            frames = sorted(seen.values(), key=lambda fr: fr.t)
+            decisions = {r.content_id: decide_video(_video_media(r), frames, info.duration, settings)
+                         for r in registered}
+            if settings.early_stop and any(d.matched for d in decisions.values()) and not any(
+                    near_any(_video_media(r), frames, settings.frame_threshold)
+                    for r in registered if not decisions[r.content_id].matched):
+                break
+    frames = sorted(seen.values(), key=lambda fr: fr.t)
     out = []
     for item in registered:
-        reg = item.fingerprint.media
-        assert reg is not None
-        result = media.match_video(reg, frames, threshold=settings.frame_threshold, min_frames=settings.min_frames,
-                                   min_ratio=settings.min_ratio)
-        if result.matched:
-            out.append(Match(item.case, item.content_id, metainfo.infohash.hex(), f.index, f.display_path,
-                             METHOD_PERCEPTUAL, {
-                                 "kind": "video", "algorithm": "phash", "threshold": settings.frame_threshold,
-                                 "min_frames": settings.min_frames, "matched_frames": result.matched_frames,
-                                 "time_offset": result.offset, "offset_tolerance": media.DEFAULT_OFFSET_TOLERANCE,
-                                 "candidate_frames": result.candidate_frames, "min_ratio": settings.min_ratio,
-                                 "frames": [_video_frame(p, reg.frame_hashes, frames) for p in result.pairs],
-                                 "duration": duration,
-                             }, 0))
+        decision = decisions.get(item.content_id)
+        if decision is None or not decision.matched:
+            continue
+        reg = _video_media(item)
+        out.append(Match(item.case, item.content_id, metainfo.infohash.hex(), f.index, f.display_path,
+                         METHOD_PERCEPTUAL, {
+                             "kind": "video", "algorithm": "phash", "threshold": settings.frame_threshold,
+                             "min_frames": settings.min_frames, "matched_frames": len(decision.pairs),
+                             "time_offset": round(-decision.offset, 3),
+                             "offset_tolerance": settings.offset_tolerance,
+                             "spread": decision.spread, "expected_spread": decision.expected,
+                             "min_spread": settings.min_spread, "slot": round(decision.slot, 3),
+                             "min_ratio": settings.min_ratio, "samples": samples_taken,
+                             "candidate_frames": len(frames), "duration": info.duration,
+                             "frames": [_video_frame(p, reg.frame_hashes, seen) for p in decision.pairs],
+                         }, 0))
     return out
+
+
+def _video_frame(pair: media.FramePair, registered: tuple[FrameHash, ...], observed: dict[float, FrameHash]
+                 ) -> dict[str, object]:
+    reg = min(registered, key=lambda fr: abs(fr.t - pair.registered_t))
+    obs = observed[pair.candidate_t]
+    return {"registered_hash": f"{reg.phash:016x}", "observed_hash": f"{obs.phash:016x}", "distance": pair.distance,
+            "registered_time": reg.t, "observed_time": obs.t}

@@ -613,3 +613,35 @@ def test_mutations_of_valid_messages(data: bytes, draw: st.DataObject) -> None:
         else:
             del buf[pos:]
     _only_krpc_errors(bytes(buf))
+
+
+_node_ids = st.binary(min_size=20, max_size=20)
+_ipv4 = st.tuples(*[st.integers(0, 255)] * 4).map(lambda t: ".".join(map(str, t)))
+_ports = st.integers(1, 65535)
+
+
+@given(
+    tid=st.binary(max_size=4), sender=_node_ids,
+    nodes=st.lists(st.builds(NodeInfo, _node_ids, _ipv4, _ports), max_size=8),
+    nodes6=st.lists(st.builds(NodeInfo, _node_ids, st.just("2001:db8::1"), _ports), max_size=2),
+    values=st.lists(st.tuples(_ipv4, _ports), max_size=8), token=st.none() | st.binary(max_size=20),
+    samples=st.lists(_node_ids, max_size=3), num=st.none() | st.integers(0, 1000),
+    interval=st.none() | st.integers(0, 21600), bloom=st.none() | st.binary(min_size=256, max_size=256),
+    version=st.none() | st.binary(max_size=4), ip=st.none() | st.tuples(_ipv4, _ports),
+)
+def test_fast_response_encoder_equals_the_dict_encoder(tid: bytes, sender: bytes, nodes: list[NodeInfo],
+                                                       nodes6: list[NodeInfo], values: list[tuple[str, int]],
+                                                       token: bytes | None, samples: list[bytes], num: int | None,
+                                                       interval: int | None, bloom: bytes | None,
+                                                       version: bytes | None, ip: tuple[str, int] | None) -> None:
+    from p2pwatch import bencoding
+    from p2pwatch.dht.krpc import _enc_response
+
+    message = krpc.Response(tid, sender, nodes=tuple(nodes), nodes6=tuple(nodes6), values=tuple(values), token=token,
+                            samples=tuple(samples), num=num, interval=interval, bf_seeds=bloom, bf_peers=bloom)
+    reference = _enc_response(message)
+    if version is not None:
+        reference[b"v"] = version
+    if ip is not None:
+        reference[b"ip"] = krpc._compact(*ip)
+    assert krpc.encode(message, client_version=version, external_ip=ip) == bencoding.encode(reference)

@@ -1,0 +1,366 @@
+"""Bytes the matcher fetches per method, and the precision/recall of the perceptual stage through the lazy view.
+
+    python scripts/bench_match.py                  # the bytes table (about 5 minutes on 2 cores)
+    python scripts/bench_match.py --corpus 50      # plus precision/recall on a 50-source corpus (+15 min)
+    python scripts/bench_match.py --corpus 8 --no-bytes   # a quick precision/recall run
+
+Bytes (libtorrent seeding on loopback, the matcher reading through a TorrentReader as ``p2pwatch lookup``
+does, a fresh reader per run so nothing is cached; payload bytes as libtorrent counts them; medians of
+``runs``): a synthetic 720p H.264 video of at least ``size-mb`` MB (lavfi scenes, x264 ultrafast with B-frames
+at ``bitrate``, GOP 250), for every piece size: libtorrent's automatic choice (what qBittorrent and Deluge
+use) and 1 and 4 MiB:
+
+* ``exact-metadata``: the registered file as a single-file v1 torrent (the piece table proves it);
+* ``exact-piece``: the same file behind a small text file in an unaligned multi-file v1 torrent;
+* ``perceptual``: a torrent of the 720p encode, the registered content being a 640x360 encode of the same
+  source; MP4 with the index at the end (ffmpeg's default) and with ``-movflags +faststart``.
+
+Precision/recall: ``corpus`` generated source videos and images are registered (fingerprint_file), and every
+alteration of scripts/bench_fingerprint.py (scaled, re-encoded at several qualities, MPEG-4 Part 2, trimmed,
+remuxed into Matroska, trimmed and remuxed; images resized and recompressed) plus ``corpus / 2`` decoys goes
+through ``perceptual_matches`` exactly as in a lookup: a single-file torrent of 16 KiB pieces, served by a
+file-backed piece source through the lazy view to ffmpeg. Each candidate is compared with every registered
+item of its kind; a comparison is positive when the candidate derives from that item.
+
+Measured 2026-11 on 2 shared cores (docs in p2pwatch/perceptual.py): see the closing note of issue 4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("P2PWATCH_NETGUARD_ALLOW", "127.0.0.0/8")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import trio
+
+from p2pwatch import media
+from p2pwatch.fingerprint import Fingerprint, fingerprint_file
+from p2pwatch.matcher import RegisteredContent, RegistryIndex, match_torrent
+from p2pwatch.metainfo import Metainfo, parse_torrent
+from p2pwatch.perceptual import PerceptualSettings, perceptual_matches
+from p2pwatch.torrentmaker import make_v1_torrent
+from tests import media_fixtures as mf
+
+MiB = 1024 * 1024
+
+
+# --- a file-backed piece source (the corpus runs need no swarm) ------------------------------------------
+
+class FilePieceSource:
+    """Pieces of a single-file torrent read from the file itself; ``downloaded`` counts distinct pieces."""
+
+    def __init__(self, path: Path, piece_length: int) -> None:
+        self.path = path
+        self.piece_length = piece_length
+        self.size = path.stat().st_size
+        self.pieces: set[int] = set()
+
+    async def read_pieces_async(self, wanted: Iterable[int], timeout: float | None = None) -> dict[int, Any]:
+        out = {}
+        with open(self.path, "rb") as handle:
+            for index in wanted:
+                handle.seek(index * self.piece_length)
+                out[index] = handle.read(self.piece_length)
+                self.pieces.add(index)
+        return out
+
+    def downloaded(self) -> int:
+        return sum(min(self.piece_length, self.size - i * self.piece_length) for i in self.pieces)
+
+
+def single_file_torrent(path: Path, piece_length: int, name: str | None = None) -> Metainfo:
+    return parse_torrent(make_v1_torrent(name or path.name, [(name or path.name, path)], piece_length=piece_length,
+                                         single_file=True))
+
+
+# --- the large video ------------------------------------------------------------------------------------
+
+def make_large_video(workdir: Path, size_mb: int, bitrate_mbps: float, seed: int = 1) -> tuple[Path, Path, Path]:
+    """A 1280x720 25 fps video of at least ``size_mb`` MB (x264 ultrafast, B-frames, GOP 250, index at the end),
+    its faststart remux, and a 640x360 encode of the same source (the registered content)."""
+    big, faststart, small = workdir / "large.mp4", workdir / "large-faststart.mp4", workdir / "registered.mp4"
+    seconds = size_mb * 8 / bitrate_mbps * 1.08
+    segments = max(3, int(seconds // 30))
+    rng = random.Random(seed)
+    inputs: list[str] = []
+    for _ in range(segments):
+        inputs += ["-f", "lavfi", "-t", f"{seconds / segments:.3f}", "-i", mf.source_spec(rng, "320x180", 25)]
+    labels = "".join(f"[{i}:v]" for i in range(segments))
+    graph = (f"{labels}concat=n={segments}:v=1:a=0,format=yuv420p,split=2[a][b];"
+             f"[a]scale=1280:720:flags=bicubic[big];[b]scale=640:360:flags=area[small]")
+    rate = f"{bitrate_mbps:g}M"
+    mf.run_ffmpeg(*inputs, "-filter_complex", graph,
+                  "-map", "[big]", "-c:v", "libx264", "-preset", "ultrafast", "-bf", "3", "-g", "250",
+                  "-b:v", rate, "-maxrate", rate, "-bufsize", f"{2 * bitrate_mbps:g}M", str(big),
+                  "-map", "[small]", "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-g", "250", str(small))
+    mf.run_ffmpeg("-i", str(big), "-c", "copy", "-movflags", "+faststart", str(faststart))
+    return big, faststart, small
+
+
+def auto_piece_length(size: int) -> int:
+    """The piece size libtorrent's create_torrent picks when given 0 (qBittorrent's and Deluge's default)."""
+    import libtorrent as lt
+
+    fs = lt.file_storage()
+    fs.add_file("x", size)
+    return int(lt.create_torrent(fs, 0, flags=lt.create_torrent.v1_only).piece_length())
+
+
+@dataclass
+class Row:
+    method: str
+    layout: str
+    piece_length: int
+    file_size: int
+    results: list[tuple[int, int, bool, float, dict[str, Any]]] = field(default_factory=list)  # bytes, total...
+
+    def line(self) -> str:
+        fetched = statistics.median(r[0] for r in self.results)
+        total = statistics.median(r[1] for r in self.results)
+        verdicts = {r[2] for r in self.results}
+        verdict = "match" if verdicts == {True} else "no match" if verdicts == {False} else "mixed"
+        secs = statistics.median(r[3] for r in self.results)
+        extra = self.results[0][4]
+        detail = ", ".join(f"{k} {v}" for k, v in extra.items())
+        return (f"| {self.method} | {self.layout} | {self.piece_length // 1024} KiB | {fetched:,} | "
+                f"{100 * fetched / self.file_size:.2f} % | {fetched / self.piece_length:.1f} | {total:,} | "
+                f"{verdict} | {secs:.1f} | {detail} |")
+
+
+async def _run_reader(index: RegistryIndex, meta: Metainfo, endpoint: tuple[str, int], bind: str,
+                      settings: PerceptualSettings) -> tuple[list[Any], int, float]:
+    from p2pwatch.probe.bulk_fetch import FetchOptions, open_torrent_reader
+
+    async def perceptual(idx: RegistryIndex, m: Metainfo, source: Any, done: set[tuple[int, str]]) -> list[Any]:
+        return await perceptual_matches(idx, m, source, done, settings)
+
+    options = FetchOptions(bind_ip=bind, peers=(endpoint,), allow_local=True, timeout=120)
+    started = time.perf_counter()
+    async with open_torrent_reader(meta, options) as reader:
+        report = await match_torrent(index, meta, reader, perceptual, timeout=120)
+        if report.errors:
+            raise RuntimeError(f"matcher errors: {report.errors}")
+        return report.matches, reader.downloaded(), time.perf_counter() - started
+
+
+def bench_bytes(workdir: Path, size_mb: int, bitrate: float, runs: int, piece_sizes: Sequence[int]) -> None:
+    from p2pwatch.localswarm import LocalSwarm
+
+    started = time.perf_counter()
+    big, faststart, small = make_large_video(workdir, size_mb, bitrate)
+    size = big.stat().st_size
+    info = media.probe_video(str(big))
+    print(f"\ngenerated {big.name}: {size / 1e6:.0f} MB, {info.width}x{info.height} {info.codec}, "
+          f"{info.duration:.0f} s, {8 * size / (info.duration or 1) / 1e6:.1f} Mbit/s; registered "
+          f"{small.name}: {small.stat().st_size / 1e6:.1f} MB 640x360; in {time.perf_counter() - started:.0f} s")
+    started = time.perf_counter()
+    exact_fp = fingerprint_file(big, media=False)
+    media_fp = fingerprint_file(small)
+    print(f"fingerprints in {time.perf_counter() - started:.0f} s "
+          f"({len(media_fp.media.frame_hashes) if media_fp.media else 0} registered frames)")
+    exact_index = RegistryIndex([RegisteredContent(exact_fp.fingerprint_id, "bench", exact_fp)])
+    media_index = RegistryIndex([RegisteredContent(media_fp.fingerprint_id, "bench", media_fp)])
+    settings = PerceptualSettings()
+    readme = workdir / "readme.txt"
+    readme.write_text("notes\n" * 1000)
+    rows: list[Row] = []
+    with LocalSwarm(workdir, extra_settings={"enable_dht": False}) as swarm:
+        seeder = swarm.start_session("127.0.0.2", dht=False)
+        bind = "127.0.0.3"
+        for piece_length in piece_sizes:
+            layouts: list[tuple[str, str, bytes, RegistryIndex]] = [
+                ("exact-metadata", "single-file v1", make_v1_torrent(big.name, [(big.name, big)],
+                                                                     piece_length=piece_length, single_file=True),
+                 exact_index),
+                ("exact-piece", "behind readme.txt", make_v1_torrent(
+                    "pack", [("readme.txt", readme), (big.name, big)], piece_length=piece_length), exact_index),
+                ("perceptual", "mp4, index at end", make_v1_torrent(big.name, [(big.name, big)],
+                                                                    piece_length=piece_length, single_file=True),
+                 media_index),
+                ("perceptual", "mp4, faststart", make_v1_torrent(faststart.name, [(faststart.name, faststart)],
+                                                                 piece_length=piece_length, single_file=True),
+                 media_index),
+            ]
+            pack = workdir / "pack"  # the multi-file torrent's data: hard links of the same files
+            pack.mkdir(exist_ok=True)
+            for name, src in (("readme.txt", readme), (big.name, big)):
+                if not (pack / name).exists():
+                    os.link(src, pack / name)
+            for torrent in {parse_torrent(t).infohash: t for _, _, t, _ in layouts}.values():
+                swarm.seed(seeder, torrent, workdir)
+            swarm.wait_seeding(timeout=600)
+            for method, layout, torrent, index in layouts:
+                meta = parse_torrent(torrent)
+                row = Row(method, layout, piece_length, size)
+                for _ in range(runs):
+                    matches, total, secs = trio.run(_run_reader, index, meta, seeder.endpoint, bind, settings)
+                    wanted = [m for m in matches if m.method == method]
+                    fetched = wanted[0].bytes_fetched if wanted else total
+                    extra: dict[str, Any] = {}
+                    if wanted and method == "perceptual":
+                        proof = wanted[0].proof
+                        extra = {"samples": proof["samples"], "frames matched": proof["matched_frames"],
+                                 "parts": proof["spread"], "pieces": proof["pieces_touched"]}
+                    row.results.append((fetched, total, bool(wanted), secs, extra))
+                rows.append(row)
+                print(row.line(), flush=True)
+    print(f"\n## Bytes fetched per method ({size / 1e6:.0f} MB video, medians of {runs} runs, fresh reader each)\n")
+    print("| method | torrent | piece | bytes fetched | of the file | pieces | reader total | verdict | s | detail |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for row in rows:
+        print(row.line())
+    print(f"\nperceptual settings: {settings}")
+
+
+# --- precision / recall through the lazy view ----------------------------------------------------------------
+
+@dataclass
+class Score:
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    tn: int = 0
+
+    def add(self, expected: bool, got: bool) -> None:
+        if expected and got:
+            self.tp += 1
+        elif expected:
+            self.fn += 1
+        elif got:
+            self.fp += 1
+        else:
+            self.tn += 1
+
+    def row(self, label: str, extra: str = "") -> str:
+        precision = self.tp / (self.tp + self.fp) if self.tp + self.fp else 1.0
+        recall = self.tp / (self.tp + self.fn) if self.tp + self.fn else 1.0
+        return (f"| {label} | {self.tp} | {self.fp} | {self.fn} | {self.tn} | {100 * precision:.2f} % "
+                f"| {100 * recall:.2f} % | {extra} |")
+
+
+def build_corpus(workdir: Path, n: int, decoys: int, jobs: int
+                 ) -> tuple[list[tuple[str, Fingerprint]], list[tuple[str | None, str, Path]]]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bench_fingerprint import IMAGE_VARIANTS, VIDEO_VARIANTS
+
+    def job(kind: str, seed: int, register: bool) -> tuple[str, list[tuple[str, Path]]]:
+        folder = workdir / f"{kind}{seed}"
+        folder.mkdir(exist_ok=True)
+        source = mf.make_video(folder / "source.mp4", seed) if kind == "v" else mf.make_image(folder / "source.png",
+                                                                                             seed)
+        if not register:
+            return f"{kind}{seed}", [("decoy", source)]
+        variants = VIDEO_VARIANTS if kind == "v" else IMAGE_VARIANTS
+        return f"{kind}{seed}", [("source", source)] + [(name, make(source, folder)) for name, make in variants.items()]
+
+    specs = ([("v", i, True) for i in range(n)] + [("v", 10_000 + i, False) for i in range(decoys)]
+             + [("i", 20_000 + i, True) for i in range(n)] + [("i", 30_000 + i, False) for i in range(decoys)])
+    with ThreadPoolExecutor(jobs) as pool:
+        made = list(pool.map(lambda s: job(*s), specs))
+        registered_files = [(key, files[0][1]) for key, files in made if files[0][0] == "source"]
+        fingerprints = list(pool.map(lambda kf: (kf[0], fingerprint_file(kf[1])), registered_files))
+    candidates: list[tuple[str | None, str, Path]] = []
+    for key, files in made:
+        if files[0][0] == "decoy":
+            candidates.append((None, "decoy-" + ("video" if key.startswith("v") else "image"), files[0][1]))
+        else:
+            candidates += [(key, name, path) for name, path in files[1:]]
+    return fingerprints, candidates
+
+
+async def _corpus_matches(index: RegistryIndex, candidates: list[tuple[str | None, str, Path]], jobs: int,
+                          settings: PerceptualSettings, piece_length: int
+                          ) -> list[tuple[set[str], int, int, float]]:
+    results: list[tuple[set[str], int, int, float]] = [(set(), 0, 0, 0.0)] * len(candidates)
+    limiter = trio.CapacityLimiter(jobs)
+
+    async def one(i: int, path: Path) -> None:
+        async with limiter:
+            meta = single_file_torrent(path, piece_length, name=f"candidate{path.suffix}")
+            source = FilePieceSource(path, piece_length)
+            started = time.perf_counter()
+            found = await perceptual_matches(index, meta, source, set(), settings)
+            results[i] = ({m.content_id for m in found}, source.downloaded(), source.size,
+                          time.perf_counter() - started)
+
+    async with trio.open_nursery() as nursery:
+        for i, (_, _, path) in enumerate(candidates):
+            nursery.start_soon(one, i, path)
+    return results
+
+
+def bench_corpus(workdir: Path, n: int, decoys: int, jobs: int, piece_length: int) -> None:
+    started = time.perf_counter()
+    fingerprints, candidates = build_corpus(workdir, n, decoys, jobs)
+    generated = time.perf_counter()
+    ids = {key: fp.fingerprint_id for key, fp in fingerprints}
+    index = RegistryIndex([RegisteredContent(fp.fingerprint_id, key, fp) for key, fp in fingerprints])
+    settings = PerceptualSettings()
+    results = trio.run(_corpus_matches, index, candidates, jobs, settings, piece_length)
+    print(f"\ncorpus: {n} videos x alterations + {decoys} decoy videos, {n} images x alterations + {decoys} decoy "
+          f"images; generated and registered in {generated - started:.0f} s, matched through the lazy view in "
+          f"{time.perf_counter() - generated:.0f} s ({jobs} at a time, {piece_length // 1024} KiB pieces)")
+    scores: dict[str, Score] = {"videos": Score(), "images": Score()}
+    by_variant: dict[str, Score] = {}
+    fractions: dict[str, list[float]] = {}
+    for (key, name, path), (found, fetched, size, _) in zip(candidates, results, strict=True):
+        kind = "videos" if path.suffix in (".mp4", ".mkv", ".avi") else "images"
+        fractions.setdefault(kind, []).append(fetched / size)
+        for reg_key, content_id in ids.items():
+            if ("videos" if reg_key.startswith("v") else "images") != kind:
+                continue
+            expected, got = reg_key == key, content_id in found
+            scores[kind].add(expected, got)
+            by_variant.setdefault(f"{kind[:-1]}: {name}", Score()).add(expected, got)
+    print(f"\n## Perceptual stage through the lazy view, defaults ({settings})\n")
+    print("| candidates | TP | FP | FN | TN | precision | recall | median fetched |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for kind, score in scores.items():
+        print(score.row(kind, f"{100 * statistics.median(fractions[kind]):.0f} % of the file"))
+    for label, score in sorted(by_variant.items()):
+        print(score.row(label))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mb", type=int, default=200)
+    parser.add_argument("--bitrate", type=float, default=5.0, help="Mbit/s of the large video")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--piece-kib", type=int, action="append", help="piece sizes (default: auto, 1024, 4096)")
+    parser.add_argument("--no-bytes", action="store_true", help="skip the bytes table")
+    parser.add_argument("--corpus", type=int, default=0, help="distinct source videos and images (0: skip)")
+    parser.add_argument("--decoys", type=int, default=None)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--workdir", type=Path, default=None, help="keep generated files here")
+    args = parser.parse_args(argv)
+    if not media.ffmpeg_available():
+        parser.error("ffmpeg is needed (pip install imageio-ffmpeg)")
+    with tempfile.TemporaryDirectory(prefix="p2pwatch-bench-match-") as temp:
+        workdir = args.workdir or Path(temp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        if not args.no_bytes:
+            size = int(args.size_mb * 1e6)
+            pieces = [k * 1024 for k in args.piece_kib] if args.piece_kib else [auto_piece_length(size), MiB, 4 * MiB]
+            bench_bytes(workdir, args.size_mb, args.bitrate, args.runs, pieces)
+        if args.corpus:
+            decoys = args.decoys if args.decoys is not None else max(1, args.corpus // 2)
+            corpus_dir = workdir / "corpus"
+            corpus_dir.mkdir(exist_ok=True)
+            bench_corpus(corpus_dir, args.corpus, decoys, args.jobs, 16 * 1024)
+
+
+if __name__ == "__main__":
+    main()
