@@ -78,6 +78,9 @@ class FetchOptions:
     enable_tcp: bool = True
     enable_utp: bool = True
     scratch_dir: Path | None = None
+    #: peers connected at once; 1 avoids libtorrent's end-game duplicates (the same block from two peers),
+    #: so the bytes fetched are what proves; more is faster on a large swarm
+    max_connections: int = 1
 
 
 def _ip_filter(policy: netguard.NetworkPolicy) -> Any:
@@ -160,6 +163,8 @@ class TorrentReader:
         self._handle: Any = None
         self._scratch: Path | None = None
         self._num_pieces = 0
+        self._next_peer = 0
+        self._last_connect = 0.0
         self.error: str | None = None
 
     def open(self) -> None:
@@ -170,10 +175,23 @@ class TorrentReader:
         self._session = lt.session(_settings(self.options))  # type: ignore[call-overload]
         self._session.set_ip_filter(_ip_filter(policy))
         self._handle = self._session.add_torrent(_add_params(self.source, self._scratch, self.options))
-        for peer in self.options.peers:
-            self._handle.connect_peer(peer)
+        for _ in range(max(1, self.options.max_connections)):
+            self._connect_next()
         self._thread = threading.Thread(target=self._loop, name="p2pwatch-torrent-reader", daemon=True)
         self._thread.start()
+
+    def _connect_next(self) -> None:
+        """Connect the next given peer (in turn), so a dead or slow one is replaced by the following one."""
+        peers = self.options.peers
+        if peers and self._handle is not None:
+            self._handle.connect_peer(peers[self._next_peer % len(peers)])
+            self._next_peer += 1
+            self._last_connect = time.monotonic()
+
+    def _keep_connected(self) -> None:
+        if (self.options.peers and time.monotonic() - self._last_connect > 2.0
+                and self._handle.status().num_peers < max(1, self.options.max_connections)):
+            self._connect_next()
 
     def close(self) -> None:
         self._stop.set()
@@ -275,13 +293,14 @@ class TorrentReader:
                 new = want - self._wanted - set(self.result.pieces)
                 for index in new:
                     self._handle.piece_priority(index, 7)
-                if new and self.options.peers and not self._handle.status().num_peers:
-                    for peer in self.options.peers:  # reconnect to the peers we were given
-                        self._handle.connect_peer(peer)
+                if new:
+                    self._keep_connected()
             self._wanted |= want
         return want
 
     def _check(self, want: set[int], deadline: float, limit: float) -> bool:
+        if self._handle is not None:
+            self._keep_connected()
         if self.error is not None:
             raise RemoteProtocolError(f"torrent reader failed: {self.error}")
         if want <= set(self.result.pieces):
