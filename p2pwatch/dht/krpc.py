@@ -30,20 +30,35 @@ from __future__ import annotations
 import socket
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 from p2pwatch import bencoding, limits
+from p2pwatch.dht.krpc_messages import (
+    BLOOM_FILTER_SIZE,
+    GENERIC_ERROR,
+    METHOD_UNKNOWN,
+    PROTOCOL_ERROR,
+    SERVER_ERROR,
+    AnnouncePeer,
+    Error,
+    FindNode,
+    GetPeers,
+    Message,
+    Ping,
+    Query,
+    Response,
+    SampleInfohashes,
+    UnknownQuery,
+)
 from p2pwatch.dht.nodeinfo import NodeInfo
 from p2pwatch.errors import DecodeError, KRPCError, LocalProtocolError
 
-#: BEP 5 error codes.
-GENERIC_ERROR = 201
-SERVER_ERROR = 202
-PROTOCOL_ERROR = 203
-METHOD_UNKNOWN = 204
+__all__ = [
+    "BLOOM_FILTER_SIZE", "GENERIC_ERROR", "METHOD_UNKNOWN", "PROTOCOL_ERROR", "SERVER_ERROR", "AnnouncePeer", "Error",
+    "FindNode", "GetPeers", "Message", "Ping", "Query", "Response", "SampleInfohashes", "UnknownQuery", "decode",
+    "encode", "error_reply",
+]
 
-BLOOM_FILTER_SIZE = 256  # BEP 33: m = 256 * 8 bits
 _WANT_FLAGS = (b"n4", b"n6")
 
 _AF_INET = socket.AF_INET
@@ -58,102 +73,6 @@ _MAX_SAMPLES_LEN = limits.MAX_SAMPLES_PER_REPLY * 20
 # --------------------------------------------------------------------------------------------- messages
 
 
-@dataclass(frozen=True, slots=True)
-class Ping:
-    method: ClassVar[bytes] = b"ping"
-    tid: bytes
-    sender: bytes
-    read_only: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class FindNode:
-    method: ClassVar[bytes] = b"find_node"
-    tid: bytes
-    sender: bytes
-    target: bytes
-    want: tuple[bytes, ...] = ()
-    read_only: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class GetPeers:
-    method: ClassVar[bytes] = b"get_peers"
-    tid: bytes
-    sender: bytes
-    info_hash: bytes
-    want: tuple[bytes, ...] = ()
-    noseed: bool = False
-    scrape: bool = False
-    read_only: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class AnnouncePeer:
-    method: ClassVar[bytes] = b"announce_peer"
-    tid: bytes
-    sender: bytes
-    info_hash: bytes
-    port: int
-    token: bytes
-    implied_port: bool = False
-    seed: bool = False
-    read_only: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class SampleInfohashes:
-    method: ClassVar[bytes] = b"sample_infohashes"
-    tid: bytes
-    sender: bytes
-    target: bytes
-    want: tuple[bytes, ...] = ()
-    read_only: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class UnknownQuery:
-    """A query whose method we do not implement; ``target`` is its 20-byte ``target`` or ``info_hash``."""
-
-    tid: bytes
-    sender: bytes
-    method: bytes
-    target: bytes | None
-    read_only: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    """Any reply (``"y": "r"``); which fields are set depends on the query it answers.
-
-    ``external_ip`` is the top-level BEP 42 ``ip``: our own address as the responder saw it.
-    ``skipped_values`` counts malformed ``values`` entries that were dropped (diagnostic, not compared).
-    """
-
-    tid: bytes
-    sender: bytes
-    nodes: tuple[NodeInfo, ...] = ()
-    nodes6: tuple[NodeInfo, ...] = ()
-    values: tuple[tuple[str, int], ...] = ()
-    token: bytes | None = None
-    samples: tuple[bytes, ...] = ()
-    num: int | None = None
-    interval: int | None = None
-    bf_seeds: bytes | None = None
-    bf_peers: bytes | None = None
-    external_ip: tuple[str, int] | None = None
-    skipped_values: int = field(default=0, compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Error:
-    tid: bytes
-    code: int
-    message: str
-
-
-Query = Ping | FindNode | GetPeers | AnnouncePeer | SampleInfohashes | UnknownQuery
-Message = Query | Response | Error
 
 
 # --------------------------------------------------------------------------------------------- decoding
