@@ -35,8 +35,6 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import deque
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import trio
@@ -46,6 +44,11 @@ from p2pwatch.errors import LocalProtocolError, P2PWatchError, PeerTimeout, Peer
 from p2pwatch.metainfo import Metainfo, TorrentVersion, parse_info
 from p2pwatch.probe import wire
 from p2pwatch.probe.mse import CRYPTO_PLAINTEXT, CRYPTO_RC4, MSEError, MSEInitiator
+from p2pwatch.probe.probe_result import ProbeResult, ProbeTimeouts, TranscriptEntry, _now
+
+__all__ = ["ProbeResult", "ProbeTimeouts", "TranscriptEntry", "probe_peer"]
+
+DEFAULT_TIMEOUTS = ProbeTimeouts()  # frozen, so one shared default is safe
 
 CLIENT_VERSION = "p2pwatch 0.1"
 #: Azureus-style prefix of our peer ids ("pW" = p2pwatch 0.1.0.0).
@@ -53,71 +56,6 @@ PEER_ID_PREFIX = b"-pW0100-"
 METADATA_WINDOW = 4  # ut_metadata requests in flight
 BLOCK_WINDOW = 64  # block requests in flight
 OUR_RESERVED = wire.make_reserved(wire.RESERVED_EXTENSIONS, wire.RESERVED_FAST)
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
-@dataclass(frozen=True)
-class TranscriptEntry:
-    at: str
-    direction: str  # "out" | "in" | "note"
-    message: str
-    detail: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"at": self.at, "direction": self.direction, "message": self.message, "detail": self.detail}
-
-
-@dataclass(frozen=True)
-class ProbeTimeouts:
-    connect: float = 5.0
-    handshake: float = 5.0
-    metadata: float = 15.0
-    piece: float = 30.0
-    idle: float = 10.0
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    ip: str
-    port: int
-    infohash: bytes
-    level: int = 0
-    client: str | None = None
-    peer_id: bytes | None = None
-    have_fraction: float | None = None
-    metadata_verified: bool = False
-    metadata: bytes | None = None
-    piece_verified: int | None = None
-    piece_hash: str | None = None
-    piece_hash_algorithm: str | None = None  # "sha1" (v1 piece hash) | "sha256-merkle" (v2)
-    piece_sha1: str | None = None  # SHA-1 of the piece bytes received, whatever the torrent version
-    flagged: str | None = None
-    error: str | None = None
-    encrypted: bool = False
-    encryption: str = "none"  # "none" | "mse-plaintext" | "rc4"
-    bytes_received: int = 0
-    bytes_sent: int = 0
-    started_at: str = ""
-    finished_at: str = ""
-    transcript: tuple[TranscriptEntry, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "level": self.level, "client": self.client,
-            "peer_id": self.peer_id.hex() if self.peer_id is not None else None,
-            "have_fraction": self.have_fraction, "metadata_verified": self.metadata_verified,
-            "piece_verified": self.piece_verified, "transcript": [t.to_json() for t in self.transcript],
-            "ip": self.ip, "port": self.port, "infohash": self.infohash.hex(),
-            "piece_hash": self.piece_hash, "piece_hash_algorithm": self.piece_hash_algorithm,
-            "piece_sha1": self.piece_sha1, "flagged": self.flagged, "error": self.error,
-            "encrypted": self.encrypted, "encryption": self.encryption,
-            "bytes_received": self.bytes_received, "bytes_sent": self.bytes_sent,
-            "metadata_size": len(self.metadata) if self.metadata is not None else None,
-            "started_at": self.started_at, "finished_at": self.finished_at,
-        }
 
 
 class _Fallback(Exception):
@@ -570,7 +508,7 @@ async def probe_peer(
     fetch_metadata: bool = True,
     piece: int | None = None,
     fetch_piece: bool = True,
-    timeouts: ProbeTimeouts = ProbeTimeouts(),  # frozen, so a shared default is safe
+    timeouts: ProbeTimeouts = DEFAULT_TIMEOUTS,
     encryption: str = "prefer",
     local_address: str | None = None,
     peer_id: bytes | None = None,
