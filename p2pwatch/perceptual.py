@@ -22,7 +22,9 @@ the distance between seek points), which are at least ``min_ratio`` of the parts
 video at that offset. Counting parts rather than frames is what keeps precision with few frames: the frames
 of one part show one scene, and one similar scene in an unrelated video must not add up to a match.
 Sampling stops as soon as a registered video is matched and no other registered video is near any sampled
-frame (``early_stop``). The defaults come from scripts/bench_match.py (its docstring has the figures).
+frame, or when half the seek points (spread over the whole candidate, being visited coarse to fine) showed no
+frame near any registered one (``early_stop``). The defaults were chosen with scripts/bench_match.py (its
+docstring has the figures).
 
 Each match's proof holds the observed frame hashes with their times, the registered frames they met, the
 Hamming distances and the thresholds, so a verifier can recompute every distance (evidence/SPEC.md §8). Its
@@ -266,6 +268,16 @@ def near_any(registered: media.MediaFingerprint, frames: Sequence[FrameHash], th
     return any(bool((np.bitwise_count(reg ^ np.uint64(fr.phash)) <= threshold).any()) for fr in frames)
 
 
+def _settled(registered: list[RegisteredContent], decisions: dict[str, VideoDecision], frames: list[FrameHash],
+             settings: PerceptualSettings, taken: int, count: int) -> bool:
+    """Can sampling stop? Yes once a registered video matched and no other one is near any sampled frame; and
+    once half the points (coarse to fine: spread over the whole candidate) showed nothing near any of them."""
+    undecided = [r for r in registered if not decisions[r.content_id].matched]
+    if len(undecided) < len(registered) or 2 * taken >= count:
+        return not any(near_any(_video_media(r), frames, settings.frame_threshold) for r in undecided)
+    return False
+
+
 def _video_media(item: RegisteredContent) -> media.MediaFingerprint:
     assert item.fingerprint.media is not None
     return item.fingerprint.media
@@ -308,9 +320,7 @@ async def _match_video(lazy: LazyFile, f: FileEntry, metainfo: Metainfo, wanted:
             frames = sorted(seen.values(), key=lambda fr: fr.t)
             decisions = {r.content_id: decide_video(_video_media(r), frames, info.duration, settings)
                          for r in registered}
-            if settings.early_stop and any(d.matched for d in decisions.values()) and not any(
-                    near_any(_video_media(r), frames, settings.frame_threshold)
-                    for r in registered if not decisions[r.content_id].matched):
+            if settings.early_stop and _settled(registered, decisions, frames, settings, samples_taken, count):
                 break
     frames = sorted(seen.values(), key=lambda fr: fr.t)
     out = []

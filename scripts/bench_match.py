@@ -13,7 +13,8 @@ use) and 1 and 4 MiB:
 * ``exact-metadata``: the registered file as a single-file v1 torrent (the piece table proves it);
 * ``exact-piece``: the same file behind a small text file in an unaligned multi-file v1 torrent;
 * ``perceptual``: a torrent of the 720p encode, the registered content being a 640x360 encode of the same
-  source; MP4 with the index at the end (ffmpeg's default) and with ``-movflags +faststart``.
+  source; MP4 with the index at the end (ffmpeg's default) and with ``-movflags +faststart``; and the cost of
+  ruling it out when the registry holds only another video (no match).
 
 Precision/recall: ``corpus`` generated source videos and images are registered (fingerprint_file), and every
 alteration of scripts/bench_fingerprint.py (scaled, re-encoded at several qualities, MPEG-4 Part 2, trimmed,
@@ -28,6 +29,7 @@ Measured 2026-11 on 2 shared cores (docs in p2pwatch/perceptual.py): see the clo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import random
 import statistics
@@ -170,8 +172,10 @@ def bench_bytes(workdir: Path, size_mb: int, bitrate: float, runs: int, piece_si
     media_fp = fingerprint_file(small)
     print(f"fingerprints in {time.perf_counter() - started:.0f} s "
           f"({len(media_fp.media.frame_hashes) if media_fp.media else 0} registered frames)")
+    other_fp = fingerprint_file(mf.make_video(workdir / "other.mp4", 99, seconds=60.0, size="640x360", rate=25))
     exact_index = RegistryIndex([RegisteredContent(exact_fp.fingerprint_id, "bench", exact_fp)])
     media_index = RegistryIndex([RegisteredContent(media_fp.fingerprint_id, "bench", media_fp)])
+    other_index = RegistryIndex([RegisteredContent(other_fp.fingerprint_id, "bench", other_fp)])
     settings = PerceptualSettings()
     readme = workdir / "readme.txt"
     readme.write_text("notes\n" * 1000)
@@ -192,6 +196,8 @@ def bench_bytes(workdir: Path, size_mb: int, bitrate: float, runs: int, piece_si
                 ("perceptual", "mp4, faststart", make_v1_torrent(faststart.name, [(faststart.name, faststart)],
                                                                  piece_length=piece_length, single_file=True),
                  media_index),
+                ("perceptual", "mp4, index at end, not registered", make_v1_torrent(
+                    big.name, [(big.name, big)], piece_length=piece_length, single_file=True), other_index),
             ]
             pack = workdir / "pack"  # the multi-file torrent's data: hard links of the same files
             pack.mkdir(exist_ok=True)
@@ -258,13 +264,19 @@ def build_corpus(workdir: Path, n: int, decoys: int, jobs: int
 
     def job(kind: str, seed: int, register: bool) -> tuple[str, list[tuple[str, Path]]]:
         folder = workdir / f"{kind}{seed}"
+        listing = folder / "files.txt"  # a --workdir made earlier is reused
+        if listing.exists():
+            rows = [line.split(" ") for line in listing.read_text().split("\n")]
+            return f"{kind}{seed}", [(name, folder / file) for name, file in rows]
         folder.mkdir(exist_ok=True)
         source = mf.make_video(folder / "source.mp4", seed) if kind == "v" else mf.make_image(folder / "source.png",
                                                                                              seed)
-        if not register:
-            return f"{kind}{seed}", [("decoy", source)]
-        variants = VIDEO_VARIANTS if kind == "v" else IMAGE_VARIANTS
-        return f"{kind}{seed}", [("source", source)] + [(name, make(source, folder)) for name, make in variants.items()]
+        files = [("decoy" if not register else "source", source)]
+        if register:
+            variants = VIDEO_VARIANTS if kind == "v" else IMAGE_VARIANTS
+            files += [(name, make(source, folder)) for name, make in variants.items()]
+        listing.write_text("\n".join(f"{name} {path.name}" for name, path in files))
+        return f"{kind}{seed}", files
 
     specs = ([("v", i, True) for i in range(n)] + [("v", 10_000 + i, False) for i in range(decoys)]
              + [("i", 20_000 + i, True) for i in range(n)] + [("i", 30_000 + i, False) for i in range(decoys)])
@@ -302,34 +314,45 @@ async def _corpus_matches(index: RegistryIndex, candidates: list[tuple[str | Non
     return results
 
 
-def bench_corpus(workdir: Path, n: int, decoys: int, jobs: int, piece_length: int) -> None:
+def bench_corpus(workdir: Path, n: int, decoys: int, jobs: int, piece_length: int, thresholds: Sequence[int]) -> None:
     started = time.perf_counter()
     fingerprints, candidates = build_corpus(workdir, n, decoys, jobs)
     generated = time.perf_counter()
     ids = {key: fp.fingerprint_id for key, fp in fingerprints}
     index = RegistryIndex([RegisteredContent(fp.fingerprint_id, key, fp) for key, fp in fingerprints])
-    settings = PerceptualSettings()
-    results = trio.run(_corpus_matches, index, candidates, jobs, settings, piece_length)
+    default = PerceptualSettings()
     print(f"\ncorpus: {n} videos x alterations + {decoys} decoy videos, {n} images x alterations + {decoys} decoy "
-          f"images; generated and registered in {generated - started:.0f} s, matched through the lazy view in "
-          f"{time.perf_counter() - generated:.0f} s ({jobs} at a time, {piece_length // 1024} KiB pieces)")
-    scores: dict[str, Score] = {"videos": Score(), "images": Score()}
-    by_variant: dict[str, Score] = {}
-    fractions: dict[str, list[float]] = {}
-    for (key, name, path), (found, fetched, size, _) in zip(candidates, results, strict=True):
-        kind = "videos" if path.suffix in (".mp4", ".mkv", ".avi") else "images"
-        fractions.setdefault(kind, []).append(fetched / size)
-        for reg_key, content_id in ids.items():
-            if ("videos" if reg_key.startswith("v") else "images") != kind:
-                continue
-            expected, got = reg_key == key, content_id in found
-            scores[kind].add(expected, got)
-            by_variant.setdefault(f"{kind[:-1]}: {name}", Score()).add(expected, got)
-    print(f"\n## Perceptual stage through the lazy view, defaults ({settings})\n")
-    print("| candidates | TP | FP | FN | TN | precision | recall | median fetched |")
+          f"images, generated and registered in {generated - started:.0f} s; matched through the lazy view "
+          f"({jobs} at a time, {piece_length // 1024} KiB pieces)")
+    print(f"\n## Perceptual stage through the lazy view ({default})\n")
+    print("| candidates | TP | FP | FN | TN | precision | recall | fetched (median, max) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for kind, score in scores.items():
-        print(score.row(kind, f"{100 * statistics.median(fractions[kind]):.0f} % of the file"))
+    by_variant: dict[str, Score] = {}
+    for threshold in sorted(set(thresholds) | {default.frame_threshold}):
+        settings = dataclasses.replace(default, frame_threshold=threshold)
+        began = time.perf_counter()
+        results = trio.run(_corpus_matches, index, candidates, jobs, settings, piece_length)
+        scores: dict[str, Score] = {"videos": Score(), "images": Score()}
+        fractions: dict[str, list[float]] = {"videos": [], "images": []}
+        for (key, name, path), (found, fetched, size, _) in zip(candidates, results, strict=True):
+            kind = "videos" if path.suffix in (".mp4", ".mkv", ".avi") else "images"
+            fractions[kind].append(fetched / size)
+            for reg_key, content_id in ids.items():
+                if ("videos" if reg_key.startswith("v") else "images") != kind:
+                    continue
+                expected, got = reg_key == key, content_id in found
+                scores[kind].add(expected, got)
+                if threshold == default.frame_threshold:
+                    by_variant.setdefault(f"{kind[:-1]}: {name}", Score()).add(expected, got)
+        for kind in ("videos",) if threshold != default.frame_threshold else ("videos", "images"):
+            label = f"{kind}, frame threshold {threshold}" if kind == "videos" else kind
+            mark = " (default)" if threshold == default.frame_threshold and kind == "videos" else ""
+            took = time.perf_counter() - began
+            print(scores[kind].row(label + mark, f"{100 * statistics.median(fractions[kind]):.0f} %, "
+                                                 f"{100 * max(fractions[kind]):.0f} %; {took:.0f} s"))
+    print("\nby alteration, at the defaults:\n")
+    print("| alteration | TP | FP | FN | TN | precision | recall | |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for label, score in sorted(by_variant.items()):
         print(score.row(label))
 
@@ -343,6 +366,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--no-bytes", action="store_true", help="skip the bytes table")
     parser.add_argument("--corpus", type=int, default=0, help="distinct source videos and images (0: skip)")
     parser.add_argument("--decoys", type=int, default=None)
+    parser.add_argument("--thresholds", default="6,8,10", help="frame thresholds to compare on the corpus")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--workdir", type=Path, default=None, help="keep generated files here")
     args = parser.parse_args(argv)
@@ -359,7 +383,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             decoys = args.decoys if args.decoys is not None else max(1, args.corpus // 2)
             corpus_dir = workdir / "corpus"
             corpus_dir.mkdir(exist_ok=True)
-            bench_corpus(corpus_dir, args.corpus, decoys, args.jobs, 16 * 1024)
+            bench_corpus(corpus_dir, args.corpus, decoys, args.jobs, 16 * 1024,
+                         [int(t) for t in args.thresholds.split(",") if t])
 
 
 if __name__ == "__main__":
