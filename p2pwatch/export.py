@@ -113,7 +113,8 @@ def build_inputs(session: Session, request: ExportRequest) -> dict[str, Any]:
                         "confirmed_at": format_timestamp(m.confirmed_at), "proof": m.proof})
     first = session.scalar(select(func.min(Observation.seq)).where(Observation.torrent_id.in_(by_id)))
     head_seq, head_hash = chain_head(session)
-    peers = [{"ip": p.ip, "port": p.port, "client": p.client, "country": p.country, "asn": p.asn,
+    peers = [{"ip": p.ip, "port": p.port, "client": p.client, "country": p.country,
+              "asn": " ".join(x for x in (f"AS{p.asn}" if p.asn else "", p.org or "") if x) or None,
               "peer_id": p.peer_id} for p in session.execute(select(Peer).where(Peer.ip.in_(
                   select(Observation.ip).where(Observation.torrent_id.in_(by_id))))).scalars()]
     samples = [{"at": format_timestamp(s.at), "infohash": by_id[s.torrent_id].dht_id, "source": s.source,
