@@ -63,7 +63,7 @@ class PerceptualSettings:
     min_spread: int = 3  # distinct parts of the candidate that must match
     early_stop: bool = True
     max_image_bytes: int = 32 * 1024 * 1024
-    min_file_bytes: int = 1024
+    min_file_bytes: int = 128  # smaller files are skipped unsniffed (a real image or video is larger)
     frame_threshold: int = 8  # pHash bits; media's 10 is for densely sampled candidates
     min_frames: int = media.DEFAULT_MIN_FRAMES
     min_ratio: float = media.DEFAULT_MIN_RATIO
@@ -91,8 +91,7 @@ def _wanted(index: RegistryIndex, registered: list[RegisteredContent], file_inde
     """Registered media not yet matched to this file; only of the matched kind when it is an exact copy."""
     wanted = [r for r in registered if (file_index, r.content_id) not in done]
     proven = {content for f, content in done if f == file_index}
-    kinds = {c.fingerprint.media.kind for c in index.contents
-             if c.content_id in proven and c.fingerprint.media is not None}
+    kinds = {c.fingerprint.kind for c in index.contents if c.content_id in proven}
     if proven:  # its bytes are known: no sniffing needed to tell its kind
         wanted = [r for r in wanted if r.fingerprint.media is not None and r.fingerprint.media.kind in kinds]
     return wanted

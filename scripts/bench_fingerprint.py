@@ -172,9 +172,11 @@ class Score:
     def recall(self) -> float:
         return self.tp / (self.tp + self.fn) if self.tp + self.fn else 1.0
 
-    def row(self, label: str) -> str:
+    def row(self, label: str, extra: str | None = None) -> str:
+        """A table row; ``extra`` adds one more column."""
+        tail = "" if extra is None else f" {extra} |"
         return (f"| {label} | {self.tp} | {self.fp} | {self.fn} | {self.tn} | {100 * self.precision:.2f} % "
-                f"| {100 * self.recall:.2f} % |")
+                f"| {100 * self.recall:.2f} % |{tail}")
 
 
 HEADER = "| {} | TP | FP | FN | TN | precision | recall |\n| --- | --- | --- | --- | --- | --- | --- |"

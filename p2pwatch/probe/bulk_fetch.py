@@ -175,8 +175,8 @@ class TorrentReader:
         self._session = lt.session(_settings(self.options))  # type: ignore[call-overload]
         self._session.set_ip_filter(_ip_filter(policy))
         self._handle = self._session.add_torrent(_add_params(self.source, self._scratch, self.options))
-        for _ in range(max(1, self.options.max_connections)):
-            self._connect_next()
+        if self.metainfo is None:  # the metadata has to come from a peer; otherwise connect on the first request
+            self._connect_first()
         self._thread = threading.Thread(target=self._loop, name="p2pwatch-torrent-reader", daemon=True)
         self._thread.start()
 
@@ -188,7 +188,12 @@ class TorrentReader:
             self._next_peer += 1
             self._last_connect = time.monotonic()
 
+    def _connect_first(self) -> None:
+        for _ in range(max(1, self.options.max_connections)):
+            self._connect_next()
+
     def _keep_connected(self) -> None:
+        """Connect the next given peer when fewer than ``max_connections`` are connected (at most every 2 s)."""
         if (self.options.peers and time.monotonic() - self._last_connect > 2.0
                 and self._handle.status().num_peers < max(1, self.options.max_connections)):
             self._connect_next()
@@ -249,6 +254,8 @@ class TorrentReader:
             self.metainfo = parse_info(self.result.metadata)
         self._handle.prioritize_pieces([7 if i in self._wanted else 0 for i in range(num)])
         self._num_pieces = num
+        if self._wanted and self._next_peer == 0:
+            self._connect_first()
         return True
 
     def _pump(self) -> None:
@@ -293,8 +300,8 @@ class TorrentReader:
                 new = want - self._wanted - set(self.result.pieces)
                 for index in new:
                     self._handle.piece_priority(index, 7)
-                if new:
-                    self._keep_connected()
+                if new and self._next_peer == 0:
+                    self._connect_first()  # libtorrent connects once something is wanted
             self._wanted |= want
         return want
 
