@@ -148,7 +148,10 @@ def test_two_writer_processes_extend_one_chain(storage_engine: Engine, add_torre
     assert not owned[0] & owned[1]
     assert owned[0] | owned[1] == set(range(1, 801))
     handovers = sum((seq in owned[0]) != (seq + 1 in owned[0]) for seq in range(1, 800))
-    assert handovers > 1  # the two processes really interleaved on the one chain
+    if storage_engine.dialect.name == "postgresql":
+        # row locks are fair there, so the two processes really interleave on the one chain; SQLite's busy
+        # handler is not fair and may let one process write all its rows first (still one linear chain)
+        assert handovers > 1
     with session_factory(storage_engine)() as session:
         report = verify_chain(session)
     assert report.ok and report.checked == 800
