@@ -26,11 +26,11 @@ from p2pwatch.bundle.writer import BundleSummary, PieceRecord, TorrentRecord, wr
 from p2pwatch.errors import ConfigError
 from p2pwatch.metainfo import parse_torrent
 from p2pwatch.registry import get_case
-from p2pwatch.storage.chain import body_hash, format_timestamp
+from p2pwatch.storage.chain import OBSERVATION_KIND, body_hash, format_timestamp
 from p2pwatch.storage.ledger import append_audit, chain_head
 from p2pwatch.storage.models import CaseWatch, Content, Observation, Peer, SwarmSample, Torrent, Transcript
 from p2pwatch.storage.models import Match as MatchRow
-from p2pwatch.storage.reading import StoredObservation, iter_observations
+from p2pwatch.storage.reading import iter_observation_rows
 
 
 @dataclass(frozen=True)
@@ -53,17 +53,21 @@ def _case_torrents(session: Session, case_id: int, only: str | None) -> list[Tor
     return sorted(torrents, key=lambda t: t.id)
 
 
-def _row(o: StoredObservation, disclosed: bool) -> dict[str, Any]:
-    fields = o.fields()
-    if not disclosed:
-        return {"seq": o.seq, "redacted": True, "body_hash": body_hash(fields).hex()}
-    return {**fields, "prev_hash": o.prev_hash, "row_hash": o.row_hash, "ip": o.ip, "port": o.port,
-            "reporter": o.reporter, "addr_salt": o.addr_salt}
-
-
 def _observations(session: Session, torrent_ids: set[int], first: int, head: int) -> Iterator[dict[str, Any]]:
-    for o in iter_observations(session, start_seq=first, end_seq=head):
-        yield _row(o, o.torrent_id in torrent_ids)
+    """The chain segment in seq order, built straight from the row tuples (the writer re-hashes every row,
+    so a field built wrongly here fails the export instead of producing a bundle that does not verify)."""
+    kind = OBSERVATION_KIND
+    for (seq, torrent_id, dht_id, ip, port, reporter, salt, digest, level, source, client, peer_id, have,
+         _tid, tsha, observed_at, prev_hash, row_hash) in iter_observation_rows(session, first, head):
+        fields = {"kind": kind, "seq": seq, "observed_at": format_timestamp(observed_at), "torrent": dht_id,
+                  "addr": digest, "level": level, "source": source, "client": client, "peer_id": peer_id,
+                  "have_fraction": None if have is None else float(have), "transcript": tsha}
+        if torrent_id in torrent_ids:
+            fields.update(prev_hash=prev_hash, row_hash=row_hash, ip=ip, port=port, reporter=reporter,
+                          addr_salt=salt)
+            yield fields
+        else:
+            yield {"seq": seq, "redacted": True, "body_hash": body_hash(fields).hex()}
 
 
 def _transcripts(session: Session, torrent_ids: set[int]) -> Iterator[tuple[str, str]]:

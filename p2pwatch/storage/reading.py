@@ -116,6 +116,13 @@ def iter_observations(session: Session, torrent_ids: Iterable[int] | None = None
         yield _stored(row)
 
 
+def iter_observation_rows(session: Session, start_seq: int | None = None, end_seq: int | None = None,
+                          batch: int = 10_000) -> Iterator[Any]:
+    """Like :func:`iter_observations` but yields the raw row tuples (same field order as
+    :class:`StoredObservation`), for exporters that stream a million rows."""
+    return _pages(session, _observation_select(False), _OBS.c.seq, start_seq, end_seq, batch)
+
+
 def _anchor(session: Session, table: Any, start_seq: int | None) -> tuple[int, str]:
     if start_seq is None or start_seq <= 1:
         return 0, GENESIS_HASH
