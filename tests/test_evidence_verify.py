@@ -24,6 +24,7 @@ from p2pwatch import merkle
 from p2pwatch.bundle import write_bundle
 from p2pwatch.metainfo import parse_torrent as p2p_parse
 from p2pwatch.storage import chain as store_chain
+from tests.conftest import require_binary
 from tests.test_bundle_writer import make_torrent, sample_inputs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,8 +69,7 @@ def test_without_cryptography_prints_the_openssl_command_that_verifies(bundle_pa
     command_line = next(line.strip() for line in proc.stdout.splitlines() if line.strip().startswith("openssl "))
     assert command_line.split()[:4] == ["openssl", "pkeyutl", "-verify", "-pubin"]
     assert sorted(p.name for p in extract.iterdir()) == ["manifest.json", "manifest.sig", "public_key.pem"]
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
+    require_binary("openssl")
     ran = subprocess.run(command_line.split(), capture_output=True, text=True, timeout=60, check=False)
     assert ran.returncode == 0 and "Signature Verified Successfully" in ran.stdout
     # A different signature must fail with the same command.

@@ -164,9 +164,8 @@ def test_image_resized_and_recompressed_matches(corpus: dict[str, Path]) -> None
     assert MediaFingerprint.from_json(original.to_json()) == original
 
 
-def test_pdq_when_installed(corpus: dict[str, Path]) -> None:
-    if not media.pdq_available():
-        pytest.skip("optional extra p2pwatch[pdq] (pdqhash) not installed")
+def test_pdq(corpus: dict[str, Path]) -> None:
+    require_component("pdqhash (p2pwatch[pdq])", media.pdq_available(), "pip install -e '.[pdq]'")
     original = media.hash_image_file(corpus["image"])
     small = media.hash_image_file(corpus["image-small"])
     assert original.image_pdq is not None and len(original.image_pdq) == 32
