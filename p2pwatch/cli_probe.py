@@ -32,7 +32,6 @@ def probe() -> None:
     """Probe trackers and peers: turn listings into observations."""
 
 
-infohash_argument = parse_infohash_or_magnet  # one parser for every command that takes an infohash
 
 
 def tracker_config(net: NetworkOptions) -> TrackerConfig:
@@ -109,7 +108,7 @@ def _print_summary(doc: dict[str, Any]) -> None:
 @handle_errors
 def tracker(url: str, infohash: str, as_json: bool, port: int, numwant: int, net: NetworkOptions) -> None:
     """Announce to the tracker at URL (udp://, http://, https://), deregister, then scrape it."""
-    ident = infohash_argument(infohash)
+    ident = parse_infohash_or_magnet(infohash)
     config = tracker_config(net)
     result = trio.run(lambda: probe_tracker(url, ident, port=port, numwant=numwant, config=config))
     doc = probe_document(result, net.allow_local)

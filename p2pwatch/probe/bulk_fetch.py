@@ -356,13 +356,6 @@ class TorrentReader:
         return self.metainfo
 
 
-def fetch_pieces_blocking(source: Metainfo | str, wanted: Iterable[int], options: FetchOptions) -> FetchResult:
-    """Fetch ``wanted`` pieces of ``source`` (a Metainfo or a magnet URI). Runs in the calling thread."""
-    with TorrentReader(source, options) as reader:
-        reader.read_pieces(wanted)
-        return reader.result
-
-
 async def fetch_pieces(source: Metainfo | str, wanted: Sequence[int], options: FetchOptions) -> FetchResult:
     """Fetch pieces without blocking trio."""
     async with open_torrent_reader(source, options) as reader:
