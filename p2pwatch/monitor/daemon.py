@@ -20,9 +20,10 @@ import socket
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import trio
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from p2pwatch.alerts import Alerter
@@ -41,7 +42,7 @@ from p2pwatch.monitor.watcher import Watcher, release_own_claims
 from p2pwatch.registry import load_index, record_match, upsert_torrent
 from p2pwatch.storage.db import session_factory
 from p2pwatch.storage.ledger import ObservationRecord
-from p2pwatch.storage.models import Torrent, Watch
+from p2pwatch.storage.models import Case, Content, Keyword, Torrent, Watch
 from p2pwatch.storage.writer import ObservationWriter, open_writer
 
 log = logging.getLogger("p2pwatch.monitor")
@@ -65,12 +66,23 @@ class MonitorState:
     matches: list[dict[str, object]] = field(default_factory=list)
 
 
-def _load_state(session: Session) -> tuple[RegistryIndex, set[bytes], dict[bytes, int]]:
-    index = load_index(session)
+def registry_version(session: Session) -> tuple[Any, ...]:
+    """Changes whenever content, keywords or case status change (rows are added, deleted or withdrawn)."""
+    return (session.execute(select(func.count(), func.max(Content.id)).select_from(Content)).one(),
+            session.execute(select(func.count(), func.max(Keyword.id)).select_from(Keyword)).one(),
+            session.execute(select(func.count(Case.withdrawn_at), func.count()).select_from(Case)).one())
+
+
+def _load_state(session: Session, previous: tuple[Any, ...] | None
+                ) -> tuple[RegistryIndex | None, tuple[Any, ...], set[bytes], dict[bytes, int]]:
+    """The registry index (None when ``previous`` says it has not changed: parsing every fingerprint again
+    every refresh would be wasted work), the stored torrents and the watch list."""
+    version = tuple(tuple(row) for row in registry_version(session))
+    index = None if version == previous else load_index(session)
     known = {bytes.fromhex(d) for d in session.execute(select(Torrent.dht_id)).scalars()}
     watched = {bytes.fromhex(t.dht_id): t.id for t in session.execute(
         select(Torrent).join(Watch, Watch.torrent_id == Torrent.id).where(Watch.active.is_(True))).scalars()}
-    return index, known, watched
+    return index, version, known, watched
 
 
 class Monitor:
@@ -90,16 +102,18 @@ class Monitor:
         self.watcher: Watcher | None = None
         self.ready = trio.Event()
         self.metrics_port: int | None = None
+        self._registry_version: tuple[Any, ...] | None = None
 
     async def _read(self) -> None:
         sessions = session_factory(self.engine)
 
-        def load() -> tuple[RegistryIndex, set[bytes], dict[bytes, int]]:
+        def load() -> tuple[RegistryIndex | None, tuple[Any, ...], set[bytes], dict[bytes, int]]:
             with sessions() as session:
-                return _load_state(session)
+                return _load_state(session, self._registry_version)
 
-        index, known, watched = await trio.to_thread.run_sync(load)
-        self.state.index = index
+        index, self._registry_version, known, watched = await trio.to_thread.run_sync(load)
+        if index is not None:
+            self.state.index = index
         self.state.known |= known
         self.state.watched = watched
 
