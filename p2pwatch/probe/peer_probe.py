@@ -39,11 +39,12 @@ from typing import Any
 
 import trio
 
-from p2pwatch import limits, merkle, netguard
+from p2pwatch import limits, netguard
 from p2pwatch.errors import LocalProtocolError, P2PWatchError, PeerTimeout, PeerWireError, RemoteProtocolError
 from p2pwatch.metainfo import Metainfo, TorrentVersion, parse_info
 from p2pwatch.probe import wire
 from p2pwatch.probe.mse import CRYPTO_PLAINTEXT, CRYPTO_RC4, MSEError, MSEInitiator
+from p2pwatch.probe.peer_steps import _describe, _file_of_piece, _os_error_text, _piece_digest
 from p2pwatch.probe.probe_result import ProbeResult, ProbeTimeouts, TranscriptEntry, _now
 
 __all__ = ["ProbeResult", "ProbeTimeouts", "TranscriptEntry", "probe_peer"]
@@ -60,30 +61,6 @@ OUR_RESERVED = wire.make_reserved(wire.RESERVED_EXTENSIONS, wire.RESERVED_FAST)
 
 class _Fallback(Exception):
     """The MSE handshake failed in a way that suggests a plaintext-only peer."""
-
-
-def _describe(event: wire.WireEvent) -> dict[str, Any]:
-    if isinstance(event, wire.Handshake):
-        return {"infohash": event.infohash.hex(), "peer_id": event.peer_id.hex(),
-                "reserved": event.reserved.hex(), "extensions": event.supports_extensions,
-                "fast": event.supports_fast, "dht": event.supports_dht}
-    if isinstance(event, wire.Piece):
-        return {"index": event.index, "begin": event.begin, "length": len(event.block)}
-    if isinstance(event, wire.Bitfield):
-        return {"bytes": len(event.bits), "pieces_claimed": event.count()}
-    if isinstance(event, wire.ExtendedHandshake):
-        return {"m": {k.decode("latin-1"): v for k, v in event.m.items()},
-                "metadata_size": event.metadata_size, "v": event.v, "reqq": event.reqq,
-                "yourip": event.yourip.hex() if event.yourip else None}
-    if isinstance(event, wire.MetadataData):
-        return {"piece": event.piece, "total_size": event.total_size, "length": len(event.data)}
-    if isinstance(event, wire.ExtendedMessage):
-        return {"ext_id": event.ext_id, "length": len(event.payload)}
-    if isinstance(event, wire.Hashes):
-        return {"index": event.index, "length": event.length, "hashes": len(event.hashes) // 32}
-    fields = getattr(event, "__dataclass_fields__", {})
-    return {name: getattr(event, name) for name in fields
-            if isinstance(getattr(event, name), int) and not isinstance(getattr(event, name), bool)}
 
 
 class _Probe:
@@ -448,14 +425,7 @@ class _Probe:
         mi = self.metainfo
         assert mi is not None
         self.r["piece_sha1"] = hashlib.sha1(data).hexdigest()
-        if mi.piece_hashes:
-            digest, algorithm = hashlib.sha1(data).hexdigest(), "sha1"
-        else:
-            file = _file_of_piece(mi, index)
-            assert file is not None
-            single = file.length <= mi.piece_length
-            digest = merkle.piece_hash_v2(data, mi.piece_length, single_piece_file=single).hex()
-            algorithm = "sha256-merkle"
+        digest, algorithm = _piece_digest(mi, index, data)
         ok = mi.verify_piece(index, data)
         self.note("piece_hash", index=index, algorithm=algorithm, hash=digest, verified=ok, length=len(data))
         if ok:
@@ -480,23 +450,6 @@ class _Probe:
 
 class _Stop(Exception):
     """End the probe early without an error (the result already says why)."""
-
-
-def _os_error_text(exc: BaseException) -> str:
-    """The underlying reason (trio wraps the attempts' errors in 'all attempts to connect ... failed')."""
-    cause = exc.__cause__
-    while isinstance(cause, BaseExceptionGroup) and cause.exceptions:
-        cause = cause.exceptions[0]
-    if isinstance(cause, OSError) and cause.strerror:
-        return cause.strerror
-    return (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
-
-
-def _file_of_piece(mi: Metainfo, index: int) -> Any:
-    for file in mi.files:
-        if file.length > 0 and not file.pad and index in mi.file_pieces(file):
-            return file
-    return None
 
 
 async def probe_peer(
