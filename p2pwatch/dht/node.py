@@ -18,18 +18,16 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import trio
 
 from p2pwatch import limits, netguard
 from p2pwatch.aio import unwrap_single
 from p2pwatch.dht import bep42, krpc
+from p2pwatch.dht.node_types import DHTConfig, IncomingQuery, LookupResult, NodeStats, _atomic_write, _load_state
 from p2pwatch.dht.nodeinfo import NodeInfo, random_id
 from p2pwatch.dht.ratelimit import PerIPRateLimiter
 from p2pwatch.dht.routing import RoutingTable
@@ -39,70 +37,12 @@ from p2pwatch.errors import KRPCError, LocalProtocolError, QueryTimeout
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "BATCH", "CLIENT_VERSION", "DHTConfig", "DHTNode", "IncomingQuery", "LookupResult", "NodeStats", "open_dht_node",
+]
+
 CLIENT_VERSION = b"PW\x00\x01"
 BATCH = 64  # datagrams handled per trio checkpoint in the receive loop
-
-
-@dataclass
-class DHTConfig:
-    """Everything a node needs; tests pass small timeouts and ``allow_local=True``."""
-
-    bind_host: str = "0.0.0.0"
-    bind_port: int = 6881
-    bootstrap: tuple[tuple[str, int], ...] = ()
-    allow_local: bool = False
-    node_id: bytes | None = None
-    state_file: Path | None = None
-    k: int = 8
-    alpha: int = 3
-    query_timeout: float = 5.0
-    short_timeout: float = 1.0
-    inbound_rate: float = 50.0
-    outbound_rate: float = 20.0
-    read_only: bool = False
-    enforce_node_id: bool = False
-    maintenance_interval: float = 10.0
-    save_interval: float = 300.0
-    max_outstanding: int = limits.MAX_OUTSTANDING_QUERIES
-
-
-@dataclass(frozen=True)
-class IncomingQuery:
-    """A query some node sent us (passive capture)."""
-
-    query: krpc.Query
-    addr: tuple[str, int]
-    now: float
-
-
-@dataclass
-class NodeStats:
-    received: int = 0
-    sent: int = 0
-    queries_in: int = 0
-    queries_out: int = 0
-    responses: int = 0
-    timeouts: int = 0
-    errors_in: int = 0
-    malformed: int = 0
-    rate_limited: int = 0
-    unexpected: int = 0
-
-
-@dataclass
-class LookupResult:
-    """Outcome of a get_peers / find_node / sample lookup, with provenance."""
-
-    target: bytes
-    closest: list[NodeInfo]
-    peers: dict[tuple[str, int], set[tuple[str, int]]]
-    tokens: dict[bytes, bytes]
-    samples: dict[tuple[str, int], tuple[bytes, ...]] = field(default_factory=dict)
-    intervals: dict[tuple[str, int], int] = field(default_factory=dict)
-    queries: int = 0
-    responses: int = 0
-    bf_seeds: list[bytes] = field(default_factory=list)
-    bf_peers: list[bytes] = field(default_factory=list)
 
 
 class _Pending:
@@ -470,27 +410,6 @@ class DHTNode:
             return
         data = json.dumps(self.state())
         await trio.to_thread.run_sync(_atomic_write, path, data)
-
-
-def _atomic_write(path: Path, data: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _load_state(path: Path | None) -> dict[str, object]:
-    if path is None or not path.exists():
-        return {}
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        log.warning("ignoring unreadable DHT state %s: %s", path, exc)
-        return {}
-    return state if isinstance(state, dict) else {}
 
 
 @asynccontextmanager

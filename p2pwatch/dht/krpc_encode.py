@@ -1,0 +1,242 @@
+"""KRPC message encoding (BEP 5, with BEP 32 ``nodes6``/``want``, BEP 33 bloom filters, BEP 42 ``ip``,
+BEP 43 ``ro`` and BEP 51 ``samples``). Sans-IO: messages in, bytes out.
+
+Split out of :mod:`p2pwatch.dht.krpc`, which stays the public face and re-exports :func:`encode`.
+Every message written here is one that :func:`p2pwatch.dht.krpc.decode` accepts back.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from p2pwatch import bencoding, limits
+from p2pwatch.dht.krpc_messages import (
+    BLOOM_FILTER_SIZE,
+    AnnouncePeer,
+    Error,
+    FindNode,
+    GetPeers,
+    Message,
+    Ping,
+    Query,
+    Response,
+    SampleInfohashes,
+    UnknownQuery,
+)
+from p2pwatch.dht.nodeinfo import NodeInfo
+from p2pwatch.errors import LocalProtocolError
+
+__all__ = ["encode"]
+
+_WANT_FLAGS = (b"n4", b"n6")
+# The query methods krpc's decoder knows; an UnknownQuery must not use one of them.
+_KNOWN_METHODS = frozenset({b"ping", b"find_node", b"get_peers", b"announce_peer", b"sample_infohashes"})
+
+_AF_INET = socket.AF_INET
+_AF_INET6 = socket.AF_INET6
+_pton = socket.inet_pton
+_MAX_TID = limits.MAX_KRPC_TRANSACTION_ID
+_MAX_TOKEN = limits.MAX_KRPC_TOKEN
+
+
+def _compact(ip: str, port: int) -> bytes:
+    return _pton(_AF_INET6 if ":" in ip else _AF_INET, ip) + port.to_bytes(2, "big")
+
+
+def _need(ok: bool, text: str) -> None:
+    if not ok:
+        raise LocalProtocolError(text)
+
+
+def _is_id(value: object) -> bool:
+    return type(value) is bytes and len(value) == 20
+
+
+def _is_token(value: object) -> bool:
+    return type(value) is bytes and len(value) <= _MAX_TOKEN
+
+
+def _query(m: Query, a: dict[bytes, Any], want: tuple[bytes, ...] = ()) -> dict[bytes, Any]:
+    _need(_is_id(m.sender), "sender id must be 20 bytes")
+    a[b"id"] = m.sender
+    if want:
+        _need(all(w in _WANT_FLAGS for w in want), "'want' may only hold b'n4' and b'n6'")
+        a[b"want"] = list(want)
+    msg: dict[bytes, Any] = {b"a": a, b"q": m.method, b"t": m.tid, b"y": b"q"}
+    if m.read_only:
+        msg[b"ro"] = 1
+    return msg
+
+
+def _enc_ping(m: Ping) -> dict[bytes, Any]:
+    return _query(m, {})
+
+
+def _enc_targeted(m: FindNode | SampleInfohashes) -> dict[bytes, Any]:
+    _need(_is_id(m.target), "target must be 20 bytes")
+    return _query(m, {b"target": m.target}, m.want)
+
+
+def _enc_get_peers(m: GetPeers) -> dict[bytes, Any]:
+    _need(_is_id(m.info_hash), "info_hash must be 20 bytes")
+    a: dict[bytes, Any] = {b"info_hash": m.info_hash}
+    if m.noseed:
+        a[b"noseed"] = 1
+    if m.scrape:
+        a[b"scrape"] = 1
+    return _query(m, a, m.want)
+
+
+def _enc_announce_peer(m: AnnouncePeer) -> dict[bytes, Any]:
+    _need(_is_id(m.info_hash), "info_hash must be 20 bytes")
+    _need(_is_token(m.token), f"token must be bytes of at most {_MAX_TOKEN}")
+    low = 0 if m.implied_port else 1
+    _need(type(m.port) is int and low <= m.port <= 0xFFFF, "port must be 1..65535 (0 with implied_port)")
+    a: dict[bytes, Any] = {b"info_hash": m.info_hash, b"port": m.port, b"token": m.token}
+    if m.implied_port:
+        a[b"implied_port"] = 1
+    if m.seed:
+        a[b"seed"] = 1
+    return _query(m, a)
+
+
+def _enc_unknown(m: UnknownQuery) -> dict[bytes, Any]:
+    _need(type(m.method) is bytes and m.method not in _KNOWN_METHODS, "UnknownQuery.method is a known one")
+    _need(m.target is None or _is_id(m.target), "target must be 20 bytes")
+    return _query(m, {} if m.target is None else {b"target": m.target})
+
+
+def _compact_nodes(nodes: tuple[NodeInfo, ...], family: int, size: int) -> bytes:
+    pton = _pton
+    blob = b"".join([n.id + pton(family, n.ip) + n.port.to_bytes(2, "big") for n in nodes])
+    _need(len(blob) == size * len(nodes), "every node id must be 20 bytes")
+    return blob
+
+
+def _enc_response(m: Response) -> dict[bytes, Any]:
+    _need(_is_id(m.sender), "sender id must be 20 bytes")
+    r: dict[bytes, Any] = {b"id": m.sender}
+    if m.nodes:
+        r[b"nodes"] = _compact_nodes(m.nodes, _AF_INET, 26)
+    if m.nodes6:
+        r[b"nodes6"] = _compact_nodes(m.nodes6, _AF_INET6, 38)
+    if m.values:
+        r[b"values"] = [_compact(ip, port) for ip, port in m.values]
+    if m.token is not None:
+        _need(_is_token(m.token), f"token must be bytes of at most {_MAX_TOKEN}")
+        r[b"token"] = m.token
+    if m.samples or m.num is not None or m.interval is not None:
+        ok = len(m.samples) <= limits.MAX_SAMPLES_PER_REPLY and all(_is_id(s) for s in m.samples)
+        _need(ok, "samples must be at most MAX_SAMPLES_PER_REPLY 20-byte infohashes")
+        r[b"samples"] = b"".join(m.samples)
+        for key, count in ((b"num", m.num), (b"interval", m.interval)):
+            if count is not None:
+                _need(type(count) is int and count >= 0, "num and interval must be non-negative ints")
+                r[key] = count
+    for key, bloom in ((b"BFsd", m.bf_seeds), (b"BFpe", m.bf_peers)):
+        if bloom is not None:
+            _need(type(bloom) is bytes and len(bloom) == BLOOM_FILTER_SIZE, "bloom filters are 256 bytes")
+            r[key] = bloom
+    msg: dict[bytes, Any] = {b"r": r, b"t": m.tid, b"y": b"r"}
+    if m.external_ip is not None:
+        msg[b"ip"] = _compact(*m.external_ip)
+    return msg
+
+
+def _bstr(value: bytes) -> bytes:
+    return b"%d:%s" % (len(value), value)
+
+
+def _response_bytes(m: Response, client_version: bytes | None, external_ip: tuple[str, int] | None) -> bytes:
+    """A response assembled directly in bencoding's sorted key order (the DHT's hot path).
+
+    Validates exactly like :func:`_enc_response`; the tests check it is byte-identical to encoding the dict.
+    """
+    _need(_is_id(m.sender), "sender id must be 20 bytes")
+    _need(type(m.tid) is bytes and len(m.tid) <= _MAX_TID, "tid must be at most 16 bytes")
+    parts = [b"d"]
+    ip = external_ip if external_ip is not None else m.external_ip
+    if ip is not None:
+        parts += (b"2:ip", _bstr(_compact(*ip)))
+    parts.append(b"1:rd")
+    for key, bloom in ((b"4:BFpe", m.bf_peers), (b"4:BFsd", m.bf_seeds)):
+        if bloom is not None:
+            _need(type(bloom) is bytes and len(bloom) == BLOOM_FILTER_SIZE, "bloom filters are 256 bytes")
+            parts += (key, _bstr(bloom))
+    parts += (b"2:id20:", m.sender)
+    sampling = bool(m.samples) or m.num is not None or m.interval is not None
+    if sampling:
+        for count in (m.num, m.interval):
+            _need(count is None or (type(count) is int and count >= 0), "num and interval must be non-negative ints")
+        if m.interval is not None:
+            parts += (b"8:interval", b"i%de" % m.interval)
+    if m.nodes:
+        parts += (b"5:nodes", _bstr(_compact_nodes(m.nodes, _AF_INET, 26)))
+    if m.nodes6:
+        parts += (b"6:nodes6", _bstr(_compact_nodes(m.nodes6, _AF_INET6, 38)))
+    if sampling:
+        if m.num is not None:
+            parts += (b"3:num", b"i%de" % m.num)
+        ok = len(m.samples) <= limits.MAX_SAMPLES_PER_REPLY and all(_is_id(x) for x in m.samples)
+        _need(ok, "samples must be at most MAX_SAMPLES_PER_REPLY 20-byte infohashes")
+        parts += (b"7:samples", _bstr(b"".join(m.samples)))
+    if m.token is not None:
+        _need(_is_token(m.token), f"token must be bytes of at most {_MAX_TOKEN}")
+        parts += (b"5:token", _bstr(m.token))
+    if m.values:
+        parts.append(b"6:valuesl")
+        parts += [_bstr(_compact(vip, vport)) for vip, vport in m.values]
+        parts.append(b"e")
+    parts += (b"e1:t", _bstr(m.tid))
+    if client_version is not None:
+        _need(type(client_version) is bytes, "client_version must be bytes")
+        parts += (b"1:v", _bstr(client_version))
+    parts.append(b"1:y1:re")
+    return b"".join(parts)
+
+
+def _enc_error(m: Error) -> dict[bytes, Any]:
+    _need(type(m.code) is int, "error code must be an int")
+    return {b"e": [m.code, m.message.encode("utf-8")], b"t": m.tid, b"y": b"e"}
+
+
+_ENCODERS: dict[type, Any] = {
+    Ping: _enc_ping,
+    FindNode: _enc_targeted,
+    GetPeers: _enc_get_peers,
+    AnnouncePeer: _enc_announce_peer,
+    SampleInfohashes: _enc_targeted,
+    UnknownQuery: _enc_unknown,
+    Response: _enc_response,
+    Error: _enc_error,
+}
+
+
+def encode(
+    message: Message, *, client_version: bytes | None = None, external_ip: tuple[str, int] | None = None
+) -> bytes:
+    """Encode a message. ``client_version`` becomes ``v``; ``external_ip`` (the address we saw the
+    other node at) becomes the top-level BEP 42 ``ip`` and overrides :attr:`Response.external_ip`.
+
+    Raises :class:`LocalProtocolError` for a message that :func:`decode` would not accept back.
+    """
+    if type(message) is Response:
+        try:
+            return _response_bytes(message, client_version, external_ip)
+        except (OSError, ValueError, TypeError, OverflowError, AttributeError) as exc:
+            raise LocalProtocolError(f"cannot encode Response: {exc}") from exc
+    encoder = _ENCODERS.get(type(message))
+    if encoder is None:
+        raise LocalProtocolError(f"not a KRPC message: {type(message).__name__}")
+    try:
+        msg = encoder(message)
+        _need(type(message.tid) is bytes and len(message.tid) <= _MAX_TID, "tid must be at most 16 bytes")
+        if client_version is not None:
+            _need(type(client_version) is bytes, "client_version must be bytes")
+            msg[b"v"] = client_version
+        if external_ip is not None:
+            msg[b"ip"] = _compact(*external_ip)
+    except (OSError, ValueError, TypeError, OverflowError, AttributeError) as exc:
+        raise LocalProtocolError(f"cannot encode {type(message).__name__}: {exc}") from exc
+    return bencoding.encode(msg)
