@@ -36,9 +36,28 @@ from typing import Any
 from p2pwatch import bencoding, limits, merkle
 from p2pwatch.errors import LocalProtocolError, MetainfoError
 from p2pwatch.magnet import InfoHash, Magnet
+from p2pwatch.metainfo_files import (
+    _V2_HASH,
+    _attr,
+    _check_piece_layers,
+    _component,
+    _length,
+    _match_hybrid,
+    _opt_text,
+    _Raw,
+    _text,
+    _v1_files,
+    _v2_files,
+    _v2_offsets,
+)
+
+# file-list parsing lives in p2pwatch.metainfo_files; re-exported here for existing callers
+__all__ = [
+    "_V2_HASH", "_Raw", "_attr", "_check_piece_layers", "_component", "_length", "_match_hybrid",
+    "_opt_text", "_text", "_v1_files", "_v2_files", "_v2_offsets",
+]
 
 _V1_HASH = 20
-_V2_HASH = 32
 
 
 class TorrentVersion(Enum):
@@ -268,117 +287,6 @@ def parse_info(info_bytes: bytes, *, trackers: Sequence[Sequence[str]] = ()) -> 
 # --- parsing -------------------------------------------------------------------------------------------
 
 
-def _text(raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
-
-
-def _opt_text(d: dict[bytes, Any], key: bytes) -> str | None:
-    value = d.get(key + b".utf-8")
-    if not isinstance(value, bytes):
-        value = d.get(key)
-    return _text(value) if isinstance(value, bytes) else None
-
-
-def _component(raw: Any, where: str) -> str:
-    if not isinstance(raw, bytes):
-        raise MetainfoError(f"{where}: a path component must be a string")
-    text = _text(raw)
-    if text in ("", ".", "..") or "/" in text or "\x00" in text:
-        raise MetainfoError(f"{where}: unsafe path component {text[:60]!r} (empty, '.', '..', '/' or NUL)")
-    return text
-
-
-def _length(raw: Any, where: str) -> int:
-    if type(raw) is not int or raw < 0:
-        raise MetainfoError(f"{where}: length must be a non-negative integer")
-    return raw
-
-
-def _attr(raw: Any) -> str:
-    return raw.decode("latin-1") if isinstance(raw, bytes) else ""
-
-
-@dataclass(frozen=True)
-class _Raw:
-    rel: tuple[str, ...]  # path below the torrent's name
-    length: int
-    attr: str
-    pad: bool
-    root: bytes | None = None
-
-
-def _v1_files(info: dict[bytes, Any], name: str) -> list[_Raw]:
-    files, length = info.get(b"files"), info.get(b"length")
-    if files is not None and length is not None:
-        raise MetainfoError("info dict has both 'length' (single file) and 'files' (multi-file)")
-    if files is None:
-        if length is None:
-            raise MetainfoError("info dict has neither 'length' nor 'files'")
-        attr = _attr(info.get(b"attr"))
-        return [_Raw((name,), _length(length, "length"), attr, False)]
-    if not isinstance(files, list) or not files:
-        raise MetainfoError("'files' must be a non-empty list")
-    if len(files) > limits.MAX_TORRENT_FILES:
-        raise MetainfoError(f"{len(files)} files exceed the limit of {limits.MAX_TORRENT_FILES}")
-    out = []
-    for i, entry in enumerate(files):
-        where = f"files[{i}]"
-        if not isinstance(entry, dict):
-            raise MetainfoError(f"{where} must be a dict")
-        attr = _attr(entry.get(b"attr"))
-        raw_length = entry.get(b"length")
-        size = 0 if raw_length is None and "l" in attr else _length(raw_length, where)
-        raw_path = entry.get(b"path.utf-8")
-        if not isinstance(raw_path, list) or not raw_path:
-            raw_path = entry.get(b"path")
-        pad = "p" in attr
-        if raw_path is None and pad:
-            rel: tuple[str, ...] = (".pad", str(size))
-        elif not isinstance(raw_path, list) or not raw_path:
-            raise MetainfoError(f"{where}: 'path' must be a non-empty list")
-        else:
-            rel = tuple(_component(part, where) for part in raw_path)
-        out.append(_Raw(rel, size, attr, pad or rel[0] == ".pad"))
-    return out
-
-
-def _v2_files(tree: Any) -> list[_Raw]:
-    if not isinstance(tree, dict) or not tree:
-        raise MetainfoError("'file tree' must be a non-empty dict")
-    if b"" in tree:
-        raise MetainfoError("the 'file tree' root must not be a file")
-    out: list[_Raw] = []
-
-    def walk(node: dict[bytes, Any], prefix: tuple[str, ...]) -> None:
-        for key, child in node.items():
-            path = (*prefix, _component(key, "file tree"))
-            where = "file tree " + "/".join(path)[:200]
-            if not isinstance(child, dict) or not child:
-                raise MetainfoError(f"{where}: must be a non-empty dict")
-            if b"" not in child:
-                walk(child, path)
-                continue
-            props = child[b""]
-            if len(child) != 1 or not isinstance(props, dict):
-                raise MetainfoError(f"{where}: a file entry must be alone in its dict and be a dict")
-            size = _length(props.get(b"length"), where)
-            root = props.get(b"pieces root")
-            if size == 0:
-                root = None
-            elif not isinstance(root, bytes) or len(root) != _V2_HASH:
-                raise MetainfoError(f"{where}: a non-empty file needs a 32-byte 'pieces root'")
-            attr = _attr(props.get(b"attr"))
-            out.append(_Raw(path, size, attr, False, root))  # v2 has no pad files
-            if len(out) > limits.MAX_TORRENT_FILES:
-                raise MetainfoError(f"more than {limits.MAX_TORRENT_FILES} files")
-
-    walk(tree, ())
-    return out
-
-
 def _piece_length(info: dict[bytes, Any], v2: bool) -> int:
     value = info.get(b"piece length")
     if type(value) is not int or not 0 < value <= limits.MAX_TORRENT_PIECE_LENGTH:
@@ -388,14 +296,6 @@ def _piece_length(info: dict[bytes, Any], v2: bool) -> int:
     if v2 and (value < merkle.BLOCK_SIZE or value & (value - 1)):
         raise MetainfoError(f"v2 'piece length' {value} must be a power of two of at least 16 KiB")
     return value
-
-
-def _v2_offsets(files: Sequence[_Raw], piece_length: int) -> list[int]:
-    offsets, pos = [], 0
-    for f in files:
-        offsets.append(pos)
-        pos += -(-f.length // piece_length) * piece_length
-    return offsets
 
 
 def _build(info_bytes: bytes, trackers: tuple[tuple[str, ...], ...]) -> Metainfo:
@@ -471,58 +371,6 @@ def _build(info_bytes: bytes, trackers: tuple[tuple[str, ...], ...]) -> Metainfo
         trackers=trackers,
         private=info.get(b"private") == 1,
     )
-
-
-def _match_hybrid(v1: list[_Raw], v2: list[_Raw], piece_length: int) -> list[bytes | None]:
-    """Check that a hybrid's v1 and v2 describe the same files at the same offsets; return v2 roots
-    aligned with the v1 list (None for pad files)."""
-    content = [i for i, f in enumerate(v1) if not f.pad]
-    if len(content) != len(v2):
-        raise MetainfoError(f"hybrid torrent: v1 lists {len(content)} files, v2 lists {len(v2)}")
-    v1_offsets = [0]
-    for f in v1:
-        v1_offsets.append(v1_offsets[-1] + f.length)
-    roots: list[bytes | None] = [None] * len(v1)
-    for i, f2, offset2 in zip(content, v2, _v2_offsets(v2, piece_length), strict=True):
-        f1 = v1[i]
-        if f1.rel != f2.rel or f1.length != f2.length:
-            raise MetainfoError(
-                f"hybrid torrent: v1 file {'/'.join(f1.rel)[:100]!r} ({f1.length} bytes) differs from v2 "
-                f"file {'/'.join(f2.rel)[:100]!r} ({f2.length} bytes)"
-            )
-        if f1.length and v1_offsets[i] != offset2:
-            raise MetainfoError(f"hybrid torrent: v1 file {'/'.join(f1.rel)[:100]!r} is not piece-aligned")
-        roots[i] = f2.root
-    return roots
-
-
-def _check_piece_layers(
-    raw: Any, files: Sequence[FileEntry], piece_length: int, *, require: bool
-) -> dict[bytes, bytes]:
-    """Validate ``piece layers`` against the pieces roots of files larger than a piece (BEP 52)."""
-    needed = [f for f in files if f.pieces_root is not None and f.length > piece_length]
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise MetainfoError("'piece layers' must be a dict")
-    out: dict[bytes, bytes] = {}
-    for f in needed:
-        assert f.pieces_root is not None
-        blob = raw.get(f.pieces_root)
-        if blob is None and not require:
-            continue
-        if not isinstance(blob, bytes):
-            raise MetainfoError(f"'piece layers' lacks the layer of {f.display_path[:100]!r}")
-        count = -(-f.length // piece_length)
-        if len(blob) != count * _V2_HASH:
-            raise MetainfoError(
-                f"piece layer of {f.display_path[:100]!r} has {len(blob)} bytes, {count} hashes need "
-                f"{count * _V2_HASH}"
-            )
-        if merkle.root_from_piece_layer(merkle.split_hashes(blob), piece_length) != f.pieces_root:
-            raise MetainfoError(f"piece layer of {f.display_path[:100]!r} does not match its pieces root")
-        out[f.pieces_root] = blob
-    return out
 
 
 def _tiers_from_torrent(top: dict[bytes, Any]) -> tuple[tuple[str, ...], ...]:
