@@ -39,6 +39,9 @@ from p2pwatch.metainfo import Metainfo, parse_info
 
 log = logging.getLogger(__name__)
 
+BLOCK_SIZE = 16 * 1024  # libtorrent's request size; block_finished_alert reports blocks of this size
+PROVENANCE_GRACE = 2.0  # seconds a verified piece waits for its last block_finished_alert
+
 
 class FetchTimeout(P2PWatchTimeout):
     """The wanted pieces did not all arrive in time (what did arrive is in ``partial``)."""
@@ -154,7 +157,9 @@ class TorrentReader:
         self.options = options
         self.metainfo = source if isinstance(source, Metainfo) else None
         self.result = FetchResult()
-        self._served: dict[int, set[tuple[str, int]]] = {}
+        self._served: dict[int, dict[int, tuple[str, int]]] = {}  # piece -> block -> endpoint
+        self._read: dict[int, tuple[bytes, float]] = {}  # verified by libtorrent, awaiting block provenance
+        self._piece_sizes: list[int] = []
         self._wanted: set[int] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -253,6 +258,7 @@ class TorrentReader:
             self.result.metadata = bytes(ti.info_section())  # the raw info dict as received (BEP 9)
             self.metainfo = parse_info(self.result.metadata)
         self._handle.prioritize_pieces([7 if i in self._wanted else 0 for i in range(num)])
+        self._piece_sizes = [ti.piece_size(i) for i in range(num)]
         self._num_pieces = num
         if self._wanted and self._next_peer == 0:
             self._connect_first()
@@ -262,27 +268,43 @@ class TorrentReader:
         result, served, handle = self.result, self._served, self._handle
         for alert in self._session.pop_alerts():
             if isinstance(alert, lt.block_finished_alert):
-                served.setdefault(alert.piece_index, set()).add((str(alert.ip[0]), int(alert.ip[1])))
+                endpoint = (str(alert.ip[0]), int(alert.ip[1]))
+                served.setdefault(alert.piece_index, {})[alert.block_index] = endpoint
             elif isinstance(alert, lt.piece_finished_alert) and alert.piece_index in self._wanted:
                 handle.read_piece(alert.piece_index)
             elif isinstance(alert, lt.read_piece_alert) and alert.piece in self._wanted:
-                self._piece_read(alert.piece, bytes(alert.buffer))
+                self._read[alert.piece] = (bytes(alert.buffer), time.monotonic())
             elif isinstance(alert, lt.hash_failed_alert):
                 result.hash_failures += 1
                 served.pop(alert.piece_index, None)
             elif isinstance(alert, lt.peer_connect_alert):
                 result.peers_connected.add((str(alert.ip[0]), int(alert.ip[1])))
+        self._complete_reads()
         status = handle.status()
         result.bytes_downloaded = int(status.total_download)
         result.payload_downloaded = int(status.total_payload_download)
         result.bytes_uploaded = int(status.total_payload_upload)
+
+    def _complete_reads(self) -> None:
+        """Publish read pieces once every block's ``block_finished_alert`` has arrived.
+
+        libtorrent hashes a piece while its last blocks are still being written, so ``read_piece_alert`` can
+        overtake the last ``block_finished_alert``; a piece waits for its provenance at most
+        ``PROVENANCE_GRACE`` seconds, then is published with the endpoints known.
+        """
+        now = time.monotonic()
+        for index, (data, read_at) in list(self._read.items()):
+            blocks = -(-self._piece_sizes[index] // BLOCK_SIZE) if self._piece_sizes else 1
+            if len(self._served.get(index, ())) >= blocks or now - read_at > PROVENANCE_GRACE:
+                del self._read[index]
+                self._piece_read(index, data)
 
     def _piece_read(self, index: int, data: bytes) -> None:
         metainfo = self.metainfo
         if metainfo is not None and metainfo.piece_hashes and not metainfo.verify_piece(index, data):
             self.result.hash_failures += 1
             return
-        served = tuple(sorted(self._served.get(index, ())))
+        served = tuple(sorted(set(self._served.get(index, {}).values())))
         self.result.pieces[index] = FetchedPiece(index, data, served)
 
     # ------------------------------------------------------------------------------------------ requests
