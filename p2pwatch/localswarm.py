@@ -70,9 +70,7 @@ def create_torrent(root: Path, *, version: str = "v1", piece_length: int = 0,
                    trackers: Iterable[str] = (), name_path: Path | None = None) -> bytes:
     """Build a .torrent with libtorrent from ``root`` (a file or a directory); returns its bytes."""
     flags = {"v1": lt.create_torrent.v1_only, "v2": lt.create_torrent.v2_only, "hybrid": 0}[version]
-    fs = lt.file_storage()
-    lt.add_files(fs, str(root))
-    ct = lt.create_torrent(fs, piece_length, flags=flags)
+    ct = lt.create_torrent(lt.list_files(str(root)), piece_length, flags)
     for tier, url in enumerate(trackers):
         ct.add_tracker(url, tier)
     lt.set_piece_hashes(ct, str((name_path or root).parent))

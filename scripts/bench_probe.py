@@ -18,7 +18,6 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import libtorrent as lt
 import trio
 
+from p2pwatch.localswarm import create_torrent
 from p2pwatch.metainfo import Metainfo, parse_torrent
 from p2pwatch.probe.mse import RC4
 from p2pwatch.probe.peer_probe import probe_peer
@@ -38,13 +38,7 @@ PIECE_LENGTH = 256 * 1024
 def make_torrent(root: Path, size: int) -> bytes:
     content = root / "bench.bin"
     content.write_bytes(os.urandom(size))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        fs = lt.file_storage()
-        lt.add_files(fs, str(content))
-        creator = lt.create_torrent(fs, PIECE_LENGTH, flags=lt.create_torrent.v1_only)
-    lt.set_piece_hashes(creator, str(root))
-    return bytes(lt.bencode(creator.generate()))
+    return create_torrent(content, version="v1", piece_length=PIECE_LENGTH)
 
 
 def start_seeders(count: int, torrent: bytes, root: Path) -> list[tuple[str, Any, Any]]:

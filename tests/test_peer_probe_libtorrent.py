@@ -19,6 +19,8 @@ from tests.conftest import loopback_address, require_component
 
 try:
     import libtorrent as lt
+
+    from p2pwatch.localswarm import create_torrent
 except ImportError:  # pragma: no cover - depends on the machine
     lt = None
 
@@ -61,12 +63,7 @@ def make_content(root: Path) -> Path:
 
 def start_seeder(root: Path, version: str, *, encrypted: bool = False) -> Seeder:
     content = make_content(root)
-    flags = {"v1": lt.create_torrent.v1_only, "v2": lt.create_torrent.v2_only, "hybrid": 0}[version]
-    fs = lt.file_storage()
-    lt.add_files(fs, str(content))
-    creator = lt.create_torrent(fs, 65536, flags=flags)
-    lt.set_piece_hashes(creator, str(root))
-    torrent = bytes(lt.bencode(creator.generate()))
+    torrent = create_torrent(content, version=version, piece_length=65536)
     ip = loopback_address()
     settings: dict[str, Any] = {
         "listen_interfaces": f"{ip}:0", "enable_dht": False, "enable_lsd": False, "enable_upnp": False,
@@ -87,12 +84,8 @@ def start_seeder(root: Path, version: str, *, encrypted: bool = False) -> Seeder
 @pytest.fixture(scope="module")
 def seeders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Seeder]]:
     require_component("libtorrent", lt is not None, "pip install libtorrent")
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        made = {name: start_seeder(tmp_path_factory.mktemp(name), version, encrypted=name == "encrypted")
-                for name, version in (("v1", "v1"), ("v2", "v2"), ("hybrid", "hybrid"), ("encrypted", "v1"))}
+    made = {name: start_seeder(tmp_path_factory.mktemp(name), version, encrypted=name == "encrypted")
+            for name, version in (("v1", "v1"), ("v2", "v2"), ("hybrid", "hybrid"), ("encrypted", "v1"))}
     yield made
     for seeder in made.values():
         seeder.session.remove_torrent(seeder.handle)
