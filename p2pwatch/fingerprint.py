@@ -6,12 +6,8 @@ BitTorrent v1 (BEP 3) SHA-1 piece tables of the file placed at offset 0, for eve
 from 16 KiB to 16 MiB. The media kind is sniffed from magic bytes; images and videos then get perceptual
 hashes (:mod:`p2pwatch.media`, a second read by the decoder).
 
-How the v1 tables stay cheap: SHA-1 is a Merkle-Damgard hash, so two pieces that start at the same offset
-share their prefix state. A piece of length ``S`` starts at every multiple of ``S``; from each 16 KiB-aligned
-offset ``o`` one SHA-1 chain runs for ``lowbit(o)`` bytes (16 MiB at 0), and a copy of its state is finished
-whenever it has covered 16 KiB, 32 KiB, ... bytes. That is 6 SHA-1 passes over the data for 11 tables,
-instead of 11. The chains are grouped by length into lanes; the lanes, MD5, SHA-1, SHA-256 and the leaf
-layer each run in a thread (hashlib releases the GIL on large buffers) fed with the same 4 MiB chunks.
+The hashing itself (one read, every core, the v1 tables from shared SHA-1 chains) is
+:mod:`p2pwatch.fingerprint_hash`.
 
 Departures: the last v1 piece of each table covers the file's tail only (what a single-file torrent, or a
 file that ends the torrent, has); tables are kept up to the first piece length that holds the whole file,
@@ -22,39 +18,40 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import hashlib
 import json
 import os
-import queue
 import stat
-import threading
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, cast
+from typing import Any
 
 from p2pwatch import __version__, limits, merkle
 from p2pwatch.errors import FingerprintError, LocalProtocolError, MediaError
+from p2pwatch.fingerprint_hash import (
+    CHUNK_SIZE,
+    MAX_V1_PIECE,
+    MIN_V1_PIECE,
+    V1_PIECE_LENGTHS,
+    FileHashes,
+    ProgressCallback,
+    hash_file_object,
+    hash_stream,
+)
 from p2pwatch.hashlist import HashListItem, _bare_item, _hex, _item, import_hash_list
-from p2pwatch.media import SNIFF_BYTES, ContentKind, MediaFingerprint, media_fingerprint, sniff_kind
+from p2pwatch.media import ContentKind, MediaFingerprint, media_fingerprint, sniff_kind
 
 # hash-list import lives in p2pwatch.hashlist; re-exported here for existing callers
+# hashing lives in p2pwatch.fingerprint_hash; re-exported here too
 __all__ = [
-    "HashListItem", "_bare_item", "_item", "import_hash_list",
+    "CHUNK_SIZE", "MAX_V1_PIECE", "MIN_V1_PIECE", "V1_PIECE_LENGTHS", "FileHashes", "HashListItem",
+    "ProgressCallback", "_bare_item", "_item", "hash_stream", "import_hash_list",
 ]
 
 FORMAT_NAME = "p2pwatch-fingerprint"
 FORMAT_VERSION = 1
-MIN_V1_PIECE = 16 * 1024
-MAX_V1_PIECE = 16 * 1024 * 1024
-#: The v1 piece lengths whose tables a fingerprint holds (16 KiB .. 16 MiB).
-V1_PIECE_LENGTHS = tuple(1 << k for k in range(14, 25))
-CHUNK_SIZE = 4 * 1024 * 1024
 _SHA1_SIZE = 20
-
-#: progress(bytes_done, bytes_total)
-ProgressCallback = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -213,138 +210,7 @@ def load_fingerprints(path: str | os.PathLike[str]) -> list[Fingerprint]:
         raise FingerprintError(f"{os.fspath(path)}: {exc}") from None
 
 
-# --- hashing ------------------------------------------------------------------------------------------
-
-class _Lane:
-    """One thread's share of the hashing, fed every chunk in order; errors are kept, never lost."""
-
-    def __init__(self, work: Callable[[int, memoryview], None]) -> None:
-        self.work = work
-        self.queue: queue.Queue[tuple[int, memoryview] | None] = queue.Queue(maxsize=3)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while (item := self.queue.get()) is not None:
-            if self.error is None:
-                try:
-                    self.work(*item)
-                except BaseException as exc:  # reported by the reader after join
-                    self.error = exc
-
-
-class _Chains:
-    """The v1 SHA-1 chains that start at offsets whose lowest set bit is in ``spans``."""
-
-    def __init__(self, spans: Iterable[int]) -> None:
-        self.spans = sorted(spans)
-        self.open: list[list[Any]] = []  # [start, span, sha1, hashed, next_emit]
-        self.digests: dict[tuple[int, int], bytes] = {}
-
-    def feed(self, base: int, view: memoryview) -> None:
-        end = base + len(view)
-        for span in self.spans:
-            # offsets whose lowest set bit is ``span`` (for the longest span: every multiple of it, 0 too)
-            step, phase = (span, 0) if span == MAX_V1_PIECE else (2 * span, span)
-            for start in range(base + (phase - base) % step, end, step):
-                self.open.append([start, span, hashlib.sha1(usedforsecurity=False), 0, MIN_V1_PIECE])
-        still = []
-        for chain in self.open:
-            start, span, sha = chain[0], chain[1], chain[2]
-            while chain[3] < span and start + chain[3] < end:
-                stop = min(start + chain[4], end)
-                sha.update(view[start + chain[3] - base : stop - base])
-                chain[3] = stop - start
-                if chain[3] == chain[4]:
-                    self.digests[(chain[4], start // chain[4])] = (sha.copy() if chain[4] < span else sha).digest()
-                    chain[4] *= 2
-            if chain[3] < span:
-                still.append(chain)
-        self.open = still
-
-    def finish(self, size: int, largest: int) -> None:
-        """End of file at ``size``: each open chain's truncated piece, for every table that has it."""
-        for start, span, sha, _hashed, emit in self.open:
-            digest = sha.digest()
-            length = emit
-            while length <= min(span, largest):
-                self.digests[(length, start // length)] = digest
-                length *= 2
-        self.open = []
-
-
-@dataclass(frozen=True)
-class FileHashes:
-    size: int
-    md5: str
-    sha1: str
-    sha256: str
-    leaf_hashes: bytes
-    v1_piece_tables: Mapping[int, bytes]
-    head: bytes
-
-
-def _table_lengths(size: int) -> list[int]:
-    lengths = [n for n in V1_PIECE_LENGTHS if n < size]
-    bigger = [n for n in V1_PIECE_LENGTHS if n >= size]
-    return lengths + bigger[:1]
-
-
-def hash_stream(read: Callable[[int], bytes], total: int, progress: ProgressCallback | None = None) -> FileHashes:
-    """Every hash of a fingerprint, from ``read(n)`` calls until it returns b"" (``total`` is for progress)."""
-    md5 = hashlib.md5(usedforsecurity=False)
-    sha1 = hashlib.sha1(usedforsecurity=False)
-    sha256 = hashlib.sha256()
-    leaf = merkle.LeafHasher()
-    leaves: list[bytes] = []
-    # chain lanes, about one SHA-1 pass each (the 16 MiB span costs two)
-    groups = [_Chains(g) for g in ([1 << 14, 1 << 15], [1 << 16, 1 << 17], [1 << 18, 1 << 19],
-                                   [1 << 20, 1 << 21], [1 << 22], [1 << 23], [1 << 24])]
-
-    def leaf_work(_base: int, view: memoryview) -> None:
-        leaves.extend(leaf.update(cast(bytes, view)))  # LeafHasher takes any buffer
-
-    work: list[Callable[[int, memoryview], None]] = [
-        lambda _b, v: md5.update(v), lambda _b, v: sha1.update(v), lambda _b, v: sha256.update(v),
-        leaf_work, *(g.feed for g in groups)]
-    lanes = [_Lane(w) for w in work]
-    for lane in lanes:
-        lane.thread.start()
-    done, head = 0, b""
-    try:
-        while chunk := read(CHUNK_SIZE):
-            if not head:
-                head = bytes(chunk[:SNIFF_BYTES])
-            view = memoryview(chunk)
-            for lane in lanes:
-                lane.queue.put((done, view))
-            done += len(chunk)
-            if progress is not None:
-                progress(done, max(total, done))
-    finally:
-        for lane in lanes:
-            lane.queue.put(None)
-        for lane in lanes:
-            lane.thread.join()
-    for lane in lanes:
-        if lane.error is not None:
-            raise lane.error
-    leaves.extend(leaf.finish())
-    lengths = _table_lengths(done)
-    tables: dict[int, bytes] = {}
-    digests: dict[tuple[int, int], bytes] = {}
-    for group in groups:
-        group.finish(done, lengths[-1] if lengths else 0)
-        digests.update(group.digests)
-    for length in lengths:
-        count = -(-done // length)
-        try:
-            tables[length] = b"".join(digests[(length, i)] for i in range(count))
-        except KeyError as exc:  # pragma: no cover - would be a bug in _Chains
-            raise LocalProtocolError(f"v1 piece {exc} missing") from None
-    return FileHashes(done, md5.hexdigest(), sha1.hexdigest(), sha256.hexdigest(), b"".join(leaves),
-                      MappingProxyType(tables), head)
-
+# --- reading a file -----------------------------------------------------------------------------------
 
 def _open_regular(path: str | os.PathLike[str]) -> tuple[Any, int]:
     name = os.fspath(path)
@@ -388,7 +254,7 @@ def fingerprint_file(
         if hasattr(os, "posix_fadvise"):
             os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
         try:
-            hashes = hash_stream(handle.read, total, progress)
+            hashes = hash_file_object(handle, total, progress)
         except OSError as exc:
             raise FingerprintError(f"cannot read {os.fspath(path)}: {exc.strerror or exc}") from None
     if hashes.size == 0:

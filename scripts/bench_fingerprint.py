@@ -5,8 +5,10 @@ perceptual matcher on a generated corpus (ffmpeg lavfi sources only; nothing rea
     python scripts/bench_fingerprint.py --match --corpus 50          # about 3-5 minutes on 2 cores
     python scripts/bench_fingerprint.py --match --corpus 8           # a quick run
 
-Speed: the median of ``runs`` wall times of ``sha256sum FILE`` and of ``fingerprint_file(FILE, media=False)``
-(every hash: MD5, SHA-1, SHA-256, v2 leaves, 11 v1 piece tables) on the same random file, page cache warm.
+Speed: ``runs`` pairs of wall times, ``sha256sum FILE`` then ``fingerprint_file(FILE, media=False)`` (every hash:
+MD5, SHA-1, SHA-256, v2 leaves, 11 v1 piece tables) on the same random file, page cache warm; the median of the
+per-run ratios; then one profiled run that says where each CPU second goes (per task of
+p2pwatch/fingerprint_hash.py). Run it under ``flock /tmp/p2pwatch-bench.lock`` on a shared machine.
 
 Match: ``corpus`` source videos (three generated scenes each) are registered; every one is altered (scaled,
 re-encoded at several CRFs, MPEG-4 Part 2, trimmed, remuxed into Matroska, trimmed + remuxed) and each
@@ -35,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from p2pwatch import media
 from p2pwatch.fingerprint import fingerprint_file
+from p2pwatch.fingerprint_hash import hash_file_object
 from tests import media_fixtures as mf
 
 VIDEO_VARIANTS: dict[str, Callable[[Path, Path], Path]] = {
@@ -55,6 +58,19 @@ IMAGE_VARIANTS: dict[str, Callable[[Path, Path], Path]] = {
 }
 
 
+TASKS = {
+    "md5": "MD5 (serial; no hardware support)",
+    "sha1": "SHA-1 of the file = the chain from offset 0 (serial)",
+    "long": "v1 chains longer than a chunk: 8 and 16 MiB (serial)",
+    "sha256": "SHA-256 (serial)",
+    "leaves": "v2 leaf layer, SHA-256 per 16 KiB (free)",
+    "chains16384": "v1 chains 16-64 KiB, within a chunk (free)",
+    "chains131072": "v1 chains 128-512 KiB, within a chunk (free)",
+    "chains1048576": "v1 chains 1-4 MiB, within a chunk (free)",
+    "reader": "reads into the chunk ring (readinto), hand-off",
+}
+
+
 def bench_speed(workdir: Path, size_mib: int, runs: int) -> None:
     target = workdir / "speed.bin"
     with open(target, "wb") as handle:
@@ -63,8 +79,11 @@ def bench_speed(workdir: Path, size_mib: int, runs: int) -> None:
     with open(target, "rb") as handle:  # warm the page cache
         while handle.read(1 << 24):
             pass
-    sums, fps, cpus = [], [], []
-    for _ in range(runs):
+    sums, fps, cpus, ratios = [], [], [], []
+    print(f"\n## Fingerprint speed, {size_mib} MiB random file, page cache warm, {runs} runs\n")
+    print("| run | sha256sum wall s | fingerprint_file wall s | fingerprint CPU s | ratio | load avg (1 min) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for run in range(runs):
         start = time.perf_counter()
         subprocess.run(["sha256sum", str(target)], check=True, capture_output=True)
         sums.append(time.perf_counter() - start)
@@ -72,16 +91,29 @@ def bench_speed(workdir: Path, size_mib: int, runs: int) -> None:
         fp = fingerprint_file(target, media=False)
         fps.append(time.perf_counter() - start)
         cpus.append(time.process_time() - cpu0)
+        ratios.append(fps[-1] / sums[-1])
+        print(f"| {run + 1} | {sums[-1]:.2f} | {fps[-1]:.2f} | {cpus[-1]:.2f} | {ratios[-1]:.2f} | "
+              f"{os.getloadavg()[0]:.2f} |", flush=True)
     assert fp.sha256 == hashlib.sha256(target.read_bytes()).hexdigest()
     a, b = statistics.median(sums), statistics.median(fps)
-    print(f"\n## Fingerprint speed, {size_mib} MiB random file, page cache warm, median of {runs}\n")
-    print("| what | wall s | MiB/s |")
+    print(f"| **median** | {a:.2f} | {b:.2f} | {statistics.median(cpus):.2f} | **{statistics.median(ratios):.2f}** "
+          f"| |")
+    print(f"\nmedian ratio fingerprint / sha256sum = **{statistics.median(ratios):.2f}** (goal <= 1.5; ratio of "
+          f"medians {b / a:.2f}); sha256sum {size_mib / a:.0f} MiB/s, fingerprint_file {size_mib / b:.0f} MiB/s "
+          f"(md5, sha1, sha256, v2 leaves, 11 v1 tables) on {os.cpu_count()} cores")
+    profile: dict[str, float] = {}
+    cpu0, start = time.process_time(), time.perf_counter()
+    with open(target, "rb") as handle:
+        hash_file_object(handle, target.stat().st_size, profile=profile)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
+    print(f"\n### Where the CPU goes (one profiled run: {wall:.2f} s wall, {cpu:.2f} CPU s)\n")
+    print("| task | CPU s | per GiB |")
     print("| --- | --- | --- |")
-    print(f"| sha256sum | {a:.2f} | {size_mib / a:.0f} |")
-    print(f"| fingerprint_file (md5, sha1, sha256, v2 leaves, 11 v1 tables) | {b:.2f} | {size_mib / b:.0f} |")
-    print(f"\nratio fingerprint / sha256sum = **{b / a:.2f}** (goal <= 1.5); fingerprint CPU time "
-          f"{statistics.median(cpus):.2f} s on {os.cpu_count()} cores; runs: sha256sum "
-          f"{', '.join(f'{x:.2f}' for x in sums)}; fingerprint {', '.join(f'{x:.2f}' for x in fps)}")
+    gib = size_mib / 1024
+    for name, spent in sorted(profile.items(), key=lambda kv: -kv[1]):
+        print(f"| {TASKS.get(name, name)} | {spent:.2f} | {spent / gib:.2f} |")
+    rest = cpu - sum(profile.values())
+    print(f"| scheduling, GIL, thread start (the rest) | {rest:.2f} | {rest / gib:.2f} |")
     target.unlink()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import io
 import json
 import os
 import random
@@ -86,6 +87,55 @@ def test_short_reads_give_the_same_hashes() -> None:
     assert hashes.sha256 == hashlib.sha256(data).hexdigest()
     assert hashes.v1_piece_tables[32768] == b"".join(
         hashlib.sha1(data[i : i + 32768]).digest() for i in range(0, len(data), 32768))
+
+
+def naive_tables(data: bytes) -> dict[int, bytes]:
+    """Every v1 table the slow way: one SHA-1 per piece per piece length, no shared chains."""
+    lengths = [n for n in V1_PIECE_LENGTHS if n < len(data)] + [n for n in V1_PIECE_LENGTHS if n >= len(data)][:1]
+    return {n: b"".join(hashlib.sha1(data[i : i + n]).digest() for i in range(0, len(data), n)) for n in lengths}
+
+
+@pytest.mark.parametrize("chunk", [K, 64 * K, 1 << 20, 1 << 24])
+@pytest.mark.parametrize("workers", [1, 3])
+def test_shared_chains_equal_naive_tables_at_any_chunk_size(chunk: int, workers: int) -> None:
+    # odd sizes across chunk and piece boundaries; 16 KiB chunks run every chain longer than a chunk
+    for size in (K + 1, 3 * 1024 * 1024 + 12345, 17 * 1024 * 1024 + 999):
+        data = blob(size, 3)
+        reads = io.BytesIO(data)
+        rng = random.Random(size)
+        hashes = hash_stream(lambda n, r=reads, g=rng: r.read(min(n, g.randint(1, 40 * K))), size, chunk=chunk,
+                             workers=workers)
+        assert hashes.sha1 == hashlib.sha1(data).hexdigest() and hashes.md5 == hashlib.md5(data).hexdigest()
+        assert hashes.sha256 == hashlib.sha256(data).hexdigest()
+        assert hashes.leaf_hashes == b"".join(merkle.block_hashes(data))
+        assert dict(hashes.v1_piece_tables) == naive_tables(data), (size, chunk, workers)
+
+
+def test_a_failing_read_is_raised_and_stops_the_workers() -> None:
+    calls = 0
+
+    def read(n: int) -> bytes:
+        nonlocal calls
+        calls += 1
+        if calls == 5:
+            raise OSError("disk gone")
+        return bytes(min(n, 3 * K))
+
+    with pytest.raises(OSError, match="disk gone"):
+        hash_stream(read, 1 << 30, chunk=K, workers=2)
+
+
+def test_a_failing_task_is_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    from p2pwatch import fingerprint_hash
+
+    def broken(*_args: object, **_kwargs: object) -> object:
+        raise RuntimeError("hash broke")
+
+    monkeypatch.setattr(fingerprint_hash, "_short_chains", lambda *_a: broken)
+    data = blob(2 * 1024 * 1024)
+    stream = iter([data[: 1 << 20], data[1 << 20 :]])
+    with pytest.raises(RuntimeError, match="hash broke"):
+        hash_stream(lambda _n: next(stream, b""), len(data), chunk=64 * K, workers=2)
 
 
 def test_unsupported_piece_length_is_an_api_error(tmp_path: Path) -> None:
