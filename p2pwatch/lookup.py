@@ -44,7 +44,8 @@ def perceptual_settings(config: MonitorConfig) -> PerceptualSettings:
     m = config.matcher
     return PerceptualSettings(samples=m.samples, frame_threshold=m.frame_threshold, min_frames=m.min_frames,
                               image_threshold=m.image_threshold, max_image_bytes=m.max_image_bytes,
-                              piece_timeout=m.fetch_timeout)
+                              piece_timeout=m.fetch_timeout, max_fetch_fraction=m.max_fetch_fraction,
+                              min_fetch_bytes=m.min_fetch_bytes, strict_budget=m.strict_budget)
 
 
 async def run_matcher(index: RegistryIndex, metainfo: Metainfo, peers: list[tuple[str, int]], config: MonitorConfig,

@@ -26,6 +26,17 @@ frame, or when half the seek points (spread over the whole candidate, being visi
 frame near any registered one (``early_stop``). The defaults were chosen with scripts/bench_match.py (its
 docstring has the figures).
 
+The seek points are budgeted (``max_fetch_fraction`` of the file, default 3 %, or ``min_fetch_bytes`` when that
+is more). Once the head and the container index are fetched, the stage plans how many seek points the rest of
+the budget buys: a point costs about ``POINT_SECONDS`` of the video's average bit rate plus one piece (a read
+lands across a piece boundary as often as not), and the estimate becomes the measured average once points
+have been read. Before each point after the floor it checks that the next one still fits, and stops when it
+does not. The floor is ``min_spread`` points: fewer can never give a match. When even the floor does not fit
+(a 200 MB video in 4 MiB pieces: the head and the index alone are two pieces, 4 % of it), the stage reads the
+floor anyway, says so in the log and records the overrun in the proof (``budget``: the planned points, the
+budget and what was fetched), rather than miss a copy; ``strict_budget`` skips such a video instead (logged).
+docs/DECISIONS.md has the reasons; scripts/bench_match.py the figures per piece length.
+
 Each match's proof holds the observed frame hashes with their times, the registered frames they met, the
 Hamming distances and the thresholds, so a verifier can recompute every distance (evidence/SPEC.md §8). Its
 ``time_offset`` is observed time minus registered time (the sign evidence/proofs.py checks), and only frames
@@ -40,7 +51,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,9 +66,14 @@ from p2pwatch.metainfo import FileEntry, Metainfo
 log = logging.getLogger(__name__)
 
 
+#: Seconds of a video's average bit rate one seek point reads (the key frame, the frames after it and what the
+#: demuxer reads ahead; about 1.2 s measured by scripts/bench_match.py), before rounding up to pieces.
+POINT_SECONDS = 1.5
+
+
 @dataclass(frozen=True)
 class PerceptualSettings:
-    samples: int = 10  # seek points across a candidate video
+    samples: int = 10  # seek points across a candidate video, at most
     frames_per_sample: int = 3  # the key frame and the frames after it
     frame_step: float = 0.2  # seconds between those frames
     min_spread: int = 3  # distinct parts of the candidate that must match
@@ -71,6 +87,40 @@ class PerceptualSettings:
     image_threshold: int | None = None
     piece_timeout: float = 60.0
     decode_timeout: float = 120.0
+    max_fetch_fraction: float = 0.03  # the bytes a video may cost, as a fraction of its size ...
+    min_fetch_bytes: int = 4 * 1024 * 1024  # ... or this many, when that is more (small files)
+    strict_budget: bool = False  # True: skip a video whose floor of min_spread seek points does not fit
+
+
+@dataclass(frozen=True)
+class SampleBudget:
+    """How many seek points a video gets. ``over_budget``: even the floor did not fit."""
+
+    budget: int  # bytes
+    spent_before: int  # bytes fetched before the first seek point (head, index)
+    point_cost: int  # the estimated bytes of one seek point
+    planned: int
+    floor: int
+    over_budget: bool
+
+    def to_json(self, fetched: int, taken: int) -> dict[str, object]:
+        return {"budget_bytes": self.budget, "before_samples": self.spent_before, "point_estimate": self.point_cost,
+                "planned_samples": self.planned, "floor": self.floor, "samples": taken, "fetched_bytes": fetched,
+                "over_budget": self.over_budget or fetched > self.budget}
+
+
+def plan_samples(size: int, duration: float, piece_length: int, spent: int, settings: PerceptualSettings
+                 ) -> SampleBudget:
+    """The seek points the budget buys for a video of ``size`` bytes and ``duration`` seconds in pieces of
+    ``piece_length``, ``spent`` bytes having been fetched already; never fewer than the floor
+    (``min_spread``), never more than ``samples``."""
+    budget = max(int(settings.max_fetch_fraction * size), settings.min_fetch_bytes)
+    floor = max(1, min(settings.min_spread, settings.samples))
+    rate = size / duration if duration > 0 else float(size)
+    cost = int(rate * POINT_SECONDS) + piece_length
+    affordable = max(0, budget - spent) // max(1, cost)
+    planned = max(floor, min(settings.samples, affordable))
+    return SampleBudget(budget, spent, cost, planned, floor, affordable < floor)
 
 
 def _lazy(f: FileEntry, metainfo: Metainfo, source: PieceSource, timeout: float) -> LazyFile:
@@ -84,6 +134,10 @@ def _lazy(f: FileEntry, metainfo: Metainfo, source: PieceSource, timeout: float)
 
 async def _read(lazy: LazyFile, start: int, end: int) -> bytes:
     return b"".join([chunk async for chunk in lazy.iter_range(start, end)])
+
+
+def _spent_since(source: PieceSource, before: int) -> int:
+    return source.downloaded() - before
 
 
 def _wanted(index: RegistryIndex, registered: list[RegisteredContent], file_index: int,
@@ -118,7 +172,8 @@ async def perceptual_matches(index: RegistryIndex, metainfo: Metainfo, source: P
             if kind is ContentKind.IMAGE and f.length <= settings.max_image_bytes:
                 found = await _match_image(lazy, f, metainfo, wanted, settings)
             elif kind is ContentKind.VIDEO:
-                found = await _match_video(lazy, f, metainfo, wanted, settings)
+                found = await _match_video(lazy, f, metainfo, wanted, settings,
+                                           functools.partial(_spent_since, source, before))
             else:
                 continue
         except media.MediaError as exc:
@@ -241,10 +296,11 @@ class VideoDecision:
 
 
 def decide_video(registered: media.MediaFingerprint, frames: Sequence[FrameHash], duration: float | None,
-                 settings: PerceptualSettings) -> VideoDecision:
-    """Do the sampled ``frames`` of a candidate lasting ``duration`` seconds show the registered video?"""
+                 settings: PerceptualSettings, samples: int | None = None) -> VideoDecision:
+    """Do the sampled ``frames`` of a candidate lasting ``duration`` seconds, taken at ``samples`` seek points
+    (``settings.samples`` by default), show the registered video?"""
     tolerance = settings.offset_tolerance
-    slot = max(tolerance, 0.5 * (duration or 0.0) / max(1, settings.samples))
+    slot = max(tolerance, 0.5 * (duration or 0.0) / max(1, samples or settings.samples))
     if not frames or not registered.frame_hashes:
         return VideoDecision(False, 0.0, (), 0, 0, slot)
     result = media.match_video(registered, frames, threshold=settings.frame_threshold, min_frames=1,
@@ -283,7 +339,7 @@ def _video_media(item: RegisteredContent) -> media.MediaFingerprint:
 
 
 async def _match_video(lazy: LazyFile, f: FileEntry, metainfo: Metainfo, wanted: list[RegisteredContent],
-                       settings: PerceptualSettings) -> list[Match]:
+                       settings: PerceptualSettings, spent: Callable[[], int]) -> list[Match]:
     registered = [w for w in wanted if w.fingerprint.media is not None
                   and w.fingerprint.media.kind is ContentKind.VIDEO and w.fingerprint.media.frame_hashes]
     if not registered:
@@ -296,12 +352,28 @@ async def _match_video(lazy: LazyFile, f: FileEntry, metainfo: Metainfo, wanted:
         info = await trio.to_thread.run_sync(
             lambda: media.probe_video(url, protocols="http,tcp", timeout=settings.decode_timeout))
         duration = info.duration or 0.0
-        count = settings.samples if duration > 0 else 1
+        plan = plan_samples(f.length, duration, metainfo.piece_length, spent(), settings)
+        if plan.over_budget:
+            log.info("perceptual: %s in %s: even %d seek points (about %d bytes each) exceed the budget of %d "
+                     "bytes (%d spent on the head and index, %d-byte pieces): %s", f.display_path,
+                     metainfo.infohash.hex(), plan.floor, plan.point_cost, plan.budget, plan.spent_before,
+                     metainfo.piece_length, "skipped (strict budget)" if settings.strict_budget
+                     else "reading them anyway; the proof records the overrun")
+            if settings.strict_budget:
+                return []
+        count = plan.planned if duration > 0 else 1
         key_frames: set[float] = set()
+        point_costs: list[int] = []
         for i in sample_order(count):
+            estimate = -(-sum(point_costs) // len(point_costs)) if point_costs else plan.point_cost
+            if samples_taken >= plan.floor and spent() + estimate > plan.budget:
+                log.info("perceptual: %s: budget of %d bytes reached after %d seek points", f.display_path,
+                         plan.budget, samples_taken)
+                break
             t = duration * (i + 0.5) / count
             sample = functools.partial(frames_at, url, t, frames=settings.frames_per_sample,
                                        step=settings.frame_step, window=window, timeout=settings.decode_timeout)
+            before = spent()
             try:
                 got = await trio.to_thread.run_sync(functools.partial(sample, accurate=False))
                 if got and got[0].t in key_frames:  # an earlier point's key frame: decode at this point instead
@@ -311,13 +383,15 @@ async def _match_video(lazy: LazyFile, f: FileEntry, metainfo: Metainfo, wanted:
             except media.MediaError as exc:
                 log.info("perceptual: no frame near %.1f s: %s", t, exc)
                 continue
+            finally:
+                point_costs.append(spent() - before)
             samples_taken += 1
             for frame in got:
                 seen.setdefault(frame.t, frame)
             if samples_taken < settings.min_spread:
                 continue
             frames = sorted(seen.values(), key=lambda fr: fr.t)
-            decisions = {r.content_id: decide_video(_video_media(r), frames, info.duration, settings)
+            decisions = {r.content_id: decide_video(_video_media(r), frames, info.duration, settings, count)
                          for r in registered}
             if settings.early_stop and _settled(registered, decisions, frames, settings, samples_taken, count):
                 break
@@ -338,6 +412,7 @@ async def _match_video(lazy: LazyFile, f: FileEntry, metainfo: Metainfo, wanted:
                              "min_spread": settings.min_spread, "slot": round(decision.slot, 3),
                              "min_ratio": settings.min_ratio, "samples": samples_taken,
                              "candidate_frames": len(frames), "duration": info.duration,
+                             "budget": plan.to_json(spent(), samples_taken),
                              "frames": [_video_frame(p, reg.frame_hashes, seen) for p in decision.pairs],
                          }, 0))
     return out

@@ -246,8 +246,12 @@ def bench_bytes(workdir: Path, size_mb: int, bitrate: float, runs: int, piece_si
                     extra: dict[str, Any] = {}
                     if wanted and method == "perceptual":
                         proof = wanted[0].proof
-                        extra = {"samples": proof["samples"], "frames matched": proof["matched_frames"],
-                                 "parts": proof["spread"], "pieces": proof["pieces_touched"]}
+                        budget = proof["budget"]
+                        extra = {"samples": f"{proof['samples']} of {budget['planned_samples']} planned",
+                                 "frames matched": proof["matched_frames"], "parts": proof["spread"],
+                                 "pieces": proof["pieces_touched"],
+                                 "budget": f"{budget['budget_bytes']:,} B"
+                                           + (" EXCEEDED (floor of seek points)" if budget["over_budget"] else "")}
                     row.results.append((fetched, total, bool(wanted), secs, extra))
                 rows.append(row)
                 print(row.line(), flush=True)
@@ -257,6 +261,9 @@ def bench_bytes(workdir: Path, size_mb: int, bitrate: float, runs: int, piece_si
     for row in rows:
         print(row.line())
     print(f"\nperceptual settings: {settings}")
+    print(f"budget: {100 * settings.max_fetch_fraction:g} % of the file (at least {settings.min_fetch_bytes:,} B), "
+          f"never fewer than {settings.min_spread} seek points; EXCEEDED marks a video whose floor did not fit "
+          "(read anyway, recorded in the proof)")
 
 
 # --- precision / recall through the lazy view ----------------------------------------------------------------
@@ -355,6 +362,18 @@ def bench_corpus(workdir: Path, n: int, decoys: int, jobs: int, piece_length: in
             took = time.perf_counter() - began
             print(scores[kind].row(label + mark, f"{100 * statistics.median(fractions[kind]):.0f} %, "
                                                  f"{100 * max(fractions[kind]):.0f} %; {took:.0f} s"))
+    # every video held to the floor of seek points: what a budget-bound (large-piece) torrent gets
+    floor = dataclasses.replace(default, max_fetch_fraction=0.0, min_fetch_bytes=0)
+    began = time.perf_counter()
+    results = trio.run(_corpus_matches, index, candidates, jobs, floor, piece_length)
+    at_floor = Score()
+    for (key, _, path), (found, _, _, _) in zip(candidates, results, strict=True):
+        if path.suffix in (".mp4", ".mkv", ".avi"):
+            for reg_key, content_id in ids.items():
+                if reg_key.startswith("v"):
+                    at_floor.add(reg_key == key, content_id in found)
+    print(at_floor.row(f"videos, budget 0: only the floor of {floor.min_spread} seek points",
+                       f"{time.perf_counter() - began:.0f} s"))
     print("\nby alteration, at the defaults:\n")
     print("| alteration | TP | FP | FN | TN | precision | recall | |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
