@@ -99,28 +99,31 @@ class SampleBudget:
     budget: int  # bytes
     spent_before: int  # bytes fetched before the first seek point (head, index)
     point_cost: int  # the estimated bytes of one seek point
-    planned: int
-    floor: int
+    planned: int  # seek points spread over the video (the head point not included)
+    floor: int  # seek points needed, the head point included
     over_budget: bool
+    head_point: bool = False  # a first point at the start, whose bytes the probe has mostly fetched already
 
     def to_json(self, fetched: int, taken: int) -> dict[str, object]:
         return {"budget_bytes": self.budget, "before_samples": self.spent_before, "point_estimate": self.point_cost,
-                "planned_samples": self.planned, "floor": self.floor, "samples": taken, "fetched_bytes": fetched,
+                "planned_samples": self.planned + self.head_point, "head_point": self.head_point,
+                "floor": self.floor, "samples": taken, "fetched_bytes": fetched,
                 "over_budget": self.over_budget or fetched > self.budget}
 
 
-def plan_samples(size: int, duration: float, piece_length: int, spent: int, settings: PerceptualSettings
-                 ) -> SampleBudget:
+def plan_samples(size: int, duration: float, piece_length: int, spent: int, settings: PerceptualSettings, *,
+                 head_point: bool = False) -> SampleBudget:
     """The seek points the budget buys for a video of ``size`` bytes and ``duration`` seconds in pieces of
     ``piece_length``, ``spent`` bytes having been fetched already; never fewer than the floor
-    (``min_spread``), never more than ``samples``."""
+    (``min_spread``, one of them the point at the start with ``head_point``), never more than ``samples``."""
     budget = max(int(settings.max_fetch_fraction * size), settings.min_fetch_bytes)
     floor = max(1, min(settings.min_spread, settings.samples))
     rate = size / duration if duration > 0 else float(size)
     cost = int(rate * POINT_SECONDS) + piece_length
     affordable = max(0, budget - spent) // max(1, cost)
-    planned = max(floor, min(settings.samples, affordable))
-    return SampleBudget(budget, spent, cost, planned, floor, affordable < floor)
+    paid = max(0, floor - head_point)
+    planned = max(paid, min(settings.samples, affordable))
+    return SampleBudget(budget, spent, cost, planned, floor, affordable < paid, head_point)
 
 
 def _lazy(f: FileEntry, metainfo: Metainfo, source: PieceSource, timeout: float) -> LazyFile:
@@ -353,6 +356,8 @@ async def _match_video(lazy: LazyFile, f: FileEntry, metainfo: Metainfo, wanted:
             lambda: media.probe_video(url, protocols="http,tcp", timeout=settings.decode_timeout))
         duration = info.duration or 0.0
         plan = plan_samples(f.length, duration, metainfo.piece_length, spent(), settings)
+        if plan.planned < settings.samples and duration > 0:  # the budget binds: take the start, fetched already
+            plan = plan_samples(f.length, duration, metainfo.piece_length, spent(), settings, head_point=True)
         if plan.over_budget:
             log.info("perceptual: %s in %s: even %d seek points (about %d bytes each) exceed the budget of %d "
                      "bytes (%d spent on the head and index, %d-byte pieces): %s", f.display_path,
@@ -361,16 +366,18 @@ async def _match_video(lazy: LazyFile, f: FileEntry, metainfo: Metainfo, wanted:
                      else "reading them anyway; the proof records the overrun")
             if settings.strict_budget:
                 return []
-        count = plan.planned if duration > 0 else 1
+        count = plan.planned + plan.head_point if duration > 0 else 1
         key_frames: set[float] = set()
         point_costs: list[int] = []
-        for i in sample_order(count):
+        # the head point stands in for the first of ``count`` evenly spread points
+        times = [0.0] * plan.head_point + [duration * (i + 0.5) / count for i in sample_order(count)
+                                           if not (plan.head_point and i == 0)]
+        for point, t in enumerate(times):
             estimate = -(-sum(point_costs) // len(point_costs)) if point_costs else plan.point_cost
             if samples_taken >= plan.floor and spent() + estimate > plan.budget:
                 log.info("perceptual: %s: budget of %d bytes reached after %d seek points", f.display_path,
                          plan.budget, samples_taken)
                 break
-            t = duration * (i + 0.5) / count
             sample = functools.partial(frames_at, url, t, frames=settings.frames_per_sample,
                                        step=settings.frame_step, window=window, timeout=settings.decode_timeout)
             before = spent()
@@ -384,7 +391,8 @@ async def _match_video(lazy: LazyFile, f: FileEntry, metainfo: Metainfo, wanted:
                 log.info("perceptual: no frame near %.1f s: %s", t, exc)
                 continue
             finally:
-                point_costs.append(spent() - before)
+                if point or not plan.head_point:  # the head point's cost says nothing of the others'
+                    point_costs.append(spent() - before)
             samples_taken += 1
             for frame in got:
                 seen.setdefault(frame.t, frame)
