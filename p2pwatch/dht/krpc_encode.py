@@ -8,6 +8,7 @@ Every message written here is one that :func:`p2pwatch.dht.krpc.decode` accepts 
 from __future__ import annotations
 
 import socket
+import struct
 from typing import Any
 
 from p2pwatch import bencoding, limits
@@ -107,9 +108,34 @@ def _enc_unknown(m: UnknownQuery) -> dict[bytes, Any]:
     return _query(m, {} if m.target is None else {b"target": m.target})
 
 
+_IP4_PORT = struct.Struct("!4sH").pack
+_IP6_PORT = struct.Struct("!16sH").pack
+
+
+# Packed addresses of the IPs we have put in replies (routing-table nodes, so a small set): inet_pton is
+# most of the cost of a compact node. Only inet_pton's own output goes in; cleared when it grows too big.
+_PACKED: dict[int, dict[str, bytes]] = {_AF_INET: {}, _AF_INET6: {}}
+_MAX_PACKED = 16384
+
+
+def _packed_ips(nodes: tuple[NodeInfo, ...], family: int) -> dict[str, bytes]:
+    packed = _PACKED[family]
+    if len(packed) + len(nodes) > _MAX_PACKED:
+        packed.clear()
+    for n in nodes:
+        if n.ip not in packed:
+            packed[n.ip] = _pton(family, n.ip)  # raises for a malformed address: nothing is stored
+    return packed
+
+
 def _compact_nodes(nodes: tuple[NodeInfo, ...], family: int, size: int) -> bytes:
-    pton = _pton
-    blob = b"".join([n.id + pton(family, n.ip) + n.port.to_bytes(2, "big") for n in nodes])
+    pack = _IP6_PORT if family == _AF_INET6 else _IP4_PORT  # inet_pton's output always has the packed size
+    packed = _PACKED[family]
+    try:
+        blob = b"".join([n.id + pack(packed[n.ip], n.port) for n in nodes])
+    except KeyError:
+        packed = _packed_ips(nodes, family)
+        blob = b"".join([n.id + pack(packed[n.ip], n.port) for n in nodes])
     _need(len(blob) == size * len(nodes), "every node id must be 20 bytes")
     return blob
 
@@ -148,23 +174,30 @@ def _bstr(value: bytes) -> bytes:
     return b"%d:%s" % (len(value), value)
 
 
+# b"0:" ... b"2047:", the string-length prefixes a datagram can hold, ready made
+_LENGTH = tuple(b"%d:" % n for n in range(limits.MAX_DATAGRAM))
+
+
 def _response_bytes(m: Response, client_version: bytes | None, external_ip: tuple[str, int] | None) -> bytes:
     """A response assembled directly in bencoding's sorted key order (the DHT's hot path).
 
     Validates exactly like :func:`_enc_response`; the tests check it is byte-identical to encoding the dict.
     """
-    _need(_is_id(m.sender), "sender id must be 20 bytes")
-    _need(type(m.tid) is bytes and len(m.tid) <= _MAX_TID, "tid must be at most 16 bytes")
-    parts = [b"d"]
+    sender, tid = m.sender, m.tid
+    _need(type(sender) is bytes and len(sender) == 20, "sender id must be 20 bytes")
+    _need(type(tid) is bytes and len(tid) <= _MAX_TID, "tid must be at most 16 bytes")
     ip = external_ip if external_ip is not None else m.external_ip
     if ip is not None:
-        parts += (b"2:ip", _bstr(_compact(*ip)))
-    parts.append(b"1:rd")
-    for key, bloom in ((b"4:BFpe", m.bf_peers), (b"4:BFsd", m.bf_seeds)):
-        if bloom is not None:
-            _need(type(bloom) is bytes and len(bloom) == BLOOM_FILTER_SIZE, "bloom filters are 256 bytes")
-            parts += (key, _bstr(bloom))
-    parts += (b"2:id20:", m.sender)
+        compact = _compact(*ip)  # 6 or 18 bytes
+        parts = [b"d2:ip", _LENGTH[len(compact)], compact, b"1:rd"]
+    else:
+        parts = [b"d1:rd"]
+    if m.bf_peers is not None or m.bf_seeds is not None:
+        for key, bloom in ((b"4:BFpe", m.bf_peers), (b"4:BFsd", m.bf_seeds)):
+            if bloom is not None:
+                _need(type(bloom) is bytes and len(bloom) == BLOOM_FILTER_SIZE, "bloom filters are 256 bytes")
+                parts += (key, _bstr(bloom))
+    parts += (b"2:id20:", sender)
     sampling = bool(m.samples) or m.num is not None or m.interval is not None
     if sampling:
         for count in (m.num, m.interval):
@@ -181,14 +214,15 @@ def _response_bytes(m: Response, client_version: bytes | None, external_ip: tupl
         ok = len(m.samples) <= limits.MAX_SAMPLES_PER_REPLY and all(_is_id(x) for x in m.samples)
         _need(ok, "samples must be at most MAX_SAMPLES_PER_REPLY 20-byte infohashes")
         parts += (b"7:samples", _bstr(b"".join(m.samples)))
-    if m.token is not None:
-        _need(_is_token(m.token), f"token must be bytes of at most {_MAX_TOKEN}")
-        parts += (b"5:token", _bstr(m.token))
+    token = m.token
+    if token is not None:
+        _need(_is_token(token), f"token must be bytes of at most {_MAX_TOKEN}")
+        parts += (b"5:token", _LENGTH[len(token)], token)
     if m.values:
         parts.append(b"6:valuesl")
         parts += [_bstr(_compact(vip, vport)) for vip, vport in m.values]
         parts.append(b"e")
-    parts += (b"e1:t", _bstr(m.tid))
+    parts += (b"e1:t", _LENGTH[len(tid)], tid)
     if client_version is not None:
         _need(type(client_version) is bytes, "client_version must be bytes")
         parts += (b"1:v", _bstr(client_version))
@@ -224,7 +258,7 @@ def encode(
     if type(message) is Response:
         try:
             return _response_bytes(message, client_version, external_ip)
-        except (OSError, ValueError, TypeError, OverflowError, AttributeError) as exc:
+        except (OSError, ValueError, TypeError, OverflowError, AttributeError, struct.error) as exc:
             raise LocalProtocolError(f"cannot encode Response: {exc}") from exc
     encoder = _ENCODERS.get(type(message))
     if encoder is None:
@@ -237,6 +271,6 @@ def encode(
             msg[b"v"] = client_version
         if external_ip is not None:
             msg[b"ip"] = _compact(*external_ip)
-    except (OSError, ValueError, TypeError, OverflowError, AttributeError) as exc:
+    except (OSError, ValueError, TypeError, OverflowError, AttributeError, struct.error) as exc:
         raise LocalProtocolError(f"cannot encode {type(message).__name__}: {exc}") from exc
     return bencoding.encode(msg)

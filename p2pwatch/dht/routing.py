@@ -37,7 +37,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from itertools import chain
 from typing import Any
 
@@ -331,16 +331,11 @@ class RoutingTable:
         if count <= 0:
             return []
         t = int.from_bytes(target, "big")
-        buckets = self._buckets
         c = self._index(t)
         clock = self._clock if now is None else now
-        groups: Iterable[Iterable[_Entry]] = chain(
-            (buckets[c].live,),
-            (chain.from_iterable(b.live for b in buckets[c + 1 :]),),
-            (buckets[j].live for j in range(c - 1, -1, -1)),
-        )
         out: list[NodeInfo] = []
-        for group in groups:
+        for group in self._groups(c):
+            # a table holds an id once, so distances are unique and the tuples sort by distance alone
             if include_questionable:
                 cands = [(e.key ^ t, e.node) for e in group if not e.bad]
             else:
@@ -349,13 +344,22 @@ class RoutingTable:
                 continue
             need = count - len(out)
             if len(cands) > need:
-                cands = heapq.nsmallest(need, cands, key=lambda p: p[0])
+                cands = heapq.nsmallest(need, cands)
             else:
-                cands.sort(key=lambda p: p[0])
-            out.extend(n for _, n in cands)
+                cands.sort()
+            out += [n for _, n in cands]
             if len(out) >= count:
                 break
         return out
+
+    def _groups(self, c: int) -> Iterator[list[_Entry]]:
+        """Bucket ``c``, then the deeper buckets together, then ``c-1`` … ``0``: each group farther off."""
+        buckets = self._buckets
+        yield buckets[c].live
+        if c + 1 < len(buckets):
+            yield [e for b in buckets[c + 1 :] for e in b.live]
+        for j in range(c - 1, -1, -1):
+            yield buckets[j].live
 
     def _random_id_in(self, i: int) -> bytes:
         last = i == len(self._buckets) - 1

@@ -30,6 +30,7 @@ PEER_TTL = 30 * 60.0
 SAMPLE_INTERVAL = 60
 MAX_SAMPLES_PER_ANSWER = 20
 MAX_VALUES_PER_ANSWER = 50
+_MAX_CACHED_TOKENS = 4096  # tokens remembered per secret (get_peers answers hash once per IP)
 
 
 class TokenManager:
@@ -39,16 +40,23 @@ class TokenManager:
         self._secret = os.urandom(16)
         self._previous = self._secret
         self._rotated_at = now
+        self._issued: dict[str, bytes] = {}  # ip -> token under the current secret (a cache)
 
     def _maybe_rotate(self, now: float) -> None:
         if now - self._rotated_at >= TOKEN_ROTATION:
             self._previous = self._secret
             self._secret = os.urandom(16)
             self._rotated_at = now
+            self._issued = {}
 
     def token_for(self, ip: str, now: float) -> bytes:
         self._maybe_rotate(now)
-        return hashlib.sha1(self._secret + ip.encode()).digest()[:8]
+        token = self._issued.get(ip)
+        if token is None:
+            if len(self._issued) >= _MAX_CACHED_TOKENS:
+                self._issued.clear()
+            token = self._issued[ip] = hashlib.sha1(self._secret + ip.encode()).digest()[:8]
+        return token
 
     def is_valid(self, token: bytes, ip: str, now: float) -> bool:
         self._maybe_rotate(now)
@@ -140,11 +148,11 @@ class QueryHandler:
     def _nodes(self, target: bytes, want: tuple[bytes, ...], ipv6_socket: bool
                ) -> tuple[tuple[NodeInfo, ...], tuple[NodeInfo, ...]]:
         closest = self.table.closest(target, self.k)
-        v4 = tuple(n for n in closest if ":" not in n.ip)
-        v6 = tuple(n for n in closest if ":" in n.ip)
         want_v4 = b"n4" in want or (not want and not ipv6_socket)
         want_v6 = b"n6" in want or (not want and ipv6_socket)
-        return (v4 if want_v4 else ()), (v6 if want_v6 else ())
+        v4 = tuple([n for n in closest if ":" not in n.ip]) if want_v4 else ()
+        v6 = tuple([n for n in closest if ":" in n.ip]) if want_v6 else ()
+        return v4, v6
 
     def handle(self, query: krpc.Query, addr: tuple[str, int], now: float) -> krpc.Response | krpc.Error:
         ip = addr[0]
