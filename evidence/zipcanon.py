@@ -27,7 +27,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 STORED, DEFLATED = 0, 8
 DOS_TIME, DOS_DATE = 0, (0 << 9) | (1 << 5) | 1  # 00:00:00, 1980-01-01
@@ -43,6 +43,8 @@ _ZIP64_LOCATOR = struct.Struct("<IIQI")
 _COMPONENT = re.compile(r"[A-Za-z0-9._-]{1,200}")
 MAX_NAME = 512
 CHUNK = 1 << 20
+#: Entries smaller than this get a smaller deflate window (:func:`compressor`).
+SMALL_ENTRY = 1 << 15
 
 
 class ZipProfileError(ValueError):
@@ -124,6 +126,19 @@ def directory_tail(entries: list[Entry], cd_offset: int) -> bytes:
     return b"".join(tail)
 
 
+def compressor(level: int, size: int | None = None) -> Any:
+    """A raw deflate compressor for an entry of ``size`` bytes (None: unknown, streamed).
+
+    Entries under 32 KiB get a window just large enough to hold them and a hash table to match: zlib's
+    defaults (a 32 KiB window, memLevel 8) cost some 80 us to set up, which for the tens of thousands of
+    transcripts of a large case took longer than compressing them. Any raw inflater reads the result.
+    """
+    if size is None or size >= SMALL_ENTRY:
+        return zlib.compressobj(level, zlib.DEFLATED, -15)
+    wbits = max(9, (size - 1).bit_length())
+    return zlib.compressobj(level, zlib.DEFLATED, -wbits, max(2, wbits - 7))
+
+
 class ZipWriter:
     """Write the canonical profile to a seekable binary file, one entry at a time, in bounded memory."""
 
@@ -163,7 +178,7 @@ class ZipWriter:
         """Write a whole entry held in memory (one write, no seeking back)."""
         offset = self._claim(name, method)
         if method == DEFLATED:
-            z = zlib.compressobj(self._level, zlib.DEFLATED, -15)
+            z = compressor(self._level, len(data))
             payload = z.compress(data) + z.flush()
         else:
             payload = data
@@ -200,7 +215,7 @@ class _EntryWriter:
     def __init__(self, owner: ZipWriter, entry: Entry) -> None:
         self._owner = owner
         self._entry = entry
-        self._z = zlib.compressobj(owner._level, zlib.DEFLATED, -15) if entry.method == DEFLATED else None
+        self._z = compressor(owner._level) if entry.method == DEFLATED else None
 
     def write(self, data: bytes) -> None:
         e = self._entry

@@ -11,6 +11,7 @@ only this way).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,15 +23,16 @@ from sqlalchemy.orm import Session
 
 from p2pwatch import __version__
 from p2pwatch.bundle import keys as keyfile
+from p2pwatch.bundle.rows import ExportedRow
 from p2pwatch.bundle.writer import BundleSummary, PieceRecord, TorrentRecord, write_bundle
 from p2pwatch.errors import ConfigError
 from p2pwatch.metainfo import parse_torrent
 from p2pwatch.registry import get_case
-from p2pwatch.storage.chain import OBSERVATION_KIND, body_hash, format_timestamp
+from p2pwatch.storage.chain import OBSERVATION_KIND, body_hash, format_timestamp, observation_template
 from p2pwatch.storage.ledger import append_audit, chain_head
 from p2pwatch.storage.models import CaseWatch, Content, Observation, Peer, SwarmSample, Torrent, Transcript
 from p2pwatch.storage.models import Match as MatchRow
-from p2pwatch.storage.reading import iter_observation_rows
+from p2pwatch.storage.reading import SQLITE_TIME, iter_observation_batches, iter_observation_rows, timestamp_text
 
 
 @dataclass(frozen=True)
@@ -53,9 +55,32 @@ def _case_torrents(session: Session, case_id: int, only: str | None) -> list[Tor
     return sorted(torrents, key=lambda t: t.id)
 
 
-def _observations(session: Session, torrent_ids: set[int], first: int, head: int) -> Iterator[dict[str, Any]]:
-    """The chain segment in seq order, built straight from the row tuples (the writer re-hashes every row,
-    so a field built wrongly here fails the export instead of producing a bundle that does not verify)."""
+def _observations(session: Session, torrent_ids: set[int], first: int, head: int) -> Iterator[ExportedRow]:
+    """The chain segment in seq order as the writer's row tuples (p2pwatch.bundle.rows), straight from the
+    driver's tuples. The writer re-hashes every row from these values, so a field converted wrongly here
+    fails the export instead of producing a bundle that does not verify; so does a row altered in the
+    database. Rows of other cases become ``(seq, body_hash)``."""
+    sqlite_time, text, sha256 = SQLITE_TIME, timestamp_text, hashlib.sha256
+    for batch in iter_observation_batches(session, first, head):
+        for (seq, torrent_id, dht_id, ip, port, reporter, salt, digest, level, source, client, peer_id, have,
+             _tid, tsha, at, prev_hash, row_hash) in batch:
+            at = f"{at[:10]}T{at[11:]}Z" if type(at) is str and sqlite_time(at) else text(at)
+            if have is not None:
+                have = float(have)
+            if torrent_id in torrent_ids:
+                yield (seq, at, dht_id, digest, level, source, client, peer_id, have, tsha, prev_hash, row_hash,
+                       ip, port, reporter, salt)
+            else:
+                prefix, suffix = observation_template(observed_at=at, torrent=dht_id, addr=digest, level=level,
+                                                      source=source, client=client, peer_id=peer_id,
+                                                      have_fraction=have, transcript=tsha)
+                yield seq, sha256(b"%b%d%b" % (prefix, seq, suffix)).hexdigest()
+
+
+def _observation_mappings(session: Session, torrent_ids: set[int], first: int,
+                          head: int) -> Iterator[dict[str, Any]]:
+    """The same segment as mappings through the ORM's types and the canonical encoder: the writer's general
+    path, kept as the reference the fast path is tested against (byte-identical bundles)."""
     kind = OBSERVATION_KIND
     for (seq, torrent_id, dht_id, ip, port, reporter, salt, digest, level, source, client, peer_id, have,
          _tid, tsha, observed_at, prev_hash, row_hash) in iter_observation_rows(session, first, head):
@@ -97,7 +122,9 @@ def _pieces(session: Session, torrents: dict[int, Torrent], matches: list[dict[s
     return [pieces[k] for k in sorted(pieces)]
 
 
-def build_inputs(session: Session, request: ExportRequest) -> dict[str, Any]:
+def build_inputs(session: Session, request: ExportRequest, *, reference: bool = False) -> dict[str, Any]:
+    """``write_bundle``'s arguments; ``reference`` streams the observations through the general mapping path
+    (slower, same bytes) instead of the row tuples."""
     case = get_case(session, request.case, active=False)
     torrents = _case_torrents(session, case.id, request.torrent)
     if not torrents:
@@ -135,7 +162,8 @@ def build_inputs(session: Session, request: ExportRequest) -> dict[str, Any]:
         "torrents": [TorrentRecord(t.metainfo or b"", t.dht_id, t.name or "") for t in torrents],
         "matches": matches,
         "peers": peers,
-        "observations": _observations(session, set(by_id), first, head_seq) if first is not None else iter(()),
+        "observations": iter(()) if first is None else
+        (_observation_mappings if reference else _observations)(session, set(by_id), first, head_seq),
         "chain_anchor": {"head_seq": head_seq, "head_hash": head_hash},
         "transcripts": _transcripts(session, set(by_id)),
         "pieces": _pieces(session, by_id, matches),

@@ -35,7 +35,12 @@ def _members(data: bytes) -> list[tuple[str, bytes, int]]:
 
 
 def _put(writer: ZipWriter, name: str, content: bytes, method: int) -> None:
-    with writer.open(name, method=method, large=name == "observations.jsonl") as out:
+    """As the bundle writer does: observations.jsonl streamed, every other member written whole (so a small
+    member gets the same small-window compressor, zipcanon.compressor)."""
+    if name != "observations.jsonl":
+        writer.write(name, content, method=method)
+        return
+    with writer.open(name, method=method, large=True) as out:
         out.write(content)
 
 

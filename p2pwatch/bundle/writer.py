@@ -3,8 +3,10 @@
 :func:`write_bundle` takes what the store holds (case, content ids, torrents with their metainfo, match
 proofs, observations as exported chain rows, transcripts, verified pieces, swarm samples) and writes one
 ZIP in the canonical profile of :mod:`evidence.zipcanon`: same input, same bytes. Observations are streamed
-straight into the ZIP (a million rows need a few MB of memory); every row's hash is re-computed on the way,
-so a broken chain refuses to export instead of producing a bundle that fails verification.
+straight into the ZIP (a million rows need a few MB of memory); every row's hash is re-computed on the way
+(:mod:`p2pwatch.bundle.rows`, which also takes rows as tuples, the exporter's fast path), so a broken chain
+refuses to export instead of producing a bundle that fails verification. Their deflate, CRC-32 and SHA-256
+run in a second thread (:class:`~p2pwatch.bundle.rows.ChunkPipe`), overlapping the per-row hashing.
 
 Entry order: ``torrents/``, ``observations.jsonl``, ``chain.json``, ``transcripts/``, ``pieces/``,
 ``bundle.json``, ``timeline.png``, ``report.html``, ``case.jsonld``, ``public_key.pem``, ``manifest.json``,
@@ -29,16 +31,13 @@ from evidence import FORMAT_NAME, FORMAT_VERSION
 from evidence.hashchain import (
     ALGORITHM,
     GENESIS_HASH,
-    NOT_HASHED,
-    address_digest,
     canonical_bytes,
-    is_hash,
-    link_hash,
 )
 from evidence.proofs import ProofError, TorrentIndex, check_match
 from evidence.torrent import Torrent, TorrentError, parse_torrent
 from evidence.zipcanon import DEFLATED, STORED, ZipWriter
 from p2pwatch.bundle import caseuco, keys, plot, report
+from p2pwatch.bundle.rows import ChunkPipe, ExportedRow, Observations
 from p2pwatch.errors import BundleError
 
 #: Content-id fields copied into bundle.json; anything else a content dict holds stays out.
@@ -46,8 +45,6 @@ CONTENT_KEYS = ("id", "kind", "size", "sha256", "registered_at", "label")
 #: Peer fields taken from the ``peers`` argument (the rest is derived from the observations).
 PEER_INFO_KEYS = ("client", "country", "asn", "peer_id")
 LEVEL_NAMES = {0: "listed", 1: "connected", 2: "advertised", 3: "served", 4: "served-whole"}
-_string = json.encoder.encode_basestring  # the C encoder of JSON strings
-sha256 = hashlib.sha256
 _PieceFile = tuple[str, bytes]
 
 
@@ -101,12 +98,14 @@ class _Archive:
         self.f = f
         self.zip = ZipWriter(f)
         self.files: list[tuple[str, str, int]] = []
+        self._prefix: tuple[int, Any] = (0, hashlib.sha256())
 
     def put(self, name: str, data: bytes, *, method: int = DEFLATED) -> None:
         self.zip.write(name, data, method=method)
         self.files.append((name, hashlib.sha256(data).hexdigest(), len(data)))
 
     def prefix_sha256(self) -> tuple[int, str]:
+        """Length and SHA-256 of the archive so far (kept, so :meth:`whole_sha256` reads only the rest)."""
         length = self.zip.position
         self.f.flush()
         self.f.seek(0)
@@ -117,7 +116,17 @@ class _Archive:
                 raise BundleError("the bundle file shrank while it was written")
             digest.update(chunk)
             left -= len(chunk)
+        self._prefix = (length, digest.copy())
         return length, digest.hexdigest()
+
+    def whole_sha256(self) -> str:
+        """SHA-256 of the finished archive: the prefix's hash continued over the bytes after it."""
+        length, digest = self._prefix
+        self.f.flush()
+        self.f.seek(length)
+        for block in iter(lambda: self.f.read(1 << 20), b""):
+            digest.update(block)
+        return digest.hexdigest()
 
 
 def build_manifest(*, files: list[tuple[str, str, int]], prefix: tuple[int, str], tool_version: str,
@@ -135,103 +144,7 @@ def build_manifest(*, files: list[tuple[str, str, int]], prefix: tuple[int, str]
     return readable_json(doc).encode("utf-8")
 
 
-class _Observations:
-    """Streams exported chain rows into observations.jsonl, checking every link, and summarises them."""
-
-    def __init__(self, torrents: TorrentIndex, first_prev_hash: str | None) -> None:
-        self.torrents = torrents
-        self.prev = first_prev_hash
-        self.first_prev = first_prev_hash
-        self.first_seq: int | None = None
-        self.last_seq: int | None = None
-        self.rows = 0
-        self.redacted = 0
-        self.levels = [0] * 5
-        self.transcripts: set[str] = set()
-        self._keys: dict[Any, str] = {}
-        #: (torrent, ip, port) -> [level, first_seen, last_seen, observations, sources, client]
-        self.peers: dict[tuple[str, str, int], list[Any]] = {}
-
-    def line(self, row: Mapping[str, Any]) -> bytes:
-        seq = row.get("seq")
-        if type(seq) is not int or (self.last_seq is not None and seq != self.last_seq + 1):
-            raise BundleError(f"observation seq {seq} does not follow {self.last_seq}: export the rows in seq order, "
-                              "with the rows of other cases as redacted rows")
-        if row.get("redacted") is True:
-            if self.prev is None:
-                raise BundleError("a segment that opens with a redacted row needs chain_anchor['first_prev_hash']")
-            out = canonical_bytes({"seq": seq, "redacted": True, "body_hash": row["body_hash"]})
-            self.prev = link_hash(self.prev, bytes.fromhex(row["body_hash"]))
-            self.redacted += 1
-        else:
-            out = self._full(row, seq)
-        if self.first_seq is None:
-            self.first_seq = seq
-        self.last_seq = seq
-        return out + b"\n"
-
-    def _full(self, row: Mapping[str, Any], seq: int) -> bytes:
-        fields = dict(row)
-        for name in NOT_HASHED:
-            fields.pop(name, None)
-        body = canonical_bytes(fields)
-        prev = str(row.get("prev_hash"))
-        if self.prev is not None and prev != self.prev:
-            raise BundleError(f"observation seq {seq}: prev_hash is not the hash of the row before")
-        if self.first_prev is None:
-            if not is_hash(prev):
-                raise BundleError(f"observation seq {seq}: prev_hash must be 64 lowercase hex digits")
-            self.first_prev = prev
-        digest = link_hash(prev, sha256(body).digest())
-        if digest != row.get("row_hash"):
-            raise BundleError(f"observation seq {seq}: row_hash does not match its fields (the chain is broken)")
-        ip, reporter, salt = row.get("ip"), row.get("reporter"), row.get("addr_salt")
-        port: Any = row.get("port")
-        if ip is not None:
-            if type(salt) is not str or len(salt) != 32 or salt != salt.lower() or type(port) is not int or \
-                    address_digest(salt, ip, port, reporter) != row.get("addr"):
-                raise BundleError(f"observation seq {seq}: the address does not match its digest")
-            extra = (f',"addr_salt":"{salt}","ip":{_string(ip)},"port":{port},"prev_hash":"{prev}",'
-                     f'"reporter":{"null" if reporter is None else _string(reporter)},"row_hash":"{digest}"}}')
-        elif port is None and reporter is None and salt is None:
-            extra = (f',"addr_salt":null,"ip":null,"port":null,"prev_hash":"{prev}","reporter":null,'
-                     f'"row_hash":"{digest}"}}')
-        else:
-            raise BundleError(f"observation seq {seq}: a partly purged address")
-        self.prev = digest
-        self.rows += 1
-        level = row["level"]
-        self.levels[level] += 1
-        transcript = row.get("transcript")
-        if transcript is not None:
-            self.transcripts.add(transcript)
-        if ip is not None:
-            torrent = row.get("torrent")
-            key = self._keys.get(torrent)
-            if key is None:
-                key = self._keys[torrent] = self.torrents.get(torrent)[0]
-            self._peer(key, ip, port, level, row)
-        return body[:-1] + extra.encode("utf-8")
-
-    def _peer(self, key: str, ip: str, port: int, level: int, row: Mapping[str, Any]) -> None:
-        at, peer_key = row["observed_at"], (key, ip, port)
-        peer = self.peers.get(peer_key)
-        if peer is None:
-            self.peers[peer_key] = [level, at, at, 1, {row.get("source")}, row.get("client")]
-            return
-        if level > peer[0]:
-            peer[0] = level
-        if at < peer[1]:
-            peer[1] = at
-        if at > peer[2]:
-            peer[2] = at
-        peer[3] += 1
-        peer[4].add(row.get("source"))
-        if row.get("client"):
-            peer[5] = row["client"]
-
-
-def _peer_summaries(obs: _Observations, given: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _peer_summaries(obs: Observations, given: list[dict[str, Any]]) -> list[dict[str, Any]]:
     info: dict[tuple[Any, ...], dict[str, Any]] = {}
     for p in given:
         info[(p.get("ip"), p.get("port"))] = p
@@ -288,7 +201,7 @@ def write_bundle(
     torrents: list[TorrentRecord],
     matches: list[dict[str, Any]],
     peers: list[dict[str, Any]],
-    observations: Iterable[Mapping[str, Any]],
+    observations: Iterable[ExportedRow],
     chain_anchor: Mapping[str, Any],
     transcripts: Iterable[tuple[Any, Any]],
     pieces: Iterable[PieceRecord],
@@ -335,25 +248,21 @@ def write_bundle(
                     "files": [{"index": t.index, "path": t.display_path, "length": t.length}
                               for t in torrent.files if not t.pad],
                 })
-            obs = _Observations(index, chain_anchor.get("first_prev_hash"))
-            digest, size = hashlib.sha256(), 0
+            obs = Observations(index, chain_anchor.get("first_prev_hash"))
+            digest, sizes = hashlib.sha256(), [0]
             with arc.zip.open("observations.jsonl", large=True) as stream:
-                buffer: list[bytes] = []
-                for row in observations:
-                    try:
-                        buffer.append(obs.line(row))
-                    except (ValueError, KeyError, TypeError, IndexError) as exc:
-                        raise BundleError(f"malformed observation row after seq {obs.last_seq}: {exc}") from exc
-                    if len(buffer) >= 2048:
-                        chunk = b"".join(buffer)
-                        stream.write(chunk)
-                        digest.update(chunk)
-                        size += len(chunk)
-                        buffer.clear()
-                chunk = b"".join(buffer)
-                stream.write(chunk)
-                digest.update(chunk)
-                size += len(chunk)
+                def write_chunk(chunk: bytes) -> None:  # in the pipe's thread
+                    stream.write(chunk)
+                    digest.update(chunk)
+                    sizes[0] += len(chunk)
+
+                pipe = ChunkPipe(write_chunk)
+                try:
+                    obs.stream(observations, pipe.put)
+                finally:
+                    pipe.abort()
+                pipe.close()
+            size = sizes[0]
             arc.files.append(("observations.jsonl", digest.hexdigest(), size))
             chain = _chain_doc(obs, chain_anchor, created)
             arc.put("chain.json", _json(chain))
@@ -385,17 +294,13 @@ def write_bundle(
             arc.zip.write("manifest.json", manifest, method=STORED)
             arc.zip.write("manifest.sig", signing_key.sign(manifest), method=STORED)
             arc.zip.finish()
-            f.flush()
+            whole = arc.whole_sha256()
             os.fsync(f.fileno())
         os.replace(temporary, out)
     finally:
         temporary.unlink(missing_ok=True)
-    whole = hashlib.sha256()
-    with open(out, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            whole.update(block)
     return BundleSummary(
-        path=out, size=out.stat().st_size, sha256=whole.hexdigest(),
+        path=out, size=out.stat().st_size, sha256=whole,
         manifest_sha256=hashlib.sha256(manifest).hexdigest(), key_fingerprint=fp, files=len(arc.zip.entries),
         observations=obs.rows, redacted=obs.redacted, transcripts=written_transcripts, pieces=len(piece_docs),
         peers=len(peer_docs), distribution_peers=sum(1 for p in peer_docs if p["distribution"]),
@@ -418,7 +323,7 @@ def _json(doc: Mapping[str, Any]) -> bytes:
     return readable_json(doc).encode("utf-8")
 
 
-def _chain_doc(obs: _Observations, anchor: Mapping[str, Any], created: str) -> dict[str, Any]:
+def _chain_doc(obs: Observations, anchor: Mapping[str, Any], created: str) -> dict[str, Any]:
     head_seq, head_hash = anchor.get("head_seq"), anchor.get("head_hash")
     if obs.last_seq is not None:
         if type(head_seq) is not int or head_seq < obs.last_seq:
