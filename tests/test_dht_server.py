@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 
 import pytest
 
@@ -57,6 +58,7 @@ def test_nodes_follow_want_and_socket_family() -> None:
 
 def test_packed_address_cache_never_hides_a_malformed_address(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(krpc_encode, "_MAX_PACKED", 3)
+    monkeypatch.setattr(krpc_encode, "_PACKED", {socket.AF_INET: {}, socket.AF_INET6: {}})
     good = tuple(NodeInfo(bytes([i]) * 20, f"192.0.2.{i}", 6881 + i) for i in range(1, 6))
     first = krpc.encode(krpc.Response(b"aa", b"s" * 20, nodes=good))
     assert krpc.encode(krpc.Response(b"aa", b"s" * 20, nodes=good)) == first  # cached addresses, same bytes
@@ -70,3 +72,15 @@ def test_packed_address_cache_never_hides_a_malformed_address(monkeypatch: pytes
         krpc.encode(krpc.Response(b"aa", b"s" * 20, nodes=(NodeInfo(b"x" * 20, "192.0.2.1", 70000),)))
     with pytest.raises(LocalProtocolError):
         krpc.encode(krpc.Response(b"aa", b"s" * 20, nodes=(NodeInfo(b"x" * 19, "192.0.2.1", 1),)))
+
+
+def test_external_ip_through_the_address_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(krpc_encode, "_MAX_PACKED", 2)
+    monkeypatch.setattr(krpc_encode, "_PACKED", {socket.AF_INET: {}, socket.AF_INET6: {}})
+    for ip in ("192.0.2.1", "192.0.2.2", "2001:db8::7", "192.0.2.1", "192.0.2.3"):
+        data = krpc.encode(krpc.Response(b"aa", b"s" * 20), external_ip=(ip, 6881))
+        assert krpc.decode(data).external_ip == (ip, 6881)  # type: ignore[union-attr]
+    for bad_ip in ("192.0.2.300", "1", "2001:db8::g"):
+        with pytest.raises(LocalProtocolError):
+            krpc.encode(krpc.Response(b"aa", b"s" * 20), external_ip=(bad_ip, 6881))
+    assert all(0 < len(cache) <= 2 for cache in krpc_encode._PACKED.values())

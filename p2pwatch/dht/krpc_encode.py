@@ -41,8 +41,22 @@ _MAX_TID = limits.MAX_KRPC_TRANSACTION_ID
 _MAX_TOKEN = limits.MAX_KRPC_TOKEN
 
 
+# Packed addresses of the IPs we have put in messages (routing-table nodes and the nodes we answer): inet_pton
+# is most of the cost of a compact node. Only inet_pton's own output goes in; cleared when it grows too big.
+_PACKED: dict[int, dict[str, bytes]] = {_AF_INET: {}, _AF_INET6: {}}
+_MAX_PACKED = 16384
+
+
 def _compact(ip: str, port: int) -> bytes:
-    return _pton(_AF_INET6 if ":" in ip else _AF_INET, ip) + port.to_bytes(2, "big")
+    family = _AF_INET6 if ":" in ip else _AF_INET
+    cache = _PACKED[family]
+    packed = cache.get(ip)
+    if packed is None:
+        packed = _pton(family, ip)  # raises for a malformed address: nothing is stored
+        if len(cache) >= _MAX_PACKED:
+            cache.clear()
+        cache[ip] = packed
+    return packed + port.to_bytes(2, "big")
 
 
 def _need(ok: bool, text: str) -> None:
@@ -112,10 +126,6 @@ _IP4_PORT = struct.Struct("!4sH").pack
 _IP6_PORT = struct.Struct("!16sH").pack
 
 
-# Packed addresses of the IPs we have put in replies (routing-table nodes, so a small set): inet_pton is
-# most of the cost of a compact node. Only inet_pton's own output goes in; cleared when it grows too big.
-_PACKED: dict[int, dict[str, bytes]] = {_AF_INET: {}, _AF_INET6: {}}
-_MAX_PACKED = 16384
 
 
 def _packed_ips(nodes: tuple[NodeInfo, ...], family: int) -> dict[str, bytes]:
@@ -170,12 +180,14 @@ def _enc_response(m: Response) -> dict[bytes, Any]:
     return msg
 
 
-def _bstr(value: bytes) -> bytes:
-    return b"%d:%s" % (len(value), value)
-
-
 # b"0:" ... b"2047:", the string-length prefixes a datagram can hold, ready made
 _LENGTH = tuple(b"%d:" % n for n in range(limits.MAX_DATAGRAM))
+_NLENGTH = len(_LENGTH)
+
+
+def _bstr(value: bytes) -> bytes:
+    n = len(value)
+    return (_LENGTH[n] if n < _NLENGTH else b"%d:" % n) + value
 
 
 def _response_bytes(m: Response, client_version: bytes | None, external_ip: tuple[str, int] | None) -> bytes:
