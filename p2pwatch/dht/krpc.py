@@ -21,6 +21,9 @@ Where this codec departs from the letter of the BEPs, on purpose:
 * A malformed top-level ``ip`` is ignored, like libtorrent, since it is advisory.
 * Only a datagram that bencode-decodes to a dict with a readable ``t`` yields a KRPCError with a
   ``transaction_id``; undecodable datagrams are dropped without reply (libtorrent does the same).
+* Datagrams are bencode-decoded by :mod:`~p2pwatch.dht.krpc_bdecode`, which is stricter than BEP 3 readers
+  such as bencode.py in one respect: non-canonical numbers (``i+1e``, ``i 1e``, ``1_0:``, signed key
+  lengths) make a datagram undecodable.
 * ``samples`` is always written when ``num`` or ``interval`` is set, even when empty (BEP 51 asks for it
   so an indexer can tell a sampling node from one that merely answers unknown queries).
 """
