@@ -186,7 +186,8 @@ class ZipWriter:
         if entry.size >= MAX32 or entry.compressed_size >= MAX32:
             raise ZipProfileError(f"{name} exceeds 4 GiB; stream it with open(large=True)")
         self._names.add(name)
-        self._f.seek(offset)
+        if self._f.tell() != offset:  # a seek flushes the write buffer: one system call per small entry
+            self._f.seek(offset)
         self._f.write(local_header(entry) + payload)
         self.entries.append(entry)
         return entry

@@ -32,7 +32,7 @@ from p2pwatch.storage.chain import OBSERVATION_KIND, body_hash, format_timestamp
 from p2pwatch.storage.ledger import append_audit, chain_head
 from p2pwatch.storage.models import CaseWatch, Content, Observation, Peer, SwarmSample, Torrent, Transcript
 from p2pwatch.storage.models import Match as MatchRow
-from p2pwatch.storage.reading import SQLITE_TIME, iter_observation_batches, iter_observation_rows, timestamp_text
+from p2pwatch.storage.reading import export_rows_select, iter_driver_batches, iter_observation_rows
 
 
 @dataclass(frozen=True)
@@ -56,25 +56,22 @@ def _case_torrents(session: Session, case_id: int, only: str | None) -> list[Tor
 
 
 def _observations(session: Session, torrent_ids: set[int], first: int, head: int) -> Iterator[ExportedRow]:
-    """The chain segment in seq order as the writer's row tuples (p2pwatch.bundle.rows), straight from the
-    driver's tuples. The writer re-hashes every row from these values, so a field converted wrongly here
-    fails the export instead of producing a bundle that does not verify; so does a row altered in the
-    database. Rows of other cases become ``(seq, body_hash)``."""
-    sqlite_time, text, sha256 = SQLITE_TIME, timestamp_text, hashlib.sha256
-    for batch in iter_observation_batches(session, first, head):
-        for (seq, torrent_id, dht_id, ip, port, reporter, salt, digest, level, source, client, peer_id, have,
-             _tid, tsha, at, prev_hash, row_hash) in batch:
-            at = f"{at[:10]}T{at[11:]}Z" if type(at) is str and sqlite_time(at) else text(at)
-            if have is not None:
-                have = float(have)
-            if torrent_id in torrent_ids:
-                yield (seq, at, dht_id, digest, level, source, client, peer_id, have, tsha, prev_hash, row_hash,
-                       ip, port, reporter, salt)
-            else:
-                prefix, suffix = observation_template(observed_at=at, torrent=dht_id, addr=digest, level=level,
-                                                      source=source, client=client, peer_id=peer_id,
-                                                      have_fraction=have, transcript=tsha)
-                yield seq, sha256(b"%b%d%b" % (prefix, seq, suffix)).hexdigest()
+    """The chain segment in seq order as the writer's row tuples (p2pwatch.bundle.rows), as the driver
+    returns them. The writer re-hashes every row from these values, so a value the database gives in
+    another form fails the export instead of producing a bundle that does not verify; so does a row
+    altered in the database. Rows of other cases become ``(seq, body_hash)``."""
+    sha256 = hashlib.sha256
+    stmt = export_rows_select(session.connection().dialect.name, first, head)
+    for batch in iter_driver_batches(session, stmt):
+        for row in batch:
+            if row[16] in torrent_ids:
+                yield row[:16]
+                continue
+            (seq, at, dht_id, digest, level, source, client, peer_id, have, tsha) = row[:10]
+            prefix, suffix = observation_template(observed_at=at, torrent=dht_id, addr=digest, level=level,
+                                                  source=source, client=client, peer_id=peer_id,
+                                                  have_fraction=have, transcript=tsha)
+            yield seq, sha256(b"%b%d%b" % (prefix, seq, suffix)).hexdigest()
 
 
 def _observation_mappings(session: Session, torrent_ids: set[int], first: int,

@@ -126,3 +126,9 @@ def test_redacted_tuples_and_order_are_checked() -> None:
     with pytest.raises(BundleError, match="body_hash"):
         lines([rows[0], rows[1], bad])
     assert hashlib.sha256(lines(rows)[0]).hexdigest() == hashlib.sha256(lines(chain_rows(_specs()))[0]).hexdigest()
+
+
+def test_the_exporter_selects_the_row_tuple_order() -> None:
+    from p2pwatch.storage.reading import EXPORT_COLUMNS
+
+    assert (*ROW_FIELDS, "torrent_id") == EXPORT_COLUMNS

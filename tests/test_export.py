@@ -21,7 +21,7 @@ from p2pwatch.fingerprint import fingerprint_file
 from p2pwatch.matcher import Match
 from p2pwatch.metainfo import parse_torrent
 from p2pwatch.registry import add_content, create_case, record_match, upsert_torrent
-from p2pwatch.storage.db import session_factory, writer_sessionmaker
+from p2pwatch.storage.db import make_engine, session_factory, upgrade_database, writer_sessionmaker
 from p2pwatch.storage.ledger import ObservationRecord, append_observations
 from p2pwatch.torrentmaker import make_v1_torrent
 
@@ -115,3 +115,20 @@ def test_a_row_altered_in_the_database_fails_the_export(storage_engine: Engine, 
     with session_factory(storage_engine)() as s, s.begin(), pytest.raises(BundleError, match=message):
         export_case(s, ExportRequest("c1", out, tmp_path))
     assert not out.exists() and not list(tmp_path.glob("*.partial"))
+
+
+def test_a_time_not_in_the_storage_format_fails_the_export(tmp_path: Path, tamper: Tamper) -> None:
+    """SQLite holds times as the text SQLAlchemy wrote; the export formats them in SQL, and text in another
+    form (here the same instant with five fractional digits) no longer hashes to the stored row_hash, so the
+    export refuses it rather than guess."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'p2pwatch.db'}")
+    try:
+        upgrade_database(engine)
+        fill(engine, tmp_path, rows=40)
+        tamper(engine, "UPDATE observations SET observed_at = '2025-06-01 08:30:29.25003' WHERE seq = 30")
+        out = tmp_path / "b.zip"
+        with session_factory(engine)() as s, pytest.raises(BundleError, match="seq 30: row_hash does not match"):
+            export_case(s, ExportRequest("c1", out, tmp_path))
+        assert not out.exists()
+    finally:
+        engine.dispose()

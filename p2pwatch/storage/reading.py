@@ -2,8 +2,9 @@
 
 ``iter_observations`` streams a table of any size in ``seq`` order through one ordered query fetched
 ``batch`` rows at a time (a server-side cursor on PostgreSQL, a lazily stepped cursor on SQLite), so memory
-stays bounded however many rows there are. ``iter_observation_batches`` runs the same query straight on the
-driver's cursor, without SQLAlchemy's per-row result processing: the exporter reads 1,000,000-row cases so.
+stays bounded however many rows there are. The exporter reads 1,000,000-row cases through
+``export_rows_select`` and ``iter_driver_batches``: the rows as the bundle writer's tuples, straight from the
+driver's cursor, with the timestamps formatted by the database.
 
 ``verify_chain`` recomputes a chain (``observations`` or ``audit``) with p2pwatch.storage.chain, checks each
 unpurged row's salted address digest and each transcript's SHA-256, and, for a check to the end, that the
@@ -14,13 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, Text, func, select, type_coerce
 from sqlalchemy.orm import Session
 
 from p2pwatch.errors import LocalProtocolError
@@ -44,9 +44,6 @@ _TRANSCRIPTS = _TABLES[TranscriptRow.__tablename__]
 _HEADS = _TABLES[ChainHead.__tablename__]
 _AUDIT = _TABLES[AuditEntry.__tablename__]
 _CURSOR_IDS = itertools.count()
-#: How SQLAlchemy stores a DateTime in SQLite (always six fractional digits): the chain's text once the
-#: space is a ``T`` and a ``Z`` is appended.
-SQLITE_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}").fullmatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,23 +127,46 @@ def iter_observation_rows(session: Session, start_seq: int | None = None, end_se
     return _pages(session, _observation_select(False), _OBS.c.seq, start_seq, end_seq, batch)
 
 
-def iter_observation_batches(session: Session, start_seq: int | None = None, end_seq: int | None = None,
-                             batch: int = 20_000) -> Iterator[list[tuple[Any, ...]]]:
-    """The rows of :func:`iter_observation_rows` straight from the database driver, ``batch`` at a time.
+#: Columns of :func:`export_rows_select`: the bundle writer's row tuple (p2pwatch.bundle.rows.ROW_FIELDS),
+#: then the row's torrent id.
+EXPORT_COLUMNS = ("seq", "observed_at", "torrent", "addr", "level", "source", "client", "peer_id",
+                  "have_fraction", "transcript", "prev_hash", "row_hash", "ip", "port", "reporter", "addr_salt",
+                  "torrent_id")
 
-    No ORM or Core result processing (SQLAlchemy's per-row datetime conversion and row objects cost more
-    than everything else an export does per row), and a server-side cursor on PostgreSQL, so memory stays
-    bounded. The statement runs on the session's connection, inside its transaction (the same snapshot as
-    the chain head read before). ``observed_at`` comes as the driver gives it: the stored text on SQLite,
-    a naive UTC datetime on PostgreSQL; :func:`timestamp_text` turns either into the chain's form.
+
+def chain_time_sql(column: Any, dialect: str) -> Any:
+    """SQL giving a ``UTCDateTime`` column as the chain's text, ``YYYY-MM-DDTHH:MM:SS.ffffffZ``
+    (p2pwatch.storage.chain.format_timestamp), so no row needs a datetime object. SQLite holds the text
+    SQLAlchemy wrote, ``YYYY-MM-DD HH:MM:SS.ffffff``; text in any other form comes out different from what
+    was hashed, and the bundle writer, which re-hashes every row, refuses it."""
+    if dialect == "sqlite":
+        return func.replace(type_coerce(column, Text), " ", "T").concat("Z")
+    return func.to_char(column, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+
+
+def export_rows_select(dialect: str, start_seq: int, end_seq: int) -> Select[Any]:
+    """The observations ``[start_seq, end_seq]`` in seq order, as :data:`EXPORT_COLUMNS`."""
+    o = _OBS.c
+    return (select(o.seq, chain_time_sql(o.observed_at, dialect), _TORRENTS.c.dht_id, o.addr_digest, o.level,
+                   o.source, o.client, o.peer_id, o.have_fraction, _TRANSCRIPTS.c.sha256, o.prev_hash, o.row_hash,
+                   o.ip, o.port, o.reporter, o.addr_salt, o.torrent_id)
+            .join(_TORRENTS, _TORRENTS.c.id == o.torrent_id)
+            .outerjoin(_TRANSCRIPTS, _TRANSCRIPTS.c.id == o.transcript_id)
+            .where(o.seq >= int(start_seq), o.seq <= int(end_seq)).order_by(o.seq))
+
+
+def iter_driver_batches(session: Session, stmt: Select[Any], batch: int = 20_000) -> Iterator[list[tuple[Any, ...]]]:
+    """Run ``stmt`` straight on the database driver's cursor and yield its rows as plain tuples, ``batch``
+    at a time.
+
+    No ORM or Core result processing (for the exporter, SQLAlchemy's per-row row objects and datetime
+    conversion cost more than everything else it does per row), and a named, server-side cursor on
+    PostgreSQL, so memory stays bounded. The statement runs on the session's connection inside its
+    transaction (the same snapshot as what the session read before); its bound values are rendered inline,
+    so give it numbers and fixed strings only. Values come as the driver returns them.
     """
-    stmt = _observation_select(False)
-    if start_seq is not None:
-        stmt = stmt.where(_OBS.c.seq >= int(start_seq))
-    if end_seq is not None:
-        stmt = stmt.where(_OBS.c.seq <= int(end_seq))
     connection = session.connection()
-    sql = str(stmt.order_by(_OBS.c.seq).compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
+    sql = str(stmt.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
     dbapi: Any = connection.connection.dbapi_connection
     if connection.dialect.name == "sqlite":
         cursor = dbapi.cursor()
@@ -158,17 +178,6 @@ def iter_observation_batches(session: Session, start_seq: int | None = None, end
             yield rows
     finally:
         cursor.close()
-
-
-def timestamp_text(value: Any) -> str:
-    """The chain's timestamp text (p2pwatch.storage.chain) of ``observed_at`` as a driver returns it."""
-    if isinstance(value, str):
-        if SQLITE_TIME(value):
-            return f"{value[:10]}T{value[11:]}Z"
-        value = datetime.fromisoformat(value)
-    if not isinstance(value, datetime):
-        raise TypeError(f"observed_at is a {type(value).__name__}, not a time")
-    return format_timestamp(value)
 
 
 def _anchor(session: Session, table: Any, start_seq: int | None) -> tuple[int, str]:
