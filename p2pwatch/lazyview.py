@@ -3,8 +3,17 @@
 The perceptual matcher hands ffmpeg ``http://127.0.0.1:PORT/f`` instead of a file. ffmpeg reads the
 container index and seeks to the frames it needs with HTTP ``Range`` requests; each request is answered
 piece by piece, fetching a piece from the swarm (:class:`~p2pwatch.probe.bulk_fetch.TorrentReader`) only
-when the response reaches it. The socket send buffer is kept small, so when ffmpeg closes a connection to
-seek elsewhere we stop within about one piece of what it actually read (DESIGN.md, principle 6).
+when the response reaches it (DESIGN.md, principle 6).
+
+"Reaches it" is measured at the reader, not at our socket. ffmpeg asks for open-ended ranges (``bytes=X-``)
+and closes the connection when it seeks elsewhere, and on loopback the kernel buffers between us and it grow
+to megabytes, so a server that fetched the next piece as soon as the previous one was written fetched
+pieces ffmpeg never read (one to two per seek point, measured by scripts/bench_match.py; docs/DECISIONS.md).
+So the next piece is fetched only once every byte of the previous one has left our socket for the reader's
+(``TCP_NOTSENT_LOWAT`` of 1 wakes us when nothing is left unsent; the send buffer is small too) and the
+connection is still open. How far ahead of the reader that is depends on its receive buffer, so ffmpeg is
+given a small one and bounded range requests (:data:`FFMPEG_INPUT_OPTIONS`); then a reader that reads ``n``
+bytes of a response and closes costs at most the pieces of those bytes and one more.
 
 Only GET and HEAD with a single ``bytes=`` range are implemented (RFC 9110 §14); one request per
 connection (``Connection: close``).
@@ -26,6 +35,13 @@ log = logging.getLogger(__name__)
 
 MAX_REQUEST_HEAD = 8192
 SEND_BUFFER = 64 * 1024
+#: How ffmpeg should read a lazy view, as (protocol, option, value): ranges of ``REQUEST_SIZE`` instead of
+#: open-ended ones, and a receive buffer of ``RECEIVE_BUFFER`` instead of one that autotunes to megabytes, so
+#: little that ffmpeg has not read can pile up ahead of it (p2pwatch.perceptual passes those its ffmpeg has)
+REQUEST_SIZE = 128 * 1024
+RECEIVE_BUFFER = 16 * 1024
+FFMPEG_INPUT_OPTIONS = (("http", "request_size", REQUEST_SIZE), ("tcp", "recv_buffer_size", RECEIVE_BUFFER))
+_TCP_ESTABLISHED = 1  # tcp_info.tcpi_state (Linux)
 
 PieceSource = Callable[[int], Awaitable[bytes]]
 
@@ -34,6 +50,7 @@ PieceSource = Callable[[int], Awaitable[bytes]]
 class LazyViewStats:
     requests: int = 0
     bytes_served: int = 0
+    connections_closed: int = 0
     pieces_touched: set[int] = field(default_factory=set)
 
 
@@ -135,9 +152,30 @@ async def _handle(stream: trio.SocketStream, lazy: LazyFile) -> None:
     await stream.send_all((response + "\r\n").encode())
     if method == "HEAD" or size == 0:
         return
-    async for chunk in lazy.iter_range(start, end):
+    pos = start
+    async for chunk in lazy.iter_range(start, end):  # fetches the next piece only when asked for the next chunk
         await stream.send_all(chunk)
         lazy.stats.bytes_served += len(chunk)
+        pos += len(chunk)
+        if pos <= end and not await _wait_taken(stream):
+            return  # the reader went away: the rest of the range is never fetched
+
+
+async def _wait_taken(stream: trio.SocketStream) -> bool:
+    """Wait until every byte written has left our socket for the reader's; False if the reader is gone."""
+    await stream.wait_send_all_might_not_block()  # with TCP_NOTSENT_LOWAT 1: once nothing is left unsent
+    return _connected(stream)
+
+
+def _connected(stream: trio.SocketStream) -> bool:
+    """Is the connection still established (the reader neither closed it nor reset it)? True where unknown."""
+    if not hasattr(socket, "TCP_INFO"):
+        return True
+    try:
+        info = stream.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)
+    except OSError:
+        return False
+    return not isinstance(info, bytes) or not info or info[0] == _TCP_ESTABLISHED
 
 
 @asynccontextmanager
@@ -148,6 +186,8 @@ async def serve_lazy_file(lazy: LazyFile, host: str = "127.0.0.1") -> AsyncItera
 
     async def connection(stream: trio.SocketStream) -> None:
         stream.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        if hasattr(socket, "TCP_NOTSENT_LOWAT"):  # writable only once everything written was sent
+            stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, 1)
         try:
             await _handle(stream, lazy)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
@@ -156,6 +196,7 @@ async def serve_lazy_file(lazy: LazyFile, host: str = "127.0.0.1") -> AsyncItera
             log.info("lazy view: %s", exc)
         finally:
             await trio.aclose_forcefully(stream)
+            lazy.stats.connections_closed += 1
 
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, connection, listeners)

@@ -21,12 +21,14 @@ inside a torrent) cannot make it open other files or the network.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import io
 import os
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -259,11 +261,23 @@ def _is_pipe(input_path: str) -> bool:
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
-def _input_args(input_path: str, protocols: str) -> list[str]:
+def _input_args(input_path: str, protocols: str, options: Sequence[str] = ()) -> list[str]:
+    """ffmpeg's input arguments; ``options`` are input options (protocol or demuxer AVOptions) put before -i."""
     source = "pipe:0" if _is_pipe(input_path) else input_path
     if not _is_pipe(input_path) and not _URL.match(source):
         source = "file:" + source  # a local name with a colon is never read as a protocol
-    return ["-protocol_whitelist", protocols, "-format_whitelist", VIDEO_DEMUXERS, "-i", source]
+    return ["-protocol_whitelist", protocols, "-format_whitelist", VIDEO_DEMUXERS, *options, "-i", source]
+
+
+@functools.cache
+def protocol_options(protocol: str) -> frozenset[str]:
+    """The option names this ffmpeg's ``protocol`` (``http``, ``tcp``) takes; empty when it cannot say."""
+    try:
+        done = subprocess.run([ffmpeg_exe(), "-hide_banner", "-h", f"protocol={protocol}"], capture_output=True,
+                              timeout=30, check=False, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired, MediaError):
+        return frozenset()
+    return frozenset(re.findall(r"^\s+-(\w+)\s", done.stdout.decode("utf-8", "replace"), re.MULTILINE))
 
 
 def _run_ffmpeg(args: list[str], data: bytes | None, timeout: float) -> tuple[bytes, str, int]:
@@ -311,9 +325,9 @@ def _last_error(stderr: str) -> str:
 
 
 def probe_video(input_path: str, *, data: bytes | None = None, protocols: str = "file,pipe",
-                timeout: float = 120.0) -> VideoInfo:
+                timeout: float = 120.0, input_options: Sequence[str] = ()) -> VideoInfo:
     """Width, height, duration and codec of the first video stream (from ``ffmpeg -i``'s report)."""
-    _, stderr, _ = _run_ffmpeg([*_input_args(input_path, protocols)], data, timeout)
+    _, stderr, _ = _run_ffmpeg([*_input_args(input_path, protocols, input_options)], data, timeout)
     info = _parse_info(stderr)
     if info is None:
         raise MediaError(f"no video stream: {_last_error(stderr)}")

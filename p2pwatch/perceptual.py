@@ -44,7 +44,9 @@ within ``offset_tolerance`` of it are listed and counted.
 
 ffmpeg runs as :func:`p2pwatch.media.video_frame_hashes` runs it (same protocol and demuxer allow-lists,
 same filter graph, same hash) plus ``-noaccurate_seek`` and one decoding thread; media.py does not offer
-those two options yet, hence :func:`frames_at` here.
+those two options yet, hence :func:`frames_at` here. Reading the lazy view it also gets bounded range
+requests and a small receive buffer (:func:`lazy_input_options`), so that pieces are fetched only as far as
+it reads (p2pwatch/lazyview.py).
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ import numpy as np
 import trio
 
 from p2pwatch import media
-from p2pwatch.lazyview import LazyFile, serve_lazy_file
+from p2pwatch.lazyview import FFMPEG_INPUT_OPTIONS, LazyFile, serve_lazy_file
 from p2pwatch.matcher import METHOD_PERCEPTUAL, Match, PieceSource, RegisteredContent, RegistryIndex
 from p2pwatch.media import ContentKind, FrameHash
 from p2pwatch.metainfo import FileEntry, Metainfo
@@ -235,8 +237,22 @@ def sample_order(count: int) -> list[int]:
     return order
 
 
+@functools.cache
+def lazy_input_options() -> tuple[str, ...]:
+    """The ffmpeg input options for reading a lazy view (:data:`p2pwatch.lazyview.FFMPEG_INPUT_OPTIONS`) that
+    this ffmpeg has; without them it still works, reading further ahead of what it decodes."""
+    out: list[str] = []
+    for protocol, name, value in FFMPEG_INPUT_OPTIONS:
+        if name in media.protocol_options(protocol):
+            out += [f"-{name}", str(value)]
+        else:
+            log.info("perceptual: this ffmpeg has no %s option %s; the lazy view may fetch more", protocol, name)
+    return tuple(out)
+
+
 def frames_at(url: str, start: float, *, accurate: bool, frames: int, step: float, window: float,
-              protocols: str = "http,tcp", timeout: float = 120.0) -> tuple[FrameHash, ...]:
+              protocols: str = "http,tcp", timeout: float = 120.0, input_options: Sequence[str] = ()
+              ) -> tuple[FrameHash, ...]:
     """Hashes of up to ``frames`` frames ``step`` apart (or at scene changes) within ``window`` seconds of
     ``start``, beginning with the first frame at or after ``start`` when ``accurate``, else with the key
     frame at or before it. Times are from the start of the file."""
@@ -250,7 +266,7 @@ def frames_at(url: str, start: float, *, accurate: bool, frames: int, step: floa
         args.append("-noaccurate_seek")
     if start:
         args += ["-ss", f"{start:.3f}"]
-    args += ["-t", f"{window:.3f}", *media._input_args(url, protocols)]
+    args += ["-t", f"{window:.3f}", *media._input_args(url, protocols, input_options)]
     args += ["-map", "0:v:0", "-an", "-sn", "-dn", "-vf", graph, "-fps_mode", "passthrough",
              "-frames:v", str(max(1, frames)), "-f", "rawvideo", "-pix_fmt", "gray", "pipe:1"]
     out, stderr, returncode = media._run_ffmpeg(args, None, timeout)
@@ -351,9 +367,11 @@ async def _match_video(lazy: LazyFile, f: FileEntry, metainfo: Metainfo, wanted:
     seen: dict[float, FrameHash] = {}
     decisions: dict[str, VideoDecision] = {}
     samples_taken = 0
+    options = await trio.to_thread.run_sync(lazy_input_options)
     async with serve_lazy_file(lazy) as url:
         info = await trio.to_thread.run_sync(
-            lambda: media.probe_video(url, protocols="http,tcp", timeout=settings.decode_timeout))
+            lambda: media.probe_video(url, protocols="http,tcp", timeout=settings.decode_timeout,
+                                      input_options=options))
         duration = info.duration or 0.0
         plan = plan_samples(f.length, duration, metainfo.piece_length, spent(), settings)
         if plan.planned < settings.samples and duration > 0:  # the budget binds: take the start, fetched already
@@ -379,7 +397,8 @@ async def _match_video(lazy: LazyFile, f: FileEntry, metainfo: Metainfo, wanted:
                          plan.budget, samples_taken)
                 break
             sample = functools.partial(frames_at, url, t, frames=settings.frames_per_sample,
-                                       step=settings.frame_step, window=window, timeout=settings.decode_timeout)
+                                       step=settings.frame_step, window=window, timeout=settings.decode_timeout,
+                                       input_options=options)
             before = spent()
             try:
                 got = await trio.to_thread.run_sync(functools.partial(sample, accurate=False))
