@@ -28,6 +28,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 ENV_ALLOW = "P2PWATCH_NETGUARD_ALLOW"
 LOOPBACK_ONLY = ("127.0.0.0/8",)
 EVERYWHERE = ("0.0.0.0/0", "::/0")
+MAX_CACHED_VERDICTS = 65_536
 
 
 def _networks(specs: Iterable[str | IPNetwork]) -> tuple[IPNetwork, ...]:
@@ -40,6 +41,9 @@ class NetworkPolicy:
 
     allowed: tuple[IPNetwork, ...] = field(default_factory=lambda: _networks(EVERYWHERE))
     refused: tuple[IPNetwork, ...] = ()
+    #: verdicts for address strings already checked (the policy is immutable, so a verdict never changes);
+    #: every datagram is still checked, the DHT's hot path just skips re-parsing the same address
+    _verdicts: dict[str, bool] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def from_specs(cls, allowed: Iterable[str], refused: Iterable[str] = ()) -> NetworkPolicy:
@@ -50,6 +54,16 @@ class NetworkPolicy:
         return cls.from_specs(LOOPBACK_ONLY)
 
     def allows(self, ip: str | IPAddress) -> bool:
+        if isinstance(ip, str):
+            verdict = self._verdicts.get(ip)
+            if verdict is None:
+                if len(self._verdicts) >= MAX_CACHED_VERDICTS:
+                    self._verdicts.clear()
+                verdict = self._verdicts[ip] = self._decide(ip)
+            return verdict
+        return self._decide(ip)
+
+    def _decide(self, ip: str | IPAddress) -> bool:
         try:
             addr = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
         except ValueError:

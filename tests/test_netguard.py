@@ -59,3 +59,18 @@ def test_acceptable_remote() -> None:
     assert not netguard.is_acceptable_remote("192.168.1.1", allow_local=False)
     assert netguard.is_acceptable_remote("127.0.0.2", allow_local=True)
     assert not netguard.is_acceptable_remote("0.0.0.0", allow_local=True)
+
+
+def test_cached_verdicts_match_fresh_decisions_and_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(netguard, "MAX_CACHED_VERDICTS", 8)
+    policy = netguard.NetworkPolicy.from_specs(["127.0.0.0/8"], refused=["127.9.0.0/16"])
+    addresses = [f"127.{a}.0.{b}" for a in (0, 9) for b in range(10)] + ["8.8.8.8", "x", "::ffff:127.0.0.1"]
+    for _ in range(2):  # first call decides, second answers from the cache (or after a clear)
+        for ip in addresses:
+            expected = not ip.startswith(("127.9.", "8.", "x")) and ip != "x"
+            assert policy.allows(ip) is expected, ip
+            assert policy.allows(ip) is policy._decide(ip)
+            assert len(policy._verdicts) <= 8
+    # the cache is per policy: another policy decides afresh
+    assert not netguard.NetworkPolicy.from_specs(["10.0.0.0/8"]).allows("127.0.0.1")
+    assert policy == netguard.NetworkPolicy.from_specs(["127.0.0.0/8"], refused=["127.9.0.0/16"])
