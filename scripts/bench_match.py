@@ -23,18 +23,20 @@ through ``perceptual_matches`` exactly as in a lookup: a single-file torrent of 
 file-backed piece source through the lazy view to ffmpeg. Each candidate is compared with every registered
 item of its kind; a comparison is positive when the candidate derives from that item.
 
-Measured on 2 shared cores (``--runs 3 --corpus 20``, issue 4, with the byte budget of p2pwatch/perceptual.py:
-3 % of the file, floor of 3 seek points): a 197 MB, 345 s, 4.6 Mbit/s 720p video, one seeder:
+Measured on 2 shared cores (``--runs 3``, two runs, each generating its own video, hence the ranges; with
+the byte budget of p2pwatch/perceptual.py: 3 % of the file, floor of 3 seek points; with the lazy view fetching
+a piece only once ffmpeg took the one before, docs/DECISIONS.md): a 197 MB, 345 s, 4.6 Mbit/s 720p video, one
+seeder (corpus figures: ``--corpus 20``, issue 4):
 
 | method | torrent | piece | bytes fetched | of the file | budget |
 | --- | --- | --- | --- | --- | --- |
 | exact-metadata | single-file v1 | any | 0 | 0 % | |
 | exact-piece | behind readme.txt | 256 KiB / 1 MiB / 4 MiB | 1 piece | 0.13 / 0.53 / 2.13 % | |
-| perceptual, match | mp4, index at end | 256 KiB | 2,842,838 (11 pieces, 3 points of 5 planned) | 1.44 % | kept |
-| perceptual, match | mp4, faststart | 256 KiB | 3,670,016 (4 points of 6 planned) | 1.86 % | kept |
-| perceptual, ruled out | mp4, index at end | 256 KiB | 2,842,838 | 1.44 % | kept |
-| perceptual, match | index at end / faststart | 1 MiB | 6.25 / 4.19 MB (6 / 4 pieces) | 3.17 / 2.13 % | over / kept |
-| perceptual, match | index at end / faststart | 4 MiB | 23.3 / 16.8 MB (3 points) | 11.8 / 8.5 % | over |
+| perceptual, match | mp4, index at end | 256 KiB | 2.49-2.62 MB (10 pieces, 3 of 5 points) | 1.27-1.33 % | kept |
+| perceptual, match | mp4, faststart | 256 KiB | 2.88-3.15 MB (11-12 pieces, 4 of 6 points) | 1.47-1.60 % | kept |
+| perceptual, ruled out | mp4, index at end | 256 KiB | 2.49-2.88 MB | 1.27-1.46 % | kept |
+| perceptual, match | index at end / faststart | 1 MiB | 3.3-5.2 / 4.2 MB (4-5 / 4 pieces) | 1.67-2.66 / 2.13 % | kept |
+| perceptual, match | index at end / faststart | 4 MiB | 15.9-16.8 / 12.6 MB (4 / 3 pieces) | 8.1-8.5 / 6.4 % | over |
 
 Every row matched (or ruled out) as expected. "over": the floor of seek points does not fit (the head and the
 index alone are 2 of the budget's 1.4 pieces at 4 MiB): it is read anyway and the proof's ``budget``
