@@ -190,20 +190,7 @@ class Observations:
                         key = keys.get(torrent)
                         if key is None:
                             key = keys[torrent] = self.torrents.get(torrent)[0]
-                        peer = peers.get((key, ip, port))
-                        if peer is None:
-                            peers[(key, ip, port)] = [level, at, at, 1, {source}, client]
-                        else:
-                            if level > peer[0]:
-                                peer[0] = level
-                            if at < peer[1]:
-                                peer[1] = at
-                            if at > peer[2]:
-                                peer[2] = at
-                            peer[3] += 1
-                            peer[4].add(source)
-                            if client:
-                                peer[5] = client
+                        merge_peer(peers, (key, ip, port), level, at, source, client)
                     elif port is None and reporter is None and salt is None:
                         append(body[:-1])
                         append(f',"addr_salt":null,"ip":null,"port":null,"prev_hash":"{row_prev}",'
@@ -287,18 +274,24 @@ class Observations:
         return body[:-1] + extra.encode("utf-8")
 
     def _peer(self, key: str, ip: str, port: int, level: int, row: Mapping[str, Any]) -> None:
-        at, peer_key = row["observed_at"], (key, ip, port)
-        peer = self.peers.get(peer_key)
-        if peer is None:
-            self.peers[peer_key] = [level, at, at, 1, {row.get("source")}, row.get("client")]
-            return
-        if level > peer[0]:
-            peer[0] = level
-        if at < peer[1]:
-            peer[1] = at
-        if at > peer[2]:
-            peer[2] = at
-        peer[3] += 1
-        peer[4].add(row.get("source"))
-        if row.get("client"):
-            peer[5] = row["client"]
+        merge_peer(self.peers, (key, ip, port), level, row["observed_at"], row.get("source"), row.get("client"))
+
+
+def merge_peer(peers: dict[Any, list[Any]], peer_key: tuple[str, str, int], level: int, at: str,
+               source: Any, client: Any) -> None:
+    """Fold one observation into its peer's summary ``[max level, first seen, last seen, count, sources,
+    client]`` (the per-peer table of bundle.json)."""
+    peer = peers.get(peer_key)
+    if peer is None:
+        peers[peer_key] = [level, at, at, 1, {source}, client]
+        return
+    if level > peer[0]:
+        peer[0] = level
+    if at < peer[1]:
+        peer[1] = at
+    if at > peer[2]:
+        peer[2] = at
+    peer[3] += 1
+    peer[4].add(source)
+    if client:
+        peer[5] = client
