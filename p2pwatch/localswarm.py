@@ -105,10 +105,16 @@ class LocalSwarm:
         return node
 
     def seed(self, node: SwarmSession, torrent_bytes: bytes, save_path: Path) -> Any:
-        """Add a torrent whose data is already in ``save_path``; returns the torrent handle."""
+        """Add a torrent whose data is already in ``save_path``; returns the torrent handle.
+
+        The torrent is not auto-managed: libtorrent's queue would pause all but ``active_seeds`` (5) seeding
+        torrents of a session, for a minute or more, and a reader asking for a piece would wait in vain.
+        """
         params = lt.add_torrent_params()
         params.ti = lt.torrent_info(lt.bdecode(torrent_bytes))  # type: ignore[arg-type]
         params.save_path = str(save_path)
+        params.flags &= ~lt.torrent_flags.auto_managed
+        params.flags &= ~lt.torrent_flags.paused
         handle = node.session.add_torrent(params)
         handle.force_recheck()
         node.torrents.append(handle)

@@ -14,6 +14,12 @@ Forensic rule: p2pwatch never uploads content. The session has ``unchoke_slots_l
 limit of 1 byte/s, so no peer is ever unchoked, and the scratch directory libtorrent writes pieces into is
 deleted when the fetch ends. Every address libtorrent may contact is restricted by an ``ip_filter`` built
 from the netguard policy.
+
+Reconnects: libtorrent waits ``min_reconnect_time`` (60 s by default) times the failures before it connects
+again to a peer that disconnected, and gives the peer up after ``max_failcount`` (3) failures; a peer that
+refused the first connection (its torrent paused or queued, a transient drop) then came back only after the
+caller's timeout. The reader retries after ``RECONNECT_INTERVAL`` seconds times the failures, up to
+``RECONNECT_ATTEMPTS`` times, and a timeout names the last reason a peer gave for disconnecting.
 """
 
 from __future__ import annotations
@@ -41,6 +47,11 @@ log = logging.getLogger(__name__)
 
 BLOCK_SIZE = 16 * 1024  # libtorrent's request size; block_finished_alert reports blocks of this size
 PROVENANCE_GRACE = 2.0  # seconds a verified piece waits for its last block_finished_alert
+#: seconds before libtorrent reconnects to a peer that disconnected, times its failures so far (libtorrent's
+#: default is 60: a given peer that dropped the first connection came back after the reader's timeout)
+RECONNECT_INTERVAL = 2
+#: failed connections after which libtorrent gives a peer up (its default, 3, was spent in a few seconds)
+RECONNECT_ATTEMPTS = 20
 
 
 class FetchTimeout(P2PWatchTimeout):
@@ -67,6 +78,8 @@ class FetchResult:
     metadata: bytes | None = None
     hash_failures: int = 0
     peers_connected: set[tuple[str, int]] = field(default_factory=set)
+    peer_disconnects: int = 0  # connections that ended or failed, refused ones included
+    last_peer_error: str | None = None  # why the last one ended (libtorrent's message)
 
 
 @dataclass(frozen=True)
@@ -113,9 +126,12 @@ def _settings(options: FetchOptions) -> dict[str, Any]:
         "enable_outgoing_utp": options.enable_utp,
         "enable_incoming_utp": options.enable_utp,
         "allow_multiple_connections_per_ip": True,
+        "min_reconnect_time": RECONNECT_INTERVAL,
+        "max_failcount": RECONNECT_ATTEMPTS,
         "dht_bootstrap_nodes": ",".join(f"{h}:{p}" for h, p in options.dht_bootstrap),
         "alert_mask": lt.alert_category.status | lt.alert_category.error | lt.alert_category.block_progress
-        | lt.alert_category.piece_progress | lt.alert_category.peer | lt.alert_category.storage,
+        | lt.alert_category.piece_progress | lt.alert_category.peer | lt.alert_category.storage
+        | lt.alert_category.connect,
     }
     if options.bind_ip != "0.0.0.0":
         pack["outgoing_interfaces"] = options.bind_ip
@@ -279,6 +295,9 @@ class TorrentReader:
                 served.pop(alert.piece_index, None)
             elif isinstance(alert, lt.peer_connect_alert):
                 result.peers_connected.add((str(alert.ip[0]), int(alert.ip[1])))
+            elif isinstance(alert, lt.peer_disconnected_alert):  # libtorrent posts it for every ending
+                result.peer_disconnects += 1
+                result.last_peer_error = alert.message()
         self._complete_reads()
         status = handle.status()
         result.bytes_downloaded = int(status.total_download)
@@ -336,7 +355,10 @@ class TorrentReader:
             return True
         if time.monotonic() > deadline:
             missing = sorted(want - set(self.result.pieces))
-            raise FetchTimeout(f"pieces {missing} did not arrive within {limit:g} s", self.result)
+            result = self.result
+            why = (f" ({result.peer_disconnects} peer connection(s) ended, the last: {result.last_peer_error})"
+                   if result.last_peer_error else "")
+            raise FetchTimeout(f"pieces {missing} did not arrive within {limit:g} s{why}", result)
         return False
 
     def read_pieces(self, wanted: Iterable[int], timeout: float | None = None) -> dict[int, FetchedPiece]:
