@@ -1,7 +1,8 @@
 """Test-wide fixtures: netguard confines every test (and subprocess) to 127.0.0.0/8.
 
 ``require_component`` turns a missing real component (opentracker, PostgreSQL, ffmpeg, libtorrent) into a
-skip on a developer machine and into a failure when ``CI=true`` (no silent skips in CI).
+skip on a developer machine and into a failure when ``CI=true`` (no silent skips in CI). Under ``CI=true`` the
+hooks below also turn any other skip (``skipif``, ``importorskip``, a skip at collection) into a failure.
 """
 
 from __future__ import annotations
@@ -20,14 +21,36 @@ from p2pwatch import netguard
 netguard.set_policy(netguard.NetworkPolicy.loopback_only())
 
 
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
 def require_component(name: str, available: bool, hint: str = "") -> None:
     """Skip when a real component is missing, but fail under CI=true."""
     if available:
         return
     message = f"{name} is not available{': ' + hint if hint else ''}"
-    if os.environ.get("CI", "").lower() == "true":
+    if in_ci():
         pytest.fail(f"CI requires {message}")
-    pytest.skip(message)
+    pytest.skip(message)  # a developer machine without the component; CI never gets here
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """Under CI=true a skipped test is a failed test, whatever skipped it."""
+    outcome = yield
+    report = outcome.get_result()
+    if in_ci() and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true, which must run every test: {report.longrepr}"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under CI=true a skip at collection (a whole module) fails the run too."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    if in_ci() and skipped and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def require_binary(binary: str) -> str:

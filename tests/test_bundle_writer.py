@@ -26,8 +26,17 @@ from p2pwatch.bundle import PieceRecord, TorrentRecord, write_bundle
 from p2pwatch.errors import BundleError
 from p2pwatch.metainfo import Metainfo, parse_torrent
 from p2pwatch.storage import chain as store_chain
+from tests.conftest import require_component
 
-lt = pytest.importorskip("libtorrent")
+try:
+    import libtorrent as lt
+except ImportError:  # pragma: no cover - depends on the machine
+    lt = None
+
+
+@pytest.fixture(autouse=True)
+def _needs_libtorrent() -> None:
+    require_component("libtorrent", lt is not None, "pip install libtorrent")
 
 CREATED = "2025-01-02T03:04:05.000000Z"
 KEY_SEED = bytes(range(32))

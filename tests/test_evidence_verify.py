@@ -24,15 +24,19 @@ from p2pwatch import merkle
 from p2pwatch.bundle import write_bundle
 from p2pwatch.metainfo import parse_torrent as p2p_parse
 from p2pwatch.storage import chain as store_chain
-from tests.conftest import require_binary
+from tests.conftest import require_binary, require_component
 from tests.test_bundle_writer import make_torrent, sample_inputs
 
 ROOT = Path(__file__).resolve().parent.parent
-lt = pytest.importorskip("libtorrent")
+try:
+    import libtorrent as lt
+except ImportError:  # pragma: no cover - depends on the machine
+    lt = None
 
 
 @pytest.fixture(scope="module")
 def bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    require_component("libtorrent", lt is not None, "pip install libtorrent")  # sample_inputs makes torrents
     tmp = tmp_path_factory.mktemp("verify")
     write_bundle(tmp / "case.zip", **sample_inputs(tmp / "data", rows=300))
     return tmp / "case.zip"

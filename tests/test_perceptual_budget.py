@@ -18,6 +18,7 @@ from p2pwatch.matcher import RegisteredContent, RegistryIndex
 from p2pwatch.metainfo import parse_torrent
 from p2pwatch.perceptual import POINT_SECONDS, PerceptualSettings, perceptual_matches, plan_samples
 from p2pwatch.torrentmaker import make_v1_torrent
+from tests.conftest import require_component
 from tests.media_fixtures import have_ffmpeg, make_video, transcode
 
 MiB = 1024 * 1024
@@ -69,9 +70,9 @@ class FileSource:
         return sum(len(self.data[i * self.piece_length : (i + 1) * self.piece_length]) for i in self.pieces)
 
 
-@pytest.mark.skipif(not have_ffmpeg(), reason="ffmpeg not installed")
 def test_over_budget_video_matches_on_the_floor_or_is_skipped_when_strict(tmp_path: Path,
                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    require_component("ffmpeg", have_ffmpeg(), "pip install imageio-ffmpeg")
     source = make_video(tmp_path / "source.mp4", 41, seconds=30.0, segments=6)
     candidate = transcode(source, tmp_path / "candidate.mp4", width=240, crf=30)
     registered = fingerprint_file(source)
