@@ -33,6 +33,7 @@ from typing import Any
 from evidence.hashchain import NOT_HASHED, address_digest, canonical_bytes, is_hash, link_hash
 from evidence.proofs import TorrentIndex
 from p2pwatch.errors import BundleError
+from p2pwatch.storage.chain import observation_template
 
 #: Field order of a row given as a tuple (:data:`RowTuple`).
 ROW_FIELDS = ("seq", "observed_at", "torrent", "addr", "level", "source", "client", "peer_id", "have_fraction",
@@ -45,9 +46,7 @@ ExportedRow = Mapping[str, Any] | RowTuple | RedactedTuple
 #: Lines joined into one chunk for the compressing thread (about 1 MiB of observations).
 CHUNK_LINES = 2048
 _string = json.encoder.encode_basestring  # the C encoder of JSON strings (non-ASCII kept, as the chain's)
-_float = float.__repr__  # what json writes for a float (refuses anything that is not one)
 _sha256 = hashlib.sha256
-_NOT_FINITE = ("nan", "inf", "-inf")
 
 
 class ChunkPipe:
@@ -118,7 +117,7 @@ class Observations:
     def _stream(self, rows: Iterable[ExportedRow], emit: Callable[[bytes], None], buffer: list[bytes]) -> None:
         # The hot loop of an export: the state lives in locals and is written back to self around the
         # (rare) mapping rows and at the end, so a million rows pay no attribute look-ups.
-        append, sha256, string, fmt_float = buffer.append, _sha256, _string, _float
+        append, sha256, string, template = buffer.append, _sha256, _string, observation_template
         levels, transcripts, peers, keys = self.levels, self.transcripts, self.peers, self._keys
         prev, last, rows_done, redacted = self.prev, self.last_seq, self.rows, self.redacted
         prev_raw = None if prev is None else bytes.fromhex(prev)
@@ -154,18 +153,13 @@ class Observations:
                                           "order, with the rows of other cases as redacted rows")
                     if type(level) is not int or not 0 <= level <= 4:
                         raise BundleError(f"observation seq {seq}: level must be an integer 0..4")
-                    if have is None:
-                        fraction = "null"
-                    else:
-                        fraction = fmt_float(have)
-                        if fraction in _NOT_FINITE:
-                            raise BundleError(f"observation seq {seq}: have_fraction must be finite")
-                    body = (f'{{"addr":{string(addr)},"client":{"null" if client is None else string(client)},'
-                            f'"have_fraction":{fraction},"kind":"observation","level":{level},'
-                            f'"observed_at":{string(at)},"peer_id":{"null" if peer_id is None else string(peer_id)},'
-                            f'"seq":{seq},"source":{string(source)},"torrent":{string(torrent)},'
-                            f'"transcript":{"null" if transcript is None else string(transcript)}}}'
-                            ).encode()
+                    try:  # the chain's own serialisation of the hashed fields, less the seq
+                        prefix, suffix = template(observed_at=at, torrent=torrent, addr=addr, level=level,
+                                                  source=source, client=client, peer_id=peer_id,
+                                                  have_fraction=have, transcript=transcript)
+                    except ValueError as exc:
+                        raise BundleError(f"observation seq {seq}: {exc}") from None
+                    body = b"%b%d%b" % (prefix, seq, suffix)
                     if prev is None:
                         if not is_hash(row_prev):
                             raise BundleError(f"observation seq {seq}: prev_hash must be 64 lowercase hex digits")
@@ -179,10 +173,9 @@ class Observations:
                                           "(the chain is broken)")
                     if ip is not None:
                         quoted = string(ip)
-                        salt_raw = bytes.fromhex(salt) if type(salt) is str and len(salt) == 32 else None
                         reported = "null" if reporter is None else string(reporter)
-                        if type(port) is not int or salt_raw is None or salt_raw.hex() != salt or sha256(
-                                salt_raw + f"[{quoted},{port},{reported}]".encode()).hexdigest() != addr:
+                        if (type(port) is not int or not is_hash(salt, 16)
+                                or address_digest(salt, ip, port, reporter) != addr):
                             raise BundleError(f"observation seq {seq}: the address does not match its digest")
                         append(body[:-1])
                         append(f',"addr_salt":"{salt}","ip":{quoted},"port":{port},"prev_hash":"{row_prev}",'

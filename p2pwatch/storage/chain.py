@@ -123,7 +123,7 @@ def quantize_fraction(value: float | None) -> float | None:
         return None
     number = float(value)
     if not math.isfinite(number):
-        raise ValueError("have_fraction must be a finite number")
+        raise ValueError("have_fraction must be finite (a number, not NaN or infinity)")
     return round(number, 6)
 
 
@@ -211,7 +211,7 @@ def observation_template(
     """
     fraction = "null" if have_fraction is None else float.__repr__(float(have_fraction))
     if fraction in ("nan", "inf", "-inf"):
-        raise ValueError("have_fraction must be a finite number")
+        raise ValueError("have_fraction must be finite (a number, not NaN or infinity)")
     prefix = (f'{{"addr":{_encode_str(addr)},"client":{_json_str(client)},"have_fraction":{fraction},'
               f'"kind":"{OBSERVATION_KIND}","level":{int(level)},"observed_at":{_encode_str(observed_at)},'
               f'"peer_id":{_json_str(peer_id)},"seq":')
