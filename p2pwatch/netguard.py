@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from p2pwatch.bounded import remember
 from p2pwatch.errors import NetworkRefused
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -57,9 +58,7 @@ class NetworkPolicy:
         if isinstance(ip, str):
             verdict = self._verdicts.get(ip)
             if verdict is None:
-                if len(self._verdicts) >= MAX_CACHED_VERDICTS:
-                    self._verdicts.clear()
-                verdict = self._verdicts[ip] = self._decide(ip)
+                verdict = remember(self._verdicts, ip, self._decide(ip), MAX_CACHED_VERDICTS)
             return verdict
         return self._decide(ip)
 

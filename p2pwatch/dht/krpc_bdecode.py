@@ -36,7 +36,6 @@ _I = 0x69  # i
 _L = 0x6C  # l
 _D = 0x64  # d
 _COLON = 0x3A
-_MINUS = 0x2D
 _ZERO = 0x30
 _NINE = 0x39
 # a length with more digits than this cannot fit in a datagram; the colon must come within it

@@ -12,6 +12,7 @@ import struct
 from typing import Any
 
 from p2pwatch import bencoding, limits
+from p2pwatch.bounded import remember
 from p2pwatch.dht.krpc_messages import (
     BLOOM_FILTER_SIZE,
     AnnouncePeer,
@@ -47,16 +48,16 @@ _PACKED: dict[int, dict[str, bytes]] = {_AF_INET: {}, _AF_INET6: {}}
 _MAX_PACKED = 16384
 
 
-def _compact(ip: str, port: int) -> bytes:
-    family = _AF_INET6 if ":" in ip else _AF_INET
+def _packed_ip(family: int, ip: str) -> bytes:
     cache = _PACKED[family]
     packed = cache.get(ip)
-    if packed is None:
-        packed = _pton(family, ip)  # raises for a malformed address: nothing is stored
-        if len(cache) >= _MAX_PACKED:
-            cache.clear()
-        cache[ip] = packed
-    return packed + port.to_bytes(2, "big")
+    if packed is None:  # inet_pton raises for a malformed address: nothing is stored
+        packed = remember(cache, ip, _pton(family, ip), _MAX_PACKED)
+    return packed
+
+
+def _compact(ip: str, port: int) -> bytes:
+    return _packed_ip(_AF_INET6 if ":" in ip else _AF_INET, ip) + port.to_bytes(2, "big")
 
 
 def _need(ok: bool, text: str) -> None:
@@ -126,26 +127,13 @@ _IP4_PORT = struct.Struct("!4sH").pack
 _IP6_PORT = struct.Struct("!16sH").pack
 
 
-
-
-def _packed_ips(nodes: tuple[NodeInfo, ...], family: int) -> dict[str, bytes]:
-    packed = _PACKED[family]
-    if len(packed) + len(nodes) > _MAX_PACKED:
-        packed.clear()
-    for n in nodes:
-        if n.ip not in packed:
-            packed[n.ip] = _pton(family, n.ip)  # raises for a malformed address: nothing is stored
-    return packed
-
-
 def _compact_nodes(nodes: tuple[NodeInfo, ...], family: int, size: int) -> bytes:
     pack = _IP6_PORT if family == _AF_INET6 else _IP4_PORT  # inet_pton's output always has the packed size
     packed = _PACKED[family]
-    try:
+    try:  # every address seen before: one dict look-up each
         blob = b"".join([n.id + pack(packed[n.ip], n.port) for n in nodes])
     except KeyError:
-        packed = _packed_ips(nodes, family)
-        blob = b"".join([n.id + pack(packed[n.ip], n.port) for n in nodes])
+        blob = b"".join([n.id + pack(_packed_ip(family, n.ip), n.port) for n in nodes])
     _need(len(blob) == size * len(nodes), "every node id must be 20 bytes")
     return blob
 

@@ -20,6 +20,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from p2pwatch import limits
+from p2pwatch.bounded import remember
 from p2pwatch.dht import krpc
 from p2pwatch.dht.bloom import BLOOM_BYTES, bloom_insert
 from p2pwatch.dht.nodeinfo import NodeInfo
@@ -53,9 +54,8 @@ class TokenManager:
         self._maybe_rotate(now)
         token = self._issued.get(ip)
         if token is None:
-            if len(self._issued) >= _MAX_CACHED_TOKENS:
-                self._issued.clear()
-            token = self._issued[ip] = hashlib.sha1(self._secret + ip.encode()).digest()[:8]
+            token = remember(self._issued, ip, hashlib.sha1(self._secret + ip.encode()).digest()[:8],
+                             _MAX_CACHED_TOKENS)
         return token
 
     def is_valid(self, token: bytes, ip: str, now: float) -> bool:
