@@ -175,7 +175,7 @@ class TorrentReader:
         self.result = FetchResult()
         self._served: dict[int, dict[int, tuple[str, int]]] = {}  # piece -> block -> endpoint
         self._read: dict[int, tuple[bytes, float]] = {}  # verified by libtorrent, awaiting block provenance
-        self._piece_sizes: list[int] = []
+        self._torrent_info: Any = None  # libtorrent's, once the metadata is there (piece sizes)
         self._wanted: set[int] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -274,7 +274,7 @@ class TorrentReader:
             self.result.metadata = bytes(ti.info_section())  # the raw info dict as received (BEP 9)
             self.metainfo = parse_info(self.result.metadata)
         self._handle.prioritize_pieces([7 if i in self._wanted else 0 for i in range(num)])
-        self._piece_sizes = [ti.piece_size(i) for i in range(num)]
+        self._torrent_info = ti
         self._num_pieces = num
         if self._wanted and self._next_peer == 0:
             self._connect_first()
@@ -313,7 +313,8 @@ class TorrentReader:
         """
         now = time.monotonic()
         for index, (data, read_at) in list(self._read.items()):
-            blocks = -(-self._piece_sizes[index] // BLOCK_SIZE) if self._piece_sizes else 1
+            ti = self._torrent_info
+            blocks = -(-ti.piece_size(index) // BLOCK_SIZE) if ti is not None else 1
             if len(self._served.get(index, ())) >= blocks or now - read_at > PROVENANCE_GRACE:
                 del self._read[index]
                 self._piece_read(index, data)
