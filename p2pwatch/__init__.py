@@ -1,6 +1,6 @@
 """p2pwatch: find, prove and attribute BitTorrent copies of registered content.
 
-See ../shared/DESIGN.md for the architecture and the evidence levels.
+See docs/ARCHITECTURE.md for the architecture and the evidence levels.
 """
 
 from __future__ import annotations

@@ -75,7 +75,7 @@ class MatcherSettings:
     image_threshold: int = 6  # pHash bits; PDQ uses its own 31 of 256 (scripts/bench_fingerprint.py)
     max_image_bytes: int = 32 * 1024 * 1024
     fetch_timeout: float = 120.0
-    max_fetch_fraction: float = 0.03  # perceptual: bytes a video may cost, of its size (p2pwatch/perceptual.py)
+    max_fetch_fraction: float = 0.03  # perceptual: bytes a video may cost, of its size (p2pwatch/match/perceptual.py)
     min_fetch_bytes: int = 4 * 1024 * 1024
     strict_budget: bool = False  # skip a video whose minimum of seek points does not fit, instead of exceeding
 

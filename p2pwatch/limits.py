@@ -67,7 +67,7 @@ MAX_TORRENT_PIECES = 1 << 22
 #: Most candidate nodes one DHT lookup (traversal) keeps; farther unqueried ones are dropped first.
 MAX_TRAVERSAL_CANDIDATES = 1000
 
-# --- fingerprints and media (p2pwatch.fingerprint, p2pwatch.media) ---
+# --- fingerprints and media (p2pwatch.match.fingerprint, p2pwatch.match.media) ---
 #: Largest fingerprint JSON file we load (a 100 GiB file's leaf layer and piece tables fit well below).
 MAX_FINGERPRINT_FILE = 512 * 1024 * 1024
 #: Largest image file we decode for perceptual hashing (read whole into memory).

@@ -200,7 +200,8 @@ def bench_throughput(runs: int, duration: float) -> list[tuple[str, str, str]]:
 
 
 def _bencode_py_decode(data: bytes) -> object:
-    from p2pwatch import bencoding, limits
+    from p2pwatch import limits
+    from p2pwatch.torrent import bencoding
 
     return bencoding.decode(data, max_size=limits.MAX_DATAGRAM, max_depth=limits.MAX_KRPC_DEPTH)
 
@@ -211,7 +212,7 @@ def _fast_decode(data: bytes) -> object:
     return krpc_bdecode.decode(data)
 
 
-#: the old decode path (bencode.py through p2pwatch.bencoding) against the one krpc uses now
+#: the old decode path (bencode.py through p2pwatch.torrent.bencoding) against the one krpc uses now
 _DECODERS = {"baseline: bencode.py decode": _bencode_py_decode, "krpc fast decode (krpc_bdecode)": _fast_decode}
 
 

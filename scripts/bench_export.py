@@ -29,13 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from evidence.zipcanon import iter_content, scan
 from p2pwatch.bundle import keys as keyfile
-from p2pwatch.fingerprint import fingerprint_file
-from p2pwatch.matcher import Match
-from p2pwatch.metainfo import parse_torrent
-from p2pwatch.registry import add_content, create_case, record_match, upsert_torrent
+from p2pwatch.investigate.registry import add_content, create_case, record_match, upsert_torrent
+from p2pwatch.match.fingerprint import fingerprint_file
+from p2pwatch.match.matcher import Match
 from p2pwatch.storage.db import default_url, make_engine, upgrade_database, writer_sessionmaker
 from p2pwatch.storage.ledger import ObservationRecord, append_observations
-from p2pwatch.torrentmaker import make_v1_torrent
+from p2pwatch.torrent.maker import make_v1_torrent
+from p2pwatch.torrent.metainfo import parse_torrent
 
 REPO = Path(__file__).resolve().parent.parent
 

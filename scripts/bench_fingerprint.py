@@ -8,7 +8,7 @@ perceptual matcher on a generated corpus (ffmpeg lavfi sources only; nothing rea
 Speed: ``runs`` pairs of wall times, ``sha256sum FILE`` then ``fingerprint_file(FILE, media=False)`` (every hash:
 MD5, SHA-1, SHA-256, v2 leaves, 11 v1 piece tables) on the same random file, page cache warm; the median of the
 per-run ratios; then one profiled run that says where each CPU second goes (per task of
-p2pwatch/fingerprint_hash.py). Run it under ``flock /tmp/p2pwatch-bench.lock`` on a shared machine.
+p2pwatch/match/fingerprint_hash.py). Run it under ``flock /tmp/p2pwatch-bench.lock`` on a shared machine.
 
 Match: ``corpus`` source videos (three generated scenes each) are registered; every one is altered (scaled,
 re-encoded at several CRFs, MPEG-4 Part 2, trimmed, remuxed into Matroska, trimmed + remuxed) and each
@@ -35,9 +35,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from p2pwatch import media
-from p2pwatch.fingerprint import fingerprint_file
-from p2pwatch.fingerprint_hash import hash_file_object
+from p2pwatch.match import media
+from p2pwatch.match.fingerprint import fingerprint_file
+from p2pwatch.match.fingerprint_hash import hash_file_object
 from tests import media_fixtures as mf
 
 VIDEO_VARIANTS: dict[str, Callable[[Path, Path], Path]] = {

@@ -24,7 +24,7 @@ file-backed piece source through the lazy view to ffmpeg. Each candidate is comp
 item of its kind; a comparison is positive when the candidate derives from that item.
 
 Measured on 2 shared cores (``--runs 3``, two runs, each generating its own video, hence the ranges; with
-the byte budget of p2pwatch/perceptual.py: 3 % of the file, floor of 3 seek points; with the lazy view fetching
+the byte budget of p2pwatch/match/perceptual.py: 3 % of the file, floor of 3 seek points; with the lazy view fetching
 a piece only once ffmpeg took the one before, docs/DECISIONS.md): a 197 MB, 345 s, 4.6 Mbit/s 720p video, one
 seeder (corpus figures: ``--corpus 20``, issue 4):
 
@@ -72,12 +72,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import trio
 from bench_fingerprint import Score  # one precision/recall tally for both benchmarks
 
-from p2pwatch import media
-from p2pwatch.fingerprint import Fingerprint, fingerprint_file
-from p2pwatch.matcher import RegisteredContent, RegistryIndex, match_torrent
-from p2pwatch.metainfo import Metainfo, parse_torrent
-from p2pwatch.perceptual import PerceptualSettings, perceptual_matches
-from p2pwatch.torrentmaker import make_v1_torrent
+from p2pwatch.match import media
+from p2pwatch.match.fingerprint import Fingerprint, fingerprint_file
+from p2pwatch.match.matcher import RegisteredContent, RegistryIndex, match_torrent
+from p2pwatch.match.perceptual import PerceptualSettings, perceptual_matches
+from p2pwatch.torrent.maker import make_v1_torrent
+from p2pwatch.torrent.metainfo import Metainfo, parse_torrent
 from tests import media_fixtures as mf
 
 MiB = 1024 * 1024
@@ -187,7 +187,7 @@ async def _run_reader(index: RegistryIndex, meta: Metainfo, endpoint: tuple[str,
 
 
 def bench_bytes(workdir: Path, size_mb: int, bitrate: float, runs: int, piece_sizes: Sequence[int]) -> None:
-    from p2pwatch.localswarm import LocalSwarm
+    from p2pwatch.testswarm.localswarm import LocalSwarm
 
     started = time.perf_counter()
     big, faststart, small = make_large_video(workdir, size_mb, bitrate)

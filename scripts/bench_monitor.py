@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import select
 
-from p2pwatch.demoswarm import DemoContent, start_demo_swarm, stop_demo_swarm
 from p2pwatch.storage.db import default_url, make_engine, writer_sessionmaker
 from p2pwatch.storage.models import Match, Torrent
+from p2pwatch.testswarm.demoswarm import DemoContent, start_demo_swarm, stop_demo_swarm
 
 TICKS = os.sysconf("SC_CLK_TCK")
 

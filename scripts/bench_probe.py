@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import libtorrent as lt
 import trio
 
-from p2pwatch.localswarm import create_torrent
-from p2pwatch.metainfo import Metainfo, parse_torrent
 from p2pwatch.probe.mse import RC4
 from p2pwatch.probe.peer_probe import probe_peer
+from p2pwatch.testswarm.localswarm import create_torrent
+from p2pwatch.torrent.metainfo import Metainfo, parse_torrent
 
 PIECE_LENGTH = 256 * 1024
 

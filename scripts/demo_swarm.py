@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from p2pwatch.demoswarm import DemoContent, start_demo_swarm, stop_demo_swarm
+from p2pwatch.testswarm.demoswarm import DemoContent, start_demo_swarm, stop_demo_swarm
 
 
 def main() -> None:

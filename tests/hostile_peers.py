@@ -19,7 +19,6 @@ from typing import Any
 
 import trio
 
-from p2pwatch import bencoding
 from p2pwatch.probe import wire
 from p2pwatch.probe.mse import (
     CRYPTO_PLAINTEXT,
@@ -32,6 +31,7 @@ from p2pwatch.probe.mse import (
     obfuscated_skey,
     stream_keys,
 )
+from p2pwatch.torrent import bencoding
 
 PEER_UT_METADATA = 3  # the id our scripted peers give ut_metadata
 

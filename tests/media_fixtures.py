@@ -17,7 +17,7 @@ from pathlib import Path
 from PIL import Image
 
 from p2pwatch.errors import MediaError
-from p2pwatch.media import ffmpeg_available, ffmpeg_exe
+from p2pwatch.match.media import ffmpeg_available, ffmpeg_exe
 
 SIZE = "320x240"
 RATE = 10

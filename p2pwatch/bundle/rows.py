@@ -6,9 +6,9 @@ A row arrives in one of two shapes, which give byte-identical lines:
   ``prev_hash``, ``row_hash``, ``ip``, ``port``, ``reporter``, ``addr_salt``; or, for a row of another case,
   ``{"seq", "redacted": True, "body_hash"}``. Its hashed fields are serialised by the canonical JSON encoder.
 * a tuple in :data:`ROW_FIELDS` order (:data:`RowTuple`), or ``(seq, body_hash)`` for a row of another case
-  (:data:`RedactedTuple`): the exporter's fast path (p2pwatch/export.py streams a million of them). The fixed
+  (:data:`RedactedTuple`): the exporter's fast path (investigate/export.py streams a million of them). The fixed
   keys are spelled out in sorted order by one format string, with every string value through the JSON string
-  encoder; ``tests/test_bundle_rows.py`` checks it is byte-identical to the canonical encoder.
+  encoder; ``tests/bundle/test_bundle_rows.py`` checks it is byte-identical to the canonical encoder.
 
 Whatever the shape, every row is checked before its line is written: ``seq`` follows the previous row,
 ``prev_hash`` is the previous row's hash, ``row_hash`` re-computes from the serialised fields, a disclosed

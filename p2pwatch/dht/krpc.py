@@ -37,7 +37,7 @@ from typing import Any
 
 from p2pwatch import limits
 from p2pwatch.dht import krpc_bdecode
-from p2pwatch.dht.krpc_encode import _KNOWN_METHODS, _compact, _enc_response, _response_bytes, encode
+from p2pwatch.dht.krpc_encode import KNOWN_METHODS, compact_address, encode, encode_response_dict, response_bytes
 from p2pwatch.dht.krpc_messages import (
     BLOOM_FILTER_SIZE,
     GENERIC_ERROR,
@@ -59,10 +59,27 @@ from p2pwatch.dht.nodeinfo import NodeInfo
 from p2pwatch.errors import DecodeError, KRPCError
 
 __all__ = [
-    "BLOOM_FILTER_SIZE", "GENERIC_ERROR", "METHOD_UNKNOWN", "PROTOCOL_ERROR", "SERVER_ERROR", "AnnouncePeer", "Error",
-    "FindNode", "GetPeers", "Message", "Ping", "Query", "Response", "SampleInfohashes", "UnknownQuery", "_compact",
-    "_enc_response", "_response_bytes", "decode",
-    "encode", "error_reply",
+    "BLOOM_FILTER_SIZE",
+    "GENERIC_ERROR",
+    "METHOD_UNKNOWN",
+    "PROTOCOL_ERROR",
+    "SERVER_ERROR",
+    "AnnouncePeer",
+    "Error",
+    "FindNode",
+    "GetPeers",
+    "Message",
+    "Ping",
+    "Query",
+    "Response",
+    "SampleInfohashes",
+    "UnknownQuery",
+    "compact_address",
+    "decode",
+    "encode",
+    "encode_response_dict",
+    "error_reply",
+    "response_bytes",
 ]
 
 _WANT_FLAGS = (b"n4", b"n6")
@@ -318,4 +335,4 @@ def error_reply(exc: KRPCError) -> bytes | None:
     return encode(Error(exc.transaction_id, exc.code, str(exc)))
 
 
-assert frozenset(_QUERY_DECODERS) == _KNOWN_METHODS, "krpc_encode._KNOWN_METHODS is out of step with the decoder"
+assert frozenset(_QUERY_DECODERS) == KNOWN_METHODS, "krpc_encode.KNOWN_METHODS is out of step with the decoder"

@@ -11,7 +11,7 @@ import socket
 import struct
 from typing import Any
 
-from p2pwatch import bencoding, limits
+from p2pwatch import limits
 from p2pwatch.bounded import remember
 from p2pwatch.dht.krpc_messages import (
     BLOOM_FILTER_SIZE,
@@ -28,12 +28,13 @@ from p2pwatch.dht.krpc_messages import (
 )
 from p2pwatch.dht.nodeinfo import NodeInfo
 from p2pwatch.errors import LocalProtocolError
+from p2pwatch.torrent import bencoding
 
 __all__ = ["encode"]
 
 _WANT_FLAGS = (b"n4", b"n6")
 # The query methods krpc's decoder knows; an UnknownQuery must not use one of them.
-_KNOWN_METHODS = frozenset({b"ping", b"find_node", b"get_peers", b"announce_peer", b"sample_infohashes"})
+KNOWN_METHODS = frozenset({b"ping", b"find_node", b"get_peers", b"announce_peer", b"sample_infohashes"})
 
 _AF_INET = socket.AF_INET
 _AF_INET6 = socket.AF_INET6
@@ -56,7 +57,7 @@ def _packed_ip(family: int, ip: str) -> bytes:
     return packed
 
 
-def _compact(ip: str, port: int) -> bytes:
+def compact_address(ip: str, port: int) -> bytes:
     return _packed_ip(_AF_INET6 if ":" in ip else _AF_INET, ip) + port.to_bytes(2, "big")
 
 
@@ -118,7 +119,7 @@ def _enc_announce_peer(m: AnnouncePeer) -> dict[bytes, Any]:
 
 
 def _enc_unknown(m: UnknownQuery) -> dict[bytes, Any]:
-    _need(type(m.method) is bytes and m.method not in _KNOWN_METHODS, "UnknownQuery.method is a known one")
+    _need(type(m.method) is bytes and m.method not in KNOWN_METHODS, "UnknownQuery.method is a known one")
     _need(m.target is None or _is_id(m.target), "target must be 20 bytes")
     return _query(m, {} if m.target is None else {b"target": m.target})
 
@@ -138,7 +139,7 @@ def _compact_nodes(nodes: tuple[NodeInfo, ...], family: int, size: int) -> bytes
     return blob
 
 
-def _enc_response(m: Response) -> dict[bytes, Any]:
+def encode_response_dict(m: Response) -> dict[bytes, Any]:
     _need(_is_id(m.sender), "sender id must be 20 bytes")
     r: dict[bytes, Any] = {b"id": m.sender}
     if m.nodes:
@@ -146,7 +147,7 @@ def _enc_response(m: Response) -> dict[bytes, Any]:
     if m.nodes6:
         r[b"nodes6"] = _compact_nodes(m.nodes6, _AF_INET6, 38)
     if m.values:
-        r[b"values"] = [_compact(ip, port) for ip, port in m.values]
+        r[b"values"] = [compact_address(ip, port) for ip, port in m.values]
     if m.token is not None:
         _need(_is_token(m.token), f"token must be bytes of at most {_MAX_TOKEN}")
         r[b"token"] = m.token
@@ -164,7 +165,7 @@ def _enc_response(m: Response) -> dict[bytes, Any]:
             r[key] = bloom
     msg: dict[bytes, Any] = {b"r": r, b"t": m.tid, b"y": b"r"}
     if m.external_ip is not None:
-        msg[b"ip"] = _compact(*m.external_ip)
+        msg[b"ip"] = compact_address(*m.external_ip)
     return msg
 
 
@@ -178,17 +179,17 @@ def _bstr(value: bytes) -> bytes:
     return (_LENGTH[n] if n < _NLENGTH else b"%d:" % n) + value
 
 
-def _response_bytes(m: Response, client_version: bytes | None, external_ip: tuple[str, int] | None) -> bytes:
+def response_bytes(m: Response, client_version: bytes | None, external_ip: tuple[str, int] | None) -> bytes:
     """A response assembled directly in bencoding's sorted key order (the DHT's hot path).
 
-    Validates exactly like :func:`_enc_response`; the tests check it is byte-identical to encoding the dict.
+    Validates exactly like :func:`encode_response_dict`; the tests check it is byte-identical to encoding the dict.
     """
     sender, tid = m.sender, m.tid
     _need(type(sender) is bytes and len(sender) == 20, "sender id must be 20 bytes")
     _need(type(tid) is bytes and len(tid) <= _MAX_TID, "tid must be at most 16 bytes")
     ip = external_ip if external_ip is not None else m.external_ip
     if ip is not None:
-        compact = _compact(*ip)  # 6 or 18 bytes
+        compact = compact_address(*ip)  # 6 or 18 bytes
         parts = [b"d2:ip", _LENGTH[len(compact)], compact, b"1:rd"]
     else:
         parts = [b"d1:rd"]
@@ -220,7 +221,7 @@ def _response_bytes(m: Response, client_version: bytes | None, external_ip: tupl
         parts += (b"5:token", _LENGTH[len(token)], token)
     if m.values:
         parts.append(b"6:valuesl")
-        parts += [_bstr(_compact(vip, vport)) for vip, vport in m.values]
+        parts += [_bstr(compact_address(vip, vport)) for vip, vport in m.values]
         parts.append(b"e")
     parts += (b"e1:t", _LENGTH[len(tid)], tid)
     if client_version is not None:
@@ -242,7 +243,7 @@ _ENCODERS: dict[type, Any] = {
     AnnouncePeer: _enc_announce_peer,
     SampleInfohashes: _enc_targeted,
     UnknownQuery: _enc_unknown,
-    Response: _enc_response,
+    Response: encode_response_dict,
     Error: _enc_error,
 }
 
@@ -257,7 +258,7 @@ def encode(
     """
     if type(message) is Response:
         try:
-            return _response_bytes(message, client_version, external_ip)
+            return response_bytes(message, client_version, external_ip)
         except (OSError, ValueError, TypeError, OverflowError, AttributeError, struct.error) as exc:
             raise LocalProtocolError(f"cannot encode Response: {exc}") from exc
     encoder = _ENCODERS.get(type(message))
@@ -270,7 +271,7 @@ def encode(
             _need(type(client_version) is bytes, "client_version must be bytes")
             msg[b"v"] = client_version
         if external_ip is not None:
-            msg[b"ip"] = _compact(*external_ip)
+            msg[b"ip"] = compact_address(*external_ip)
     except (OSError, ValueError, TypeError, OverflowError, AttributeError, struct.error) as exc:
         raise LocalProtocolError(f"cannot encode {type(message).__name__}: {exc}") from exc
     return bencoding.encode(msg)

@@ -27,7 +27,7 @@ import trio
 from p2pwatch import limits, netguard
 from p2pwatch.aio import unwrap_single
 from p2pwatch.dht import bep42, krpc
-from p2pwatch.dht.node_types import DHTConfig, IncomingQuery, LookupResult, NodeStats, _atomic_write, _load_state
+from p2pwatch.dht.node_types import DHTConfig, IncomingQuery, LookupResult, NodeStats, atomic_write, load_state
 from p2pwatch.dht.nodeinfo import NodeInfo, random_id
 from p2pwatch.dht.ratelimit import PerIPRateLimiter
 from p2pwatch.dht.routing import RoutingTable
@@ -62,7 +62,7 @@ class DHTNode:
         self.sock = sock
         self.address = sock.getsockname()
         now = trio.current_time()
-        state = _load_state(config.state_file)
+        state = load_state(config.state_file)
         saved_id = state.get("node_id")
         own_id = config.node_id or (bytes.fromhex(saved_id) if isinstance(saved_id, str) else None)
         self.own_id = own_id or random_id()
@@ -409,7 +409,7 @@ class DHTNode:
         if path is None:
             return
         data = json.dumps(self.state())
-        await trio.to_thread.run_sync(_atomic_write, path, data)
+        await trio.to_thread.run_sync(atomic_write, path, data)
 
 
 @asynccontextmanager

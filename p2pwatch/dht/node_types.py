@@ -85,7 +85,7 @@ class LookupResult:
     bf_peers: list[bytes] = field(default_factory=list)
 
 
-def _atomic_write(path: Path, data: str) -> None:
+def atomic_write(path: Path, data: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
@@ -95,7 +95,7 @@ def _atomic_write(path: Path, data: str) -> None:
     os.replace(tmp, path)
 
 
-def _load_state(path: Path | None) -> dict[str, object]:
+def load_state(path: Path | None) -> dict[str, object]:
     if path is None or not path.exists():
         return {}
     try:

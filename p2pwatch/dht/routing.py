@@ -44,13 +44,13 @@ from typing import Any
 from p2pwatch.dht.nodeinfo import ID_BITS, ID_LEN, NodeInfo
 from p2pwatch.dht.routing_entries import (
     GOOD_FOR,
+    Bucket,
+    Entry,
     NodeState,
-    _Bucket,
-    _cpl,
-    _Entry,
-    _finite,
-    _load_entry,
     acceptable_address,
+    common_prefix_length,
+    finite,
+    load_entry,
 )
 from p2pwatch.errors import LocalProtocolError, RemoteProtocolError
 
@@ -98,9 +98,9 @@ class RoutingTable:
         self.ping_timeout = ping_timeout
         self._own = int.from_bytes(own_id, "big")
         self._rng = rng if rng is not None else random.Random()
-        self._buckets: list[_Bucket] = [_Bucket([], [])]
-        self._by_id: dict[bytes, _Entry] = {}  # live and replacement entries
-        self._by_addr: dict[tuple[str, int], _Entry] = {}
+        self._buckets: list[Bucket] = [Bucket([], [])]
+        self._by_id: dict[bytes, Entry] = {}  # live and replacement entries
+        self._by_addr: dict[tuple[str, int], Entry] = {}
         self._clock = -math.inf  # the latest ``now`` we were given
 
     # ----------------------------------------------------------------- inspection
@@ -142,7 +142,7 @@ class RoutingTable:
     def _index(self, key: int) -> int:
         return min(ID_BITS - (key ^ self._own).bit_length(), len(self._buckets) - 1)
 
-    def _bucket_for(self, key: int) -> _Bucket:
+    def _bucket_for(self, key: int) -> Bucket:
         return self._buckets[self._index(key)]
 
     def _tick(self, now: float) -> None:
@@ -165,7 +165,7 @@ class RoutingTable:
             return False
         if not acceptable_address(node.ip, node.port, self.allow_local):
             return False
-        freed: list[_Bucket] = []
+        freed: list[Bucket] = []
         if known is not None:
             # the id moved: refuse unless the stored entry is stale and the newcomer proved itself
             if not responded or known.state(now) is NodeState.GOOD:
@@ -178,7 +178,7 @@ class RoutingTable:
             if squatter.state(now) is NodeState.GOOD:
                 return False
             freed.append(self._remove(squatter))
-        entry = _Entry(node, int.from_bytes(node.id, "big"), now, now)
+        entry = Entry(node, int.from_bytes(node.id, "big"), now, now)
         if responded:
             entry.last_responded = now
         else:
@@ -206,7 +206,7 @@ class RoutingTable:
             self._remove(e)
             self._promote(bucket, now)
 
-    def _touch(self, e: _Entry, now: float, responded: bool) -> None:
+    def _touch(self, e: Entry, now: float, responded: bool) -> None:
         e.last_seen = now
         if responded:
             e.last_responded = now
@@ -224,7 +224,7 @@ class RoutingTable:
             bucket.replacements.append(e)
             self._promote(bucket, now)
 
-    def _insert(self, entry: _Entry, now: float) -> bool:
+    def _insert(self, entry: Entry, now: float) -> bool:
         cpl = ID_BITS - (entry.key ^ self._own).bit_length()
         while True:
             last = len(self._buckets) - 1
@@ -254,13 +254,13 @@ class RoutingTable:
         self._add_replacement(bucket, entry)
         return True
 
-    def _add_live(self, bucket: _Bucket, entry: _Entry, now: float) -> None:
+    def _add_live(self, bucket: Bucket, entry: Entry, now: float) -> None:
         bucket.live.append(entry)
         bucket.last_changed = now
         self._by_id[entry.node.id] = entry
         self._by_addr[entry.node.addr] = entry
 
-    def _add_replacement(self, bucket: _Bucket, entry: _Entry) -> None:
+    def _add_replacement(self, bucket: Bucket, entry: Entry) -> None:
         reps = bucket.replacements
         if len(reps) >= self.replacement_size:
             # evict a never-answered entry first, else the one heard from least recently
@@ -271,7 +271,7 @@ class RoutingTable:
         self._by_id[entry.node.id] = entry
         self._by_addr[entry.node.addr] = entry
 
-    def _promote(self, bucket: _Bucket, now: float) -> None:
+    def _promote(self, bucket: Bucket, now: float) -> None:
         """Move the best replacement into the live list (answered ones first, most recent first)."""
         while bucket.replacements and len(bucket.live) < self.k:
             best = max(bucket.replacements, key=lambda e: (e.last_responded is not None, e.last_seen))
@@ -279,7 +279,7 @@ class RoutingTable:
             bucket.live.append(best)
             bucket.last_changed = now
 
-    def _remove(self, e: _Entry) -> _Bucket:
+    def _remove(self, e: Entry) -> Bucket:
         """Drop ``e`` from its bucket and the indexes; returns the bucket (not refilled here)."""
         bucket = self._bucket_for(e.key)
         if e in bucket.live:
@@ -289,7 +289,7 @@ class RoutingTable:
         self._forget(e)
         return bucket
 
-    def _forget(self, e: _Entry) -> None:
+    def _forget(self, e: Entry) -> None:
         if self._by_id.get(e.node.id) is e:
             del self._by_id[e.node.id]
         if self._by_addr.get(e.node.addr) is e:
@@ -298,12 +298,12 @@ class RoutingTable:
     def _split(self, now: float) -> None:
         last = self._buckets[-1]
         depth = len(self._buckets) - 1  # the old last bucket keeps ids with exactly this prefix length
-        near = _Bucket([], [], last.last_changed)
-        far = _Bucket([], [], last.last_changed)
+        near = Bucket([], [], last.last_changed)
+        far = Bucket([], [], last.last_changed)
         for e in last.live:
-            (far if _cpl(e.key, self._own) == depth else near).live.append(e)
+            (far if common_prefix_length(e.key, self._own) == depth else near).live.append(e)
         for e in last.replacements:
-            (far if _cpl(e.key, self._own) == depth else near).replacements.append(e)
+            (far if common_prefix_length(e.key, self._own) == depth else near).replacements.append(e)
         self._buckets[-1:] = [far, near]
         self._promote(far, now)
         self._promote(near, now)
@@ -352,7 +352,7 @@ class RoutingTable:
                 break
         return out
 
-    def _groups(self, c: int) -> Iterator[list[_Entry]]:
+    def _groups(self, c: int) -> Iterator[list[Entry]]:
         """Bucket ``c``, then the deeper buckets together, then ``c-1`` … ``0``: each group farther off."""
         buckets = self._buckets
         yield buckets[c].live
@@ -428,13 +428,13 @@ class RoutingTable:
     def to_state(self) -> dict[str, Any]:
         """A JSON-serialisable snapshot: hex ids, addresses, and contact times on the driver's clock."""
 
-        def dump(e: _Entry) -> dict[str, Any]:
+        def dump(e: Entry) -> dict[str, Any]:
             return {
                 "id": e.node.id.hex(),
                 "ip": e.node.ip,
                 "port": e.node.port,
-                "last_seen": _finite(e.last_seen),
-                "last_responded": _finite(e.last_responded),
+                "last_seen": finite(e.last_seen),
+                "last_responded": finite(e.last_responded),
                 "responded": e.last_responded is not None,
             }
 
@@ -443,7 +443,7 @@ class RoutingTable:
             "version": STATE_VERSION,
             "own_id": self.own_id.hex(),
             "k": self.k,
-            "saved_at": _finite(self._clock),
+            "saved_at": finite(self._clock),
             "nodes": [dump(e) for b in self._buckets for e in b.live],
             "replacements": [dump(e) for b in self._buckets for e in b.replacements],
         }
@@ -474,7 +474,7 @@ class RoutingTable:
         table = cls(own_id, **kw)
         # live entries first, in their saved order, then the replacements: the same layout comes back
         for raw in chain(state.get("nodes") or [], state.get("replacements") or []):
-            entry = _load_entry(raw, now)
+            entry = load_entry(raw, now)
             if entry is None or entry.node.id == table.own_id or entry.node.id in table._by_id:
                 continue
             node = entry.node

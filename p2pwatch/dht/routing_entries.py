@@ -37,13 +37,13 @@ def acceptable_address(ip: str, port: int, allow_local: bool) -> bool:
     return 0 < port < 65536 and _acceptable_ip(ip, allow_local)
 
 
-def _cpl(a: int, b: int) -> int:
+def common_prefix_length(a: int, b: int) -> int:
     """Length of the common prefix of two 160-bit ids, in bits (160 when equal)."""
     return ID_BITS - (a ^ b).bit_length()
 
 
 @dataclass(slots=True, eq=False)
-class _Entry:
+class Entry:
     """What the table knows about one node (mutable, private; states are derived by :meth:`state`)."""
 
     node: NodeInfo
@@ -79,17 +79,17 @@ class _Entry:
 
 
 @dataclass(slots=True, eq=False)
-class _Bucket:
-    live: list[_Entry]
-    replacements: list[_Entry]  # oldest contact first
+class Bucket:
+    live: list[Entry]
+    replacements: list[Entry]  # oldest contact first
     last_changed: float = -math.inf
 
 
-def _finite(t: float | None) -> float | None:
+def finite(t: float | None) -> float | None:
     return t if t is not None and math.isfinite(t) else None
 
 
-def _load_entry(raw: Any, now: float) -> _Entry | None:
+def load_entry(raw: Any, now: float) -> Entry | None:
     if not isinstance(raw, dict):
         return None
     try:
@@ -100,7 +100,7 @@ def _load_entry(raw: Any, now: float) -> _Entry | None:
         return None
     if len(node_id) != ID_LEN or not isinstance(ip, str) or not isinstance(port, int):
         return None
-    entry = _Entry(NodeInfo(node_id, ip, port), int.from_bytes(node_id, "big"), now, now)
+    entry = Entry(NodeInfo(node_id, ip, port), int.from_bytes(node_id, "big"), now, now)
     if raw.get("responded"):
         entry.last_responded = -math.inf
     return entry

@@ -26,24 +26,24 @@ import trio
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from p2pwatch.alerts import Alerter
 from p2pwatch.config import MonitorConfig
 from p2pwatch.dht.crawler import AnnouncedPeer, Crawler, DiscoveredInfohash, Discovery
 from p2pwatch.dht.node import DHTConfig, DHTNode, open_dht_node
 from p2pwatch.errors import P2PWatchError
-from p2pwatch.examine import Examination, observation_records
-from p2pwatch.geoip import GeoLookup
-from p2pwatch.lookup import run_matcher
-from p2pwatch.matcher import Match, RegistryIndex
-from p2pwatch.metadata_fetch import fetch_metadata
-from p2pwatch.metainfo import Metainfo
+from p2pwatch.investigate.examine import Examination, observation_records
+from p2pwatch.investigate.geoip import GeoLookup
+from p2pwatch.investigate.lookup import run_matcher
+from p2pwatch.investigate.metadata_fetch import fetch_metadata
+from p2pwatch.investigate.registry import load_index, record_match, upsert_torrent
+from p2pwatch.match.matcher import Match, RegistryIndex
+from p2pwatch.monitor.alerts import Alerter
 from p2pwatch.monitor.metrics import Metrics, serve_metrics
 from p2pwatch.monitor.watcher import Watcher, release_own_claims
-from p2pwatch.registry import load_index, record_match, upsert_torrent
 from p2pwatch.storage.db import session_factory
 from p2pwatch.storage.ledger import ObservationRecord
 from p2pwatch.storage.models import Case, Content, Keyword, Torrent, Watch
 from p2pwatch.storage.writer import ObservationWriter, open_writer
+from p2pwatch.torrent.metainfo import Metainfo
 
 log = logging.getLogger("p2pwatch.monitor")
 

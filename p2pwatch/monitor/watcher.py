@@ -1,7 +1,7 @@
 """The watcher: re-examines every watched torrent on its schedule and records what it finds.
 
 Each round claims due watches (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several monitor hosts never
-examine one torrent at once), examines each swarm (:mod:`p2pwatch.examine`: DHT harvest, tracker
+examine one torrent at once), examines each swarm (:mod:`p2pwatch.investigate.examine`: DHT harvest, tracker
 announce+scrape on every tracker of its metainfo or magnet, probes with a budget of verified pieces),
 writes the observations and a swarm sample through the one writer, updates the swarm status and releases
 the claim with the next due time. A dormant or gone swarm seen alive again raises an alert.
@@ -20,21 +20,21 @@ import trio
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from p2pwatch.alerts import Alerter
 from p2pwatch.config import MonitorConfig
 from p2pwatch.dht.node import DHTNode
 from p2pwatch.errors import P2PWatchError
-from p2pwatch.examine import Examination, examine, observation_records, swarm_samples
-from p2pwatch.geoip import GeoLookup
-from p2pwatch.magnet import parse_magnet
-from p2pwatch.metainfo import Metainfo, parse_torrent
+from p2pwatch.investigate.examine import Examination, examine, observation_records, swarm_samples
+from p2pwatch.investigate.geoip import GeoLookup
+from p2pwatch.investigate.swarmstatus import SwarmStatus, is_revival, swarm_status
+from p2pwatch.monitor.alerts import Alerter
 from p2pwatch.monitor.metrics import Metrics
 from p2pwatch.probe.trackers import TrackerConfig
 from p2pwatch.storage.claims import claim_due_watches, release_watch
 from p2pwatch.storage.ledger import ObservationRecord
 from p2pwatch.storage.models import Torrent, Watch
 from p2pwatch.storage.writer import ObservationWriter
-from p2pwatch.swarmstatus import SwarmStatus, is_revival, swarm_status
+from p2pwatch.torrent.magnet import parse_magnet
+from p2pwatch.torrent.metainfo import Metainfo, parse_torrent
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ import trio
 
 from p2pwatch import netguard
 from p2pwatch.errors import LocalProtocolError, P2PWatchTimeout, RemoteProtocolError
-from p2pwatch.metainfo import Metainfo, parse_info
+from p2pwatch.torrent.metainfo import Metainfo, parse_info
 
 log = logging.getLogger(__name__)
 

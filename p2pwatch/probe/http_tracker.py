@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote_from_bytes, urlsplit, urlunsplit
 
-from p2pwatch import bencoding, limits
+from p2pwatch import limits
 from p2pwatch.errors import (
     DecodeError,
     TrackerError,
@@ -42,6 +42,7 @@ from p2pwatch.probe.http_client import (
     split_http_url,
 )
 from p2pwatch.probe.udp_tracker import AnnounceEvent, AnnounceRequest, Peer, ScrapeStats, decode_compact_peers
+from p2pwatch.torrent import bencoding
 
 #: Longest text field (failure reason, warning) kept from a reply.
 MAX_TEXT = 1024

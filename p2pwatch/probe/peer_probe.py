@@ -41,11 +41,11 @@ import trio
 
 from p2pwatch import limits, netguard
 from p2pwatch.errors import LocalProtocolError, P2PWatchError, PeerTimeout, PeerWireError, RemoteProtocolError
-from p2pwatch.metainfo import Metainfo, TorrentVersion, parse_info
 from p2pwatch.probe import wire
 from p2pwatch.probe.mse import CRYPTO_PLAINTEXT, CRYPTO_RC4, MSEError, MSEInitiator
-from p2pwatch.probe.peer_steps import _describe, _file_of_piece, _os_error_text, _piece_digest
-from p2pwatch.probe.probe_result import ProbeResult, ProbeTimeouts, TranscriptEntry, _now
+from p2pwatch.probe.peer_steps import describe, file_of_piece, os_error_text, piece_digest
+from p2pwatch.probe.probe_result import ProbeResult, ProbeTimeouts, TranscriptEntry, utc_now
+from p2pwatch.torrent.metainfo import Metainfo, TorrentVersion, parse_info
 
 __all__ = ["ProbeResult", "ProbeTimeouts", "TranscriptEntry", "probe_peer"]
 
@@ -74,7 +74,7 @@ class _Probe:
         self.t, self.encryption = timeouts, encryption
         self.local_address, self.our_peer_id = local_address, peer_id
         self.transcript: list[TranscriptEntry] = []
-        self.r: dict[str, Any] = {"level": 0, "started_at": _now()}
+        self.r: dict[str, Any] = {"level": 0, "started_at": utc_now()}
         self.bytes_in = self.bytes_out = 0
         self._reset_connection()
 
@@ -94,7 +94,7 @@ class _Probe:
         self.metadata_parts: dict[int, bytes] = {}
 
     def note(self, what: str, /, **detail: Any) -> None:
-        self.transcript.append(TranscriptEntry(_now(), "note", what, detail))
+        self.transcript.append(TranscriptEntry(utc_now(), "note", what, detail))
 
     # ------------------------------------------------------------------------------------------ I/O
     async def _send_raw(self, data: bytes) -> None:
@@ -111,7 +111,7 @@ class _Probe:
         remote_m = self.ext.m if self.ext is not None else None
         out = b"".join(wire.encode(m, remote_extensions=remote_m) for m in messages)
         for m in messages:
-            self.transcript.append(TranscriptEntry(_now(), "out", wire.message_name(m), _describe(m)))
+            self.transcript.append(TranscriptEntry(utc_now(), "out", wire.message_name(m), describe(m)))
         await self._send_raw(out)
 
     async def _receive(self, deadline: float, what: str) -> bytes:
@@ -134,7 +134,7 @@ class _Probe:
                 data = self.mse.decrypt(data)
             self.events.extend(self.parser.feed(data))
         event = self.events.popleft()
-        self.transcript.append(TranscriptEntry(_now(), "in", wire.message_name(event), _describe(event)))
+        self.transcript.append(TranscriptEntry(utc_now(), "in", wire.message_name(event), describe(event)))
         await self._absorb(event)
         return event
 
@@ -199,20 +199,20 @@ class _Probe:
         except trio.TooSlowError:
             raise PeerTimeout(f"connect timed out after {self.t.connect:g} s") from None
         except OSError as exc:
-            raise PeerWireError(f"connection failed: {_os_error_text(exc)}") from None
+            raise PeerWireError(f"connection failed: {os_error_text(exc)}") from None
         self.note("connected")
 
     async def _mse_handshake(self, deadline: float) -> None:
         provide = CRYPTO_RC4 if self.encryption == "require" else CRYPTO_RC4 | CRYPTO_PLAINTEXT
         mse = MSEInitiator(self.wire_id, crypto_provide=provide)
         first = mse.start()
-        self.transcript.append(TranscriptEntry(_now(), "out", "mse_key", {"length": len(first)}))
+        self.transcript.append(TranscriptEntry(utc_now(), "out", "mse_key", {"length": len(first)}))
         try:
             await self._send_raw(first)
             while not mse.done:
                 reply = mse.feed(await self._receive(deadline, "the MSE handshake"))
                 if reply:
-                    self.transcript.append(TranscriptEntry(_now(), "out", "mse_sync", {"length": len(reply)}))
+                    self.transcript.append(TranscriptEntry(utc_now(), "out", "mse_sync", {"length": len(reply)}))
                     await self._send_raw(reply)
         except (MSEError, trio.BrokenResourceError) as exc:
             raise _Fallback(str(exc)) from None
@@ -221,7 +221,7 @@ class _Probe:
         self.mse = mse
         self.r["encrypted"] = mse.method == "rc4"
         self.r["encryption"] = "rc4" if mse.method == "rc4" else "mse-plaintext"
-        self.transcript.append(TranscriptEntry(_now(), "in", "mse_select", {"method": mse.method}))
+        self.transcript.append(TranscriptEntry(utc_now(), "in", "mse_select", {"method": mse.method}))
         payload = mse.take_payload()
         if payload:
             self.events.extend(self.parser.feed(payload))
@@ -351,7 +351,7 @@ class _Probe:
         assert mi is not None
         if mi.piece_hashes:
             return True
-        file = _file_of_piece(mi, index)
+        file = file_of_piece(mi, index)
         return file is not None and mi.v2_piece_hashes(file) is not None
 
     def _choose_piece(self) -> int | None:
@@ -425,7 +425,7 @@ class _Probe:
         mi = self.metainfo
         assert mi is not None
         self.r["piece_sha1"] = hashlib.sha1(data).hexdigest()
-        digest, algorithm = _piece_digest(mi, index, data)
+        digest, algorithm = piece_digest(mi, index, data)
         ok = mi.verify_piece(index, data)
         self.note("piece_hash", index=index, algorithm=algorithm, hash=digest, verified=ok, length=len(data))
         if ok:
@@ -444,7 +444,7 @@ class _Probe:
             piece_hash_algorithm=r.get("piece_hash_algorithm"), piece_sha1=r.get("piece_sha1"),
             flagged=r.get("flagged"), error=r.get("error"), encrypted=r.get("encrypted", False),
             encryption=r.get("encryption", "none"), bytes_received=self.bytes_in, bytes_sent=self.bytes_out,
-            started_at=r["started_at"], finished_at=_now(), transcript=tuple(self.transcript),
+            started_at=r["started_at"], finished_at=utc_now(), transcript=tuple(self.transcript),
         )
 
 

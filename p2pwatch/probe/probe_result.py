@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 
-def _now() -> str:
+def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 

@@ -44,7 +44,7 @@ from p2pwatch.errors import (
     TrackerTimeout,
 )
 from p2pwatch.probe.udp_tracker_codec import (
-    _HEADER,
+    HEADER,
     MAX_ERROR_TEXT,
     PROTOCOL_ID,
     Action,
@@ -213,7 +213,7 @@ class UDPTrackerClient:
         if len(data) < 8:
             self.ignored += 1
             return []
-        action, tid = _HEADER.unpack_from(data)
+        action, tid = HEADER.unpack_from(data)
         if tid == self._connect_tid:
             return self._on_connect_reply(data, now)
         job = self._sent.pop(tid, None)

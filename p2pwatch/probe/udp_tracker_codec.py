@@ -144,7 +144,7 @@ UDPResponse = ConnectResponse | AnnounceResponse | ScrapeResponse | ErrorRespons
 
 _CONNECT = struct.Struct(">QII")
 _ANNOUNCE = struct.Struct(">QII20s20sQQQIIIiH")
-_HEADER = struct.Struct(">II")
+HEADER = struct.Struct(">II")
 _ANNOUNCE_REPLY = struct.Struct(">IIIII")
 _SCRAPE_ENTRY = struct.Struct(">III")
 
@@ -201,7 +201,7 @@ def decode_request(data: bytes) -> UDPRequest:
 def encode_response(message: UDPResponse, *, ipv6: bool = False) -> bytes:
     """Encode a tracker packet (used by test trackers; ``ipv6`` picks 18-byte peer entries)."""
     if isinstance(message, ConnectResponse):
-        return _HEADER.pack(Action.CONNECT, message.transaction_id) + message.connection_id.to_bytes(8, "big")
+        return HEADER.pack(Action.CONNECT, message.transaction_id) + message.connection_id.to_bytes(8, "big")
     if isinstance(message, AnnounceResponse):
         head = _ANNOUNCE_REPLY.pack(Action.ANNOUNCE, message.transaction_id, message.interval,
                                     message.leechers, message.seeders)
@@ -210,17 +210,17 @@ def encode_response(message: UDPResponse, *, ipv6: bool = False) -> bytes:
             socket.inet_pton(family, p.ip) + p.port.to_bytes(2, "big") for p in message.peers
         )
     if isinstance(message, ScrapeResponse):
-        return _HEADER.pack(Action.SCRAPE, message.transaction_id) + b"".join(
+        return HEADER.pack(Action.SCRAPE, message.transaction_id) + b"".join(
             _SCRAPE_ENTRY.pack(s.seeders, s.completed, s.leechers) for s in message.stats
         )
-    return _HEADER.pack(Action.ERROR, message.transaction_id) + message.message.encode("utf-8")
+    return HEADER.pack(Action.ERROR, message.transaction_id) + message.message.encode("utf-8")
 
 
 def decode_response(data: bytes, *, ipv6: bool = False) -> UDPResponse:
     """Decode a tracker packet. ``ipv6`` says the datagram came over IPv6 (18-byte peer entries)."""
     if len(data) < 8:
         raise TrackerError(f"UDP tracker reply of {len(data)} bytes is shorter than 8")
-    action, transaction_id = _HEADER.unpack_from(data)
+    action, transaction_id = HEADER.unpack_from(data)
     if action == Action.CONNECT:
         if len(data) < 16:
             raise TrackerError(f"connect reply of {len(data)} bytes is shorter than 16")

@@ -27,8 +27,7 @@ from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
-from p2pwatch import bencoding, limits
-from p2pwatch.bencoding import _skip as _bencoded_value_end  # the end of the header dict of ut_metadata
+from p2pwatch import limits
 from p2pwatch.errors import DecodeError, LocalProtocolError, PeerWireError
 from p2pwatch.probe.wire_messages import (
     HANDSHAKE_LENGTH,
@@ -75,6 +74,8 @@ from p2pwatch.probe.wire_messages import (
     WireMessage,
     make_reserved,
 )
+from p2pwatch.torrent import bencoding
+from p2pwatch.torrent.bencoding import skip_value as _bencoded_value_end  # the end of the header dict of ut_metadata
 
 #: the message types and constants live in wire_messages; they are part of this codec's interface
 __all__ = [

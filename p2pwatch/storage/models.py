@@ -1,7 +1,7 @@
 """SQLAlchemy 2.0 typed models of the evidence store (DESIGN.md principles 3 and 4; docs/storage.md).
 
 The schema is created and changed only by the Alembic migrations in ``p2pwatch/storage/migrations``; these
-models describe it for queries and must match it (``tests/test_storage_schema.py`` compares them).
+models describe it for queries and must match it (``tests/storage/test_storage_schema.py`` compares them).
 
 Conventions:
 

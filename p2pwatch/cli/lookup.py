@@ -1,0 +1,122 @@
+"""``p2pwatch lookup INFOHASH_OR_MAGNET [--record]`` (docs/CLI.md)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import trio
+
+from p2pwatch.cli.cases import parse_target
+from p2pwatch.cli.dht import node_config
+from p2pwatch.cli.options import NetworkOptions, emit_json, handle_errors, network_options
+from p2pwatch.config import load_config
+from p2pwatch.errors import P2PWatchError
+from p2pwatch.investigate.examine import observation_records, swarm_samples
+from p2pwatch.investigate.geoip import GeoLookup
+from p2pwatch.investigate.lookup import LookupOutcome, lookup, outcome_json
+from p2pwatch.torrent.magnet import parse_magnet
+
+
+def _registry(obj: dict[str, Any]) -> tuple[Any, str | None]:
+    """The registry index, or None with a note when there is no database yet (lookup still works)."""
+    from p2pwatch.cli.session import cli_session
+    from p2pwatch.investigate.registry import load_index
+
+    try:
+        with cli_session(obj) as session:
+            return load_index(session), None
+    except P2PWatchError as exc:
+        return None, f"no registry to match against ({exc})"
+
+
+def _record(obj: dict[str, Any], outcome: LookupOutcome, magnet: str | None, geo: GeoLookup) -> int:
+    from p2pwatch.cli.session import cli_session
+    from p2pwatch.investigate.registry import record_match, upsert_torrent
+    from p2pwatch.storage.ledger import append_observations, insert_swarm_samples
+
+    with cli_session(obj) as session:
+        torrent = upsert_torrent(session, outcome.infohash, metainfo=outcome.metainfo, magnet=magnet, source="lookup")
+        for match in outcome.report.matches if outcome.report else []:
+            record_match(session, match, torrent, actor="lookup")
+        records = observation_records(torrent.id, outcome.exam, geo)
+        if records:
+            append_observations(session, records)
+        insert_swarm_samples(session, swarm_samples(torrent.id, outcome.exam))
+    return len(records)
+
+
+@click.command("lookup")
+@click.argument("target")
+@click.option("--record", is_flag=True, help="store the torrent, matches and observations")
+@click.option("--probes", type=int, default=8, show_default=True, help="peers to probe")
+@click.option("--no-dht", is_flag=True, help="ask only the trackers")
+@click.option("--json", "as_json", is_flag=True)
+@network_options
+@click.pass_obj
+@handle_errors
+def lookup_command(obj: dict[str, Any], target: str, record: bool, probes: int, no_dht: bool, as_json: bool,
+                   net: NetworkOptions) -> None:
+    """One infohash or magnet: peers from the DHT and trackers, metadata, files, matches, probed peers."""
+    dht_id, metainfo, magnet = parse_target(target)
+    trackers = list(net.trackers)
+    if magnet:
+        trackers += list(parse_magnet(magnet).trackers)
+    if metainfo is not None:
+        trackers += [url for tier in metainfo.trackers for url in tier]
+    config = load_config(obj.get("config_file"), overrides={"dht.allow_local": net.allow_local or None})
+    index, note = _registry(obj)
+    geo = GeoLookup([config.geoip_mmdb] if config.geoip_mmdb else None)
+    bind_ip = net.bind.rsplit(":", 1)[0] if net.bind else None
+    home = Path(str(obj["home"]))
+
+    async def run() -> LookupOutcome:
+        dht = None if no_dht else await node_config(net, home)
+        return await lookup(dht_id, config=config, dht=dht, trackers=trackers, metainfo=metainfo, index=index,
+                            timeout=net.timeout, probe_limit=probes, bind_ip=bind_ip, geo=geo)
+
+    if not as_json and sys.stderr.isatty():
+        click.echo(f"looking up {dht_id.hex()} (up to {net.timeout:g} s)…", err=True)
+    outcome = trio.run(run)
+    doc = outcome_json(outcome, geo)
+    if note:
+        doc["notes"].append(note)
+    if record:
+        doc["recorded_observations"] = _record(obj, outcome, magnet, geo)
+    if as_json:
+        emit_json(doc)
+        return
+    _print(doc)
+
+
+def _print(doc: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]{doc['infohash']}[/bold]  {doc['name'] or '(metadata not found)'}")
+    for f in doc["files"]:
+        console.print(f"  {f['length']:>14,}  {f['path']}")
+    console.print(f"DHT: {doc['dht_peers'] if doc['dht_peers'] is not None else '-'} peers")
+    for t in doc["trackers"]:
+        console.print(f"tracker {t['tracker']}: " + (t.get("error") or
+                      f"{t['seeders']} seeders, {t['leechers']} leechers, {t['completed']} completed"))
+    if doc["matches"]:
+        for m in doc["matches"]:
+            console.print(f"[red]MATCH[/red] case {m['case']}: {m['file']} by {m['method']} "
+                          f"({m['bytes_fetched']:,} bytes fetched)")
+    else:
+        console.print("no match with registered content")
+    for c in doc["candidates"]:
+        console.print(f"keyword candidate (case {c['case']}): {c['keyword']!r} in {c['text']!r}")
+    table = Table(title="peers (levels: 0 listed, 1 connected, 2 advertised, 3 served a verified piece)")
+    for column in ("peer", "level", "sources", "client", "country", "network"):
+        table.add_column(column)
+    for p in doc["peers"]:
+        table.add_row(f"{p['ip']}:{p['port']}", str(p["level"]) + (" FLAGGED" if p["flagged"] else ""),
+                      ",".join(p["sources"]), p["client"] or "", p["country"] or "", p["asn"] or "")
+    console.print(table)
+    for n in doc["notes"]:
+        console.print(f"note: {n}")

@@ -1,0 +1,130 @@
+"""Shared pieces of the command line (docs/CLI.md): error handling, JSON output, network options.
+
+User mistakes print one line on stderr and exit 2 (usage) or 1 (failure); never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import click
+
+from p2pwatch.aio import unwrap_single
+from p2pwatch.errors import ConfigError, P2PWatchError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: The public mainline DHT routers, the default bootstrap (never used by tests: they pass --bootstrap).
+PUBLIC_BOOTSTRAP = (
+    "router.bittorrent.com:6881",
+    "dht.transmissionbt.com:6881",
+    "router.utorrent.com:6881",
+    "dht.libtorrent.org:25401",
+)
+
+
+@dataclass
+class NetworkOptions:
+    """The network options shared by every command that touches the network."""
+
+    bootstrap: tuple[str, ...] = ()
+    trackers: tuple[str, ...] = ()
+    bind: str | None = None
+    allow_local: bool = False
+    timeout: float = 20.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def bootstrap_or_default(self) -> tuple[str, ...]:
+        return self.bootstrap or PUBLIC_BOOTSTRAP
+
+    def bind_address(self, default_port: int = 0) -> tuple[str, int]:
+        if not self.bind:
+            return ("0.0.0.0", default_port)
+        return parse_host_port(self.bind, default_port=default_port, what="--bind")
+
+
+def parse_host_port(text: str, *, default_port: int | None = None, what: str = "address") -> tuple[str, int]:
+    """Parse ``HOST:PORT``, ``[V6]:PORT`` or (with a default port) a bare host."""
+    host, sep, port_text = text.rpartition(":")
+    if text.startswith("[") and "]" in text:
+        inside, _, rest = text[1:].partition("]")
+        host, port_text, sep = inside, rest.lstrip(":"), ":" if rest else ""
+    if not sep or not host:
+        if default_port is None:
+            raise ConfigError(f"{what} {text!r} must be HOST:PORT")
+        return text, default_port
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"{what} {text!r}: port {port_text!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{what} {text!r}: port must be 0..65535")
+    return host, port
+
+
+def parse_infohash_or_magnet(text: str) -> bytes:
+    """The 20-byte DHT/tracker id of an infohash (hex v1/v2, base32) or a magnet URI; ConfigError otherwise."""
+    from p2pwatch.torrent.magnet import parse_infohash, parse_magnet
+
+    try:
+        if text.startswith("magnet:"):
+            return parse_magnet(text).infohash.dht_id
+        return parse_infohash(text).dht_id
+    except P2PWatchError as exc:
+        raise ConfigError(f"{text!r} is not an infohash or magnet: {exc}") from None
+
+
+def network_options(func: F) -> F:
+    """Add --bootstrap/--tracker/--bind/--allow-local/--timeout and pass ``net: NetworkOptions``."""
+
+    @click.option("--bootstrap", "bootstrap", multiple=True, metavar="HOST:PORT",
+                  help="DHT bootstrap node (repeatable; default: the public mainline routers)")
+    @click.option("--tracker", "trackers", multiple=True, metavar="URL", help="tracker URL (repeatable)")
+    @click.option("--bind", default=None, metavar="IP[:PORT]", help="local address to bind")
+    @click.option("--allow-local", is_flag=True, help="accept loopback/private node and peer addresses")
+    @click.option("--timeout", type=float, default=20.0, show_default=True, help="seconds before giving up")
+    @functools.wraps(func)
+    def wrapper(*args: Any, bootstrap: tuple[str, ...], trackers: tuple[str, ...], bind: str | None,
+                allow_local: bool, timeout: float, **kwargs: Any) -> Any:
+        net = NetworkOptions(bootstrap, trackers, bind, allow_local, timeout)
+        return func(*args, net=net, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def emit_json(document: Any) -> None:
+    """Print one JSON document on stdout and nothing else."""
+    sys.stdout.write(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def fail(message: str, code: int = 1) -> None:
+    """One line on stderr, then exit with ``code``."""
+    click.echo(f"p2pwatch: error: {message}", err=True)
+    raise SystemExit(code)
+
+
+def handle_errors(func: F) -> F:
+    """Turn p2pwatch errors into one clear line (exit 1; exit 2 for configuration/usage mistakes)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            with unwrap_single():
+                return func(*args, **kwargs)
+        except ConfigError as exc:
+            fail(str(exc), 2)
+        except P2PWatchError as exc:
+            fail(str(exc), 1)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+        except OSError as exc:
+            fail(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), 1)
+        return None
+
+    return wrapper  # type: ignore[return-value]

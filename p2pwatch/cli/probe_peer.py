@@ -1,0 +1,117 @@
+"""``p2pwatch probe peer HOST:PORT INFOHASH [--piece N]`` (docs/CLI.md).
+
+Handshake, bitfield, metadata (BEP 9, verified against the infohash) and one verified piece from that single
+peer; prints the level reached (DESIGN.md evidence levels) and the transcript it rests on. ``--timeout T``
+bounds the metadata and piece steps; connect and handshake use ``min(5, T)``, silence ``min(10, T)``.
+The command exits 0 whenever the probe ran, whatever the peer did (the result says it); 2 for usage errors.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+import click
+import trio
+
+from p2pwatch.cli.options import NetworkOptions, emit_json, handle_errors, network_options, parse_host_port
+from p2pwatch.cli.probe import probe
+from p2pwatch.errors import ConfigError, P2PWatchError
+from p2pwatch.netguard import is_acceptable_remote
+from p2pwatch.probe.peer_probe import ProbeResult, ProbeTimeouts, probe_peer
+from p2pwatch.torrent.magnet import parse_infohash, parse_magnet
+from p2pwatch.torrent.metainfo import Metainfo, parse_torrent
+
+LEVEL_NAMES = {0: "listed", 1: "connected", 2: "advertised", 3: "served", 4: "served-whole"}
+
+
+def _infohash(text: str) -> bytes:
+    """The v1 infohash when known (20 bytes), else the full v2 one (32 bytes: SHA-256 metadata check)."""
+    try:
+        hashes = parse_magnet(text).infohash if text.startswith("magnet:") else parse_infohash(text)
+    except P2PWatchError as exc:
+        raise ConfigError(f"{text!r} is not an infohash or magnet: {exc}") from None
+    value = hashes.v1 if hashes.v1 is not None else hashes.v2
+    assert value is not None
+    return value
+
+
+def _peer(text: str, allow_local: bool) -> tuple[str, int]:
+    host, port = parse_host_port(text, what="HOST:PORT")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(f"peer {host!r} must be an IP address (no DNS names): give IP:PORT") from None
+    if not 0 < port < 65536:
+        raise ConfigError(f"peer port {port} must be 1..65535")
+    if not is_acceptable_remote(host, allow_local):
+        raise ConfigError(f"{host} is a loopback/private address; pass --allow-local to probe it")
+    return host, port
+
+
+def timeouts_for(total: float) -> ProbeTimeouts:
+    if total <= 0:
+        raise ConfigError("--timeout must be positive")
+    return ProbeTimeouts(connect=min(5.0, total), handshake=min(5.0, total), metadata=total, piece=total,
+                         idle=min(10.0, total))
+
+
+def _human(result: ProbeResult) -> str:
+    lines = [
+        f"peer        {result.ip}:{result.port}",
+        f"level       {result.level} ({LEVEL_NAMES[result.level]})",
+        f"client      {result.client or '-'}",
+        f"peer id     {result.peer_id.hex() if result.peer_id else '-'}",
+        f"encryption  {result.encryption}",
+        f"have        {'-' if result.have_fraction is None else f'{result.have_fraction:.1%}'}",
+        f"metadata    {'verified' if result.metadata_verified else 'not verified'}",
+        "piece       " + (f"{result.piece_verified} verified ({result.piece_hash_algorithm} "
+                          f"{result.piece_hash})" if result.piece_verified is not None else "none verified"),
+        f"bytes       {result.bytes_received} in, {result.bytes_sent} out",
+    ]
+    if result.flagged:
+        lines.append(f"FLAGGED     {result.flagged}")
+    if result.error:
+        lines.append(f"error       {result.error}")
+    return "\n".join(lines)
+
+
+@click.command("peer")
+@click.argument("address", metavar="HOST:PORT")
+@click.argument("infohash")
+@click.option("--piece", type=click.IntRange(min=0), default=None,
+              help="verify this piece (default: the smallest verifiable one the peer has)")
+@click.option("--no-piece", is_flag=True, help="stop after the metadata; fetch no piece")
+@click.option("--no-metadata", is_flag=True, help="handshake and bitfield only")
+@click.option("--torrent", "torrent_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help=".torrent of the infohash (no metadata fetch; v2 piece layers)")
+@click.option("--encryption", type=click.Choice(["off", "prefer", "require"]), default="prefer",
+              show_default=True, help="MSE/PE; 'prefer' falls back to plaintext if the peer lacks MSE")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON document")
+@network_options
+@handle_errors
+def peer(address: str, infohash: str, piece: int | None, no_piece: bool, no_metadata: bool,
+         torrent_file: Path | None, encryption: str, as_json: bool, net: NetworkOptions) -> None:
+    """Probe one peer: handshake, bitfield, metadata and a verified piece; print the level it reached."""
+    host, port = _peer(address, net.allow_local)
+    wanted = _infohash(infohash)
+    metainfo: Metainfo | None = None
+    if torrent_file is not None:
+        metainfo = parse_torrent(torrent_file.read_bytes())
+        if wanted not in (metainfo.infohash_v1, metainfo.infohash_v2):
+            raise ConfigError(f"{torrent_file} is not the torrent of {infohash}")
+        wanted = metainfo.infohash
+    local = parse_host_port(net.bind, default_port=0, what="--bind")[0] if net.bind else None
+    kwargs: dict[str, Any] = dict(metainfo=metainfo, fetch_metadata=not no_metadata, piece=piece,
+                                  fetch_piece=not no_piece, timeouts=timeouts_for(net.timeout),
+                                  encryption=encryption, local_address=local)
+    result = trio.run(functools.partial(probe_peer, host, port, wanted, **kwargs))
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        click.echo(_human(result))
+
+
+probe.add_command(peer)

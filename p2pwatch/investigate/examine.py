@@ -1,0 +1,165 @@
+"""Examine one torrent's swarm: DHT harvest, tracker announce/scrape, and peer probes.
+
+``lookup`` runs it once; the monitor's watcher runs it on a schedule. The result is turned into
+observations by :func:`observation_records`: every listing is a level-0 claim naming who made it (the
+DHT node or the tracker), every probe an observation at the level it reached, with its transcript.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import trio
+
+from p2pwatch.config import ProbeSettings
+from p2pwatch.dht.bloom import bloom_estimate, bloom_union
+from p2pwatch.dht.node import DHTNode
+from p2pwatch.errors import P2PWatchError
+from p2pwatch.investigate.geoip import GeoLookup
+from p2pwatch.investigate.metadata_fetch import probe_timeouts
+from p2pwatch.probe.peer_probe import ProbeResult, probe_peer
+from p2pwatch.probe.trackers import TrackerConfig, TrackerProbe, probe_tracker
+from p2pwatch.storage.ledger import ObservationRecord, SwarmSampleRecord
+from p2pwatch.torrent.metainfo import Metainfo
+
+log = logging.getLogger(__name__)
+
+Endpoint = tuple[str, int]
+
+
+@dataclass
+class Examination:
+    infohash: bytes
+    started_at: datetime
+    #: every listed peer and who listed it ("dht ip:port" / "tracker URL" / "announce ip:port")
+    listed: dict[Endpoint, set[tuple[str, str]]] = field(default_factory=dict)
+    dht_peers: int | None = None
+    dht_seeds_estimate: int | None = None  # BEP 33 bloom-filter estimates
+    dht_leechers_estimate: int | None = None
+    trackers: list[TrackerProbe] = field(default_factory=list)
+    tracker_errors: dict[str, str] = field(default_factory=dict)
+    probes: list[ProbeResult] = field(default_factory=list)
+    finished_at: datetime | None = None
+
+    def add_listing(self, peer: Endpoint, source: str, reporter: str) -> None:
+        self.listed.setdefault(peer, set()).add((source, reporter))
+
+    def last_peer_seen(self) -> datetime | None:
+        return self.finished_at if self.listed or any(p.level >= 1 for p in self.probes) else None
+
+
+async def harvest_dht(node: DHTNode, exam: Examination, *, scrape: bool = True) -> None:
+    """get_peers for the listings, then (BEP 33) a scrape lookup for the swarm-size estimate.
+
+    Two lookups, because libtorrent answers a ``scrape`` get_peers with bloom filters instead of values.
+    """
+    result = await node.get_peers(exam.infohash)
+    exam.dht_peers = len(result.peers)
+    for peer, reporters in result.peers.items():
+        for ip, port in reporters:
+            exam.add_listing(peer, "dht", f"{ip}:{port}")
+    if scrape:
+        counted = await node.get_peers(exam.infohash, scrape=True, seeds=result.closest)
+        if counted.bf_seeds or counted.bf_peers:
+            exam.dht_seeds_estimate = round(bloom_estimate(bloom_union(counted.bf_seeds))) if counted.bf_seeds else 0
+            exam.dht_leechers_estimate = round(bloom_estimate(bloom_union(counted.bf_peers))) if counted.bf_peers \
+                else 0
+
+
+async def harvest_trackers(urls: Sequence[str], exam: Examination, config: TrackerConfig) -> None:
+    async def one(url: str) -> None:
+        try:
+            probe = await probe_tracker(url, exam.infohash, config=config)
+        except (P2PWatchError, OSError) as exc:
+            exam.tracker_errors[url] = f"{type(exc).__name__}: {exc}"
+            return
+        exam.trackers.append(probe)
+        for peer in probe.peers:
+            exam.add_listing((peer.ip, peer.port), "tracker", url)
+
+    async with trio.open_nursery() as nursery:
+        for url in dict.fromkeys(urls):
+            nursery.start_soon(one, url)
+
+
+async def probe_listed(exam: Examination, metainfo: Metainfo | None, settings: ProbeSettings, *, limit: int,
+                       pieces_budget: int, bind_ip: str | None = None,
+                       skip: set[Endpoint] | None = None) -> None:
+    """Probe up to ``limit`` listed peers; the first ``pieces_budget`` of them also fetch one piece (level 3)."""
+    targets = [p for p in sorted(exam.listed) if not skip or p not in skip][:limit]
+    timeouts = probe_timeouts(settings)
+    limiter = trio.CapacityLimiter(max(1, settings.concurrent_probes))
+    budget = [pieces_budget]
+
+    async def one(ip: str, port: int) -> None:
+        async with limiter:
+            want_piece = metainfo is not None and budget[0] > 0
+            if want_piece:
+                budget[0] -= 1
+            result = await probe_peer(ip, port, exam.infohash, metainfo=metainfo, fetch_metadata=metainfo is None,
+                                      fetch_piece=want_piece, timeouts=timeouts, encryption=settings.encryption,
+                                      local_address=bind_ip)
+            exam.probes.append(result)
+
+    async with trio.open_nursery() as nursery:
+        for ip, port in targets:
+            nursery.start_soon(one, ip, port)
+
+
+async def examine(exam: Examination, *, node: DHTNode | None, trackers: Sequence[str], metainfo: Metainfo | None,
+                  settings: ProbeSettings, tracker_config: TrackerConfig, probe_limit: int, pieces_budget: int,
+                  bind_ip: str | None = None) -> Examination:
+    async with trio.open_nursery() as nursery:
+        if node is not None:
+            nursery.start_soon(harvest_dht, node, exam)
+        if trackers:
+            nursery.start_soon(harvest_trackers, trackers, exam, tracker_config)
+    await probe_listed(exam, metainfo, settings, limit=probe_limit, pieces_budget=pieces_budget, bind_ip=bind_ip)
+    exam.finished_at = datetime.now(UTC)
+    return exam
+
+
+def _transcript(probe: ProbeResult) -> dict[str, object]:
+    doc = probe.to_json()
+    doc.pop("metadata", None)
+    return doc
+
+
+def observation_records(torrent_id: int, exam: Examination, geo: GeoLookup | None = None
+                        ) -> list[ObservationRecord]:
+    """Level-0 claims for every listing (one per reporter) and one observation per probe."""
+    records: list[ObservationRecord] = []
+    at = exam.finished_at or datetime.now(UTC)
+    for (ip, port), claims in sorted(exam.listed.items()):
+        info = geo.lookup(ip) if geo else None
+        for source, reporter in sorted(claims):
+            records.append(ObservationRecord(torrent_id, ip, port, 0, source, at, reporter=reporter,
+                                             country=info.country if info else None,
+                                             org=info.asn if info else None))
+    for probe in exam.probes:
+        if probe.level < 1 and not probe.flagged:
+            continue  # nothing beyond the listing was proven; the listing is already recorded
+        info = geo.lookup(probe.ip) if geo else None
+        finished = datetime.fromisoformat(probe.finished_at) if probe.finished_at else at
+        records.append(ObservationRecord(torrent_id, probe.ip, probe.port, probe.level, "probe", finished,
+                                         reporter="p2pwatch", client=probe.client,
+                                         peer_id=probe.peer_id.hex() if probe.peer_id else None,
+                                         have_fraction=probe.have_fraction, transcript=_transcript(probe),
+                                         country=info.country if info else None, org=info.asn if info else None))
+    return records
+
+
+def swarm_samples(torrent_id: int, exam: Examination) -> list[SwarmSampleRecord]:
+    at = exam.finished_at or datetime.now(UTC)
+    by_level: dict[int, int] = {}
+    for probe in exam.probes:
+        by_level[probe.level] = by_level.get(probe.level, 0) + 1
+    samples = [SwarmSampleRecord(torrent_id, at, "dht", dht_peers=exam.dht_peers, seeders=exam.dht_seeds_estimate,
+                                 leechers=exam.dht_leechers_estimate, probed=by_level)]
+    for t in exam.trackers:
+        samples.append(SwarmSampleRecord(torrent_id, at, f"tracker {t.tracker}", seeders=t.seeders,
+                                         leechers=t.leechers))
+    return samples

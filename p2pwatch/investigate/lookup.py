@@ -1,0 +1,149 @@
+"""``p2pwatch lookup``: everything about one infohash or magnet, within a time limit.
+
+DHT peers (with the nodes that listed them) and tracker counts, then the metadata (from a listed peer,
+verified against the infohash; libtorrent's magnet fetch as fallback), the file list, the registry match
+(all four matcher stages), and probes of some peers with the level each reached. With ``record`` it is
+all stored: the torrent, matches, level-0 listings and probe observations, a swarm sample.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import trio
+
+from p2pwatch.config import MonitorConfig
+from p2pwatch.dht.node import DHTConfig, open_dht_node
+from p2pwatch.investigate.examine import Examination, harvest_dht, harvest_trackers, probe_listed
+from p2pwatch.investigate.geoip import GeoLookup
+from p2pwatch.investigate.metadata_fetch import fetch_metadata
+from p2pwatch.match.matcher import MatchReport, RegistryIndex, match_torrent
+from p2pwatch.match.perceptual import PerceptualSettings, perceptual_matches
+from p2pwatch.probe.bulk_fetch import FetchOptions, open_torrent_reader
+from p2pwatch.probe.trackers import TrackerConfig
+from p2pwatch.torrent.metainfo import Metainfo
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LookupOutcome:
+    infohash: bytes
+    exam: Examination
+    metainfo: Metainfo | None = None
+    metadata_source: str | None = None
+    report: MatchReport | None = None
+    notes: list[str] = field(default_factory=list)
+    timed_out: bool = False
+
+
+def perceptual_settings(config: MonitorConfig) -> PerceptualSettings:
+    m = config.matcher
+    return PerceptualSettings(samples=m.samples, frame_threshold=m.frame_threshold, min_frames=m.min_frames,
+                              image_threshold=m.image_threshold, max_image_bytes=m.max_image_bytes,
+                              piece_timeout=m.fetch_timeout, max_fetch_fraction=m.max_fetch_fraction,
+                              min_fetch_bytes=m.min_fetch_bytes, strict_budget=m.strict_budget)
+
+
+async def run_matcher(index: RegistryIndex, metainfo: Metainfo, peers: list[tuple[str, int]], config: MonitorConfig,
+                      *, bind_ip: str | None, allow_local: bool) -> MatchReport:
+    """All matcher stages; content stages read through one libtorrent reader fed with the listed peers."""
+    needs_content = any(index.by_size.get(f.length) for f in metainfo.files) or bool(index.media_items())
+    if not needs_content or not peers:
+        return await match_torrent(index, metainfo, None)
+    options = FetchOptions(bind_ip=bind_ip or "0.0.0.0", peers=tuple(peers), allow_local=allow_local,
+                           timeout=config.matcher.fetch_timeout)
+    settings = perceptual_settings(config)
+
+    async def perceptual(idx: RegistryIndex, meta: Metainfo, source: Any, done: set[tuple[int, str]]) -> list[Any]:
+        return await perceptual_matches(idx, meta, source, done, settings)
+
+    async with open_torrent_reader(metainfo, options) as reader:
+        return await match_torrent(index, metainfo, reader, perceptual, timeout=config.matcher.fetch_timeout)
+
+
+async def lookup(infohash: bytes, *, config: MonitorConfig, dht: DHTConfig | None, trackers: list[str],
+                 metainfo: Metainfo | None, index: RegistryIndex | None, timeout: float, probe_limit: int = 8,
+                 bind_ip: str | None = None, geo: GeoLookup | None = None) -> LookupOutcome:
+    exam = Examination(infohash, datetime.now(UTC))
+    outcome = LookupOutcome(infohash, exam, metainfo)
+    allow_local = bool(dht and dht.allow_local) or config.dht.allow_local
+    tracker_config = TrackerConfig(timeout=min(20.0, timeout / 2), local_address=bind_ip)
+    with trio.move_on_after(timeout) as scope:
+        async with trio.open_nursery() as nursery:
+            if trackers:
+                nursery.start_soon(harvest_trackers, trackers, exam, tracker_config)
+            if dht is not None:
+                async with open_dht_node(dht) as node:
+                    if len(node.table) == 0:
+                        outcome.notes.append("no DHT node answered; check --bootstrap")
+                    else:
+                        await harvest_dht(node, exam)
+        peers = sorted(exam.listed)
+        if outcome.metainfo is None and peers:
+            fetched = await fetch_metadata(infohash, peers, config.probe, bind_ip=bind_ip, allow_local=allow_local)
+            outcome.metainfo = fetched.metainfo
+            outcome.metadata_source = fetched.source
+            exam.probes.extend(fetched.probes)
+            if fetched.error:
+                outcome.notes.append(fetched.error)
+        elif outcome.metainfo is not None:
+            outcome.metadata_source = "given"
+        if outcome.metainfo is not None and index is not None:
+            outcome.report = await run_matcher(index, outcome.metainfo, peers, config, bind_ip=bind_ip,
+                                               allow_local=allow_local)
+        # peers already proven to level 3 (or flagged) are not probed again; metadata-only probes are
+        probed = {(p.ip, p.port) for p in exam.probes if p.level >= 3 or p.flagged}
+        await probe_listed(exam, outcome.metainfo, config.probe, limit=probe_limit,
+                           pieces_budget=config.watcher.verified_pieces_per_torrent, bind_ip=bind_ip, skip=probed)
+    exam.finished_at = datetime.now(UTC)
+    if scope.cancelled_caught:
+        outcome.timed_out = True
+        outcome.notes.append(f"stopped at the {timeout:g} s timeout; results are partial")
+    if not exam.listed:
+        outcome.notes.append("no peer is listed for this infohash on the DHT or the trackers asked")
+    return outcome
+
+
+def outcome_json(outcome: LookupOutcome, geo: GeoLookup | None) -> dict[str, Any]:
+    meta = outcome.metainfo
+    best: dict[tuple[str, int], Any] = {}
+    for result in outcome.exam.probes:
+        key = (result.ip, result.port)
+        if key not in best or result.level > best[key].level:
+            best[key] = result
+    peers = []
+    for (ip, port) in sorted(set(outcome.exam.listed) | set(best)):
+        claims = outcome.exam.listed.get((ip, port), set())
+        probe = best.get((ip, port))
+        info = geo.lookup(ip) if geo else None
+        peers.append({
+            "ip": ip, "port": port, "level": probe.level if probe else 0,
+            "sources": sorted({s for s, _ in claims} | ({"probe"} if probe else set())),
+            "reported_by": sorted(r for _, r in claims),
+            "client": probe.client if probe else None, "flagged": probe.flagged if probe else None,
+            "piece_verified": probe.piece_verified if probe else None,
+            "country": info.country if info else None, "asn": info.asn if info else None,
+        })
+    report = outcome.report
+    return {
+        "infohash": outcome.infohash.hex(),
+        "name": meta.name if meta else None,
+        "metadata_source": outcome.metadata_source,
+        "files": [{"path": f.display_path, "length": f.length} for f in meta.files if not f.pad] if meta else [],
+        "dht_peers": outcome.exam.dht_peers,
+        "dht_scrape": {"seeders": outcome.exam.dht_seeds_estimate, "leechers": outcome.exam.dht_leechers_estimate},
+        "trackers": [{"tracker": t.tracker, "seeders": t.seeders, "leechers": t.leechers, "completed": t.completed,
+                      "peers": len(t.peers)} for t in outcome.exam.trackers]
+        + [{"tracker": url, "error": err} for url, err in outcome.exam.tracker_errors.items()],
+        "peers": peers,
+        "matches": [{"case": m.case, "content": m.content_id, "file": m.file_path, "method": m.method,
+                     "bytes_fetched": m.bytes_fetched} for m in (report.matches if report else [])],
+        "candidates": [{"case": c.case, "keyword": c.keyword, "text": c.text}
+                       for c in (report.candidates if report else [])],
+        "notes": outcome.notes + (report.errors if report else []),
+        "timed_out": outcome.timed_out,
+    }

@@ -1,0 +1,275 @@
+"""The matcher: does a torrent carry registered content? Cheapest stage first (DESIGN.md, principles 5–6).
+
+1. Names: keyword hits in the torrent name and file paths make a *candidate*, never a match.
+2. ``exact-metadata`` (zero content bytes): a v2/hybrid file whose pieces root equals a registered root;
+   a v1 file of a registered size that starts on a piece boundary and whose piece hashes equal the
+   registered SHA-1 table for that piece length.
+3. ``exact-piece``: a file of a registered size at an unaligned offset (multi-file v1 torrents): fetch the
+   fewest pieces that cover at least one whole 16 KiB-aligned block of the file, verify them against the
+   metainfo, and compare every whole block inside them with the registered v2 leaf layer. A same-size file
+   with different bytes fails here.
+4. ``perceptual`` (:mod:`p2pwatch.match.perceptual`): image and video files, whatever their name or size.
+
+Every :class:`Match` records its method, a proof that a verifier can re-check, and the bytes fetched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from p2pwatch.match.fingerprint import Fingerprint
+from p2pwatch.match.keywords import keyword_hits
+from p2pwatch.torrent.merkle import BLOCK_SIZE
+from p2pwatch.torrent.metainfo import FileEntry, Metainfo
+
+METHOD_EXACT_METADATA = "exact-metadata"
+METHOD_EXACT_PIECE = "exact-piece"
+METHOD_PERCEPTUAL = "perceptual"
+
+
+@dataclass(frozen=True)
+class RegisteredContent:
+    """One registered item as the matcher sees it: hashes only."""
+
+    content_id: str  # the fingerprint id (SHA-256 hex)
+    case: str
+    fingerprint: Fingerprint
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A keyword hit: a reason to look closer, not a match."""
+
+    case: str
+    keyword: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Match:
+    case: str
+    content_id: str
+    infohash: str
+    file_index: int
+    file_path: str
+    method: str
+    proof: dict[str, Any]
+    bytes_fetched: int
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A same-size file checked at the exact-piece stage whose bytes differ (recorded, not a match)."""
+
+    content_id: str
+    file_path: str
+    reason: str
+    bytes_fetched: int
+
+
+class PieceSource(Protocol):
+    """Where verified pieces come from (a libtorrent reader or single-peer probes)."""
+
+    async def read_pieces_async(self, wanted: Iterable[int], timeout: float | None = None) -> dict[int, Any]: ...
+
+    def downloaded(self) -> int: ...
+
+
+class RegistryIndex:
+    """Registered content indexed for the exact stages, plus case keywords for stage 1."""
+
+    def __init__(self, contents: Iterable[RegisteredContent], keywords: Mapping[str, Sequence[str]] | None = None
+                 ) -> None:
+        self.contents = list(contents)
+        self.keywords = {case: list(words) for case, words in (keywords or {}).items()}
+        self.by_root: dict[bytes, list[RegisteredContent]] = {}
+        self.by_size: dict[int, list[RegisteredContent]] = {}
+        for item in self.contents:
+            fp = item.fingerprint
+            if fp.size > 0:
+                self.by_root.setdefault(fp.pieces_root(), []).append(item)
+                self.by_size.setdefault(fp.size, []).append(item)
+
+    def media_items(self) -> list[RegisteredContent]:
+        return [c for c in self.contents if c.fingerprint.media is not None]
+
+
+def name_candidates(index: RegistryIndex, metainfo: Metainfo) -> list[Candidate]:
+    """Stage 1: keyword hits in the torrent name and every file path."""
+    texts = [metainfo.name, *(f.display_path for f in metainfo.files if not f.pad)]
+    out: list[Candidate] = []
+    for case, words in index.keywords.items():
+        for hit in keyword_hits(words, texts):
+            out.append(Candidate(case, hit.keyword, hit.text))
+    return out
+
+
+def _hexs(hashes: Sequence[bytes]) -> list[str]:
+    return [h.hex() for h in hashes]
+
+
+def exact_metadata_matches(index: RegistryIndex, metainfo: Metainfo) -> list[Match]:
+    """Stage 2: matches proven by the metainfo alone (0 bytes fetched)."""
+    matches: list[Match] = []
+    infohash = metainfo.infohash.hex()
+    P = metainfo.piece_length
+    for f in metainfo.files:
+        if f.pad or f.length == 0:
+            continue
+        seen: set[str] = set()
+        if f.pieces_root is not None:
+            for item in index.by_root.get(f.pieces_root, []):
+                seen.add(item.content_id)
+                matches.append(Match(item.case, item.content_id, infohash, f.index, f.display_path,
+                                     METHOD_EXACT_METADATA, {
+                                         "kind": "v2-pieces-root", "pieces_root": f.pieces_root.hex(),
+                                         "file_length": f.length, "infohash_v2": _opt_hex(metainfo.infohash_v2),
+                                     }, 0))
+        if not metainfo.piece_hashes or f.offset % P:
+            continue
+        for item in index.by_size.get(f.length, []):
+            if item.content_id in seen or not item.fingerprint.has_v1_table(P):
+                continue
+            proof = _v1_aligned_proof(metainfo, f, item.fingerprint)
+            if proof is not None:
+                seen.add(item.content_id)
+                matches.append(Match(item.case, item.content_id, infohash, f.index, f.display_path,
+                                     METHOD_EXACT_METADATA, proof, 0))
+    return matches
+
+
+def _opt_hex(value: bytes | None) -> str | None:
+    return value.hex() if value is not None else None
+
+
+def _v1_aligned_proof(metainfo: Metainfo, f: FileEntry, fp: Fingerprint) -> dict[str, Any] | None:
+    """Compare the torrent's piece hashes over a piece-aligned file with the registered table.
+
+    The file's last piece also holds the next file's first bytes unless the file ends on a piece boundary
+    or is the last data in the torrent; such a shared piece is left out of the comparison (and a file
+    that has no unshared piece cannot be decided here).
+    """
+    P = metainfo.piece_length
+    first = f.offset // P
+    registered = fp.v1_pieces(P)
+    count = len(registered)
+    end = f.offset + f.length
+    ends_stream = end >= sum(x.length for x in metainfo.files)
+    compare = count if (f.length % P == 0 or ends_stream) else count - 1
+    if compare <= 0:
+        return None
+    torrent_hashes = list(metainfo.piece_hashes[first : first + compare])
+    if len(torrent_hashes) != compare or torrent_hashes != registered[:compare]:
+        return None
+    return {"kind": "v1-piece-table", "piece_length": P, "first_piece": first, "pieces_compared": compare,
+            "piece_hashes": _hexs(torrent_hashes), "file_length": f.length,
+            "infohash_v1": _opt_hex(metainfo.infohash_v1)}
+
+
+def _proving_piece(f: FileEntry, piece_length: int) -> tuple[int, list[int]] | None:
+    """The first piece that wholly holds at least one of the file's 16 KiB-aligned blocks (v2 leaves are
+    aligned to the file's start), with the indices of every whole block inside it; None when no piece does
+    (only possible with 16 KiB pieces at an unaligned offset)."""
+    first = f.offset // piece_length
+    last = (f.offset + f.length - 1) // piece_length
+    for index in range(first, last + 1):
+        lo = max(0, index * piece_length - f.offset)
+        hi = min((index + 1) * piece_length - f.offset, f.length)
+        blocks = [b for b in range(-(-lo // BLOCK_SIZE), hi // BLOCK_SIZE + 1)
+                  if b * BLOCK_SIZE < f.length and min((b + 1) * BLOCK_SIZE, f.length) <= hi]
+        if blocks:
+            return index, blocks
+    return None
+
+
+async def exact_piece_matches(index: RegistryIndex, metainfo: Metainfo, source: PieceSource,
+                              already: Iterable[tuple[int, str]] = (), *, timeout: float = 60.0
+                              ) -> tuple[list[Match], list[Rejection]]:
+    """Stage 3: same-size files not proven by stage 2, proven (or rejected) by one verified piece."""
+    done = set(already)
+    matches: list[Match] = []
+    rejections: list[Rejection] = []
+    infohash = metainfo.infohash.hex()
+    P = metainfo.piece_length
+    for f in metainfo.files:
+        if f.pad or f.length == 0 or not metainfo.piece_hashes:
+            continue
+        items = [i for i in index.by_size.get(f.length, []) if (f.index, i.content_id) not in done]
+        chosen = _proving_piece(f, P) if items else None
+        if chosen is None:
+            continue
+        piece_index, block_indices = chosen
+        before = source.downloaded()
+        piece = (await source.read_pieces_async([piece_index], timeout))[piece_index]
+        data = _piece_bytes(piece)
+        cost = source.downloaded() - before
+        if not metainfo.verify_piece(piece_index, data):
+            continue
+        base = piece_index * P - f.offset  # file position of data[0]
+        observed = []
+        for b in block_indices:
+            lo = b * BLOCK_SIZE - base
+            observed.append(hashlib.sha256(data[lo : lo + min(BLOCK_SIZE, f.length - b * BLOCK_SIZE)]).digest())
+        for item in items:
+            leaves = item.fingerprint.leaves()
+            registered = [leaves[b] for b in block_indices]
+            if registered != observed:
+                rejections.append(Rejection(item.content_id, f.display_path,
+                                            "same size, but the verified blocks differ from the registered ones",
+                                            cost))
+                continue
+            matches.append(Match(item.case, item.content_id, infohash, f.index, f.display_path, METHOD_EXACT_PIECE, {
+                "kind": "v1-piece-blocks", "piece_index": piece_index,
+                "piece_hash": metainfo.piece_hashes[piece_index].hex(), "piece_hash_algorithm": "sha1",
+                "piece_length": P, "file_offset": f.offset, "file_length": f.length,
+                "blocks": [{"leaf_index": b, "observed_sha256": o.hex(), "registered_sha256": r.hex()}
+                           for b, o, r in zip(block_indices, observed, registered, strict=True)],
+                "served_by": sorted(f"{h}:{p}" for h, p in getattr(piece, "served_by", ())),
+            }, cost))
+            done.add((f.index, item.content_id))
+    return matches, rejections
+
+
+def _piece_bytes(piece: Any) -> bytes:
+    return piece if isinstance(piece, bytes) else bytes(piece.data)
+
+
+@dataclass
+class MatchReport:
+    """Everything the matcher found about one torrent."""
+
+    infohash: str
+    candidates: list[Candidate] = field(default_factory=list)
+    matches: list[Match] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+PerceptualStage = Callable[[RegistryIndex, Metainfo, PieceSource, set[tuple[int, str]]], Awaitable[list[Match]]]
+
+
+async def match_torrent(index: RegistryIndex, metainfo: Metainfo, source: PieceSource | None,
+                        perceptual: PerceptualStage | None = None, *, timeout: float = 60.0) -> MatchReport:
+    """Run every stage on one torrent; stages that need content are skipped when ``source`` is None."""
+    report = MatchReport(metainfo.infohash.hex())
+    report.candidates = name_candidates(index, metainfo)
+    report.matches = exact_metadata_matches(index, metainfo)
+    if source is None:
+        return report
+    done = {(m.file_index, m.content_id) for m in report.matches}
+    try:
+        found, rejected = await exact_piece_matches(index, metainfo, source, done, timeout=timeout)
+        report.matches += found
+        report.rejections += rejected
+    except Exception as exc:  # a swarm that cannot deliver is a result, not a crash
+        report.errors.append(f"exact-piece: {type(exc).__name__}: {exc}")
+    if perceptual is not None:
+        done = {(m.file_index, m.content_id) for m in report.matches}
+        try:
+            report.matches += await perceptual(index, metainfo, source, done)
+        except Exception as exc:
+            report.errors.append(f"perceptual: {type(exc).__name__}: {exc}")
+    return report

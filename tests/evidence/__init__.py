@@ -1,0 +1,1 @@
+"""Tests of the stdlib-only evidence/ package (bundle format, verifier, tamper cases)."""
