@@ -19,7 +19,8 @@ transitions are the table ``TRANSITIONS`` (events not in the table are ignored, 
 * Walking the candidates closest first, a query goes to the first not-yet-queried ones before ``k``
   responding nodes have been passed (failed nodes are skipped, in-flight ones do not count).
 * ``done`` (converged): walking closest first, ``width`` (default ``k``) responding nodes are passed with
-  nothing queryable or outstanding before them — where every failed (or slow) node passed on the way
+  nothing queryable or in flight before them (a slow node does not hold the end back, unless
+  ``wait_for_slow``: the lookup ends when the k closest *responding* nodes have answered, issue 12) — where every failed (or slow) node passed on the way
   asks for ``widen`` (default ``k // 2``) more responders, at most ``2 * width`` more in all; or every candidate
   has responded or failed; or ``max_queries`` were sent and none is outstanding any more.
   :meth:`Traversal.result` is still the ``k`` closest responders.
@@ -121,6 +122,7 @@ class Traversal:
         own_id: bytes | None = None,
         width: int | None = None,
         widen: int | None = None,
+        wait_for_slow: bool = False,
     ) -> None:
         if len(target) != ID_LEN:
             raise LocalProtocolError(f"target must be {ID_LEN} bytes, got {len(target)}")
@@ -134,6 +136,7 @@ class Traversal:
         self.width = k if width is None else width
         self.widen = k // 2 if widen is None else widen
         self.short_timeout = short_timeout
+        self.wait_for_slow = wait_for_slow
         self.full_timeout = full_timeout
         self.allow_local = allow_local
         self.max_queries = max_queries
@@ -248,12 +251,12 @@ class Traversal:
         blocked = False  # something closer than the k-th responder is still open
         for c in self._order:
             st = c.state
-            if st is S.FAILED or st is S.SLOW:  # a slow node is likely dead: start widening already
+            if st is S.FAILED or st is S.SLOW:  # a slow node is likely dead: widen, do not wait for it
                 if extra > 0 and self.widen:
                     grow = min(self.widen, extra)
                     needed += grow
                     extra -= grow
-                if st is S.SLOW:
+                if st is S.SLOW and self.wait_for_slow:
                     blocked = True
             elif st is S.RESPONDED:
                 needed -= 1
@@ -304,6 +307,7 @@ class Traversal:
                 expired = True
             elif c.state is S.IN_FLIGHT and now >= c.sent_at + self.short_timeout:
                 self._transition(c, E.SHORT_TIMEOUT)
+                expired = True  # a slow node no longer holds the end back
         if expired:
             self._update_done()
 

@@ -72,7 +72,8 @@ def test_lookups_find_the_true_closest_live_nodes(dht: SimulatedDHT) -> None:
     rounds = sorted(r.rounds for r in runs)
     assert queries[50] <= 50 and rounds[50] <= 6
     assert all(r.responses + r.failures <= r.queries_sent for r in runs)
-    assert sum(r.failures for r in runs) > 0  # silent nodes were met and timed out
+    # silent nodes were met: asked, never answered (slow, then not waited for)
+    assert sum(r.queries_sent - r.responses for r in runs) > 0
 
 
 def test_results_never_contain_silent_nodes() -> None:

@@ -128,9 +128,10 @@ def test_converges_on_the_k_closest_and_counts_rounds() -> None:
     assert tr.done
     want = [1, 2, 3, 4, 6, 7, 8, 10]
     assert [int.from_bytes(n.id, "big") for n in tr.result()] == want
-    assert tr.state_of(nid(5)) is QueryState.FAILED
+    assert tr.state_of(nid(5)) is QueryState.SLOW  # still awaited by a driver, but not waited for
     assert tr.rounds == 4  # seeds, 100s, 10s, 1..8
-    assert end >= 5.0  # the silent node's full timeout was waited for: it is among the closest
+    # the silent node is among the closest, yet the end comes at its short timeout, not its full one
+    assert end < 2.0  # (its full timeout is 5.0; it was queried in the third round)
     assert tr.next_queries(end) == [] and tr.next_deadline() is None
     # nothing farther than needed was queried: the 100s beyond the first few were not all asked
     assert tr.state_of(nid(1003)) in (QueryState.RESPONDED, QueryState.NEW)
@@ -284,10 +285,10 @@ def test_max_queries_stops_sending_then_finishes() -> None:
     tr.on_response(N(11), 0.2)
     assert tr.next_queries(0.2) == [] and not tr.done  # budget spent, two replies still awaited
     tr.on_failure(N(12), 0.3)
-    tr.on_tick(5.0)
-    assert not tr.done  # N(13), sent at 0.1, is still awaited
-    tr.on_tick(5.1)
-    assert tr.done and tr.queries_sent == 4
+    tr.on_tick(1.0)
+    assert not tr.done  # N(13), sent at 0.1, is still in flight
+    tr.on_tick(1.1)
+    assert tr.done and tr.queries_sent == 4  # N(13) is slow: the budget is spent, nothing else to wait for
     assert tr.result() == [N(10), N(11)]
     check_counters(tr)
 
@@ -342,8 +343,8 @@ def test_silent_nodes_on_the_path_are_routed_around() -> None:
     end = drive(tr, net, rtt=0.3)
     assert tr.done
     assert [int.from_bytes(n.id, "big") for n in tr.result()] == [2, 4, 6]
-    assert tr.state_of(nid(3)) is QueryState.FAILED and tr.state_of(nid(5)) is QueryState.FAILED
+    assert tr.state_of(nid(3)) in (QueryState.SLOW, QueryState.FAILED)
+    assert tr.state_of(nid(5)) in (QueryState.SLOW, QueryState.FAILED)
     assert tr.state_of(nid(1)) is None  # only silent 3 knows it: never learnt
-    assert tr.failures >= 3
     assert end < 60.0  # short timeouts let the walk go on while silent nodes are still awaited
     check_counters(tr)
