@@ -31,6 +31,8 @@ class DHTSettings:
     inbound_rate_per_ip: float = 50.0
     outbound_rate_per_ip: float = 20.0
     query_timeout: float = 5.0
+    #: a query unanswered this long is slow: the lookup asks the next node and no longer waits for it
+    short_timeout: float = 0.5
     alpha: int = 3
     k: int = 8
 

@@ -19,7 +19,7 @@ from p2pwatch.cli.options import (
     parse_infohash_or_magnet,
 )
 from p2pwatch.dht.crawler import Crawler, DiscoveredInfohash, Discovery
-from p2pwatch.dht.node import DHTConfig, DHTNode, open_dht_node
+from p2pwatch.dht.node import DHTConfig, DHTNode, PeersFound, open_dht_node
 from p2pwatch.errors import ConfigError, P2PWatchError
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ async def node_config(net: NetworkOptions, home: Path, state_name: str = "dht-cl
         raise BootstrapFailed("no bootstrap node could be resolved; pass --bootstrap IP:PORT")
     return DHTConfig(bind_host=host, bind_port=port, bootstrap=bootstrap, allow_local=net.allow_local,
                      state_file=home / state_name, query_timeout=min(5.0, net.timeout / 2),
-                     short_timeout=min(1.0, net.timeout / 10))
+                     short_timeout=min(0.5, net.timeout / 10))
 
 
 async def _ensure_bootstrapped(node: DHTNode) -> None:
@@ -72,41 +72,47 @@ def dht() -> None:
 
 @dht.command("peers")
 @click.argument("infohash")
-@click.option("--json", "as_json", is_flag=True, help="print one JSON document")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON document (collected as the peers come)")
 @network_options
 @click.pass_obj
 @handle_errors
 def peers_command(obj: dict[str, object], infohash: str, as_json: bool, net: NetworkOptions) -> None:
-    """Peers the DHT lists for INFOHASH (level-0 claims, with the nodes that reported them)."""
+    """Peers the DHT lists for INFOHASH (level-0 claims, with the nodes that reported them).
+
+    Peers are printed as the replies listing them arrive; the lookup starts from the bootstrap nodes while
+    the node's own bootstrap runs alongside, and it does not wait for nodes that stay silent.
+    """
     target = parse_infohash_or_magnet(infohash)
     home = Path(str(obj["home"]))
+
+    def show(event: PeersFound) -> None:
+        for ip, port in event.new:
+            click.echo(f"{ip}:{port}  reported by {event.reporter[0]}:{event.reporter[1]}")
+        sys.stdout.flush()
 
     async def run() -> dict[tuple[str, int], set[tuple[str, int]]]:
         config = await node_config(net, home)
         with trio.move_on_after(net.timeout) as scope:
-            async with open_dht_node(config) as node:
-                await _ensure_bootstrapped(node)
-                result = await node.get_peers(target)
+            async with open_dht_node(config, wait_bootstrap=False) as node, node.open_get_peers(target) as stream:
+                async for event in stream:
+                    if isinstance(event, PeersFound) and not as_json:
+                        show(event)
+                result = stream.result
+                if result.responses == 0:
+                    await _ensure_bootstrapped(node)
+                    boot = ", ".join(f"{h}:{p}" for h, p in config.bootstrap)
+                    raise BootstrapFailed(f"no DHT node answered (bootstrap: {boot}); check --bootstrap")
                 return result.peers
         if scope.cancelled_caught:
             raise BootstrapFailed(f"DHT lookup did not finish within {net.timeout:g} s")
         return {}
 
     found = trio.run(run)
-    rows = [{"ip": ip, "port": port, "reported_by": sorted(f"{h}:{p}" for h, p in reporters)}
-            for (ip, port), reporters in sorted(found.items())]
     if as_json:
-        emit_json(rows)
+        emit_json([{"ip": ip, "port": port, "reported_by": sorted(f"{h}:{p}" for h, p in reporters)}
+                   for (ip, port), reporters in sorted(found.items())])
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"DHT peers for {target.hex()} ({len(rows)})")
-    table.add_column("peer")
-    table.add_column("reported by")
-    for (ip, port), reporters in sorted(found.items()):
-        table.add_row(f"{ip}:{port}", ", ".join(sorted(f"{h}:{p}" for h, p in reporters)))
-    Console().print(table)
+    click.echo(f"{len(found)} peers for {target.hex()}")
 
 
 @dht.command("sample")

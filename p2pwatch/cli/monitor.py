@@ -52,7 +52,8 @@ def monitor(obj: dict[str, Any], duration: float | None, log_format: str | None,
         bootstrap = await resolve_bootstrap(tuple(config.dht.bootstrap))
         dht = DHTConfig(bind_host=config.dht.bind, bind_port=config.dht.port, bootstrap=bootstrap,
                         allow_local=config.dht.allow_local, state_file=home / "dht-node.json",
-                        query_timeout=config.dht.query_timeout, alpha=config.dht.alpha, k=config.dht.k,
+                        query_timeout=config.dht.query_timeout,
+                        short_timeout=config.dht.short_timeout, alpha=config.dht.alpha, k=config.dht.k,
                         inbound_rate=config.dht.inbound_rate_per_ip, outbound_rate=config.dht.outbound_rate_per_ip)
         mon = Monitor(config, engine, dht, home=home, bind_ip=None if config.dht.bind == "0.0.0.0" else config.dht.bind)
         state = await mon.run(duration)

@@ -17,28 +17,28 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import trio
 
 from p2pwatch import limits, netguard
 from p2pwatch.aio import unwrap_single
 from p2pwatch.dht import bep42, krpc
+from p2pwatch.dht.lookup_stream import LookupStream, NodeAnswered, PeersFound, open_lookup
 from p2pwatch.dht.node_types import DHTConfig, IncomingQuery, LookupResult, NodeStats, atomic_write, load_state
 from p2pwatch.dht.nodeinfo import NodeInfo, random_id
 from p2pwatch.dht.ratelimit import PerIPRateLimiter
 from p2pwatch.dht.routing import RoutingTable
 from p2pwatch.dht.server import QueryHandler
-from p2pwatch.dht.traversal import Traversal
 from p2pwatch.errors import KRPCError, LocalProtocolError, QueryTimeout
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "BATCH", "CLIENT_VERSION", "DHTConfig", "DHTNode", "IncomingQuery", "LookupResult", "NodeStats", "open_dht_node",
+    "BATCH", "CLIENT_VERSION", "DHTConfig", "DHTNode", "IncomingQuery", "LookupResult", "LookupStream", "NodeAnswered",
+    "NodeStats", "PeersFound", "open_dht_node",
 ]
 
 CLIENT_VERSION = b"PW\x00\x01"
@@ -239,15 +239,27 @@ class DHTNode:
 
     # ------------------------------------------------------------------------------------------- lookups
 
-    def _builder(self, kind: str, target: bytes, scrape: bool) -> Callable[[bytes], krpc.Query]:
-        ro, own = self.config.read_only, self.own_id
-        if kind == "get_peers":
-            return lambda t: krpc.GetPeers(t, own, target, scrape=scrape, read_only=ro)
-        if kind == "sample_infohashes":
-            return lambda t: krpc.SampleInfohashes(t, own, target, read_only=ro)
-        if kind == "find_node":
-            return lambda t: krpc.FindNode(t, own, target, read_only=ro)
-        raise LocalProtocolError(f"unknown lookup kind {kind!r}")
+    def open_lookup(self, target: bytes, kind: str = "find_node", *, scrape: bool = False,
+                    seeds: Iterable[NodeInfo] = (), max_queries: int | None = None,
+                    sample_allowed: Callable[[tuple[str, int]], bool] | None = None
+                    ) -> AbstractAsyncContextManager[LookupStream]:
+        """A streaming lookup (``async with node.open_lookup(...) as stream: async for event in stream``).
+
+        Seeds default to the routing table's closest nodes, else the bootstrap nodes (as routers of
+        unknown id, queried at once: no separate ping round first).
+        """
+        if len(target) != 20:
+            raise LocalProtocolError("a DHT target is 20 bytes")
+        seed_list = list(seeds) or self.table.closest(target, self.config.k * 2)
+        if not seed_list:
+            seed_list = [NodeInfo(b"", ip, port) for ip, port in self.config.bootstrap]
+        return open_lookup(self, target, kind, seed_list, scrape=scrape, max_queries=max_queries,
+                           sample_allowed=sample_allowed)
+
+    def open_get_peers(self, info_hash: bytes, *, scrape: bool = False, seeds: Iterable[NodeInfo] = ()
+                       ) -> AbstractAsyncContextManager[LookupStream]:
+        """get_peers (BEP 5) as a stream: a :class:`PeersFound` for every reply listing peers."""
+        return self.open_lookup(info_hash, "get_peers", scrape=scrape, seeds=seeds)
 
     async def lookup(self, target: bytes, kind: str = "find_node", *, scrape: bool = False,
                      seeds: Iterable[NodeInfo] = (), max_queries: int | None = None,
@@ -257,63 +269,9 @@ class DHTNode:
         For ``sample_infohashes``, nodes for which ``sample_allowed(addr)`` is False (their BEP 51 interval
         has not elapsed) are sent ``find_node`` instead, so the lookup still routes through them.
         """
-        if len(target) != 20:
-            raise LocalProtocolError("a DHT target is 20 bytes")
-        seed_list = list(seeds) or self.table.closest(target, self.config.k * 2)
-        if not seed_list:
-            seed_list = await self._bootstrap_seeds()
-        now = trio.current_time()
-        traversal = Traversal(target, seed_list, alpha=self.config.alpha, k=self.config.k,
-                              short_timeout=self.config.short_timeout, full_timeout=self.config.query_timeout,
-                              now=now, allow_local=self.config.allow_local, max_queries=max_queries)
-        result = LookupResult(target, [], {}, {})
-        build = self._builder(kind, target, scrape)
-        route_only = self._builder("find_node", target, False)
-        wake_send, wake_recv = trio.open_memory_channel[None](math.inf)
-
-        async def ask(node: NodeInfo) -> None:
-            use = build if sample_allowed is None or sample_allowed(node.addr) else route_only
-            try:
-                reply = await self.query(node.addr, use, timeout=self.config.query_timeout)
-            except (QueryTimeout, KRPCError, netguard.NetworkRefused, OSError):
-                now = trio.current_time()
-                traversal.on_failure(node, now)
-                self.table.failed(node.id, now)
-            else:
-                now = trio.current_time()
-                answered = NodeInfo(reply.sender, node.ip, node.port)
-                self.table.heard_from(answered, now, responded=True)
-                nodes = reply.nodes + reply.nodes6
-                traversal.on_response(answered, now, nodes=nodes, values=reply.values, token=reply.token,
-                                      samples=reply.samples)
-                if use is build and kind == "sample_infohashes":
-                    result.samples[node.addr] = reply.samples
-                    if reply.interval is not None:
-                        result.intervals[node.addr] = reply.interval
-                if reply.bf_seeds:
-                    result.bf_seeds.append(reply.bf_seeds)
-                if reply.bf_peers:
-                    result.bf_peers.append(reply.bf_peers)
-            wake_send.send_nowait(None)
-
-        async with trio.open_nursery() as nursery:
-            while True:
-                now = trio.current_time()
-                traversal.on_tick(now)
-                if traversal.done:
-                    break
-                for node in traversal.next_queries(now):
-                    nursery.start_soon(ask, node)
-                deadline = traversal.next_deadline()
-                with trio.move_on_at(deadline if deadline is not None else now + self.config.query_timeout):
-                    await wake_recv.receive()
-            nursery.cancel_scope.cancel()
-        result.closest = traversal.result()
-        result.peers = traversal.peers
-        result.tokens = traversal.tokens
-        result.queries = traversal.queries_sent
-        result.responses = traversal.responses
-        return result
+        async with self.open_lookup(target, kind, scrape=scrape, seeds=seeds, max_queries=max_queries,
+                                    sample_allowed=sample_allowed) as stream:
+            return await stream.drain()
 
     async def get_peers(self, info_hash: bytes, *, scrape: bool = False, seeds: Iterable[NodeInfo] = ()
                         ) -> LookupResult:
@@ -348,24 +306,14 @@ class DHTNode:
         """A BEP 51 lookup towards ``target`` (random if None), collecting samples from every responder."""
         return await self.lookup(target or random_id(), "sample_infohashes")
 
-    async def _bootstrap_seeds(self) -> list[NodeInfo]:
-        seeds: list[NodeInfo] = []
-
-        async def try_one(addr: tuple[str, int]) -> None:
-            try:
-                seeds.append(await self.ping(addr))
-            except (QueryTimeout, KRPCError, netguard.NetworkRefused, OSError) as exc:
-                log.info("bootstrap node %s:%d did not answer: %s", addr[0], addr[1], exc)
-
-        async with trio.open_nursery() as nursery:
-            for addr in self.config.bootstrap:
-                nursery.start_soon(try_one, addr)
-        return seeds
-
     async def bootstrap(self) -> int:
-        """Ping the bootstrap nodes and look up our own id; returns the routing table size."""
-        seeds = await self._bootstrap_seeds()
-        seeds += [n for n in self.table.closest(self.own_id, self.config.k) if n not in seeds]
+        """Look up our own id from the bootstrap nodes and the table; returns the routing table size.
+
+        The routers are seeds of unknown id in the same traversal (no ping round first), so a dead router
+        or a dead contact costs at most the short timeout, like any slow node of a lookup.
+        """
+        seeds = [NodeInfo(b"", ip, port) for ip, port in self.config.bootstrap]
+        seeds += self.table.closest(self.own_id, self.config.k)
         if seeds:
             await self.lookup(self.own_id, "find_node", seeds=seeds)
         return len(self.table)
@@ -413,8 +361,13 @@ class DHTNode:
 
 
 @asynccontextmanager
-async def open_dht_node(config: DHTConfig, *, bootstrap: bool = True) -> AsyncIterator[DHTNode]:
-    """Run a DHT node for the duration of the block; its state is saved on the way out."""
+async def open_dht_node(config: DHTConfig, *, bootstrap: bool = True,
+                        wait_bootstrap: bool = True) -> AsyncIterator[DHTNode]:
+    """Run a DHT node for the duration of the block; its state is saved on the way out.
+
+    With ``wait_bootstrap=False`` the bootstrap lookup runs in the background: the block starts at once and
+    its own lookups start from the bootstrap nodes (``dht peers`` does this: both walks overlap).
+    """
     sock = await netguard.open_udp_socket(config.bind_host, config.bind_port)
     node = DHTNode(config, sock)
     try:
@@ -424,7 +377,10 @@ async def open_dht_node(config: DHTConfig, *, bootstrap: bool = True) -> AsyncIt
                 nursery.start_soon(node._maintenance_loop)
                 try:
                     if bootstrap and (config.bootstrap or len(node.table)):
-                        await node.bootstrap()
+                        if wait_bootstrap:
+                            await node.bootstrap()
+                        else:
+                            nursery.start_soon(node.bootstrap)
                     yield node
                 finally:
                     nursery.cancel_scope.cancel()

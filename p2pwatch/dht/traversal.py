@@ -20,7 +20,8 @@ transitions are the table ``TRANSITIONS`` (events not in the table are ignored, 
   responding nodes have been passed (failed nodes are skipped, in-flight ones do not count).
 * ``done`` (converged): walking closest first, ``width`` (default ``k``) responding nodes are passed with
   nothing queryable or in flight before them (a slow node does not hold the end back, unless
-  ``wait_for_slow``: the lookup ends when the k closest *responding* nodes have answered, issue 12) — where every failed (or slow) node passed on the way
+  ``wait_for_slow``: the lookup ends when the k closest *responding* nodes have answered, issue 12) —
+  where every failed (or slow) node passed on the way
   asks for ``widen`` (default ``k // 2``) more responders, at most ``2 * width`` more in all; or every candidate
   has responded or failed; or ``max_queries`` were sent and none is outstanding any more.
   :meth:`Traversal.result` is still the ``k`` closest responders.

@@ -1,0 +1,189 @@
+"""Streaming lookups (BEP 5 get_peers / find_node, BEP 51 sample_infohashes) for the trio DHT driver.
+
+:func:`open_lookup` runs one :class:`~p2pwatch.dht.traversal.Traversal` in a task of its own and delivers
+what each reply brings as it arrives, through a bounded trio memory channel: a :class:`PeersFound` for
+every reply carrying ``values`` (so a caller acts on the first seeders at once), a :class:`NodeAnswered` for
+every reply. Iteration ends when the traversal ends; the whole :class:`LookupResult` is then ``stream.result``.
+
+The slow-contact rule lives in the sans-IO traversal: a query past ``short_timeout`` gives its slot to the
+next candidate and no longer holds the end back; it is still awaited (until ``query_timeout``) while the
+lookup goes on, and a late reply is still used. The lookup ends when the k closest *responding* nodes have
+answered (issue 12; libtorrent widens the branch factor the same way, but waits for slow nodes to fail).
+
+The channel is bounded: a consumer that does not keep up holds back the reply handlers, not memory.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+import trio
+
+from p2pwatch import netguard
+from p2pwatch.dht import krpc
+from p2pwatch.dht.node_types import DHTConfig, LookupResult
+from p2pwatch.dht.nodeinfo import NodeInfo
+from p2pwatch.dht.routing import RoutingTable
+from p2pwatch.dht.traversal import Traversal
+from p2pwatch.errors import KRPCError, LocalProtocolError, QueryTimeout
+
+__all__ = ["STREAM_BUFFER", "LookupEvent", "LookupStream", "NodeAnswered", "PeersFound", "open_lookup"]
+
+Addr = tuple[str, int]
+STREAM_BUFFER = 256  # events buffered between a lookup and its consumer
+
+
+@dataclass(frozen=True)
+class PeersFound:
+    """One reply's ``values``: ``peers`` as reported by ``reporter``; ``new`` the ones not seen before."""
+
+    reporter: Addr
+    peers: tuple[Addr, ...]
+    new: tuple[Addr, ...]
+    at: float
+
+
+@dataclass(frozen=True)
+class NodeAnswered:
+    """A node answered (``nodes`` it told us of, ``samples`` for BEP 51)."""
+
+    node: NodeInfo
+    nodes: int
+    samples: tuple[bytes, ...]
+    at: float
+
+
+LookupEvent = PeersFound | NodeAnswered
+
+
+class Querier(Protocol):
+    """What a lookup needs from the node driver (:class:`~p2pwatch.dht.node.DHTNode`)."""
+
+    config: DHTConfig
+    table: RoutingTable
+    own_id: bytes
+
+    async def query(self, addr: Addr, build: Callable[[bytes], krpc.Query],
+                    timeout: float | None = None) -> krpc.Response: ...
+
+
+class LookupStream:
+    """Async iterator over a running lookup's events; ``result`` once iteration has ended."""
+
+    def __init__(self, receive: trio.MemoryReceiveChannel[LookupEvent], traversal: Traversal,
+                 result: LookupResult) -> None:
+        self._receive = receive
+        self.traversal = traversal
+        self._result = result
+        self.finished = False
+
+    def __aiter__(self) -> AsyncIterator[LookupEvent]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[LookupEvent]:
+        async for event in self._receive:
+            yield event
+        self.finished = True
+
+    async def drain(self) -> LookupResult:
+        """Consume the remaining events; returns :attr:`result`."""
+        async for _ in self:
+            pass
+        return self.result
+
+    @property
+    def result(self) -> LookupResult:
+        t = self.traversal
+        r = self._result
+        r.closest, r.peers, r.tokens = t.result(), t.peers, t.tokens
+        r.queries, r.responses = t.queries_sent, t.responses
+        return r
+
+
+def builder(node: Querier, kind: str, target: bytes, scrape: bool) -> Callable[[bytes], krpc.Query]:
+    ro, own = node.config.read_only, node.own_id
+    if kind == "get_peers":
+        return lambda t: krpc.GetPeers(t, own, target, scrape=scrape, read_only=ro)
+    if kind == "sample_infohashes":
+        return lambda t: krpc.SampleInfohashes(t, own, target, read_only=ro)
+    if kind == "find_node":
+        return lambda t: krpc.FindNode(t, own, target, read_only=ro)
+    raise LocalProtocolError(f"unknown lookup kind {kind!r}")
+
+
+@asynccontextmanager
+async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[NodeInfo], *,
+                      scrape: bool = False, max_queries: int | None = None,
+                      sample_allowed: Callable[[Addr], bool] | None = None,
+                      buffer: int = STREAM_BUFFER) -> AsyncIterator[LookupStream]:
+    """Run a lookup towards ``target`` for the duration of the block, streaming its events.
+
+    Leaving the block early cancels the lookup (its queries are abandoned).
+    """
+    config = node.config
+    now = trio.current_time()
+    traversal = Traversal(target, seeds, alpha=config.alpha, k=config.k, short_timeout=config.short_timeout,
+                          full_timeout=config.query_timeout, now=now, allow_local=config.allow_local,
+                          max_queries=max_queries, own_id=node.own_id)
+    result = LookupResult(target, [], {}, {})
+    build = builder(node, kind, target, scrape)
+    route_only = builder(node, "find_node", target, False)
+    send, receive = trio.open_memory_channel[LookupEvent](buffer)
+    wake_send, wake_recv = trio.open_memory_channel[None](math.inf)
+
+    async def ask(peer_node: NodeInfo) -> None:
+        use = build if sample_allowed is None or sample_allowed(peer_node.addr) else route_only
+        try:
+            reply = await node.query(peer_node.addr, use, timeout=config.query_timeout)
+        except (QueryTimeout, KRPCError, netguard.NetworkRefused, OSError):
+            at = trio.current_time()
+            traversal.on_failure(peer_node, at)
+            node.table.failed(peer_node.id, at)
+            wake_send.send_nowait(None)
+            return
+        at = trio.current_time()
+        answered = NodeInfo(reply.sender, peer_node.ip, peer_node.port)
+        node.table.heard_from(answered, at, responded=True)
+        seen_before = set(traversal.peers) if reply.values else set()
+        nodes = reply.nodes + reply.nodes6
+        traversal.on_response(answered, at, nodes=nodes, values=reply.values, token=reply.token,
+                              samples=reply.samples)
+        if use is build and kind == "sample_infohashes":
+            result.samples[peer_node.addr] = reply.samples
+            if reply.interval is not None:
+                result.intervals[peer_node.addr] = reply.interval
+        if reply.bf_seeds:
+            result.bf_seeds.append(reply.bf_seeds)
+        if reply.bf_peers:
+            result.bf_peers.append(reply.bf_peers)
+        if reply.values:
+            listed = tuple(p for p in dict.fromkeys(reply.values) if p in traversal.peers)
+            new = tuple(p for p in listed if p not in seen_before)
+            await send.send(PeersFound(peer_node.addr, listed, new, at))
+        await send.send(NodeAnswered(answered, len(nodes), tuple(reply.samples), at))
+        wake_send.send_nowait(None)  # after the events, so the last reply's are queued before the end
+
+    async def drive() -> None:
+        async with send, trio.open_nursery() as queries:
+            while True:
+                at = trio.current_time()
+                traversal.on_tick(at)
+                if traversal.done:
+                    break
+                for peer_node in traversal.next_queries(at):
+                    queries.start_soon(ask, peer_node)
+                deadline = traversal.next_deadline()
+                with trio.move_on_at(deadline if deadline is not None else at + config.query_timeout):
+                    await wake_recv.receive()
+            queries.cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(drive)
+        try:
+            yield LookupStream(receive, traversal, result)
+        finally:
+            nursery.cancel_scope.cancel()
