@@ -348,3 +348,17 @@ def test_silent_nodes_on_the_path_are_routed_around() -> None:
     assert tr.state_of(nid(1)) is None  # only silent 3 knows it: never learnt
     assert end < 60.0  # short timeouts let the walk go on while silent nodes are still awaited
     check_counters(tr)
+
+
+def test_slow_contact_in_the_closest_set_does_not_hold_the_end_back() -> None:
+    net = Tiny(knows={d: list(range(1, 13)) for d in range(1, 13)}, silent={1})
+    tr = Traversal(TARGET, [N(12), N(11)], k=8, short_timeout=0.5, full_timeout=5.0, now=0.0)
+    end = drive(tr, net, rtt=0.05)
+    assert [int.from_bytes(n.id, "big") for n in tr.result()] == list(range(2, 10))  # 8 closest responders
+    assert tr.state_of(nid(1)) is QueryState.SLOW and tr.failures == 0
+    assert end <= 0.05 + 0.5 + 1e-9  # queried in the second round, given up on at its short timeout
+    # the old rule (wait for slow queries to fail) takes the full timeout
+    waiting = Traversal(TARGET, [N(12), N(11)], k=8, short_timeout=0.5, full_timeout=5.0, now=0.0,
+                        wait_for_slow=True)
+    assert drive(waiting, net, rtt=0.05) >= 5.0
+    assert waiting.result() == tr.result()

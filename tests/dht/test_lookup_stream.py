@@ -1,0 +1,157 @@
+"""Streaming lookups and the slow-contact rule, on trio's MockClock (autojump) over an in-memory network.
+
+The network answers through the same ``query`` interface as :class:`~p2pwatch.dht.node.DHTNode`; replies
+take a per-node round-trip time of virtual seconds, silent nodes never answer (the query times out).
+The target is id 0, so a node's id is its distance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+import trio
+import trio.testing
+
+from p2pwatch.dht import krpc
+from p2pwatch.dht.lookup_stream import NodeAnswered, PeersFound, open_lookup
+from p2pwatch.dht.node_types import DHTConfig
+from p2pwatch.dht.nodeinfo import NodeInfo
+from p2pwatch.dht.routing import RoutingTable
+from p2pwatch.errors import QueryTimeout
+
+TARGET = bytes(20)
+OWN = b"\xff" * 20
+
+
+def N(d: int) -> NodeInfo:
+    return NodeInfo(d.to_bytes(20, "big"), f"8.0.{d >> 8}.{d & 255}", 6881)
+
+
+def ADDR(d: int) -> tuple[str, int]:
+    return N(d).addr
+
+
+@dataclass
+class FakeNet:
+    """A node driver stand-in: ``query`` answers from tables of who knows whom."""
+
+    knows: dict[int, list[int]] = field(default_factory=dict)
+    values: dict[int, list[tuple[str, int]]] = field(default_factory=dict)
+    rtt: dict[int, float] = field(default_factory=dict)
+    silent: set[int] = field(default_factory=set)
+    routers: dict[tuple[str, int], int] = field(default_factory=dict)  # address of a seed of unknown id
+    config: DHTConfig = field(default_factory=lambda: DHTConfig(short_timeout=0.5, query_timeout=5.0))
+    own_id: bytes = OWN
+    asked: list[tuple[float, int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.table = RoutingTable(OWN, k=8)
+        self.by_addr = {N(d).addr: d for d in range(1, 4096)}
+
+    async def query(self, addr: tuple[str, int], build: Callable[[bytes], krpc.Query],
+                    timeout: float | None = None) -> krpc.Response:
+        d = self.routers.get(addr, self.by_addr.get(addr))
+        assert d is not None
+        self.asked.append((trio.current_time(), d))
+        q = build(b"tt")
+        assert isinstance(q, krpc.GetPeers | krpc.FindNode)
+        if d in self.silent:
+            await trio.sleep(timeout or self.config.query_timeout)
+            raise QueryTimeout(f"no reply from {addr}")
+        await trio.sleep(self.rtt.get(d, 0.05))
+        values = tuple(self.values.get(d, ())) if isinstance(q, krpc.GetPeers) else ()
+        return krpc.Response(b"tt", N(d).id, nodes=tuple(N(x) for x in self.knows.get(d, [])), values=values,
+                             token=b"tok" if isinstance(q, krpc.GetPeers) else None)
+
+
+def ring(net: FakeNet, ids: list[int]) -> None:
+    for d in ids:
+        net.knows[d] = ids
+
+
+async def test_peers_stream_as_each_reply_arrives(autojump_clock: trio.testing.MockClock) -> None:
+    net = FakeNet()
+    ring(net, list(range(1, 13)))
+    net.values = {3: [("9.9.9.1", 1), ("9.9.9.2", 2)], 7: [("9.9.9.2", 2), ("9.9.9.3", 3)]}
+    net.rtt = {7: 0.4}
+    events: list[tuple[float, object]] = []
+    start = trio.current_time()
+    async with open_lookup(net, TARGET, "get_peers", [N(12), N(11)]) as stream:
+        async for event in stream:
+            events.append((trio.current_time() - start, event))
+        end = trio.current_time() - start
+    found = [(t, e) for t, e in events if isinstance(e, PeersFound)]
+    assert [e.reporter for _, e in found] == [ADDR(3), ADDR(7)]  # 7 is slower: its listing comes second
+    first, second = found[0][1], found[1][1]
+    assert set(first.new) == {("9.9.9.1", 1), ("9.9.9.2", 2)}
+    assert second.peers == (("9.9.9.2", 2), ("9.9.9.3", 3)) and second.new == (("9.9.9.3", 3),)
+    assert found[0][0] < found[1][0] <= end  # delivered when they came, before the end
+    assert found[0][0] == pytest.approx(first.at - start)
+    assert sum(isinstance(e, NodeAnswered) for _, e in events) == stream.result.responses
+    result = stream.result
+    assert [int.from_bytes(n.id, "big") for n in result.closest] == list(range(1, 9))
+    assert result.peers[("9.9.9.2", 2)] == {ADDR(3), ADDR(7)}
+    assert result.tokens[N(1).id] == b"tok"
+
+
+async def test_dead_contact_in_closest_set_ends_by_short_timeout(autojump_clock: trio.testing.MockClock) -> None:
+    net = FakeNet()
+    ring(net, list(range(1, 16)))
+    net.silent = {1}  # the very closest node is dead, and everybody lists it
+    net.values = {2: [("9.9.9.9", 9)]}
+    start = trio.current_time()
+    async with open_lookup(net, TARGET, "get_peers", [N(15), N(14), N(13)]) as stream:
+        result = await stream.drain()
+    took = trio.current_time() - start
+    asked_dead = min(t for t, d in net.asked if d == 1) - start
+    # two rounds of 0.05 s reach the closest nodes, then the dead one costs its short timeout, not 5 s
+    assert took <= asked_dead + net.config.short_timeout + 0.1 + 1e-9
+    assert took < 1.0
+    # it ends when the k (8) closest *responding* nodes have answered
+    assert [int.from_bytes(n.id, "big") for n in result.closest] == list(range(2, 10))
+    assert ("9.9.9.9", 9) in result.peers
+    assert stream.traversal.failures == 0  # the dead node was never waited for until its full timeout
+
+
+async def test_many_dead_contacts_widen_instead_of_waiting(autojump_clock: trio.testing.MockClock) -> None:
+    net = FakeNet()
+    ids = list(range(1, 31))
+    ring(net, ids)
+    net.silent = set(range(1, 12, 2))  # six of the closest eleven are dead
+    start = trio.current_time()
+    async with open_lookup(net, TARGET, "find_node", [N(30), N(29), N(28)]) as stream:
+        result = await stream.drain()
+    took = trio.current_time() - start
+    live = [d for d in ids if d not in net.silent]
+    assert [int.from_bytes(n.id, "big") for n in result.closest] == live[:8]
+    # dead ones cost a few waves of short timeouts (alpha slots at a time), never a full timeout
+    assert took < 3 * net.config.short_timeout < net.config.query_timeout
+    assert stream.traversal.failures == 0
+
+
+async def test_bootstrap_from_routers_with_a_dead_router(autojump_clock: trio.testing.MockClock) -> None:
+    net = FakeNet()
+    ring(net, list(range(1, 13)))
+    live_router, dead_router = ("8.1.0.1", 6881), ("8.1.0.2", 6881)
+    net.routers = {live_router: 12, dead_router: 4000}
+    net.silent = {4000}
+    seeds = [NodeInfo(b"", *live_router), NodeInfo(b"", *dead_router)]
+    start = trio.current_time()
+    async with open_lookup(net, OWN, "find_node", seeds) as stream:
+        await stream.drain()
+    assert trio.current_time() - start < 1.0  # the dead router is slow after 0.5 s and then not waited for
+    assert len(net.table) >= 8  # every responder entered the routing table
+
+
+async def test_leaving_the_block_early_cancels_the_lookup(autojump_clock: trio.testing.MockClock) -> None:
+    net = FakeNet()
+    ring(net, list(range(1, 13)))
+    net.values = {12: [("9.9.9.9", 9)]}
+    with trio.fail_after(1):
+        async with open_lookup(net, TARGET, "get_peers", [N(12)]) as stream:
+            async for event in stream:
+                if isinstance(event, PeersFound):
+                    break
+    assert not stream.finished and stream.result.peers == {("9.9.9.9", 9): {ADDR(12)}}
