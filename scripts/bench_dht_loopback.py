@@ -91,6 +91,8 @@ async def node_run(infohash: bytes, bootstrap: Addr, bind: str, want: set[Addr])
         seen: set[Addr] = set()
         async with node.open_get_peers(infohash) as stream:
             async for event in stream:
+                if os.environ.get("BENCH_DEBUG"):
+                    print(f"{(trio.current_time() - start) * 1000:8.3f} ms {event}", file=sys.stderr)
                 if isinstance(event, PeersFound):
                     now = trio.current_time() - start
                     seen.update(event.new)

@@ -8,15 +8,29 @@ its own beyond presentation.
 
 from __future__ import annotations
 
-from p2pwatch.cli import cases, db, demo, dht, evidence, fingerprint, lookup, monitor, probe, probe_peer, reports
-from p2pwatch.cli.root import main
+from p2pwatch.cli.root import LazyGroup, main
 
-# ``probe peer`` adds itself to the ``probe`` group by its decorator; importing the module is enough.
-_ = probe_peer
-
-for _command in (dht.dht, probe.probe, fingerprint.fingerprint, db.db, evidence.verify, evidence.keys,
-                 cases.case, cases.register, cases.watch_command, cases.matches, lookup.lookup_command,
-                 monitor.monitor, reports.peers, reports.timeline, reports.export, demo.demo):
-    main.add_command(_command)
+#: command name -> (module, attribute); ``probe`` comes from ``probe_peer``, which adds ``probe peer`` to it
+COMMANDS: dict[str, tuple[str, str]] = {
+    "dht": ("p2pwatch.cli.dht", "dht"),
+    "probe": ("p2pwatch.cli.probe_peer", "probe"),
+    "fingerprint": ("p2pwatch.cli.fingerprint", "fingerprint"),
+    "db": ("p2pwatch.cli.db", "db"),
+    "verify": ("p2pwatch.cli.evidence", "verify"),
+    "keys": ("p2pwatch.cli.evidence", "keys"),
+    "case": ("p2pwatch.cli.cases", "case"),
+    "register": ("p2pwatch.cli.cases", "register"),
+    "watch": ("p2pwatch.cli.cases", "watch_command"),
+    "matches": ("p2pwatch.cli.cases", "matches"),
+    "lookup": ("p2pwatch.cli.lookup", "lookup_command"),
+    "monitor": ("p2pwatch.cli.monitor", "monitor"),
+    "peers": ("p2pwatch.cli.reports", "peers"),
+    "timeline": ("p2pwatch.cli.reports", "timeline"),
+    "export": ("p2pwatch.cli.reports", "export"),
+    "demo": ("p2pwatch.cli.demo", "demo"),
+}
+assert isinstance(main, LazyGroup)
+for _name, (_module, _attribute) in COMMANDS.items():
+    main.add_lazy(_name, _module, _attribute)
 
 __all__ = ["main"]

@@ -1,10 +1,14 @@
-"""The root ``p2pwatch`` group and its global options (docs/CLI.md). The package ``__init__`` attaches the
-command groups that live in the sibling modules."""
+"""The root ``p2pwatch`` group and its global options (docs/CLI.md). The package ``__init__`` names the
+command groups that live in the sibling modules; a command's module is imported only when that command runs
+(or ``--help`` lists them all), so ``p2pwatch dht peers`` does not pay for SQLAlchemy, numpy or ffmpeg
+bindings at start-up (issue 12: start-up was over half of a 2 s lookup)."""
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -16,7 +20,28 @@ def default_home() -> Path:
     return Path(base) / "p2pwatch"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose commands are ``name -> (module, attribute)``, imported on first use."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy: dict[str, tuple[str, str]] = {}
+
+    def add_lazy(self, name: str, module: str, attribute: str) -> None:
+        self.lazy[name] = (module, attribute)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            module, attribute = self.lazy[cmd_name]
+            command = getattr(importlib.import_module(module), attribute)
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="p2pwatch")
 @click.option("--home", type=click.Path(file_okay=False, path_type=Path), envvar="P2PWATCH_HOME",
               default=None, help="data directory (database, keys, state)")
