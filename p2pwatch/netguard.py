@@ -27,7 +27,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 ENV_ALLOW = "P2PWATCH_NETGUARD_ALLOW"
-LOOPBACK_ONLY = ("127.0.0.0/8",)
+LOOPBACK_ONLY = ("127.0.0.0/8", "::1/128")  # IPv4 loopback, and the IPv6 loopback address alone
 EVERYWHERE = ("0.0.0.0/0", "::/0")
 MAX_CACHED_VERDICTS = 65_536
 

@@ -14,7 +14,7 @@ import socket
 
 import pytest
 
-os.environ["P2PWATCH_NETGUARD_ALLOW"] = "127.0.0.0/8"
+os.environ["P2PWATCH_NETGUARD_ALLOW"] = "127.0.0.0/8,::1/128"
 
 from p2pwatch import netguard
 

@@ -12,7 +12,8 @@ def test_policy_allows_loopback_and_refuses_public() -> None:
     assert policy.allows("127.0.0.1")
     assert policy.allows("127.45.3.9")
     assert not policy.allows("8.8.8.8")
-    assert not policy.allows("::1")
+    assert policy.allows("::1")  # the IPv6 loopback address (BEP 32 tests), and nothing else of IPv6
+    assert not policy.allows("::2") and not policy.allows("fe80::1") and not policy.allows("2001:db8::1")
     assert not policy.allows("not an ip")
     with pytest.raises(NetworkRefused):
         policy.check("67.215.246.10", 6881)

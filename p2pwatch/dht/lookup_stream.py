@@ -31,7 +31,7 @@ from p2pwatch.dht.routing import RoutingTable
 from p2pwatch.dht.traversal import Traversal
 from p2pwatch.errors import KRPCError, LocalProtocolError, QueryTimeout
 
-__all__ = ["STREAM_BUFFER", "LookupEvent", "LookupStream", "NodeAnswered", "PeersFound", "open_lookup"]
+__all__ = ["STREAM_BUFFER", "LookupEvent", "LookupStream", "NodeAnswered", "PeersFound", "is_ipv6", "open_lookup"]
 
 Addr = tuple[str, int]
 STREAM_BUFFER = 256  # events buffered between a lookup and its consumer
@@ -104,14 +104,22 @@ class LookupStream:
         return r
 
 
+def is_ipv6(config: DHTConfig) -> bool:
+    """Does this node run on the IPv6 DHT (BEP 32: a separate DHT, its own socket and routing table)?"""
+    return ":" in config.bind_host
+
+
 def builder(node: Querier, kind: str, target: bytes, scrape: bool) -> Callable[[bytes], krpc.Query]:
+    """The query of a lookup step. An IPv6 node asks for ``nodes6`` explicitly (BEP 32 ``want``); an IPv4
+    node sends no ``want``, so plain BEP 5 nodes answer it as before."""
     ro, own = node.config.read_only, node.own_id
+    want = (b"n6",) if is_ipv6(node.config) else ()
     if kind == "get_peers":
-        return lambda t: krpc.GetPeers(t, own, target, scrape=scrape, read_only=ro)
+        return lambda t: krpc.GetPeers(t, own, target, want=want, scrape=scrape, read_only=ro)
     if kind == "sample_infohashes":
-        return lambda t: krpc.SampleInfohashes(t, own, target, read_only=ro)
+        return lambda t: krpc.SampleInfohashes(t, own, target, want=want, read_only=ro)
     if kind == "find_node":
-        return lambda t: krpc.FindNode(t, own, target, read_only=ro)
+        return lambda t: krpc.FindNode(t, own, target, want=want, read_only=ro)
     raise LocalProtocolError(f"unknown lookup kind {kind!r}")
 
 
@@ -132,6 +140,7 @@ async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[N
     result = LookupResult(target, [], {}, {})
     build = builder(node, kind, target, scrape)
     route_only = builder(node, "find_node", target, False)
+    ipv6 = is_ipv6(config)
     send, receive = trio.open_memory_channel[LookupEvent](buffer)
     wake_send, wake_recv = trio.open_memory_channel[None](math.inf)
 
@@ -149,7 +158,7 @@ async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[N
         answered = NodeInfo(reply.sender, peer_node.ip, peer_node.port)
         node.table.heard_from(answered, at, responded=True)
         seen_before = set(traversal.peers) if reply.values else set()
-        nodes = reply.nodes + reply.nodes6
+        nodes = reply.nodes6 if ipv6 else reply.nodes  # BEP 32: each DHT walks its own address family
         traversal.on_response(answered, at, nodes=nodes, values=reply.values, token=reply.token,
                               samples=reply.samples)
         if use is build and kind == "sample_infohashes":

@@ -96,7 +96,7 @@ class LocalSwarm:
         pack.update(self.extra_settings)
         pack.update(settings or {})
         pack["enable_dht"] = dht
-        pack["listen_interfaces"] = f"{ip}:0"
+        pack["listen_interfaces"] = f"[{ip}]:0" if ":" in ip else f"{ip}:0"
         pack["outgoing_interfaces"] = ip
         ses = lt.session(pack)  # type: ignore[call-overload]  # the stubs omit the dict overload
         node = SwarmSession(ip, ses)
