@@ -205,7 +205,12 @@ class DHTNode:
         code) for an error reply, and :class:`~p2pwatch.errors.NetworkRefused` when netguard refuses.
         """
         netguard.current_policy().check(addr[0], addr[1])
-        async with self._outstanding:
+        # a free slot is taken without yielding, so a lookup's first queries leave at once (issue 12)
+        try:
+            self._outstanding.acquire_nowait()
+        except trio.WouldBlock:
+            await self._outstanding.acquire()
+        try:
             delay = self._outbound.delay(addr[0], trio.current_time())
             if delay > 0:
                 await trio.sleep(delay)
@@ -222,6 +227,8 @@ class DHTNode:
                     await pending.event.wait()
             finally:
                 self._pending.pop(tid, None)
+        finally:
+            self._outstanding.release()
         result = pending.result
         if result is None:
             self.stats.timeouts += 1

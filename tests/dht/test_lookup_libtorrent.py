@@ -70,6 +70,8 @@ async def test_streaming_get_peers_with_a_dead_contact(tmp_path: Path) -> None:
             assert all(result.peers[p] <= set(swarm) for p in want)  # provenance: libtorrent nodes said so
             # the dead node was among the closest and asked; the lookup ended long before its 30 s timeout
             assert dead_state is QueryState.SLOW
-            assert len(result.closest) == 8 and dead_id_for(infohash) not in [n.id for n in result.closest]
+            # the result holds responders only (a loaded machine may leave a live node slow too)
+            assert {n.addr for n in result.closest} <= set(swarm)
+            assert dead_id_for(infohash) not in [n.id for n in result.closest]
         finally:
             silent.close()
