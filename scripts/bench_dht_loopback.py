@@ -7,8 +7,9 @@ contact in the closest set. Each round (alternating, same DHT, same run):
 
 * ``cli``: ``python -m p2pwatch dht peers`` as a subprocess with a fresh home (cold: start-up, bootstrap,
   lookup); time to the first seeder line on stdout, to every seeder, and to exit.
-* ``node``: p2pwatch's streaming lookup in this process on a bootstrapped node (warm, like the libtorrent
-  session): time from the start of the lookup to the first seeder, to every seeder, and to its end.
+* ``node``: p2pwatch's streaming lookup in this process on a bootstrapped node (warm and idle, like the
+  libtorrent session: it waits ``SETTLE`` s after its bootstrap, while the libtorrent nodes verify it with
+  their own queries): time from the start of the lookup to the first seeder, to every seeder, and to its end.
 * ``libtorrent``: a libtorrent session of the same DHT (not a seeder) runs ``dht_get_peers``; time to the
   first ``dht_get_peers_reply_alert`` naming a seeder and to every seeder (alerts polled every millisecond).
 
@@ -40,6 +41,7 @@ from p2pwatch.testswarm.localswarm import LocalSwarm, SwarmSession, create_torre
 
 Addr = tuple[str, int]
 BASE = "127.0.77."
+SETTLE = 1.0  # seconds a bootstrapped p2pwatch node idles before its timed lookup
 
 
 def ip(n: int) -> str:
@@ -86,6 +88,7 @@ async def node_run(infohash: bytes, bootstrap: Addr, bind: str, want: set[Addr])
     config = DHTConfig(bind_host=bind, bind_port=0, bootstrap=(bootstrap,), allow_local=True,
                        query_timeout=5.0, short_timeout=0.5, maintenance_interval=3600)
     async with open_dht_node(config) as node:
+        await trio.sleep(SETTLE)  # warm and idle, like the libtorrent session: libtorrent's checks of us are over
         start = trio.current_time()
         first = every = float("nan")
         seen: set[Addr] = set()

@@ -58,6 +58,12 @@ def test_dht_peers_and_sample_against_libtorrent(tmp_path: Path) -> None:
             time.sleep(1)
         assert want <= {f"{r['ip']}:{r['port']}" for r in rows}
         assert all(r["reported_by"] for r in rows)
+        # text mode streams one line per peer as its first listing arrives, then a count
+        proc = _cli(["dht", "peers", infohash, *net], tmp_path / "home")
+        assert proc.returncode == 0, proc.stderr
+        lines = proc.stdout.splitlines()
+        streamed = {line.split()[0] for line in lines if "  reported by " in line}
+        assert want <= streamed and lines[-1] == f"{len(streamed)} peers for {infohash}"
         magnet = f"magnet:?xt=urn:btih:{infohash}&dn=a.bin"
         proc = _cli(["dht", "peers", magnet, "--json", *net], tmp_path / "home")
         assert proc.returncode == 0 and json.loads(proc.stdout)
