@@ -37,7 +37,7 @@ import trio
 from p2pwatch import netguard
 from p2pwatch.dht.node import DHTConfig, PeersFound, open_dht_node
 from p2pwatch.testswarm.deadcontact import dead_id_for, plant_dead_contact
-from p2pwatch.testswarm.localswarm import LocalSwarm, SwarmSession, create_torrent
+from p2pwatch.testswarm.localswarm import LocalSwarm, SwarmSession, random_torrent
 
 Addr = tuple[str, int]
 BASE = "127.0.77."
@@ -141,11 +141,7 @@ def main() -> None:
     args = parser.parse_args()
     netguard.set_policy(netguard.NetworkPolicy.loopback_only())
     workdir = Path(tempfile.mkdtemp(prefix="bench-dht-loopback-"))
-    data = workdir / "data"
-    data.mkdir()
-    (data / "a.bin").write_bytes(os.urandom(300_000))
-    torrent = create_torrent(data / "a.bin")
-    infohash = bytes(lt.torrent_info(lt.bdecode(torrent)).info_hashes().v1.to_bytes())
+    data, torrent, infohash = random_torrent(workdir, 300_000)
     with LocalSwarm(workdir) as local:
         sessions = [local.start_session(ip(10 + i)) for i in range(args.nodes)]
         seeders, asker = sessions[:3], sessions[-1]

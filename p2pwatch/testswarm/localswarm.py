@@ -13,6 +13,7 @@ helpers poll with a deadline (they are meant to run in a worker thread or a sync
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -75,6 +76,18 @@ def create_torrent(root: Path, *, version: str = "v1", piece_length: int = 0,
         ct.add_tracker(url, tier)
     lt.set_piece_hashes(ct, str((name_path or root).parent))
     return bytes(lt.bencode(ct.generate()))
+
+
+def random_torrent(workdir: Path, size: int, name: str = "a.bin") -> tuple[Path, bytes, bytes]:
+    """One file of ``size`` random bytes in ``workdir/data`` and its v1 .torrent.
+
+    Returns ``(data_dir, torrent_bytes, v1_infohash)``; ``data_dir`` is the save path to seed from.
+    """
+    data = workdir / "data"
+    data.mkdir(exist_ok=True)
+    (data / name).write_bytes(os.urandom(size))
+    torrent = create_torrent(data / name)
+    return data, torrent, bytes(lt.torrent_info(torrent).info_hashes().v1.to_bytes())
 
 
 class LocalSwarm:

@@ -18,7 +18,7 @@ from tests.conftest import free_port, loopback_address, require_component
 try:
     import libtorrent as lt
 
-    from p2pwatch.testswarm.localswarm import LocalSwarm, create_torrent
+    from p2pwatch.testswarm.localswarm import LocalSwarm, random_torrent
 except ImportError:  # pragma: no cover
     lt = None
 
@@ -32,11 +32,8 @@ def _cli(args: list[str], home: Path, timeout: float = 120) -> subprocess.Comple
 @pytest.mark.interop
 def test_dht_peers_and_sample_against_libtorrent(tmp_path: Path) -> None:
     require_component("libtorrent", lt is not None)
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "a.bin").write_bytes(os.urandom(100_000))
-    torrent = create_torrent(data / "a.bin")
-    infohash = str(lt.torrent_info(lt.bdecode(torrent)).info_hashes().v1)
+    data, torrent, raw_infohash = random_torrent(tmp_path, 100_000)
+    infohash = raw_infohash.hex()
     with LocalSwarm(tmp_path) as swarm:
         sessions = [swarm.start_session(loopback_address()) for _ in range(8)]
         for s in sessions[:2]:

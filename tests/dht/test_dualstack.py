@@ -8,7 +8,6 @@ the IPv6 seeder on the IPv6 DHT, with each routing table holding only its own fa
 from __future__ import annotations
 
 import ipaddress
-import os
 import subprocess
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from tests.dht_helpers import node_config
 try:
     import libtorrent as lt
 
-    from p2pwatch.testswarm.localswarm import LocalSwarm, SwarmSession, create_torrent
+    from p2pwatch.testswarm.localswarm import LocalSwarm, SwarmSession, random_torrent
 except ImportError:  # pragma: no cover - reported by require_component below
     lt = None
 
@@ -47,11 +46,7 @@ def _wire(group: list[SwarmSession]) -> None:
 async def test_dual_stack_lookups_on_both_dhts(tmp_path: Path) -> None:
     require_component("libtorrent", lt is not None, "pip install libtorrent")
     require_component("IPv6 loopback ::1", _has_ipv6_loopback(), "enable IPv6 on lo")
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "a.bin").write_bytes(os.urandom(150_000))
-    torrent = create_torrent(data / "a.bin")
-    infohash = bytes(lt.torrent_info(lt.bdecode(torrent)).info_hashes().v1.to_bytes())
+    data, torrent, infohash = random_torrent(tmp_path, 150_000)
     with LocalSwarm(tmp_path) as local:
         v4 = [local.start_session(loopback_address()) for _ in range(6)]
         v6 = [local.start_session("::1", settings={"outgoing_interfaces": ""}) for _ in range(6)]

@@ -8,7 +8,6 @@ and end without waiting for its full query timeout: the dead node is still only 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ try:
     import libtorrent as lt
 
     from p2pwatch.testswarm.deadcontact import dead_id_for, plant_dead_contact
-    from p2pwatch.testswarm.localswarm import LocalSwarm, create_torrent
+    from p2pwatch.testswarm.localswarm import LocalSwarm, random_torrent
 except ImportError:  # pragma: no cover - reported by require_component below
     lt = None
 
@@ -32,11 +31,7 @@ pytestmark = pytest.mark.interop
 
 async def test_streaming_get_peers_with_a_dead_contact(tmp_path: Path) -> None:
     require_component("libtorrent", lt is not None, "pip install libtorrent")
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "a.bin").write_bytes(os.urandom(200_000))
-    torrent = create_torrent(data / "a.bin")
-    infohash = bytes(lt.torrent_info(lt.bdecode(torrent)).info_hashes().v1.to_bytes())
+    data, torrent, infohash = random_torrent(tmp_path, 200_000)
     with LocalSwarm(tmp_path) as local:
         sessions = [local.start_session(loopback_address()) for _ in range(16)]
         seeders = sessions[:3]
