@@ -27,7 +27,15 @@ from p2pwatch import limits, netguard
 from p2pwatch.aio import unwrap_single
 from p2pwatch.dht import bep42, krpc
 from p2pwatch.dht.lookup_stream import LookupStream, NodeAnswered, PeersFound, open_lookup
-from p2pwatch.dht.node_types import DHTConfig, IncomingQuery, LookupResult, NodeStats, atomic_write, load_state
+from p2pwatch.dht.node_types import (
+    DatagramSocket,
+    DHTConfig,
+    IncomingQuery,
+    LookupResult,
+    NodeStats,
+    atomic_write,
+    load_state,
+)
 from p2pwatch.dht.nodeinfo import NodeInfo, random_id
 from p2pwatch.dht.ratelimit import PerIPRateLimiter
 from p2pwatch.dht.routing import RoutingTable
@@ -57,7 +65,7 @@ class _Pending:
 class DHTNode:
     """A running node. Create it with :func:`open_dht_node`."""
 
-    def __init__(self, config: DHTConfig, sock: netguard.GuardedUDPSocket) -> None:
+    def __init__(self, config: DHTConfig, sock: DatagramSocket) -> None:
         self.config = config
         self.sock = sock
         self.address = sock.getsockname()
@@ -368,14 +376,16 @@ class DHTNode:
 
 
 @asynccontextmanager
-async def open_dht_node(config: DHTConfig, *, bootstrap: bool = True,
-                        wait_bootstrap: bool = True) -> AsyncIterator[DHTNode]:
+async def open_dht_node(config: DHTConfig, *, bootstrap: bool = True, wait_bootstrap: bool = True,
+                        sock: DatagramSocket | None = None) -> AsyncIterator[DHTNode]:
     """Run a DHT node for the duration of the block; its state is saved on the way out.
 
     With ``wait_bootstrap=False`` the bootstrap lookup runs in the background: the block starts at once and
     its own lookups start from the bootstrap nodes (``dht peers`` does this: both walks overlap).
+    ``sock`` replaces the UDP socket (the simulation, :mod:`p2pwatch.sim`, passes its own).
     """
-    sock = await netguard.open_udp_socket(config.bind_host, config.bind_port)
+    if sock is None:
+        sock = await netguard.open_udp_socket(config.bind_host, config.bind_port)
     node = DHTNode(config, sock)
     try:
         with unwrap_single():

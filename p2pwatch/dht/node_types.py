@@ -12,15 +12,28 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from p2pwatch import limits
 from p2pwatch.dht import krpc
 from p2pwatch.dht.nodeinfo import NodeInfo
 
-__all__ = ["DHTConfig", "IncomingQuery", "LookupResult", "NodeStats"]
+__all__ = ["DHTConfig", "DatagramSocket", "IncomingQuery", "LookupResult", "NodeStats"]
 
 # Logged under the driver's name, as before the split.
 log = logging.getLogger("p2pwatch.dht.node")
+
+
+class DatagramSocket(Protocol):
+    """What the node driver needs of its socket: :class:`~p2pwatch.netguard.GuardedUDPSocket`, or the
+    simulated network's socket (:mod:`p2pwatch.sim.network`)."""
+
+    def getsockname(self) -> tuple[str, int]: ...
+    def try_sendto(self, data: bytes, addr: tuple[str, int]) -> bool: ...
+    async def sendto(self, data: bytes, addr: tuple[str, int]) -> None: ...
+    def try_recvfrom(self, size: int) -> tuple[bytes, tuple[str, int]] | None: ...
+    async def wait_readable(self) -> None: ...
+    def close(self) -> None: ...
 
 
 @dataclass
