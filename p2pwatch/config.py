@@ -29,12 +29,16 @@ class DHTSettings:
     allow_local: bool = False
     #: politeness on the real DHT
     inbound_rate_per_ip: float = 50.0
-    outbound_rate_per_ip: float = 20.0
+    #: at most this many queries/s to one IP (bitmagnet's figure; issue 12)
+    outbound_rate_per_ip: float = 1.0
     query_timeout: float = 5.0
     #: a query unanswered this long is slow: the lookup asks the next node and no longer waits for it
-    short_timeout: float = 0.5
-    alpha: int = 3
+    #: (0.3 s, alpha 24 and width 10 measured in the simulated DHT, scripts/bench_scale.py)
+    short_timeout: float = 0.3
+    alpha: int = 24
     k: int = 8
+    #: a lookup ends when this many closest responders have answered, plus 4 per dead node passed
+    lookup_width: int = 10
 
 
 @dataclass
@@ -57,6 +61,19 @@ class ProbeSettings:
     metadata_peers: int = 8
     libtorrent_fallback: bool = True
     libtorrent_timeout: float = 60.0
+
+
+@dataclass
+class MetadataSettings:
+    """The crawler → metadata pipeline (p2pwatch/monitor/pipeline.py): every stage bounded."""
+
+    active: int = 512  # infohashes in the pipeline at once; more waits (back-pressure onto the crawler)
+    connections: int = 128  # BEP 9 peer connections open at once
+    peers_at_once: int = 3  # peers of one torrent asked for metadata at the same time
+    peer_ip_rate: float = 1.0  # new connections/s to one peer IP
+    lookups: int = 16  # fallback get_peers lookups at once
+    libtorrent: int = 2  # libtorrent fallbacks at once; when all are busy the torrent is given up
+    deadline: float = 120.0  # seconds one infohash may spend in the pipeline
 
 
 @dataclass
@@ -99,6 +116,7 @@ class MonitorConfig:
     dht: DHTSettings = field(default_factory=DHTSettings)
     crawler: CrawlerSettings = field(default_factory=CrawlerSettings)
     probe: ProbeSettings = field(default_factory=ProbeSettings)
+    metadata: MetadataSettings = field(default_factory=MetadataSettings)
     watcher: WatcherSettings = field(default_factory=WatcherSettings)
     matcher: MatcherSettings = field(default_factory=MatcherSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)

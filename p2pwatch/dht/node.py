@@ -213,16 +213,22 @@ class DHTNode:
         code) for an error reply, and :class:`~p2pwatch.errors.NetworkRefused` when netguard refuses.
         """
         netguard.current_policy().check(addr[0], addr[1])
-        # a free slot is taken without yielding, so a lookup's first queries leave at once (issue 12)
-        try:
-            self._outstanding.acquire_nowait()
-        except trio.WouldBlock:
-            await self._outstanding.acquire()
-        try:
+        # politeness: at most outbound_rate queries/s to one IP, however many tasks ask. A query waits for
+        # its IP's token without holding an outstanding-query slot (others may need it), and takes the token
+        # only once it holds a slot, right before the datagram leaves (no await in between).
+        while True:
             delay = self._outbound.delay(addr[0], trio.current_time())
             if delay > 0:
-                await trio.sleep(delay)
-            self._outbound.allow(addr[0], trio.current_time())
+                await trio.sleep(max(delay, 1e-3))
+            # a free slot is taken without yielding, so a lookup's first queries leave at once (issue 12)
+            try:
+                self._outstanding.acquire_nowait()
+            except trio.WouldBlock:
+                await self._outstanding.acquire()
+            if self._outbound.allow(addr[0], trio.current_time()):
+                break
+            self._outstanding.release()
+        try:
             tid = self._new_tid()
             pending = self._pending[tid] = _Pending(addr)
             message = build(tid)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from p2pwatch import limits
+from p2pwatch.config import DHTSettings
 from p2pwatch.dht import krpc
 from p2pwatch.dht.nodeinfo import NodeInfo
 
@@ -57,6 +58,22 @@ class DHTConfig:
     maintenance_interval: float = 10.0
     save_interval: float = 300.0
     max_outstanding: int = limits.MAX_OUTSTANDING_QUERIES
+    #: a lookup ends when this many closest responders have answered (None: k), widened by ``widen`` per
+    #: failed or slow node passed (None: k // 2); see :class:`~p2pwatch.dht.traversal.Traversal`
+    width: int | None = None
+    widen: int | None = None
+
+
+def config_from_settings(settings: DHTSettings, **fields: object) -> DHTConfig:
+    """The node configuration the monitor runs with (``[dht]`` settings); ``fields`` override or add to it
+    (the bind address, bootstrap nodes resolved to addresses, the state file)."""
+    base: dict[str, object] = dict(
+        bind_host=settings.bind, bind_port=settings.port, allow_local=settings.allow_local,
+        query_timeout=settings.query_timeout, short_timeout=settings.short_timeout, alpha=settings.alpha,
+        k=settings.k, inbound_rate=settings.inbound_rate_per_ip, outbound_rate=settings.outbound_rate_per_ip,
+        width=settings.lookup_width)
+    base.update(fields)
+    return DHTConfig(**base)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

@@ -67,14 +67,22 @@ async def fetch_metadata(infohash: bytes, peers: Sequence[tuple[str, int]], sett
         if result.metainfo is None:
             result.error = "no peer delivered verified metadata"
         return result
+    try:
+        result.metainfo = await fetch_with_libtorrent(infohash, peers, settings, bind_ip=bind_ip,
+                                                      allow_local=allow_local, dht_bootstrap=dht_bootstrap)
+        result.source = "libtorrent"
+    except P2PWatchError as exc:
+        result.error = f"metadata not found: {exc}"
+    return result
+
+
+async def fetch_with_libtorrent(infohash: bytes, peers: Sequence[tuple[str, int]], settings: ProbeSettings, *,
+                                bind_ip: str | None = None, allow_local: bool = False,
+                                dht_bootstrap: tuple[tuple[str, int], ...] = ()) -> Metainfo:
+    """libtorrent's magnet fetch (the last resort); raises :class:`P2PWatchError` when it finds nothing."""
     magnet = f"magnet:?xt=urn:btih:{infohash.hex()}"
     options = FetchOptions(bind_ip=bind_ip or "0.0.0.0", peers=tuple(peers), allow_local=allow_local,
                            enable_dht=bool(dht_bootstrap), dht_bootstrap=dht_bootstrap,
                            timeout=settings.libtorrent_timeout)
-    try:
-        async with open_torrent_reader(magnet, options) as reader:
-            result.metainfo = await reader.wait_metadata_async(settings.libtorrent_timeout)
-            result.source = "libtorrent"
-    except P2PWatchError as exc:
-        result.error = f"metadata not found: {exc}"
-    return result
+    async with open_torrent_reader(magnet, options) as reader:
+        return await reader.wait_metadata_async(settings.libtorrent_timeout)

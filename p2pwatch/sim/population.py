@@ -71,7 +71,7 @@ class PopulationSettings:
     rtt_median: float = 0.15
     rtt_sigma: float = 0.6
     jitter_sigma: float = 0.15
-    loss: float = 0.01
+    loss: float = 0.0  # datagrams lost on the way (issue 12 does not model loss; see DECISIONS)
     session_s: float = 1800.0  # mean time a node stays alive (and dead) before churn flips it
     torrents_per_node: float = 2.0
     peers_mean: float = 5.0
