@@ -39,6 +39,10 @@ class DHTSettings:
     k: int = 8
     #: a lookup ends when this many closest responders have answered, plus 4 per dead node passed
     lookup_width: int = 10
+    #: a slow query that would be among the k closest responders still holds the end this long after sending
+    slow_grace: float = 0.0
+    #: libtorrent's extended routing table: the farthest four buckets hold 128, 64, 32, 16 nodes
+    extended_routing_table: bool = True
 
 
 @dataclass

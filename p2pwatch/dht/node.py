@@ -77,9 +77,10 @@ class DHTNode:
         saved_table = state.get("routing_table")
         if isinstance(saved_table, dict) and saved_id == self.own_id.hex():
             self.table = RoutingTable.from_state(saved_table, own_id=self.own_id, k=config.k,
-                                                 allow_local=config.allow_local)
+                                                 allow_local=config.allow_local, extended=config.extended_table)
         else:
-            self.table = RoutingTable(self.own_id, k=config.k, allow_local=config.allow_local)
+            self.table = RoutingTable(self.own_id, k=config.k, allow_local=config.allow_local,
+                                      extended=config.extended_table)
         self.handler = QueryHandler(self.own_id, self.table, now, k=config.k)
         self.stats = NodeStats()
         self._pending: dict[bytes, _Pending] = {}
@@ -177,7 +178,8 @@ class DHTNode:
         now = trio.current_time()
         old_nodes = list(self.table.nodes())
         self.own_id = new_id
-        self.table = RoutingTable(new_id, k=self.config.k, allow_local=self.config.allow_local)
+        self.table = RoutingTable(new_id, k=self.config.k, allow_local=self.config.allow_local,
+                                  extended=self.config.extended_table)
         for node in old_nodes:
             self.table.heard_from(node, now, responded=True)
         self.handler.own_id = new_id

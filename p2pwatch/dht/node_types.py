@@ -62,6 +62,11 @@ class DHTConfig:
     #: failed or slow node passed (None: k // 2); see :class:`~p2pwatch.dht.traversal.Traversal`
     width: int | None = None
     widen: int | None = None
+    #: a slow query that would be among the k closest responders still holds the end this long after it
+    #: was sent (0: it never does, the issue 12 rule); see :class:`~p2pwatch.dht.traversal.Traversal`
+    slow_grace: float = 0.0
+    #: libtorrent's extended routing table (the farthest four buckets hold 16, 8, 4, 2 times k)
+    extended_table: bool = False
 
 
 def config_from_settings(settings: DHTSettings, **fields: object) -> DHTConfig:
@@ -71,7 +76,7 @@ def config_from_settings(settings: DHTSettings, **fields: object) -> DHTConfig:
         bind_host=settings.bind, bind_port=settings.port, allow_local=settings.allow_local,
         query_timeout=settings.query_timeout, short_timeout=settings.short_timeout, alpha=settings.alpha,
         k=settings.k, inbound_rate=settings.inbound_rate_per_ip, outbound_rate=settings.outbound_rate_per_ip,
-        width=settings.lookup_width)
+        width=settings.lookup_width, slow_grace=settings.slow_grace, extended_table=settings.extended_routing_table)
     base.update(fields)
     return DHTConfig(**base)  # type: ignore[arg-type]
 
