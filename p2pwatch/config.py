@@ -33,14 +33,14 @@ class DHTSettings:
     outbound_rate_per_ip: float = 1.0
     query_timeout: float = 5.0
     #: a query unanswered this long is slow: the lookup asks the next node and no longer waits for it
-    #: (0.3 s, alpha 24 and width 10 measured in the simulated DHT, scripts/bench_scale.py)
-    short_timeout: float = 0.3
+    #: (these lookup settings were measured in the simulated DHT, scripts/bench_scale.py; DECISIONS.md)
+    short_timeout: float = 0.25
     alpha: int = 24
     k: int = 8
     #: a lookup ends when this many closest responders have answered, plus 4 per dead node passed
-    lookup_width: int = 10
+    lookup_width: int = 12
     #: a slow query that would be among the k closest responders still holds the end this long after sending
-    slow_grace: float = 0.0
+    slow_grace: float = 0.8
     #: libtorrent's extended routing table: the farthest four buckets hold 128, 64, 32, 16 nodes
     extended_routing_table: bool = True
 

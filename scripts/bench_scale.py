@@ -36,6 +36,7 @@ GOALS = [  # (field, label, goal text, passes)
 INFO = [
     ("nodes", "simulated nodes"), ("dead_fraction", "dead fraction (end of run)"),
     ("node_flips_by_churn", "nodes that died or came back (churn)"), ("table_size", "our routing table"),
+    ("true_closest_fraction_at_end", "  same, churned nodes not left out"),
     ("lookup_queries_median", "queries per lookup (median)"), ("lookup_max_s", "slowest lookup (s)"),
     ("discovered_per_min", "infohashes discovered per minute"), ("crawl_lookups", "BEP 51 sampling lookups"),
     ("bep51_intervals_honoured", "BEP 51 intervals honoured (find_node instead)"),
