@@ -71,8 +71,8 @@ class ProbeSettings:
 class MetadataSettings:
     """The crawler → metadata pipeline (p2pwatch/monitor/pipeline.py): every stage bounded."""
 
-    active: int = 512  # infohashes in the pipeline at once; more waits (back-pressure onto the crawler)
-    connections: int = 128  # BEP 9 peer connections open at once
+    active: int = 1024  # infohashes in the pipeline at once; more waits (back-pressure onto the crawler)
+    connections: int = 256  # BEP 9 peer connections open at once
     peers_at_once: int = 3  # peers of one torrent asked for metadata at the same time
     peer_ip_rate: float = 1.0  # new connections/s to one peer IP
     lookups: int = 16  # fallback get_peers lookups at once

@@ -41,5 +41,5 @@ def test_crawler_feeds_the_pipeline_which_gets_metadata(report: dict[str, Any]) 
     done = (report["metadata_ok"] + report["metadata_failed"] + report["metadata_timed_out"]
             + report["metadata_no_peers"])
     assert done <= report["pipeline_leads"]
-    assert report["pipeline_max_active"] <= 512 and report["pipeline_max_connections"] <= 128
+    assert report["pipeline_max_active"] <= 1024 and report["pipeline_max_connections"] <= 256
     assert report["rss_mb"] > 0
