@@ -21,9 +21,9 @@ from p2pwatch.investigate.registry import (
     watch,
 )
 from p2pwatch.investigate.registry import withdraw_case as withdraw
+from p2pwatch.investigate.summaries import case_matches
 from p2pwatch.match.fingerprint import Fingerprint, fingerprint_file, load_fingerprints
-from p2pwatch.storage.models import Case, CaseWatch, Content, Keyword, Torrent
-from p2pwatch.storage.models import Match as MatchRow
+from p2pwatch.storage.models import CaseWatch, Content, Keyword, Torrent
 from p2pwatch.torrent.magnet import parse_infohash, parse_magnet
 from p2pwatch.torrent.metainfo import Metainfo, parse_torrent
 
@@ -228,14 +228,10 @@ def watch_command(obj: dict[str, Any], case_name: str, targets: tuple[str, ...],
 
 
 def _matches(session: Any, case_name: str | None) -> list[dict[str, Any]]:
-    query = (select(MatchRow, Case, Torrent, Content).join(Case, Case.id == MatchRow.case_id)
-             .join(Torrent, Torrent.id == MatchRow.torrent_id).outerjoin(Content, Content.id == MatchRow.content_id)
-             .order_by(MatchRow.confirmed_at))
-    if case_name:
-        query = query.where(Case.name == case_name)
-    return [{"case": c.name, "content": content.fingerprint_id if content else None, "infohash": t.dht_id,
-             "name": t.name, "file": m.file_path, "method": m.method, "bytes_fetched": m.bytes_fetched,
-             "confirmed_at": m.confirmed_at.isoformat()} for m, c, t, content in session.execute(query)]
+    rows = case_matches(session, case_name)
+    for row in rows:
+        row.pop("proof")
+    return rows
 
 
 @click.command()

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from p2pwatch.cli.cases import parse_target
 from p2pwatch.cli.options import emit_json, handle_errors
 from p2pwatch.cli.session import cli_session
 from p2pwatch.config import load_config
 from p2pwatch.errors import ConfigError
-from p2pwatch.investigate.swarmstatus import swarm_status
-from p2pwatch.storage.models import Observation, Peer, SwarmSample, Torrent, Watch
+from p2pwatch.investigate.summaries import peer_rows, torrent_timeline
+from p2pwatch.storage.models import Torrent
 
-LEVEL_NAMES = {0: "listed", 1: "connected", 2: "advertised", 3: "served", 4: "served-whole"}
 SPARK = "▁▂▃▄▅▆▇█"
 
 
@@ -28,29 +26,6 @@ def _torrent(session: Any, target: str) -> Torrent:
         raise ConfigError(f"torrent {dht_id.hex()} is not in the database (record it with `lookup --record` or "
                           "`watch`)")
     return torrent
-
-
-def peer_rows(session: Any, torrent: Torrent, min_level: int) -> list[dict[str, Any]]:
-    o = Observation
-    grouped = (select(o.ip, o.port, func.max(o.level), func.min(o.observed_at), func.max(o.observed_at))
-               .where(o.torrent_id == torrent.id, o.ip.is_not(None)).group_by(o.ip, o.port))
-    sources: dict[tuple[str, int], set[str]] = {}
-    for ip, port, source in session.execute(select(o.ip, o.port, o.source).distinct()
-                                            .where(o.torrent_id == torrent.id, o.ip.is_not(None))):
-        sources.setdefault((ip, port), set()).add(source)
-    info = {(p.ip, p.port): p for p in session.execute(select(Peer).where(Peer.ip.in_(
-        select(o.ip).where(o.torrent_id == torrent.id)))).scalars()}
-    rows = []
-    for ip, port, level, first, last in session.execute(grouped):
-        if level < min_level:
-            continue
-        peer = info.get((ip, port))
-        rows.append({"ip": ip, "port": port, "level": level, "level_name": LEVEL_NAMES[level],
-                     "sources": sorted(sources.get((ip, port), ())), "client": peer.client if peer else None,
-                     "country": peer.country if peer else None,
-                     "asn": (peer.org or (f"AS{peer.asn}" if peer.asn else None)) if peer else None,
-                     "first_seen": first.isoformat(), "last_seen": last.isoformat()})
-    return sorted(rows, key=lambda r: (-r["level"], r["ip"], r["port"]))
 
 
 @click.command("peers")
@@ -96,18 +71,9 @@ def timeline(obj: dict[str, Any], infohash: str, png: Path | None, as_json: bool
     config = load_config(obj.get("config_file"))
     with cli_session(obj) as session:
         torrent = _torrent(session, infohash)
-        samples = list(session.execute(select(SwarmSample).where(SwarmSample.torrent_id == torrent.id)
-                                       .order_by(SwarmSample.at)).scalars())
-        watch = session.execute(select(Watch).where(Watch.torrent_id == torrent.id)).scalar_one_or_none()
-        last_peer = session.scalar(select(func.max(Observation.observed_at))
-                                   .where(Observation.torrent_id == torrent.id))
-        points = [{"at": s.at.isoformat(), "source": s.source, "dht_peers": s.dht_peers, "seeders": s.seeders,
-                   "leechers": s.leechers, "probed": s.probed} for s in samples]
-        status = swarm_status(last_peer, datetime.now(UTC), dormant_after=config.watcher.dormant_after,
-                              gone_after=config.watcher.gone_after)
-        doc = {"infohash": torrent.dht_id, "name": torrent.name, "status": status.value,
-               "last_peer_seen": last_peer.isoformat() if last_peer else None,
-               "watched": bool(watch and watch.active), "samples": points}
+        doc = torrent_timeline(session, torrent, config)
+        doc.pop("last_checked")
+        points = doc["samples"]
     if png is not None:
         from p2pwatch.bundle.plot import render_timeline
 
