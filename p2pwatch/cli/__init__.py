@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("p2pwatch.cli.reports", "export"),
     "demo": ("p2pwatch.cli.demo", "demo"),
     "user": ("p2pwatch.cli.users", "user"),
+    "web": ("p2pwatch.cli.web", "web"),
 }
 assert isinstance(main, LazyGroup)
 for _name, (_module, _attribute) in COMMANDS.items():

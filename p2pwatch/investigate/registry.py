@@ -173,3 +173,11 @@ def record_match(session: Session, match: Match, torrent: Torrent, *, actor: str
 
 def watch(session: Session, case: Case, torrent: Torrent) -> Watch:
     return ensure_watch(session, torrent.id, _now(), case_id=case.id, reason="watch")
+
+
+def unwatch(session: Session, case: Case, torrent: Torrent, *, actor: str = "cli") -> bool:
+    """Stop watching a torrent for a case (monitoring stops unless another case wants it); audited."""
+    stopped = unwatch_case(session, case.id, torrent.id)
+    append_audit(session, actor, "watch.remove", {"case": case.name, "torrent": torrent.dht_id,
+                                                  "stopped": bool(stopped)})
+    return bool(stopped)

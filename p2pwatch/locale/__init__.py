@@ -5,7 +5,8 @@ on first use, so neither CI nor an install needs a build step. ``tests/web/test_
 every message the code and the templates use is translated in both. The glossary of Korean terms is
 docs/glossary-ko.md.
 
-* ``_(text)`` translates in the current language (a context variable, so each web request has its own).
+* ``tr(text)``, imported as ``_``, translates in the current language (a context variable, so each web
+  request has its own).
 * ``N_(text)`` marks a text for extraction only (translated later, where it is shown).
 * ``pick_language`` reads ``--lang``, ``P2PWATCH_LANG``, ``LC_ALL``, ``LC_MESSAGES``, ``LANG``;
   ``negotiate`` reads an HTTP Accept-Language header (RFC 9110 §12.5.4).
@@ -99,6 +100,10 @@ def set_language(language: str) -> contextvars.Token[str]:
     return _current.set(language if language in LANGUAGES else DEFAULT_LANGUAGE)
 
 
+def reset_language(token: contextvars.Token[str]) -> None:
+    _current.reset(token)
+
+
 def current_language() -> str:
     return _current.get()
 
@@ -111,10 +116,14 @@ def ngettext(singular: str, plural: str, n: int) -> str:
     return str(translations(_current.get()).ngettext(singular, plural, n))
 
 
-def _(message: str, **values: Any) -> str:
-    """Translate ``message``; with ``values``, fill its ``%(name)s`` fields."""
+def tr(message: str, **values: Any) -> str:
+    """Translate ``message``; with ``values``, fill its ``%(name)s`` fields. Modules import it as ``_``
+    (``from p2pwatch.locale import tr as _``), the name the catalog extraction looks for."""
     text = gettext(message)
     return text % values if values else text
+
+
+_ = tr
 
 
 def N_(message: str) -> str:

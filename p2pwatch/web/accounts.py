@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from p2pwatch.errors import ConfigError
+from p2pwatch.locale import N_
 from p2pwatch.storage.ledger import append_audit
 from p2pwatch.storage.models import ROLES, Case, CaseMember, User
 
@@ -44,6 +45,8 @@ class Account:
         return permission in PERMISSIONS[self.role]
 
 
+#: The role names as people read them (shown through ``_(role)``).
+ROLE_LABELS = (N_("staff"), N_("investigator"), N_("admin"))
 #: role -> what it may do; each role includes the ones before it.
 PERMISSIONS: dict[str, frozenset[str]] = {
     "staff": frozenset({"register", "cases"}),
