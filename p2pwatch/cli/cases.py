@@ -22,6 +22,7 @@ from p2pwatch.investigate.registry import (
 )
 from p2pwatch.investigate.registry import withdraw_case as withdraw
 from p2pwatch.investigate.summaries import case_matches
+from p2pwatch.locale import tr as _
 from p2pwatch.match.fingerprint import Fingerprint, fingerprint_file, load_fingerprints
 from p2pwatch.storage.models import CaseWatch, Content, Keyword, Torrent
 from p2pwatch.torrent.magnet import parse_infohash, parse_magnet
@@ -58,7 +59,7 @@ def case_create(obj: dict[str, Any], name: str, as_json: bool) -> None:
     if as_json:
         emit_json(doc)
     else:
-        click.echo(f"case {name!r} created")
+        click.echo(_("case %(case)s created", case=repr(name)))
 
 
 @case.command("list")
@@ -72,7 +73,8 @@ def case_list(obj: dict[str, Any], as_json: bool) -> None:
     if as_json:
         emit_json(rows)
         return
-    _table("cases", ["case", "created", "withdrawn", "contents", "keywords", "matches", "watched"],
+    _table(_("cases"), [_("case"), _("created"), _("withdrawn"), _("contents"), _("keywords"), _("matches"),
+                        _("watched")],
            [[r["case"], r["created_at"][:19], (r["withdrawn_at"] or "")[:19], r["contents"], r["keywords"],
              r["matches"], r["watched"]] for r in rows])
 
@@ -103,9 +105,9 @@ def case_show(obj: dict[str, Any], name: str, as_json: bool) -> None:
     click.echo(f"case {doc['case']}  created {doc['created_at'][:19]}"
                + (f"  WITHDRAWN {doc['withdrawn_at'][:19]}" if doc["withdrawn_at"] else ""))
     click.echo(f"keywords: {', '.join(keywords) or '-'}")
-    _table("content (hashes only)", ["id", "kind", "size", "sha256", "label"],
+    _table(_("content (hashes only)"), ["id", _("kind"), _("size"), "sha256", _("label")],
            [[x["content"], x["kind"], x["size"], x["fingerprint_id"], x["label"]] for x in contents])
-    _table("watched torrents", ["infohash", "name", "reason"],
+    _table(_("watched torrents"), [_("infohash"), _("name"), _("reason")],
            [[w["infohash"], w["name"], w["reason"]] for w in watched])
 
 
@@ -121,8 +123,9 @@ def case_withdraw(obj: dict[str, Any], name: str, as_json: bool) -> None:
     if as_json:
         emit_json(detail)
     else:
-        click.echo(f"case {name!r} withdrawn: {detail['fingerprints_deleted']} fingerprints and "
-                   f"{detail['keywords_deleted']} keywords deleted, {detail['torrents_unwatched']} torrents unwatched")
+        click.echo(_("case %(case)s withdrawn: %(fp)s fingerprints and %(kw)s keywords deleted, %(tw)s torrents "
+                     "unwatched", case=repr(name), fp=detail["fingerprints_deleted"], kw=detail["keywords_deleted"],
+                     tw=detail["torrents_unwatched"]))
 
 
 def _load_or_fingerprint(path: Path, progress: bool) -> list[tuple[Fingerprint, str | None]]:
@@ -154,13 +157,13 @@ def register(obj: dict[str, Any], case_name: str, items: tuple[Path, ...], keywo
              as_json: bool) -> None:
     """Add content (files are fingerprinted, never stored) and keywords to a case."""
     if not items and not keywords:
-        raise ConfigError("give files or fingerprint files to register, or --keyword")
+        raise ConfigError(_("give files or fingerprint files to register, or --keyword"))
     import sys
 
     loaded = []
     for item in items:
         if not item.exists():
-            raise ConfigError(f"{item}: no such file")
+            raise ConfigError(_("%(path)s: no such file", path=str(item)))
         loaded += _load_or_fingerprint(item, progress=not as_json and sys.stderr.isatty())
     with cli_session(obj) as session:
         c = get_case(session, case_name)
@@ -200,8 +203,8 @@ def parse_target(text: str) -> tuple[bytes, Metainfo | None, str | None]:
     try:
         return parse_infohash(text).dht_id, None, None
     except P2PWatchError:
-        raise ConfigError(f"{text!r} is not an infohash (40/64 hex or 32 base32), a magnet or a .torrent file") \
-            from None
+        raise ConfigError(_("%(text)s is not an infohash (40/64 hex or 32 base32), a magnet or a .torrent file",
+                            text=repr(text))) from None
 
 
 @click.command("watch")
@@ -248,6 +251,6 @@ def matches(obj: dict[str, Any], case_name: str | None, as_json: bool) -> None:
     if as_json:
         emit_json(rows)
         return
-    _table("matches", ["case", "infohash", "file", "method", "bytes fetched", "confirmed"],
+    _table(_("matches"), [_("case"), _("infohash"), _("file"), _("method"), _("bytes fetched"), _("confirmed")],
            [[r["case"], r["infohash"][:16] + "…", r["file"], r["method"], f"{r['bytes_fetched']:,}",
              r["confirmed_at"][:19]] for r in rows])

@@ -16,6 +16,7 @@ import click
 
 from p2pwatch.aio import unwrap_single
 from p2pwatch.errors import ConfigError, P2PWatchError
+from p2pwatch.locale import tr as _
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -105,7 +106,7 @@ def emit_json(document: Any) -> None:
 
 def fail(message: str, code: int = 1) -> None:
     """One line on stderr, then exit with ``code``."""
-    click.echo(f"p2pwatch: error: {message}", err=True)
+    click.echo(_("p2pwatch: error: %(message)s", message=message), err=True)
     raise SystemExit(code)
 
 
@@ -122,7 +123,7 @@ def handle_errors(func: F) -> F:
         except P2PWatchError as exc:
             fail(str(exc), 1)
         except KeyboardInterrupt:
-            fail("interrupted", 130)
+            fail(_("interrupted"), 130)
         except OSError as exc:
             fail(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), 1)
         return None

@@ -14,17 +14,18 @@ from p2pwatch.cli.session import cli_session
 from p2pwatch.config import load_config
 from p2pwatch.errors import ConfigError
 from p2pwatch.investigate.summaries import peer_rows, torrent_timeline
+from p2pwatch.locale import tr as _
 from p2pwatch.storage.models import Torrent
 
 SPARK = "▁▂▃▄▅▆▇█"
 
 
 def _torrent(session: Any, target: str) -> Torrent:
-    dht_id, _, _ = parse_target(target)
+    dht_id = parse_target(target)[0]
     torrent = session.execute(select(Torrent).where(Torrent.dht_id == dht_id.hex())).scalar_one_or_none()
     if torrent is None:
-        raise ConfigError(f"torrent {dht_id.hex()} is not in the database (record it with `lookup --record` or "
-                          "`watch`)")
+        raise ConfigError(_("torrent %(infohash)s is not in the database (record it with `lookup --record` or "
+                            "`watch`)", infohash=dht_id.hex()))
     return torrent
 
 
@@ -44,8 +45,9 @@ def peers(obj: dict[str, Any], infohash: str, min_level: int, as_json: bool) -> 
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="peers (0 listed · 1 connected · 2 advertised · 3 served a verified piece · 4 whole file)")
-    for column in ("peer", "level", "sources", "client", "country", "network", "first seen", "last seen"):
+    table = Table(title=_("peers (0 listed · 1 connected · 2 advertised · 3 served a verified piece · 4 whole file)"))
+    for column in (_("peer"), _("level"), _("sources"), _("client"), _("country"), _("network"), _("first seen"),
+                   _("last seen")):
         table.add_column(column)
     for r in rows:
         table.add_row(f"{r['ip']}:{r['port']}", f"{r['level']} {r['level_name']}", ",".join(r["sources"]),
@@ -85,7 +87,8 @@ def timeline(obj: dict[str, Any], infohash: str, png: Path | None, as_json: bool
         return
     dht = [p["dht_peers"] or 0 for p in points if p["source"] == "dht"]
     click.echo(f"{doc['infohash']}  {doc['name'] or ''}")
-    click.echo(f"status: {doc['status']}  (last peer seen {doc['last_peer_seen'] or 'never'})")
+    click.echo(_("status: %(status)s  (last peer seen %(seen)s)", status=_(doc["status"]),
+                 seen=doc["last_peer_seen"] or _("never")))
     click.echo(f"DHT peers over {len(dht)} samples: {sparkline(dht)}  (max {max(dht, default=0)})")
     if png is not None:
         click.echo(f"plot written to {png}")
@@ -101,13 +104,16 @@ def timeline(obj: dict[str, Any], infohash: str, png: Path | None, as_json: bool
 def export(obj: dict[str, Any], case_name: str, torrent: str | None, out: Path, as_json: bool) -> None:
     """Write the case's evidence bundle for police (verify it with `p2pwatch verify BUNDLE`)."""
     from p2pwatch.investigate.export import ExportRequest, export_case
+    from p2pwatch.locale import current_language
 
     config = load_config(obj.get("config_file"))
     only = parse_target(torrent)[0].hex() if torrent else None
     if out.exists():
-        raise ConfigError(f"{out} exists; choose another name (bundles are never overwritten)")
+        raise ConfigError(_("%(path)s exists; choose another name (bundles are never overwritten)", path=str(out)))
     with cli_session(obj) as session:
-        summary = export_case(session, ExportRequest(case_name, out, Path(str(obj["home"])), only, config.digest()))
+        request = ExportRequest(case_name, out, Path(str(obj["home"])), only, config.digest(),
+                                language=current_language(), time_zone=config.time_zone)
+        summary = export_case(session, request)
     doc = {"bundle": str(summary.path), "sha256": summary.sha256, "size": summary.size,
            "key_fingerprint": summary.key_fingerprint, "observations": summary.observations,
            "redacted_rows": summary.redacted, "peers": summary.peers,

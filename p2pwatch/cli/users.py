@@ -10,6 +10,7 @@ import click
 from p2pwatch.cli.options import emit_json, handle_errors
 from p2pwatch.cli.session import cli_session
 from p2pwatch.errors import ConfigError
+from p2pwatch.locale import tr as _
 from p2pwatch.storage.models import ROLES
 
 
@@ -34,14 +35,14 @@ def user_add(obj: dict[str, Any], name: str, role: str, password_stdin: bool, as
     elif sys.stdin.isatty():
         password = click.prompt("password", hide_input=True, confirmation_prompt=True)
     else:
-        raise ConfigError("give the password on standard input with --password-stdin")
+        raise ConfigError(_("give the password on standard input with --password-stdin"))
     with cli_session(obj) as session:
         created = add_user(session, name, role, password)
         doc = {"user": created.name, "role": created.role, "created_at": created.created_at.isoformat()}
     if as_json:
         emit_json(doc)
     else:
-        click.echo(f"account {name!r} ({role}) added")
+        click.echo(_("account %(user)s (%(role)s) added", user=repr(name), role=_(role)))
 
 
 @user.command("list")
@@ -60,8 +61,8 @@ def user_list(obj: dict[str, Any], as_json: bool) -> None:
     if as_json:
         emit_json(rows)
         return
-    table = Table(title="accounts")
-    for column in ("user", "role", "created", "disabled", "last sign-in"):
+    table = Table(title=_("accounts"))
+    for column in (_("user"), _("role"), _("created"), _("disabled"), _("last sign-in")):
         table.add_column(column)
     for r in rows:
         table.add_row(r["user"], r["role"], r["created_at"][:19], (r["disabled_at"] or "")[:19],
@@ -84,4 +85,4 @@ def user_disable(obj: dict[str, Any], name: str, as_json: bool) -> None:
     if as_json:
         emit_json(doc)
     else:
-        click.echo(f"account {name!r} disabled")
+        click.echo(_("account %(user)s disabled", user=repr(name)))

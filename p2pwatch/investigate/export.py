@@ -171,6 +171,8 @@ def build_inputs(session: Session, request: ExportRequest, *, reference: bool = 
         "signing_key": keyfile.load_key(key_path),
         "config_hash": request.config_hash,
         "tool_version": __version__,
+        "language": request.language,
+        "time_zone": request.time_zone,
     }
 
 

@@ -116,7 +116,7 @@ def ngettext(singular: str, plural: str, n: int) -> str:
     return str(translations(_current.get()).ngettext(singular, plural, n))
 
 
-def tr(message: str, **values: Any) -> str:
+def tr(message: str, /, **values: Any) -> str:
     """Translate ``message``; with ``values``, fill its ``%(name)s`` fields. Modules import it as ``_``
     (``from p2pwatch.locale import tr as _``), the name the catalog extraction looks for."""
     text = gettext(message)

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from p2pwatch.errors import ConfigError
 from p2pwatch.locale import N_
+from p2pwatch.locale import tr as _
 from p2pwatch.storage.ledger import append_audit
 from p2pwatch.storage.models import ROLES, Case, CaseMember, User
 
@@ -61,17 +62,18 @@ def _now() -> datetime:
 
 def check_password_strength(password: str) -> None:
     if len(password) < MIN_PASSWORD:
-        raise ConfigError(f"a password needs at least {MIN_PASSWORD} characters")
+        raise ConfigError(_("a password needs at least %(n)s characters", n=MIN_PASSWORD))
 
 
 def add_user(session: Session, name: str, role: str, password: str, *, actor: str = "cli") -> User:
     if not NAME_PATTERN.match(name):
-        raise ConfigError(f"{name!r} is not a valid account name (letters, digits, . _ @ -; at most 64)")
+        raise ConfigError(_("%(user)s is not a valid account name (letters, digits, . _ @ -; at most 64)",
+                            user=repr(name)))
     if role not in ROLES:
-        raise ConfigError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        raise ConfigError(_("role must be one of %(roles)s, not %(role)s", roles=", ".join(ROLES), role=repr(role)))
     check_password_strength(password)
     if session.execute(select(User).where(User.name == name)).scalar_one_or_none() is not None:
-        raise ConfigError(f"account {name!r} already exists")
+        raise ConfigError(_("account %(user)s already exists", user=repr(name)))
     user = User(name=name, role=role, password_hash=HASHER.hash(password), created_at=_now())
     session.add(user)
     session.flush()
@@ -82,7 +84,7 @@ def add_user(session: Session, name: str, role: str, password: str, *, actor: st
 def get_user(session: Session, name: str) -> User:
     user = session.execute(select(User).where(User.name == name)).scalar_one_or_none()
     if user is None:
-        raise UnknownUser(f"no account named {name!r} (see `p2pwatch user list`)")
+        raise UnknownUser(_("no account named %(user)s (see `p2pwatch user list`)", user=repr(name)))
     return user
 
 

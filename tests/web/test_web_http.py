@@ -1,0 +1,107 @@
+"""``p2pwatch web`` over real HTTP on loopback: cookies, CSRF, sign-in limit, roles, audit, SIGTERM (issue 14)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.web.webserver import PASSWORD, Client, cli, prepare_home, running_web
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    prepare_home(home)
+    return home
+
+
+def test_signin_cookies_csrf_and_sigterm(home: Path) -> None:
+    with running_web(home, secure=True) as server:
+        client = Client(server.url)
+        status, _ = client.request("/")
+        assert status == 303 and client.last_headers["location"] == "/signin"
+        status, body = client.request("/signin")
+        assert status == 200 and 'name="username"' in body and 'name="password"' in body
+        cookie = client.set_cookies[0].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie and "secure" in cookie
+        assert server.stop() == 0
+    assert "stopped" in server.log.read_text()
+
+
+def test_csrf_wrong_password_rate_limit_and_audit(home: Path) -> None:
+    with running_web(home) as server:
+        client = Client(server.url)
+        assert client.sign_in("inv", "not the password") == 401
+        assert client.sign_in("inv") == 303
+        status, body = client.request("/cases")
+        assert status == 200 and "inv" in body
+        assert client.request("/cases", {"name": "no-token"})[0] == 403
+        assert client.request("/cases", {"name": "no-token", "csrf": "forged"})[0] == 403
+        token = client.csrf("/cases")
+        assert client.request("/cases", {"name": "2026-041", "csrf": token})[0] == 303
+        cases = json.loads(cli(home, "case", "list", "--json"))
+        assert [c["case"] for c in cases] == ["2026-041"]
+
+        other = Client(server.url)
+        codes = [other.sign_in("staff", f"wrong password {i}") for i in range(5)]
+        assert codes == [401] * 4 + [429]  # the limit is 5 failures per client address; inv's counted too
+        assert other.sign_in("staff") == 429  # even the right password waits out the window
+    entries = json.loads(cli(home, "db", "verify", "--json"))
+    assert entries  # both chains intact after the web app wrote to them
+    from sqlalchemy import select
+
+    from p2pwatch.storage.db import default_url, make_engine, writer_sessionmaker
+    from p2pwatch.storage.models import AuditEntry
+
+    engine = make_engine(default_url(home))
+    try:
+        with writer_sessionmaker(engine)() as s:
+            signins = [(e.detail["user"], e.detail["ok"]) for e in s.execute(
+                select(AuditEntry).where(AuditEntry.action == "web.signin").order_by(AuditEntry.seq)).scalars()]
+            created = [e.actor for e in s.execute(select(AuditEntry).where(AuditEntry.action == "case.create"))
+                       .scalars()]
+    finally:
+        engine.dispose()
+    assert signins[:2] == [("inv", False), ("inv", True)]
+    assert ("staff", False) in signins and ("staff", True) not in signins
+    assert created == ["web:inv"]
+
+
+def test_roles(home: Path) -> None:
+    cli(home, "case", "create", "someone-elses")
+    with running_web(home) as server:
+        staff = Client(server.url)
+        assert staff.sign_in("staff") == 303
+        token = staff.csrf("/cases")
+        assert staff.request("/cases", {"name": "mine", "csrf": token})[0] == 303
+        status, body = staff.request("/cases")
+        assert "mine" in body and "someone-elses" not in body
+        assert staff.request("/cases/someone-elses")[0] == 404
+        assert staff.request("/lookup")[0] == 403
+        assert staff.request("/audit")[0] == 403
+        assert staff.request("/users")[0] == 403
+        assert staff.request("/cases/mine/export", {"csrf": token})[0] == 403
+        status, body = staff.request("/cases/mine")
+        assert status == 200 and "Export the evidence bundle" not in body
+
+        admin = Client(server.url)
+        assert admin.sign_in("admin") == 303
+        token = admin.csrf("/users")
+        assert admin.request("/users", {"csrf": token, "action": "disable", "username": "staff"})[0] == 303
+        assert staff.request("/cases")[0] == 303  # the disabled account's open session has ended
+        assert Client(server.url).sign_in("staff") == 401
+        assert admin.request("/users", {"csrf": token, "action": "add", "username": "new.one", "role": "staff",
+                                        "password": PASSWORD})[0] == 303
+        assert Client(server.url).sign_in("new.one") == 303
+
+
+def test_accept_language_and_switch(home: Path) -> None:
+    with running_web(home) as server:
+        client = Client(server.url)
+        status, body = client.request("/signin", headers={"Accept-Language": "ko-KR,ko;q=0.9,en;q=0.5"})
+        assert '<html lang="ko">' in body and "로그인" in body
+        assert client.request("/lang/en?next=/signin")[0] == 303
+        status, body = client.request("/signin", headers={"Accept-Language": "ko"})
+        assert '<html lang="en">' in body and "Sign in" in body
