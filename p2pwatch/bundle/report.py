@@ -17,7 +17,8 @@ from p2pwatch.locale import tr as _
 LEVELS = [
     (0, N_("listed"), N_("The address appeared in a DHT reply, a tracker peer list or PEX. Anyone can forge this; it "
      "is a claim, recorded with who made it."), N_("lead")),
-    (1, N_("connected"), N_("A BitTorrent handshake completed and the peer echoed the torrent's infohash."), N_("lead")),
+    (1, N_("connected"), N_("A BitTorrent handshake completed and the peer echoed the torrent's infohash."),
+     N_("lead")),
     (2, N_("advertised"), N_("The peer's bitfield / HAVE messages claimed pieces of the matched content."),
      N_("lead")),
     (3, N_("served"), N_("At least one piece was downloaded from this single peer and verified against the piece "
