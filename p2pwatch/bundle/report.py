@@ -39,6 +39,10 @@ def _e(value: Any) -> str:
     return escape("" if value is None else str(value))
 
 
+def _h(tag: str, text: str) -> str:
+    return f"<{tag}>{_e(text)}</{tag}>"
+
+
 def _table(headers: list[str], rows: list[list[Any]], cls: str = "") -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
@@ -88,9 +92,8 @@ def _render(doc: dict[str, Any], chain: dict[str, Any], language: str, time_zone
     bundle_name = f"{_e(case.get('name') or 'bundle')}.zip"
     parts = [
         f"<!DOCTYPE html><html lang=\"{_e(language)}\"><head><meta charset=\"utf-8\">",
-        f"<title>{_e(_('Evidence bundle: %(case)s', case=case.get('name')))}</title><style>{_STYLE}</style></head>"
-        "<body>",
-        f"<h1>{_e(_('Evidence bundle: case %(case)s', case=case.get('name')))}</h1>",
+        _h("title", _("Evidence bundle: %(case)s", case=case.get("name"))) + f"<style>{_STYLE}</style></head><body>",
+        _h("h1", _("Evidence bundle: case %(case)s", case=case.get("name"))),
         '<div class="box">',
         "<p>" + _("Created %(at)s (%(local)s) by p2pwatch %(version)s. Configuration SHA-256 %(config)s.",
                   at=_e(doc.get("created_at")), local=_e(when(doc.get("created_at"))),
@@ -102,7 +105,7 @@ def _render(doc: dict[str, Any], chain: dict[str, Any], language: str, time_zone
         "<p>" + _("%(dist)s peers reached level 3-4 (distribution); %(leads)s peers are leads only (levels 0-2). "
                   "%(rows)s observations, chained and signed.", dist=len(dist), leads=len(leads),
                   rows=_e(doc.get("observations", {}).get("rows"))) + "</p></div>",
-        f"<h2>{_e(_('What the evidence levels mean'))}</h2>",
+        _h("h2", _("What the evidence levels mean")),
         "<p><strong>" + _e(_("Only levels 3 and 4 are evidence that a peer distributed the content.")) +
         "</strong> " + _e(_("Levels 0-2 are leads: a DHT or tracker listing can be forged by anyone, and a handshake "
                             "or a bitfield shows no data.")) + "</p>",
@@ -111,7 +114,7 @@ def _render(doc: dict[str, Any], chain: dict[str, Any], language: str, time_zone
         "<p>" + _e(_("No person viewed the content. Matches are proven by hashes: the registered fingerprints (hashes "
                      "of the victim's file, never the file) are compared with the hashes in the torrent's metainfo "
                      "or of one verified piece; perceptual matches compare frame hashes computed in memory.")) + "</p>",
-        f"<h2>{_e(_('How to verify this bundle'))}</h2>",
+        _h("h2", _("How to verify this bundle")),
         "<ol><li>" + _("With Python 3.11 or later and the stand-alone verifier shipped with p2pwatch (the %(package)s "
                        "package, standard library only):", package="<code>evidence</code>") + "<br>"
         f"<code>python3 -m evidence verify {bundle_name} --expect-fingerprint {_e(fp)}</code><br>" +
@@ -129,11 +132,11 @@ def _render(doc: dict[str, Any], chain: dict[str, Any], language: str, time_zone
         "</li>",
         "<li>" + _e(_("Compare the key fingerprint above with the one the centre published.")) + "</li></ol>",
     ]
-    parts.append(f"<h2>{_e(_('Torrents'))}</h2>")
+    parts.append(_h("h2", _("Torrents")))
     parts.append(_table([_("infohash"), _("name"), _("version"), _("files")], [
         [t.get("infohash"), t.get("name"), t.get("version"), len(t.get("files") or [])]
         for t in doc.get("torrents", [])]))
-    parts.append(f"<h2>{_e(_('Matches with registered content'))}</h2>")
+    parts.append(_h("h2", _("Matches with registered content")))
     parts.append(_table(["id", _("content"), _("torrent"), _("file"), _("method"), _("proof"), _("bytes fetched")], [
         [m.get("id"), m.get("content_id"), m.get("infohash"), m.get("file_path", m.get("file_index")), m.get("method"),
          _proof_text(m), m.get("bytes_fetched")] for m in doc.get("matches", [])]))
@@ -141,26 +144,27 @@ def _render(doc: dict[str, Any], chain: dict[str, Any], language: str, time_zone
                     _("country"), "ASN", _("sources"), _("observations")]
 
     def peer_row(p: dict[str, Any]) -> list[Any]:
-        return [f"{p.get('level')} {_(p.get('level_name', '')) if p.get('level_name') else ''}", p.get("ip"),
+        level_name = _(str(p["level_name"])) if p.get("level_name") else ""
+        return [f"{p.get('level')} {level_name}", p.get("ip"),
                 p.get("port"), p.get("infohash"), when(p.get("first_seen")), when(p.get("last_seen")), p.get("client"),
                 p.get("country"), p.get("asn"),
                 ", ".join(p.get("sources") or []), p.get("observations")]
 
-    none = f"<p>{_e(_('None.'))}</p>"
-    parts.append(f"<h2>{_e(_('Peers that distributed the content (levels 3-4)'))}</h2>")
+    none = _h("p", _("None."))
+    parts.append(_h("h2", _("Peers that distributed the content (levels 3-4)")))
     parts.append(_table(peer_headers, [peer_row(p) for p in dist], "dist") if dist else none)
-    parts.append(f"<h2>{_e(_('Leads (levels 0-2, not evidence of distribution)'))}</h2>")
+    parts.append(_h("h2", _("Leads (levels 0-2, not evidence of distribution)")))
     shown = [peer_row(p) for p in leads[:MAX_LEAD_ROWS]]
     parts.append(_table(peer_headers, shown, "lead") if leads else none)
     if len(leads) > MAX_LEAD_ROWS:
-        parts.append(f"<p>{_e(_('%(n)s more leads are listed in bundle.json.', n=len(leads) - MAX_LEAD_ROWS))}</p>")
-    parts.append(f"<p>{_e(_('Times are shown in %(zone)s.', zone=time_zone))}</p>")
+        parts.append(_h("p", _("%(n)s more leads are listed in bundle.json.", n=len(leads) - MAX_LEAD_ROWS)))
+    parts.append(_h("p", _("Times are shown in %(zone)s.", zone=time_zone)))
     legend = (doc.get("timeline") or {}).get("series") or []
-    parts.append(f"<h2>{_e(_('Swarm timeline'))}</h2><p><img src=\"timeline.png\" "
-                 f"alt=\"{_e(_('peer counts over time'))}\" style=\"max-width:100%\"></p>")
+    alt = _e(_("peer counts over time"))
+    parts.append(_h("h2", _("Swarm timeline")) + f'<p><img src="timeline.png" alt="{alt}" style="max-width:100%"></p>')
     parts.append(_table([_("line"), _("colour"), _("torrent"), _("source"), _("samples")], [
         [s.get("number"), s.get("colour"), s.get("infohash"), s.get("source"), s.get("samples")] for s in legend]))
-    parts.append(f"<h2>{_e(_('Observation chain'))}</h2>")
+    parts.append(_h("h2", _("Observation chain")))
     parts.append(_table([_("field"), _("value")], [[k, chain.get(k)] for k in (
         "algorithm", "first_seq", "first_prev_hash", "last_seq", "last_row_hash", "rows", "redacted", "head_seq",
         "head_hash")]))
