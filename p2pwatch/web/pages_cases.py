@@ -27,8 +27,9 @@ from p2pwatch.investigate.summaries import case_matches
 from p2pwatch.locale import LANGUAGES, N_
 from p2pwatch.locale import tr as _
 from p2pwatch.match.fingerprint import Fingerprint, fingerprint_file
+from p2pwatch.storage.ledger import append_audit
 from p2pwatch.storage.models import Case, CaseWatch, Content, Keyword, Torrent
-from p2pwatch.web.accounts import Account, authenticate, grant_case, visible_case_ids
+from p2pwatch.web.accounts import Account, authenticate, get_user, grant_case, visible_case_ids
 from p2pwatch.web.app import LANG_COOKIE, Page, view
 
 #: How a match was proven, for people (the method names stay as they are in bundles).
@@ -242,6 +243,25 @@ async def register_page(page: Page) -> Response:
     return page.render("registered.html", case_name=name, results=results[:-1], keywords_added=results[-1]["keywords"])
 
 
+@view(permission="all_cases")
+async def members_page(page: Page) -> Response:
+    """Give a staff account access to a case (investigators and admins see every case anyway)."""
+    name = page.request.path_params["name"]
+    user_name = page.field("username")
+
+    def grant(session: Session) -> None:
+        case = get_case(session, name)
+        user = get_user(session, user_name)
+        grant_case(session, case, Account(user.id, user.name, user.role))
+        append_audit(session, page.actor, "case.grant", {"case": name, "user": user_name})
+    try:
+        await page.db(grant)
+        page.flash(_("%(user)s can now open case %(case)s.", user=user_name, case=name))
+    except ConfigError as exc:
+        page.flash(str(exc), "error")
+    return page.redirect(f"/cases/{_quote(name)}")
+
+
 ROUTES = [
     Route("/", index),
     Route("/signin", signin, methods=["GET", "POST"]),
@@ -252,4 +272,5 @@ ROUTES = [
     Route("/cases/{name}/matches", matches_page),
     Route("/cases/{name}/withdraw", withdraw_page, methods=["GET", "POST"]),
     Route("/cases/{name}/register", register_page, methods=["POST"]),
+    Route("/cases/{name}/members", members_page, methods=["POST"]),
 ]
