@@ -183,6 +183,11 @@ def _investigator(browser: Browser, base: str, home: Path, tmp_path: Path, video
     expect(page.locator(".match").first).to_contain_text(f"Match for case {CASE}")
     shoot(page, "en-05-lookup-done")
 
+    page.goto(base + "/lookup")  # a second look adds a second swarm sample: the plot draws a line
+    page.fill("#target", infohash)
+    page.click("button:has-text('Look up')")
+    expect(page.locator("#lookup-done")).to_be_visible(timeout=150_000)
+
     page.goto(base + f"/cases/{CASE}/matches")
     row = page.locator("tr.match").first
     expect(row).to_contain_text("exact-metadata")
@@ -192,6 +197,7 @@ def _investigator(browser: Browser, base: str, home: Path, tmp_path: Path, video
     page.click(f"a[href='/torrents/{infohash}']")
     expect(page.locator("svg.plot")).to_be_visible()
     assert page.locator("svg.plot polyline").count() >= 1
+    assert page.locator("svg.plot circle").count() >= 2
     expect(page.locator("#swarm-status")).to_have_text("alive")
     expect(page.locator("td.peer-address").first).to_be_visible()
     expect(page.locator("tr.lvl3 td.peer-address").first).to_be_visible()
