@@ -47,8 +47,9 @@ def timeline_svg(samples: list[dict[str, Any]], *, time_zone: str, title: str, e
                      f'<text x="{x0 - 6}" y="{y + 4:.1f}" text-anchor="end">{step * i}</text>')
     parts.append(f'<line x1="{x0}" y1="{y0}" x2="{x0}" y2="{y1}" stroke="#444"/>'
                  f'<line x1="{x0}" y1="{y1}" x2="{x1}" y2="{y1}" stroke="#444"/>')
+    short = t_max - t_min < 3600  # within an hour the minutes alone would repeat
     for t, anchor, x in ((t_min, "start", x0), (t_max, "end", x1)):
-        label = local_time(datetime.fromtimestamp(t, UTC), time_zone, seconds=False)
+        label = local_time(datetime.fromtimestamp(t, UTC), time_zone, seconds=short)
         parts.append(f'<text x="{x}" y="{y1 + 16}" text-anchor="{anchor}">{escape(label)}</text>')
 
     def place(t: float, c: int) -> str:
