@@ -31,7 +31,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from p2pwatch import locale as i18n
 from p2pwatch.config import MonitorConfig
-from p2pwatch.storage.db import writer_sessionmaker
+from p2pwatch.errors import ConfigError, P2PWatchError
+from p2pwatch.storage.db import first_line, writer_sessionmaker
 from p2pwatch.web.accounts import Account, load_account
 from p2pwatch.web.security import COOKIE, CSRF_FIELD, SessionStore, SignInLimiter, WebSession, csrf_ok
 
@@ -154,6 +155,15 @@ def view(permission: str | None = "cases", *, max_form_bytes: int = 1 << 20
             form = None
             page = Page(request, state, new_token or token, session, account, language, None)
             if request.method == "POST":
+                limit = state.config.web.max_upload_mb * 1024 * 1024
+                try:
+                    declared = int(request.headers.get("content-length") or 0)
+                except ValueError:
+                    declared = 0
+                if declared > limit:
+                    return _finish(page.error(413, i18n.tr("The upload is larger than the %(n)s MB this server "
+                                                           "accepts.", n=state.config.web.max_upload_mb)),
+                                   state, page, new_token)
                 form = await request.form(max_files=4, max_fields=200, max_part_size=max_form_bytes)
                 page.form = form
                 if not csrf_ok(None if new_token else session, form.get(CSRF_FIELD)):
@@ -169,6 +179,8 @@ def view(permission: str | None = "cases", *, max_form_bytes: int = 1 << 20
             else:
                 try:
                     response = await func(page)
+                except P2PWatchError as exc:  # bad input or a failed operation: one clear line, never a 500
+                    response = page.error(409 if isinstance(exc, ConfigError) else 500, first_line(exc))
                 finally:
                     if form is not None:
                         await form.close()

@@ -124,6 +124,11 @@ async def watch_page(page: Page) -> Response:
     return page.redirect(f"/cases/{quote(name, safe='')}")
 
 
+#: Lookups running at once (each is a DHT node, trackers and probes) and how long a finished one is kept.
+MAX_RUNNING_LOOKUPS = 3
+JOB_KEEP_SECONDS = 3600.0
+
+
 @dataclass
 class LookupJob:
     """A web lookup running in a worker thread (its own trio loop), watched by a refreshing page."""
@@ -170,6 +175,13 @@ async def lookup_page(page: Page) -> Response:
     except ConfigError as exc:
         return page.render("lookup.html", status=400, target=target, error=str(exc))
     assert page.account is not None
+    jobs = page.state.jobs
+    for key in [k for k, j in jobs.items() if j.done and time.monotonic() - j.started > JOB_KEEP_SECONDS]:
+        del jobs[key]
+    if sum(1 for j in jobs.values() if not j.done) >= MAX_RUNNING_LOOKUPS:
+        return page.render("lookup.html", status=429, target=target,
+                           error=_("%(n)s lookups are already running; try again when one has finished.",
+                                   n=MAX_RUNNING_LOOKUPS))
     job = LookupJob(secrets.token_urlsafe(12), page.account.id, dht_id.hex(), page.state.config.web.lookup_timeout)
     page.state.jobs[job.id] = job
     await page.db(lambda s: append_audit(s, page.actor, "web.lookup", {"torrent": job.target}))

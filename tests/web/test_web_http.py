@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -105,3 +106,43 @@ def test_accept_language_and_switch(home: Path) -> None:
         assert client.request("/lang/en?next=/signin")[0] == 303
         _, body = client.request("/signin", headers={"Accept-Language": "ko"})
         assert '<html lang="en">' in body and "Sign in" in body
+
+
+def test_bad_input_gets_one_clear_answer(home: Path) -> None:
+    with running_web(home, extra_env={"P2PWATCH_WEB_MAX_UPLOAD_MB": "1"}) as server:
+        client = Client(server.url)
+        assert client.sign_in("inv") == 303
+        token = client.csrf("/cases")
+        assert client.request("/cases", {"name": "c1", "csrf": token})[0] == 303
+        assert client.request("/cases", {"name": "c1", "csrf": token})[0] == 303  # a duplicate: flashed, not a 500
+        _, body = client.request("/cases")
+        assert "already exists" in body
+        assert client.request("/cases/nope")[0] == 404
+        status, body = client.request("/lookup", {"csrf": token, "target": "not-an-infohash"})
+        assert status == 400 and "is not an infohash" in body
+        status, body = client.request("/torrents/" + "ab" * 20)
+        assert status == 404 and "not in the database" in body
+
+        status, _ = client.upload("/cases/c1/register", {"csrf": token}, {"file": ("empty.bin", b"")})
+        assert status == 303
+        _, body = client.request("/cases/c1")
+        assert "could not be fingerprinted" in body and "Nothing registered yet" in body
+        status, body = client.upload("/cases/c1/register", {"csrf": token}, {"file": ("notes.txt", b"x" * 5000)})
+        assert status == 200 and hashlib.sha256(b"x" * 5000).hexdigest() in body
+        status, body = client.upload("/cases/c1/register", {"csrf": token},
+                                     {"file": ("big.bin", b"\0" * (1024 * 1024 + 10))})
+        assert status == 413 and "larger than the 1 MB" in body
+        assert client.upload("/cases/c1/register", {}, {"file": ("notes.txt", b"y" * 10)})[0] == 403
+
+        status, body = client.upload("/verify", {"csrf": token}, {"bundle": ("garbage.zip", b"PK\3\4 not a zip")})
+        assert status == 200 and "NOT VERIFIED" in body
+
+        status, body = client.request("/cases/c1/withdraw")
+        assert status == 200 and "What is deleted" in body and "1 registered fingerprints" in body
+        assert client.request("/cases/c1/withdraw", {"csrf": token, "confirm_name": "c2"})[0] == 303
+        assert json.loads(cli(home, "case", "list", "--json"))[0]["withdrawn_at"] is None
+        assert client.request("/cases/c1/withdraw", {"csrf": token, "confirm_name": "c1"})[0] == 303
+        case = json.loads(cli(home, "case", "show", "c1", "--json"))
+        assert case["withdrawn_at"] is not None and case["contents"] == []
+        status, body = client.upload("/cases/c1/register", {"csrf": token}, {"file": ("notes.txt", b"z" * 100)})
+        assert status == 409 and "was withdrawn" in body

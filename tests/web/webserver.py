@@ -116,6 +116,27 @@ class Client:
             self.set_cookies = exc.headers.get_all("set-cookie") or []
             return exc.code, exc.read().decode()
 
+    def upload(self, path: str, fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[int, str]:
+        """POST multipart/form-data (RFC 7578)."""
+        boundary = "p2pwatch-test-boundary-7f3a"
+        parts = []
+        for name, value in fields.items():
+            parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+                         .encode())
+        for name, (filename, data) in files.items():
+            parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                         "Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
+        body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+        req = urllib.request.Request(self.base + path, data=body,
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        try:
+            with self.opener.open(req, timeout=60) as response:
+                self.last_headers = dict(response.headers.items())
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            self.last_headers = dict(exc.headers.items())
+            return exc.code, exc.read().decode()
+
     def csrf(self, path: str) -> str:
         status, body = self.request(path)
         assert status == 200, (path, status)
