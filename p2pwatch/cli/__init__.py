@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("p2pwatch.cli.demo", "demo"),
     "user": ("p2pwatch.cli.users", "user"),
     "web": ("p2pwatch.cli.web", "web"),
+    "unwatch": ("p2pwatch.cli.cases", "unwatch_command"),
 }
 assert isinstance(main, LazyGroup)
 for _name, (_module, _attribute) in COMMANDS.items():

@@ -17,6 +17,7 @@ from p2pwatch.investigate.registry import (
     create_case,
     get_case,
     list_cases,
+    unwatch,
     upsert_torrent,
     watch,
 )
@@ -228,6 +229,32 @@ def watch_command(obj: dict[str, Any], case_name: str, targets: tuple[str, ...],
     else:
         for o in out:
             click.echo(f"watching {o['infohash']} {o['name'] or ''}")
+
+
+@click.command("unwatch")
+@click.option("--case", "case_name", required=True)
+@click.argument("targets", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handle_errors
+def unwatch_command(obj: dict[str, Any], case_name: str, targets: tuple[str, ...], as_json: bool) -> None:
+    """Stop watching torrents for a case (monitoring stops unless another case still wants them)."""
+    parsed = [parse_target(t)[0] for t in targets]
+    with cli_session(obj) as session:
+        c = get_case(session, case_name)
+        out = []
+        for dht_id in parsed:
+            torrent = session.execute(select(Torrent).where(Torrent.dht_id == dht_id.hex())).scalar_one_or_none()
+            if torrent is None:
+                raise ConfigError(_("torrent %(infohash)s is not in the database (record it with `lookup --record` or "
+                                    "`watch`)", infohash=dht_id.hex()))
+            out.append({"infohash": torrent.dht_id, "monitoring_stopped": unwatch(session, c, torrent)})
+    if as_json:
+        emit_json(out)
+    else:
+        for o in out:
+            click.echo(_("no longer watching %(infohash)s for case %(case)s", infohash=o["infohash"],
+                         case=repr(case_name)))
 
 
 def _matches(session: Any, case_name: str | None) -> list[dict[str, Any]]:

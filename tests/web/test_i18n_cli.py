@@ -66,3 +66,24 @@ def test_svg_timeline_escapes_and_handles_no_samples() -> None:
     svg = timeline_svg(samples, time_zone="Asia/Seoul", title="peers", empty_text="")
     assert "<script>" not in svg and "&lt;script&gt;" in svg
     assert svg.count("<polyline") == 2 and "2026-12-07 09:00 KST" in svg and "2026-12-07 15:00 KST" in svg
+
+
+def test_unwatch_command(home: Path) -> None:
+    import json
+
+    infohash = "ab" * 20
+    assert run(home, "watch", "--case", "2026-041", infohash).exit_code == 0
+    assert run(home, "case", "create", "2026-042").exit_code == 0
+    assert run(home, "watch", "--case", "2026-042", infohash).exit_code == 0
+    first = run(home, "unwatch", "--case", "2026-041", infohash, "--json")
+    assert first.exit_code == 0 and json.loads(first.stdout) == [{"infohash": infohash, "monitoring_stopped": False}]
+    second = run(home, "unwatch", "--case", "2026-042", infohash, "--json")
+    assert json.loads(second.stdout) == [{"infohash": infohash, "monitoring_stopped": True}]
+    assert json.loads(run(home, "case", "show", "2026-042", "--json").stdout)["watched"] == []
+    unknown = run(home, "unwatch", "--case", "2026-041", "cd" * 20)
+    assert unknown.exit_code == 2 and "not in the database" in unknown.stderr
+
+
+def test_web_refuses_a_database_without_schema(tmp_path: Path) -> None:
+    result = run(tmp_path / "fresh", "web", "--bind", "127.0.0.1:1")
+    assert result.exit_code != 0 and "db upgrade" in result.stderr and "Traceback" not in result.stderr
