@@ -108,6 +108,9 @@ class WebSettings:
     max_upload_mb: int = 8192
     #: seconds a web lookup may take
     lookup_timeout: float = 60.0
+    #: reverse proxies in front that set X-Forwarded-For/-Proto (0: none; 1: nginx on the same host). The
+    #: sign-in limit and the audit log then see the browser's address instead of the proxy's.
+    trusted_proxy_hops: int = 0
 
 
 @dataclass

@@ -32,7 +32,11 @@ def serve(obj: dict[str, Any], config: MonitorConfig, host: str, port: int,
     from p2pwatch.web.routes import build_app
 
     engine = open_database(obj)
-    app = build_app(config, engine, Path(str(obj["home"])), obj)
+    app: Any = build_app(config, engine, Path(str(obj["home"])), obj)
+    if config.web.trusted_proxy_hops > 0:
+        from hypercorn.middleware import ProxyFixMiddleware
+
+        app = ProxyFixMiddleware(app, mode="legacy", trusted_hops=config.web.trusted_proxy_hops)
     settings = Config()
     settings.bind = [hypercorn_bind(host, port)]
     settings.graceful_timeout = GRACEFUL_SECONDS
@@ -55,7 +59,7 @@ def serve(obj: dict[str, Any], config: MonitorConfig, host: str, port: int,
             await nursery.start(on_signal)
             if on_ready is not None:
                 on_ready(f"http://{hypercorn_bind(host, port)}/")
-            await hypercorn_serve(app, settings, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+            await hypercorn_serve(app, settings, shutdown_trigger=stop.wait)
             nursery.cancel_scope.cancel()
 
     try:

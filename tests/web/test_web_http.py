@@ -146,3 +146,31 @@ def test_bad_input_gets_one_clear_answer(home: Path) -> None:
         assert case["withdrawn_at"] is not None and case["contents"] == []
         status, body = client.upload("/cases/c1/register", {"csrf": token}, {"file": ("notes.txt", b"z" * 100)})
         assert status == 409 and "was withdrawn" in body
+
+
+def test_behind_a_trusted_proxy_the_browser_address_counts(home: Path) -> None:
+    with running_web(home, extra_env={"P2PWATCH_WEB_TRUSTED_PROXY_HOPS": "1"}) as server:
+        for i in range(5):  # five people behind the proxy each mistype once: nobody is locked out
+            client = Client(server.url)
+            token = client.csrf("/signin")
+            status, _ = client.request("/signin", {"csrf": token, "username": f"user{i}", "password": "nope"},
+                                       headers={"X-Forwarded-For": f"198.51.100.{i + 1}"})
+            assert status == 401
+        client = Client(server.url)
+        token = client.csrf("/signin")
+        status, _ = client.request("/signin", {"csrf": token, "username": "inv", "password": PASSWORD},
+                                   headers={"X-Forwarded-For": "198.51.100.9"})
+        assert status == 303
+    from sqlalchemy import select
+
+    from p2pwatch.storage.db import default_url, make_engine, writer_sessionmaker
+    from p2pwatch.storage.models import AuditEntry
+
+    engine = make_engine(default_url(home))
+    try:
+        with writer_sessionmaker(engine)() as s:
+            clients = [e.detail["client"] for e in s.execute(
+                select(AuditEntry).where(AuditEntry.action == "web.signin").order_by(AuditEntry.seq)).scalars()]
+    finally:
+        engine.dispose()
+    assert clients == [f"198.51.100.{i}" for i in (1, 2, 3, 4, 5, 9)]
