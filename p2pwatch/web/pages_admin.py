@@ -59,8 +59,8 @@ def _verify_upload(upload: UploadFile) -> dict[str, Any]:
 
     upload.file.seek(0)
     result = verify_bundle(upload.file)
-    return {"exit_code": result.exit_code, "checks": [{"name": c.name, "status": c.status, "lines": c.lines()}
-                                                      for c in result.checks]}
+    return {"exit_code": result.exit_code, "checks": [{"name": c.name, "status": c.status, "summary": c.summary,
+                                                       "details": c.details} for c in result.checks]}
 
 
 @view(permission="cases", max_form_bytes=4 << 30)

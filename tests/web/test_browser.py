@@ -113,6 +113,7 @@ def test_investigator_and_staff_in_the_browser(browser: Browser, tmp_path: Path)
         with running_web(home, config=config) as server:
             _investigator(browser, server.url, home, tmp_path, video, content.registered, exact.infohash)
             _staff(browser, server.url, exact.infohash)
+            _admin(browser, server.url, tmp_path / "downloaded.zip")
     finally:
         stop_demo_swarm(demo)
     assert set(glob.glob(os.path.join(tempfile.gettempdir(), "p2pwatch-upload-*"))) == uploads_before
@@ -284,4 +285,22 @@ def _staff(browser: Browser, base: str, infohash: str) -> None:
     export: Any = page.request.post(base + f"/cases/{CASE}/export", form={"csrf": token})
     assert export.status == 403 and export.headers.get("content-type", "").startswith("text/html")
     assert page.request.get(base + "/lookup").status == 403
+    context.close()
+
+
+def _admin(browser: Browser, base: str, bundle: Path) -> None:
+    context = browser.new_context(locale="en-US", extra_http_headers={"Accept-Language": "en"})
+    page = context.new_page()
+    sign_in(page, base, "admin")
+    page.goto(base + "/users")
+    expect(page.locator("table")).to_contain_text("investigator")
+    shoot(page, "en-13-users")
+    page.click("a[lang=ko]")
+    expect(page.locator("h1")).to_have_text("계정 관리")
+    shoot(page, "ko-13-users")
+    page.goto(base + "/verify")
+    page.set_input_files("#bundle", str(bundle))
+    page.click("button:has-text('검증')")
+    expect(page.locator("#verdict")).to_contain_text("검증 완료")
+    shoot(page, "ko-09-verify")
     context.close()
