@@ -109,6 +109,8 @@ async def users_page(page: Page) -> Response:
                 role, password = page.field("role"), page.field("password")
                 await page.db(lambda s: add_user(s, name, role, password, actor=page.actor))
                 page.flash(_("Account %(user)s added.", user=name))
+            elif action == "disable" and page.account is not None and name == page.account.name:
+                page.flash(_("You cannot disable your own account; ask another admin."), "error")
             elif action == "disable":
                 user = await page.db(lambda s: disable_user(s, name, actor=page.actor).id)
                 page.state.sessions.drop_user(user)

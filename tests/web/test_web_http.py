@@ -90,6 +90,8 @@ def test_roles(home: Path) -> None:
         admin = Client(server.url)
         assert admin.sign_in("admin") == 303
         token = admin.csrf("/users")
+        assert admin.request("/users", {"csrf": token, "action": "disable", "username": "admin"})[0] == 303
+        assert "cannot disable your own account" in admin.request("/users")[1]
         assert admin.request("/users", {"csrf": token, "action": "disable", "username": "staff"})[0] == 303
         assert staff.request("/cases")[0] == 303  # the disabled account's open session has ended
         assert Client(server.url).sign_in("staff") == 401
