@@ -176,3 +176,26 @@ def test_behind_a_trusted_proxy_the_browser_address_counts(home: Path) -> None:
     finally:
         engine.dispose()
     assert clients == [f"198.51.100.{i}" for i in (1, 2, 3, 4, 5, 9)]
+
+
+def test_watch_and_unwatch_from_the_case_page(home: Path) -> None:
+    infohash = "ef" * 20
+    with running_web(home) as server:
+        client = Client(server.url)
+        assert client.sign_in("inv") == 303
+        token = client.csrf("/cases")
+        assert client.request("/cases", {"name": "c1", "csrf": token})[0] == 303
+        magnet = f"magnet:?xt=urn:btih:{infohash}&dn=x"
+        assert client.request("/cases/c1/watch", {"csrf": token, "target": magnet})[0] == 303
+        _, body = client.request("/cases/c1")
+        assert f"Watching {infohash}" in body and f'href="/torrents/{infohash}"' in body
+        assert [w["infohash"] for w in json.loads(cli(home, "case", "show", "c1", "--json"))["watched"]] == [infohash]
+        assert client.request("/cases/c1/watch", {"csrf": token, "target": "/etc/passwd"})[0] == 303
+        assert "is not an infohash" in client.request("/cases/c1")[1]  # never a path on the server
+        status, body = client.request(f"/torrents/{infohash}")
+        assert status == 200 and "No swarm samples recorded yet." in body and "unknown" in body
+        assert client.request("/cases/c1/unwatch", {"csrf": token, "target": infohash})[0] == 303
+        assert json.loads(cli(home, "case", "show", "c1", "--json"))["watched"] == []
+        staff = Client(server.url)
+        assert staff.sign_in("staff") == 303
+        assert staff.request("/cases/c1/watch", {"csrf": staff.csrf("/cases"), "target": infohash})[0] == 403
