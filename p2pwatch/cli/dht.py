@@ -12,7 +12,9 @@ import trio
 
 from p2pwatch.cli.options import (
     NetworkOptions,
+    dht_bind_remedies,
     emit_json,
+    explain_bind,
     handle_errors,
     network_options,
     parse_host_port,
@@ -107,7 +109,8 @@ def peers_command(obj: dict[str, object], infohash: str, as_json: bool, net: Net
             raise BootstrapFailed(f"DHT lookup did not finish within {net.timeout:g} s")
         return {}
 
-    found = trio.run(run)
+    with explain_bind(dht_bind_remedies()):
+        found = trio.run(run)
     if as_json:
         emit_json([{"ip": ip, "port": port, "reported_by": sorted(f"{h}:{p}" for h, p in reporters)}
                    for (ip, port), reporters in sorted(found.items())])
@@ -144,7 +147,8 @@ def sample_command(obj: dict[str, object], duration: float, as_json: bool, net: 
                                 click.echo(f"\r{len(found)} infohashes", nl=False, err=True)
                 nursery.cancel_scope.cancel()
 
-    trio.run(run)
+    with explain_bind(dht_bind_remedies()):
+        trio.run(run)
     if as_json:
         emit_json([{"infohash": d.infohash.hex(), "reported_by": f"{d.reported_by[0]}:{d.reported_by[1]}",
                     "message": d.message, "seen_at": d.at.isoformat()} for d in found])
