@@ -193,6 +193,17 @@ async def open_udp_socket(host: str, port: int = 0, *, purpose: str = "") -> Gua
     return GuardedUDPSocket(sock)
 
 
+def check_local_address(host: str, *, purpose: str = "") -> None:
+    """Raise :class:`~p2pwatch.errors.BindError` unless TCP connections can leave from ``host`` (an address of
+    this machine): a connection bound to a foreign address fails as if the peer were unreachable."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, 0))
+        except OSError as exc:
+            raise BindError("TCP", host, 0, exc, purpose=purpose) from exc
+
+
 async def open_tcp_stream(
     host: str, port: int, *, local_address: str | None = None
 ) -> trio.SocketStream:

@@ -106,7 +106,8 @@ MONITOR_DHT_BIND_REMEDY = ("pass --bind IP:PORT with an address of this machine 
                            "P2PWATCH_DHT_BIND, P2PWATCH_DHT_PORT)")
 METRICS_BIND_REMEDY = ("pass --metrics-port PORT with a free port, or change metrics_port in the configuration "
                        "file (or P2PWATCH_METRICS_PORT; 0 turns the endpoint off)")
-TRACKER_BIND_REMEDY = "pass --bind with an address of this machine, or leave --bind out"
+#: probe commands never listen: --bind only chooses the source address of their datagrams and connections.
+SOURCE_ADDRESS_REMEDY = "pass --bind with an address of this machine, or leave --bind out"
 
 
 @contextmanager
@@ -127,7 +128,7 @@ def dht_bind_remedies(dht_remedy: str = DHT_BIND_REMEDY) -> dict[str, str]:
     from p2pwatch.dht.node import SOCKET_PURPOSE as DHT_SOCKET
     from p2pwatch.probe.trackers import UDP_SOCKET_PURPOSE
 
-    return {DHT_SOCKET: dht_remedy, UDP_SOCKET_PURPOSE: TRACKER_BIND_REMEDY}
+    return {DHT_SOCKET: dht_remedy, UDP_SOCKET_PURPOSE: SOURCE_ADDRESS_REMEDY}
 
 
 def emit_json(document: Any) -> None:

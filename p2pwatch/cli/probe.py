@@ -15,7 +15,7 @@ import click
 import trio
 
 from p2pwatch.cli.options import (
-    TRACKER_BIND_REMEDY,
+    SOURCE_ADDRESS_REMEDY,
     NetworkOptions,
     emit_json,
     explain_bind,
@@ -112,7 +112,7 @@ def tracker(url: str, infohash: str, as_json: bool, port: int, numwant: int, net
     """Announce to the tracker at URL (udp://, http://, https://), deregister, then scrape it."""
     ident = parse_infohash_or_magnet(infohash)
     config = tracker_config(net)
-    with explain_bind({UDP_SOCKET_PURPOSE: TRACKER_BIND_REMEDY}):
+    with explain_bind({UDP_SOCKET_PURPOSE: SOURCE_ADDRESS_REMEDY}):
         result = trio.run(lambda: probe_tracker(url, ident, port=port, numwant=numwant, config=config))
     doc = probe_document(result, net.allow_local)
     if as_json:

@@ -127,3 +127,22 @@ def test_bind_error_is_typed_and_still_an_os_error(held_udp: tuple[str, int]) ->
                         "(perhaps another BitTorrent client); choose another address or port")
     privileged = BindError("TCP", "::1", 80, PermissionError(errno.EACCES, "Permission denied"))
     assert str(privileged).startswith("cannot bind TCP [::1]:80: permission denied (ports below 1024 need root")
+
+
+def test_probe_peer_with_an_address_not_of_this_machine(tmp_path: Path) -> None:
+    """Before this check, the probe reported "all attempts to connect ... failed", blaming the peer."""
+    result = run(tmp_path / "home", "probe", "peer", f"{loopback_address()}:1", INFOHASH, "--bind", "192.0.2.1",
+                 "--allow-local", "--timeout", "5")
+    one_line_error(result, 1, "cannot bind TCP 192.0.2.1:0 for connections to the peer: 192.0.2.1 is not an "
+                              "address of this machine; pass --bind with an address of this machine")
+
+
+def test_the_example_in_cli_md_is_what_monitor_prints() -> None:
+    from p2pwatch.cli.options import MONITOR_DHT_BIND_REMEDY
+    from p2pwatch.dht.node import SOCKET_PURPOSE
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "CLI.md").read_text(encoding="utf-8")
+    example = next(line for line in docs.splitlines() if line.startswith("p2pwatch: error: cannot bind UDP"))
+    busy = BindError("UDP", "0.0.0.0", 6881, OSError(errno.EADDRINUSE, "Address already in use"),
+                     purpose=SOCKET_PURPOSE, remedy=MONITOR_DHT_BIND_REMEDY)
+    assert example == f"p2pwatch: error: {busy}"
