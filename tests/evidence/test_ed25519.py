@@ -215,3 +215,16 @@ def test_check_signature_needs_every_verifier_to_agree() -> None:
     assert alone.valid and "cryptography" not in alone.summary
     bad = check_signature(_raw(key), signature, message + b" ")
     assert not bad.valid and "does not verify" in bad.summary
+
+
+def test_a_disagreement_between_the_verifiers_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    from evidence import signature
+
+    key = Ed25519PrivateKey.from_private_bytes(bytes([9]) * 32)
+    signature_bytes = key.sign(b"m")
+    monkeypatch.setattr(signature, "verify_with_cryptography", lambda *args: False)
+    verdict = signature.check_signature(_raw(key), signature_bytes, b"m")
+    assert not verdict.valid and "the verifiers disagree: pure Python says valid" in verdict.summary
+    monkeypatch.setattr(signature, "verify_with_cryptography", lambda *args: True)
+    verdict = signature.check_signature(_raw(key), signature_bytes, b"other")
+    assert not verdict.valid and "pure Python says invalid" in verdict.summary
