@@ -101,6 +101,8 @@ def network_options(func: F) -> F:
 #: What to do when a socket cannot be bound (BindError), by the socket's purpose: each command names its own
 #: option and configuration key (docs/CLI.md, "Busy ports").
 DHT_BIND_REMEDY = "pass --bind IP:PORT with an address of this machine and a free port (port 0 picks any free one)"
+DHT6_BIND_REMEDY = ("pass --bind6 [IPV6]:PORT with an IPv6 address of this machine and a free port (port 0 picks "
+                    "any free one)")
 MONITOR_DHT_BIND_REMEDY = ("pass --bind IP:PORT with an address of this machine and a free port (port 0 picks "
                            "any free one), or set bind and port under [dht] in the configuration file (or "
                            "P2PWATCH_DHT_BIND, P2PWATCH_DHT_PORT)")
@@ -126,9 +128,10 @@ def explain_bind(remedies: Mapping[str, str]) -> Iterator[None]:
 def dht_bind_remedies(dht_remedy: str = DHT_BIND_REMEDY) -> dict[str, str]:
     """The advice for the commands that run a DHT node (and ask trackers)."""
     from p2pwatch.dht.node import SOCKET_PURPOSE as DHT_SOCKET
+    from p2pwatch.dht.node import SOCKET_PURPOSE6 as DHT6_SOCKET
     from p2pwatch.probe.trackers import UDP_SOCKET_PURPOSE
 
-    return {DHT_SOCKET: dht_remedy, UDP_SOCKET_PURPOSE: SOURCE_ADDRESS_REMEDY}
+    return {DHT_SOCKET: dht_remedy, DHT6_SOCKET: DHT6_BIND_REMEDY, UDP_SOCKET_PURPOSE: SOURCE_ADDRESS_REMEDY}
 
 
 def emit_json(document: Any) -> None:

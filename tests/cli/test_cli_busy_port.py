@@ -59,6 +59,19 @@ def test_dht_commands_name_the_busy_port_and_bind(tmp_path: Path, held_udp: tupl
     assert "Address already in use" not in line  # the bare OS text is what the issue complained about
 
 
+@pytest.mark.parametrize("command", [["dht", "peers", INFOHASH, "--timeout", "5"],
+                                     ["dht", "sample", "--duration", "1"]])
+def test_busy_ipv6_port_names_bind6(tmp_path: Path, command: list[str]) -> None:
+    """The IPv6 node of --bind6 (BEP 32) has its own socket; its busy port names --bind6, not --bind."""
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as held:
+        held.bind(("::1", 0))
+        port = held.getsockname()[1]
+        result = run(tmp_path / "home", *command, "--bind", f"{loopback_address()}:0", "--bind6", f"[::1]:{port}",
+                     "--bootstrap", _dead_bootstrap(), "--bootstrap", "[::1]:1", "--allow-local")
+    one_line_error(result, 1, f"cannot bind UDP [::1]:{port} for the IPv6 DHT node: the port is already in use")
+    assert "pass --bind6 [IPV6]:PORT with an IPv6 address of this machine" in result.stderr
+
+
 def test_monitor_names_the_dht_port_and_its_config_key(tmp_path: Path, held_udp: tuple[str, int]) -> None:
     home = tmp_path / "home"
     assert run(home, "db", "upgrade").exit_code == 0
