@@ -39,7 +39,7 @@ from typing import Any
 
 from p2pwatch import limits, netguard
 from p2pwatch.errors import DecodeError
-from p2pwatch.probe.wire_messages import ExtensionError
+from p2pwatch.probe.wire_messages import UT_PEX, ExtensionError
 from p2pwatch.torrent import bencoding
 
 __all__ = [
@@ -47,7 +47,6 @@ __all__ = [
     "pex_candidates",
 ]
 
-UT_PEX = b"ut_pex"
 Endpoint = tuple[str, int]
 
 _V4 = struct.Struct(">4sH")
@@ -230,6 +229,18 @@ class PexCollector:
                 continue
             self.peers[peer.endpoint] = peer
         return message
+
+    def absorb(self, payload: bytes) -> tuple[str, dict[str, Any]]:
+        """:meth:`feed` for a transcript: ``("ut_pex", detail)``, or ``("ut_pex_error", ...)`` when malformed
+        or ignored; never raises for what the peer sent."""
+        try:
+            message = self.feed(payload)
+        except PexError as exc:
+            return "ut_pex_error", {"message": str(exc)}
+        if message is None:
+            return "ut_pex_error", {"message": f"more than {self.max_messages} ut_pex messages, ignored"}
+        return "ut_pex", {"added": [p.to_json() for p in message.added], "dropped": len(message.dropped),
+                          "truncated": message.truncated, "skipped": message.skipped}
 
 
 def pex_candidates(reports: Iterable[tuple[Endpoint, Iterable[PexPeer]]], *, known: Iterable[Endpoint] = (),
