@@ -113,7 +113,8 @@ class Watcher:
             await examine(exam, node=self.node, trackers=target.trackers, metainfo=target.metainfo,
                           settings=self.config.probe, tracker_config=tracker_config,
                           probe_limit=self.config.watcher.probes_per_torrent,
-                          pieces_budget=self.config.watcher.verified_pieces_per_torrent, bind_ip=self.bind_ip)
+                          pieces_budget=self.config.watcher.verified_pieces_per_torrent, bind_ip=self.bind_ip,
+                          allow_local=self.config.dht.allow_local)
         except P2PWatchError as exc:
             log.warning("examination of %s failed: %s", target.dht_id.hex(), exc)
         self.examined.append(exam)

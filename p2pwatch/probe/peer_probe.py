@@ -90,6 +90,7 @@ class _Probe:
         self.events: deque[wire.WireEvent] = deque()
         self.remote: wire.Handshake | None = None
         self.ext: wire.ExtendedHandshake | None = None
+        self.ext_at = 0.0  # when the peer's extended handshake arrived (the ut_pex wait counts from it)
         self.bitfield: wire.Bitfield | None = None
         self.have_all = self.have_none = False
         self.haves: set[int] = set()
@@ -154,7 +155,7 @@ class _Probe:
         elif isinstance(event, wire.HaveNone):
             self.have_none = True
         elif isinstance(event, wire.ExtendedHandshake):
-            self.ext = event
+            self.ext, self.ext_at = event, trio.current_time()
         elif isinstance(event, wire.Choke):
             self.choked = True
         elif isinstance(event, wire.Unchoke):
@@ -347,10 +348,11 @@ class _Probe:
         self._update_claims()
 
     async def _wait_pex(self) -> None:
-        """Linger up to ``pex`` seconds for a first ut_pex message (libtorrent sends it within seconds)."""
+        """Linger until ``pex`` seconds after the peer's extended handshake for a first ut_pex message
+        (libtorrent sends it at its next one-second tick, rate-limited to one message per 0.1-3 s overall)."""
         if self.t.pex <= 0 or self.pex.messages or self.ext is None or not self.ext.m.get(wire.UT_PEX):
             return
-        deadline = trio.current_time() + self.t.pex
+        deadline = self.ext_at + self.t.pex
         try:
             while not self.pex.messages:
                 await self.next_event(deadline, "the wait for ut_pex")
