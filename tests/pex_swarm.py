@@ -44,6 +44,7 @@ def pex_swarm(workdir: Path, count: int = 4, size: int = 200_000) -> Iterator[Pe
     """``count`` seeders, fully meshed (every pair connected) before the block starts."""
     from p2pwatch.testswarm.localswarm import LocalSwarm, random_torrent
 
+    workdir.mkdir(parents=True, exist_ok=True)
     data, torrent, infohash = random_torrent(workdir, size)
     with LocalSwarm(workdir, extra_settings=PEX_SWARM_SETTINGS) as swarm:
         nodes = [swarm.start_session(loopback_address(), dht=False) for _ in range(count)]
