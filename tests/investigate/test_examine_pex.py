@@ -74,3 +74,25 @@ async def test_without_local_networks_only_global_addresses_are_listed_and_none_
     a = f"{at['a'][0]}:{at['a'][1]}"
     assert {peer for peer, claims in exam.listed.items() if ("pex", a) in claims} == {("8.8.8.8", 443)}
     assert [(p.ip, p.port) for p in exam.probes] == [at["a"]]
+
+
+async def test_remembered_pex_listings_are_probed_again_but_not_listed_again() -> None:
+    torrent = synthetic_v1_torrent()
+    scripts = {n: PeerScript(torrent=torrent) for n in ("a", "b")}
+    at: dict[str, tuple[str, int]] = {}
+    exam = Examination(torrent.infohash, datetime.now(UTC))
+    async with trio.open_nursery() as nursery:
+        for n, script in scripts.items():
+            ip = loopback_address()
+            at[n] = (ip, await nursery.start(serve_scripted_peer, ip, script))
+        earlier = f"{loopback_address()}:6881"  # the peer that listed b last time is gone
+        remembered = [(at["b"], earlier), ((at["b"][0], 9999), earlier), (("8.8.8.8", 1), earlier),
+                      (("192.168.1.5", 2), "not an endpoint")]
+        exam.add_listing(at["a"], "dht", "127.0.0.1:6881")
+        await probe_listed(exam, None, SETTINGS, limit=10, pieces_budget=10)
+        await probe_pex_listed(exam, None, SETTINGS, limit=10, pieces_budget=10, allow_local=True,
+                               remembered=remembered)
+        nursery.cancel_scope.cancel()
+    assert sorted((p.ip, p.port) for p in exam.probes) == sorted([at["a"], at["b"]])
+    assert {p.port: p.level for p in exam.probes}[at["b"][1]] == 2
+    assert list(exam.listed) == [at["a"]]  # nobody listed b this time: no new claim
