@@ -60,3 +60,26 @@ async def test_examination_records_and_reaches_the_pex_listed_seeders(tmp_path: 
     records = observation_records(1, exam)
     pex = sorted((r.ip, r.port) for r in records if r.source == "pex" and r.reporter == reporter)
     assert pex == sorted(swarm.endpoints[1:])
+
+
+def test_cli_probe_peer_shows_the_pex_listed_peers(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    import p2pwatch.cli.probe_peer  # noqa: F401 - registers ``probe peer``
+    from p2pwatch.cli import main
+
+    require_component("libtorrent", lt is not None)
+    with pex_swarm(tmp_path, count=3) as swarm:
+        (ip, port), others = swarm.endpoints[0], swarm.endpoints[1:]
+        args = ["probe", "peer", f"{ip}:{port}", swarm.infohash.hex(), "--allow-local", "--no-piece",
+                "--pex-wait", "20"]
+        runner = CliRunner()
+        as_json = runner.invoke(main, [*args, "--json"])
+        human = runner.invoke(main, args)
+    assert as_json.exit_code == 0, as_json.output
+    listed = {(p["ip"], p["port"]) for p in json.loads(as_json.stdout)["pex_peers"]}
+    assert listed == set(others)
+    assert human.exit_code == 0 and "pex         2 peers listed (BEP 11): " in human.output, human.output
+    assert all(f"{h}:{p}" in human.output for h, p in others)
