@@ -118,9 +118,10 @@ def _render(doc: dict[str, Any], chain: dict[str, Any], language: str, time_zone
         "<ol><li>" + _("With Python 3.11 or later and the stand-alone verifier shipped with p2pwatch (the %(package)s "
                        "package, standard library only):", package="<code>evidence</code>") + "<br>"
         f"<code>python3 -m evidence verify {bundle_name} --expect-fingerprint {_e(fp)}</code><br>" +
-        _("It prints each check and exits 0 only when all hold. Without the Python %(package)s package it prints "
-          "the OpenSSL command for the signature and exits 3 until that is done.",
-          package="<code>cryptography</code>") + "</li>",
+        _("It prints each check, the Ed25519 signature included, and exits 0 only when all hold. It needs no "
+          "package to be installed: from a copy of the %(folder)s folder alone, %(command)s works on a bare Python.",
+          folder="<code>evidence</code>", command=f"<code>python3 -I -S evidence verify {bundle_name}</code>") +
+        "</li>",
         "<li>" + _("With standard tools: %(unzip)s, then check the signature with OpenSSL 3:",
                    unzip=f"<code>unzip {bundle_name}</code>") + "<br>"
         "<code>openssl pkeyutl -verify -pubin -inkey public_key.pem -rawin -in manifest.json -sigfile "

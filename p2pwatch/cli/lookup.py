@@ -11,7 +11,14 @@ import trio
 
 from p2pwatch.cli.cases import parse_target
 from p2pwatch.cli.dht import node_config
-from p2pwatch.cli.options import NetworkOptions, emit_json, handle_errors, network_options
+from p2pwatch.cli.options import (
+    NetworkOptions,
+    dht_bind_remedies,
+    emit_json,
+    explain_bind,
+    handle_errors,
+    network_options,
+)
 from p2pwatch.config import load_config
 from p2pwatch.errors import P2PWatchError
 from p2pwatch.investigate.examine import observation_records, swarm_samples
@@ -68,7 +75,8 @@ def lookup_document(obj: dict[str, Any], dht_id: bytes, metainfo: Any, magnet: s
         return await lookup(dht_id, config=config, dht=dht, trackers=trackers, metainfo=metainfo, index=index,
                             timeout=net.timeout, probe_limit=probes, bind_ip=bind_ip, geo=geo)
 
-    outcome = trio.run(run)
+    with explain_bind(dht_bind_remedies()):
+        outcome = trio.run(run)
     doc = outcome_json(outcome, geo)
     if note:
         doc["notes"].append(note)

@@ -50,9 +50,17 @@ def peers(obj: dict[str, Any], infohash: str, min_level: int, as_json: bool) -> 
                    _("last seen")):
         table.add_column(column)
     for r in rows:
-        table.add_row(f"{r['ip']}:{r['port']}", f"{r['level']} {r['level_name']}", ",".join(r["sources"]),
+        table.add_row(f"{r['ip']}:{r['port']}", f"{r['level']} {r['level_name']}", source_text(r),
                       r["client"] or "", r["country"] or "", r["asn"] or "", r["first_seen"][:19], r["last_seen"][:19])
     Console().print(table)
+
+
+def source_text(row: dict[str, Any], shown: int = 2) -> str:
+    """``dht,pex via 127.0.0.2:6881,probe``: the sources, naming (up to ``shown``) peers that listed it by PEX."""
+    via, pex = row["pex_via"], "pex"
+    if via:
+        pex = "pex via " + ", ".join(via[:shown]) + (f" (+{len(via) - shown})" if len(via) > shown else "")
+    return ",".join(pex if s == "pex" else s for s in row["sources"])
 
 
 def sparkline(values: list[int]) -> str:

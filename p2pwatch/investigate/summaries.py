@@ -39,11 +39,14 @@ def peer_rows(session: Session, torrent: Torrent, min_level: int) -> list[dict[s
                .where(o.torrent_id == torrent.id, o.ip.is_not(None)).group_by(o.ip, o.port))
     sources: dict[tuple[Any, Any], set[str]] = {}
     reporters: dict[tuple[Any, Any], set[str]] = {}
+    pex_via: dict[tuple[Any, Any], set[str]] = {}  # BEP 11: the peers that listed this one over ut_pex
     for ip, port, source, reporter in session.execute(select(o.ip, o.port, o.source, o.reporter).distinct()
                                                       .where(o.torrent_id == torrent.id, o.ip.is_not(None))):
         sources.setdefault((ip, port), set()).add(source)
         if reporter:
             reporters.setdefault((ip, port), set()).add(reporter)
+            if source == "pex":
+                pex_via.setdefault((ip, port), set()).add(reporter)
     info: dict[tuple[Any, Any], Peer] = {(p.ip, p.port): p for p in session.execute(select(Peer).where(Peer.ip.in_(
         select(o.ip).where(o.torrent_id == torrent.id)))).scalars()}
     rows = []
@@ -53,6 +56,7 @@ def peer_rows(session: Session, torrent: Torrent, min_level: int) -> list[dict[s
         peer = info.get((ip, port))
         rows.append({"ip": ip, "port": port, "level": level, "level_name": LEVEL_NAMES[level],
                      "sources": sorted(sources.get((ip, port), ())),
+                     "pex_via": sorted(pex_via.get((ip, port), ())),
                      "reported_by": sorted(reporters.get((ip, port), ())),
                      "client": peer.client if peer else None,
                      "country": peer.country if peer else None,
