@@ -118,3 +118,31 @@ async def test_remote_nodes_answer_real_krpc_after_their_rtt(pop: Population, au
         assert len(peers.values) == min(50, len(pop.peers_of(t)))
     assert net.stats.unanswered_dead == 1 and net.stats.max_per_second == 2
     assert math.isfinite(rtt)
+
+
+async def test_concurrent_queries_to_one_ip_leave_at_most_one_a_second(autojump_clock: trio.testing.MockClock
+                                                                       ) -> None:
+    from p2pwatch.dht.node import DHTConfig, open_dht_node
+
+    pop = Population(PopulationSettings(nodes=200, seed=9))
+    net = SimNetwork(pop)
+    target = int(np.flatnonzero(pop.alive)[0])
+    addr = (pop.node_ip(target), DHT_PORT)
+    config = DHTConfig(bind_host="127.0.0.1", allow_local=True, outbound_rate=1.0, max_outstanding=4)
+    got: list[float] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(net.run)
+        async with open_dht_node(config, sock=net.socket, bootstrap=False) as node:
+            start = trio.current_time()
+
+            async def ask() -> None:
+                await node.ping(addr)
+                got.append(trio.current_time() - start)
+
+            async with trio.open_nursery() as asks:
+                for _ in range(12):  # more askers than outstanding slots, all for the same IP
+                    asks.start_soon(ask)
+        nursery.cancel_scope.cancel()
+    assert len(got) == 12 and int(net.received[target]) == 12
+    assert net.stats.max_per_second == 1  # never two datagrams to that IP within one second
+    assert max(got) >= 11.0  # the twelfth left at least 11 s after the first
