@@ -40,7 +40,7 @@ from p2pwatch.dht import krpc
 from p2pwatch.dht.node import DHTNode
 from p2pwatch.dht.nodeinfo import NodeInfo
 from p2pwatch.dht.ratelimit import PerIPRateLimiter
-from p2pwatch.errors import KRPCError, QueryTimeout
+from p2pwatch.errors import KRPCError, P2PWatchError, QueryTimeout
 
 log = logging.getLogger(__name__)
 
@@ -224,16 +224,24 @@ class MetadataPipeline:
         st.active += 1
         st.max_active = max(st.max_active, st.active)
         started = trio.current_time()
+        working = True
         try:
             outcome = MetadataOutcome(lead.infohash, TIMED_OUT, started=started)
             with trio.move_on_after(self.settings.deadline):
-                outcome = await self.process(lead)
+                try:
+                    outcome = await self.process(lead)
+                except P2PWatchError as exc:  # bad input or a refused address: this lead fails, the rest go on
+                    log.info("metadata for %s failed: %s", lead.infohash.hex(), exc)
+                    outcome = MetadataOutcome(lead.infohash, FAILED, started=started)
             outcome.finished = trio.current_time()
             st.count_outcome(outcome)
             st.active -= 1
+            working = False
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await outcomes.send(outcome)  # back-pressure from the matcher: the slot is held until then
         finally:
+            if working:
+                st.active -= 1
             self._active.release_on_behalf_of(lead)
 
     async def process(self, lead: Lead) -> MetadataOutcome:

@@ -11,6 +11,7 @@ import trio
 import trio.testing
 
 from p2pwatch.config import MetadataSettings
+from p2pwatch.errors import LocalProtocolError
 from p2pwatch.monitor.metrics import Metrics, PerMinute
 from p2pwatch.monitor.pipeline import (
     FAILED,
@@ -222,3 +223,17 @@ def test_per_minute_rates() -> None:
         rates.sample(m, float(t))
     assert m.gauges["p2pwatch_metadata_ok_per_minute"]() == pytest.approx(600.0)
     assert "p2pwatch_metadata_ok_per_minute 600.0" in m.render()
+
+
+async def test_a_bad_lead_fails_alone(autojump_clock: trio.testing.MockClock) -> None:
+    class Refusing(FakeDHT):
+        async def ask_node(self, node: Addr, infohash: bytes) -> PeersReply:
+            if len(infohash) != 20:
+                raise LocalProtocolError("a DHT target is 20 bytes")
+            return await super().ask_node(node, infohash)
+
+    dht = Refusing(direct={ih(1): (peer(1),)})
+    pipeline = MetadataPipeline(dht, FakePeers(good={peer(1)}), MetadataSettings())
+    got = await run_pipeline(pipeline, [Lead(b"short", NODE), Lead(ih(1), NODE)])
+    assert sorted((o.infohash, o.status) for o in got) == [(ih(1), OK), (b"short", FAILED)]
+    assert pipeline.stats.failed == 1 and pipeline.stats.active == 0
