@@ -99,8 +99,12 @@ def render_report(doc: dict[str, Any], chain: dict[str, Any]) -> str:
         "<li>Compare the key fingerprint above with the one the centre published.</li></ol>",
     ]
     parts.append("<h2>Torrents</h2>")
-    parts.append(_table(["infohash", "name", "version", "files"], [
-        [t.get("infohash"), t.get("name"), t.get("version"), len(t.get("files") or [])]
+    parts.append("<p>A torrent found on the network comes as its info dict alone (BEP 9): its SHA-1 and SHA-256 "
+                 "are the infohashes; the v2 piece layers, outside the info dict, are in the bundle only where "
+                 "listed.</p>")
+    parts.append(_table(["infohash", "name", "version", "files", "metainfo", "piece layers missing"], [
+        [t.get("infohash"), t.get("name"), t.get("version"), len(t.get("files") or []), t.get("metainfo"),
+         ", ".join((t.get("piece_layers") or {}).get("missing") or []) or "none"]
         for t in doc.get("torrents", [])]))
     parts.append("<h2>Matches with registered content</h2>")
     parts.append(_table(["id", "content", "torrent", "file", "method", "proof", "bytes fetched"], [

@@ -133,7 +133,7 @@ def build_inputs(session: Session, request: ExportRequest, *, reference: bool = 
     matches = []
     for m in session.execute(select(MatchRow).where(MatchRow.case_id == case.id, MatchRow.torrent_id.in_(by_id))
                              .order_by(MatchRow.id)).scalars():
-        meta = parse_torrent(by_id[m.torrent_id].metainfo or b"")
+        meta = parse_torrent(by_id[m.torrent_id].metainfo or b"", require_layers=False)
         file_length = next((f.length for f in meta.files if f.index == m.file_index), None)
         matches.append({"id": f"m{m.id}", "content_id": str(m.content_id), "infohash": by_id[m.torrent_id].dht_id,
                         "file_index": m.file_index, "file_path": m.file_path, "file_length": file_length,

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from p2pwatch.errors import ConfigError
+from p2pwatch.errors import ConfigError, MetainfoError
 from p2pwatch.match.fingerprint import Fingerprint
 from p2pwatch.match.keywords import normalize
 from p2pwatch.match.matcher import Match, RegisteredContent, RegistryIndex
@@ -23,7 +23,7 @@ from p2pwatch.storage.claims import ensure_watch, unwatch_case
 from p2pwatch.storage.ledger import append_audit
 from p2pwatch.storage.models import Case, CaseWatch, Content, Keyword, Torrent, TorrentFile, Watch
 from p2pwatch.storage.models import Match as MatchRow
-from p2pwatch.torrent.metainfo import Metainfo
+from p2pwatch.torrent.metainfo import Metainfo, parse_torrent
 
 
 class UnknownCase(ConfigError):
@@ -136,8 +136,12 @@ def upsert_torrent(session: Session, dht_id: bytes, *, metainfo: Metainfo | None
         session.flush()
     if magnet and not torrent.magnet:
         torrent.magnet = magnet
-    if metainfo is not None and torrent.metainfo is None:
-        torrent.metainfo = metainfo.torrent_bytes or (b"d4:info" + metainfo.info_bytes + b"e")
+    if metainfo is not None and torrent.metainfo is not None:
+        upgrade_metainfo(torrent, metainfo)
+    elif metainfo is not None:
+        if key not in dht_ids(metainfo):
+            raise MetainfoError(f"the metainfo of {metainfo.name[:80]!r} does not hash to {key}")
+        torrent.metainfo = metainfo.stored_bytes()
         torrent.name = metainfo.name
         torrent.infohash_v1 = metainfo.infohash_v1.hex() if metainfo.infohash_v1 else None
         torrent.infohash_v2 = metainfo.infohash_v2.hex() if metainfo.infohash_v2 else None
@@ -149,6 +153,37 @@ def upsert_torrent(session: Session, dht_id: bytes, *, metainfo: Metainfo | None
         torrent.name = name
     session.flush()
     return torrent
+
+
+def dht_ids(metainfo: Metainfo) -> set[str]:
+    """Every 20-byte id (hex) a torrent goes by on the DHT and the wire: v1, and v2 truncated (BEP 52)."""
+    return {h[:20].hex() for h in (metainfo.infohash_v1, metainfo.infohash_v2) if h is not None}
+
+
+def stored_metainfo(torrent: Torrent) -> Metainfo | None:
+    """The row's metainfo, parsed as stored: a .torrent, or an info dict from BEP 9 with the piece layers
+    fetched so far (possibly none); None when never fetched. Raises MetainfoError for unusable bytes."""
+    if not torrent.metainfo:
+        return None
+    return parse_torrent(torrent.metainfo, require_layers=False)
+
+
+def upgrade_metainfo(torrent: Torrent, metainfo: Metainfo) -> bool:
+    """Keep what proves more: a stored info dict without (all) piece layers is replaced by the same info dict
+    with more layers (a .torrent file given later, or layers fetched by BEP 52 hash requests). Other
+    stored bytes are never touched: the infohash of the new metainfo must be the row's."""
+    if torrent.dht_id not in dht_ids(metainfo):
+        return False
+    try:
+        stored = stored_metainfo(torrent)
+    except MetainfoError:
+        stored = None
+    if stored is not None and (stored.info_bytes != metainfo.info_bytes
+                               or len(metainfo.piece_layers) <= len(stored.piece_layers)):
+        return False
+    merged = metainfo if stored is None else metainfo.with_piece_layers(stored.piece_layers)
+    torrent.metainfo = merged.stored_bytes()
+    return True
 
 
 def record_match(session: Session, match: Match, torrent: Torrent, *, actor: str = "matcher") -> tuple[MatchRow, bool]:

@@ -60,7 +60,7 @@ def _target(session: Session, torrent_id: int, extra_trackers: list[str]) -> Wat
     trackers: list[str] = []
     if torrent.metainfo:
         try:
-            metainfo = parse_torrent(torrent.metainfo)
+            metainfo = parse_torrent(torrent.metainfo, require_layers=False)
             trackers += [url for tier in metainfo.trackers for url in tier]
         except P2PWatchError as exc:
             log.warning("stored metainfo of %s unusable: %s", torrent.dht_id, exc)

@@ -208,10 +208,34 @@ class Metainfo:
 
     def with_piece_layers(self, layers: Mapping[bytes, bytes]) -> Metainfo:
         """A copy with v2 piece layers obtained elsewhere (e.g. BEP 52 hash requests), checked against
-        the pieces roots; raises :class:`MetainfoError` when one does not match."""
+        the pieces roots; raises :class:`MetainfoError` when one does not match. The copy has no
+        ``torrent_bytes`` when a layer was added: :meth:`stored_bytes` then writes the info dict and the
+        layers."""
         merged = dict(self.piece_layers)
         merged.update(check_piece_layers(dict(layers), self.files, self.piece_length, require=False))
-        return dataclasses.replace(self, piece_layers=MappingProxyType(merged))
+        if merged.keys() == self.piece_layers.keys():
+            return self
+        return dataclasses.replace(self, piece_layers=MappingProxyType(merged), torrent_bytes=None)
+
+    @property
+    def layer_files(self) -> tuple[FileEntry, ...]:
+        """The v2 files larger than one piece: the ones whose piece hashes live in ``piece layers``."""
+        return tuple(f for f in self.files if f.pieces_root is not None and f.length > self.piece_length)
+
+    @property
+    def missing_layers(self) -> tuple[FileEntry, ...]:
+        """The :attr:`layer_files` whose piece layer is not known (all of them for a bare BEP 9 info dict)."""
+        return tuple(f for f in self.layer_files if f.pieces_root not in self.piece_layers)
+
+    def stored_bytes(self) -> bytes:
+        """What the evidence store keeps: the .torrent as given, else a bencoded dict of the info dict exactly
+        as received (BEP 9) and the piece layers known so far (BEP 52 keys sort ``info`` first)."""
+        if self.torrent_bytes is not None:
+            return self.torrent_bytes
+        out = b"d4:info" + self.info_bytes
+        if self.piece_layers:
+            out += b"12:piece layers" + bencoding.encode(dict(self.piece_layers))
+        return out + b"e"
 
     def to_magnet(self) -> str:
         trackers = tuple(dict.fromkeys(url for tier in self.trackers for url in tier))
@@ -220,8 +244,13 @@ class Metainfo:
         ).to_uri()
 
 
-def parse_torrent(data: bytes) -> Metainfo:
-    """Parse a whole .torrent file; its v2 piece layers are checked against the pieces roots."""
+def parse_torrent(data: bytes, *, require_layers: bool = True) -> Metainfo:
+    """Parse a whole .torrent file; its v2 piece layers are checked against the pieces roots.
+
+    A .torrent must hold the layer of every v2 file larger than a piece (BEP 52). What the evidence store
+    keeps (:meth:`Metainfo.stored_bytes`) may hold fewer: an info dict received by BEP 9 has none, and
+    layers fetched by hash requests come one file at a time; read it with ``require_layers=False`` (a layer
+    that is present is still checked)."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise MetainfoError("a .torrent must be bytes")
     data = bytes(data)
@@ -237,7 +266,7 @@ def parse_torrent(data: bytes) -> Metainfo:
     if info_bytes is None:
         raise MetainfoError("the .torrent has no 'info' dict")
     meta = _build(info_bytes, _tiers_from_torrent(top))
-    layers = check_piece_layers(top.get(b"piece layers"), meta.files, meta.piece_length, require=True)
+    layers = check_piece_layers(top.get(b"piece layers"), meta.files, meta.piece_length, require=require_layers)
     return dataclasses.replace(
         meta,
         piece_layers=MappingProxyType(layers),
