@@ -127,9 +127,17 @@ def load_index(session: Session) -> RegistryIndex:
 
 def upsert_torrent(session: Session, dht_id: bytes, *, metainfo: Metainfo | None = None, magnet: str | None = None,
                    source: str = "watch", name: str | None = None) -> Torrent:
-    """The torrent row for a DHT id, created or completed with its metainfo and file list."""
+    """The torrent row for a DHT id, created or completed with its metainfo and file list.
+
+    A hybrid torrent goes by two DHT ids (v1, and v2 truncated; libtorrent announces both): with its
+    metainfo, the row already stored under either id is the one returned, so one torrent is one row
+    whichever id the network showed first."""
     key = dht_id.hex()
     torrent = session.execute(select(Torrent).where(Torrent.dht_id == key)).scalar_one_or_none()
+    if torrent is None and metainfo is not None and key in dht_ids(metainfo):
+        torrent = session.execute(select(Torrent).where(Torrent.dht_id.in_(sorted(dht_ids(metainfo))))
+                                  .order_by(Torrent.id).limit(1)).scalar_one_or_none()
+        key = torrent.dht_id if torrent is not None else key
     if torrent is None:
         torrent = Torrent(dht_id=key, first_seen=_now(), source=source, magnet=magnet, name=name)
         session.add(torrent)
@@ -157,7 +165,7 @@ def upsert_torrent(session: Session, dht_id: bytes, *, metainfo: Metainfo | None
 
 def dht_ids(metainfo: Metainfo) -> set[str]:
     """Every 20-byte id (hex) a torrent goes by on the DHT and the wire: v1, and v2 truncated (BEP 52)."""
-    return {h[:20].hex() for h in (metainfo.infohash_v1, metainfo.infohash_v2) if h is not None}
+    return {h.hex() for h in metainfo.dht_ids}
 
 
 def stored_metainfo(torrent: Torrent) -> Metainfo | None:

@@ -63,6 +63,7 @@ class MonitorState:
     known: set[bytes] = field(default_factory=set)  # DHT ids already stored (matched or watched)
     watched: dict[bytes, int] = field(default_factory=dict)  # DHT id -> torrent id
     checked: int = 0
+    checked_ids: set[bytes] = field(default_factory=set)  # DHT ids whose metadata was checked (both of a hybrid)
     matches: list[dict[str, object]] = field(default_factory=list)
 
 
@@ -79,7 +80,8 @@ def _load_state(session: Session, previous: tuple[Any, ...] | None
     every refresh would be wasted work), the stored torrents and the watch list."""
     version = tuple(tuple(row) for row in registry_version(session))
     index = None if version == previous else load_index(session)
-    known = {bytes.fromhex(d) for d in session.execute(select(Torrent.dht_id)).scalars()}
+    known = {bytes.fromhex(h[:40]) for row in session.execute(
+        select(Torrent.dht_id, Torrent.infohash_v1, Torrent.infohash_v2)) for h in row if h}
     watched = {bytes.fromhex(t.dht_id): t.id for t in session.execute(
         select(Torrent).join(Watch, Watch.torrent_id == Torrent.id).where(Watch.active.is_(True))).scalars()}
     return index, version, known, watched
@@ -216,6 +218,9 @@ class Monitor:
                 await self._check_new(infohash, writer, node)
             except P2PWatchError as exc:
                 log.info("%s: %s", infohash.hex(), exc)
+            except Exception:  # whatever a swarm sends, one torrent's failure never stops the daemon
+                self.metrics.counters["p2pwatch_metadata_errors_total"] += 1
+                log.exception("%s: checking the torrent failed", infohash.hex())
 
     async def _check_new(self, infohash: bytes, writer: ObservationWriter, node: DHTNode) -> None:
         found = await node.get_peers(infohash)
@@ -228,6 +233,11 @@ class Monitor:
         metainfo = fetched.metainfo
         if metainfo is None:
             return
+        other_ids = set(metainfo.dht_ids) - {infohash}
+        if other_ids & self.state.checked_ids:
+            return  # a hybrid's other DHT id (BEP 52) was checked already: the same torrent
+        self.state.checked_ids |= other_ids | {infohash}
+        self.state.known |= other_ids
         self.metrics.counters["p2pwatch_metadata_fetched_total"] += 1
         self.state.checked += 1
         index = self.state.index

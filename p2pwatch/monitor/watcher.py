@@ -100,9 +100,18 @@ class Watcher:
             if claims:
                 async with trio.open_nursery() as nursery:
                     for claim in claims:
-                        nursery.start_soon(self._check, claim.torrent_id)
+                        nursery.start_soon(self._check_safely, claim.torrent_id)
             else:
                 await trio.sleep(self.poll)
+
+    async def _check_safely(self, torrent_id: int) -> None:
+        """One watch's failure, whatever the swarm did, is logged and counted; the daemon and the other
+        watches go on (the lease expires, so the watch is examined again later)."""
+        try:
+            await self._check(torrent_id)
+        except Exception:
+            self.metrics.counters["p2pwatch_examination_errors_total"] += 1
+            log.exception("examination of torrent %d failed unexpectedly", torrent_id)
 
     async def _check(self, torrent_id: int) -> None:
         extra = list(self.config.watcher.trackers)

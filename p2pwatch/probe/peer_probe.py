@@ -473,8 +473,8 @@ async def probe_peer(
         raise LocalProtocolError("infohash must be 20 bytes (v1 or truncated v2) or 32 bytes (v2)")
     if encryption not in ("off", "prefer", "require"):
         raise LocalProtocolError(f"encryption must be off, prefer or require, not {encryption!r}")
-    if metainfo is not None and metainfo.infohash != infohash[:20]:
-        raise LocalProtocolError("metainfo does not belong to this infohash")
+    if metainfo is not None and infohash[:20] not in metainfo.dht_ids:
+        raise LocalProtocolError("metainfo does not belong to this infohash")  # a hybrid has two ids (BEP 52)
     if metainfo is not None and metainfo.version is TorrentVersion.V2 and len(infohash) == 20:
         infohash = metainfo.infohash_v2 or infohash
     our_id = peer_id if peer_id is not None else PEER_ID_PREFIX + os.urandom(12)

@@ -109,6 +109,12 @@ class Metainfo:
         return self.infohashes.dht_id
 
     @property
+    def dht_ids(self) -> frozenset[bytes]:
+        """Every 20-byte id the torrent goes by on the DHT and the wire: v1 and truncated v2 (a hybrid has
+        both, BEP 52; libtorrent announces under both)."""
+        return frozenset(h[:20] for h in (self.infohash_v1, self.infohash_v2) if h is not None)
+
+    @property
     def infohashes(self) -> InfoHash:
         return InfoHash(v1=self.infohash_v1, v2=self.infohash_v2)
 
