@@ -47,6 +47,11 @@ class Examination:
     def add_listing(self, peer: Endpoint, source: str, reporter: str) -> None:
         self.listed.setdefault(peer, set()).add((source, reporter))
 
+    def piece_layers(self) -> dict[bytes, bytes]:
+        """The v2 piece layers the probed peers handed over (BEP 52 hash requests), each already verified
+        against its pieces root; store them with the metainfo, since level-3 rows on v2 pieces rest on them."""
+        return {root: layer for probe in self.probes for root, layer in probe.piece_layers.items()}
+
     def last_peer_seen(self) -> datetime | None:
         return self.finished_at if self.listed or any(p.level >= 1 for p in self.probes) else None
 

@@ -100,6 +100,8 @@ async def lookup(infohash: bytes, *, config: MonitorConfig, dht: DHTConfig | Non
         await probe_listed(exam, outcome.metainfo, config.probe, limit=probe_limit,
                            pieces_budget=config.watcher.verified_pieces_per_torrent, bind_ip=bind_ip, skip=probed)
     exam.finished_at = datetime.now(UTC)
+    if outcome.metainfo is not None and exam.piece_layers():
+        outcome.metainfo = outcome.metainfo.with_piece_layers(exam.piece_layers())
     if scope.cancelled_caught:
         outcome.timed_out = True
         outcome.notes.append(f"stopped at the {timeout:g} s timeout; results are partial")

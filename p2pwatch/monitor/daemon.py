@@ -233,6 +233,8 @@ class Monitor:
         metainfo = fetched.metainfo
         if metainfo is None:
             return
+        layers = {root: layer for probe in fetched.probes for root, layer in probe.piece_layers.items()}
+        metainfo = metainfo.with_piece_layers(layers)  # level-3 rows on v2 pieces rest on them: stored together
         other_ids = set(metainfo.dht_ids) - {infohash}
         if other_ids & self.state.checked_ids:
             return  # a hybrid's other DHT id (BEP 52) was checked already: the same torrent

@@ -25,6 +25,7 @@ from p2pwatch.dht.node import DHTNode
 from p2pwatch.errors import P2PWatchError
 from p2pwatch.investigate.examine import Examination, examine, observation_records, swarm_samples
 from p2pwatch.investigate.geoip import GeoLookup
+from p2pwatch.investigate.registry import upgrade_metainfo
 from p2pwatch.investigate.swarmstatus import SwarmStatus, is_revival, swarm_status
 from p2pwatch.monitor.alerts import Alerter
 from p2pwatch.monitor.metrics import Metrics
@@ -69,6 +70,12 @@ def _target(session: Session, torrent_id: int, extra_trackers: list[str]) -> Wat
             trackers += list(parse_magnet(torrent.magnet).trackers)
     return WatchTarget(torrent_id, bytes.fromhex(torrent.dht_id), torrent.name, metainfo,
                        tuple(dict.fromkeys(trackers + extra_trackers)), watch.status, watch.last_peer_at)
+
+
+def _store_layers(session: Session, torrent_id: int, metainfo: Metainfo) -> None:
+    torrent = session.get(Torrent, torrent_id)
+    if torrent is not None:
+        upgrade_metainfo(torrent, metainfo)
 
 
 def release_own_claims(session: Session, worker_id: str) -> int:
@@ -128,6 +135,9 @@ class Watcher:
         self.examined.append(exam)
         if len(self.examined) > 100:
             del self.examined[:50]
+        if target.metainfo is not None and exam.piece_layers():  # the level-3 rows on v2 pieces rest on them
+            metainfo = target.metainfo.with_piece_layers(exam.piece_layers())
+            await self.writer.run(lambda s: _store_layers(s, torrent_id, metainfo))
         records: list[Any] = observation_records(torrent_id, exam, self.geo)
         await self.writer.write_many(records + swarm_samples(torrent_id, exam))
         self._count(records)

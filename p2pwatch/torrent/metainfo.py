@@ -194,6 +194,12 @@ class Metainfo:
         layer = self.piece_layers.get(file.pieces_root)
         return None if layer is None else tuple(merkle.split_hashes(layer))
 
+    def piece_verifiable(self, index: int) -> bool:
+        """Whether :meth:`verify_piece` can check piece ``index``: always with v1 hashes; for a v2-only
+        torrent when its file fits in one piece or its piece layer is known."""
+        self._check_piece(index)
+        return bool(self.piece_hashes) or self.v2_piece_hashes(self._file_at_piece(index)) is not None
+
     def verify_piece_v2(self, file: FileEntry, piece_in_file: int, data: bytes) -> bool:
         """Check ``data``, the bytes of piece ``piece_in_file`` of ``file`` (no padding), against the v2
         hashes. Raises :class:`LocalProtocolError` when those hashes are not known."""

@@ -1,6 +1,8 @@
 """Issue 10: hybrid and v2-only torrents seeded by libtorrent on loopback, looked up by p2pwatch (metadata over
 BEP 9, i.e. the info dict without ``piece layers``), matched, recorded, exported and verified by
-``python -m evidence verify``; and the same torrent given as a .torrent file with its layers."""
+``python -m evidence verify``; the same torrent given as a .torrent file with its layers; and a v2 torrent of
+one multi-piece file, whose seeders reach level 3 only through the layer fetched by BEP 52 hash requests,
+which the store then keeps and the bundle carries."""
 
 from __future__ import annotations
 
@@ -32,15 +34,19 @@ def _cli(home: Path, *args: str, timeout: float = 180) -> subprocess.CompletedPr
                           timeout=timeout, cwd=REPO)
 
 
-@pytest.mark.parametrize(("version", "given"), [("hybrid", "magnet"), ("v2", "magnet"), ("v2", "torrent")])
+@pytest.mark.parametrize(("version", "given"), [("hybrid", "magnet"), ("v2", "magnet"), ("v2", "torrent"),
+                                               ("v2", "magnet-one-file")])
 def test_lookup_record_export_verify(tmp_path: Path, version: str, given: str) -> None:
     require_component("libtorrent", lt is not None)
     home = tmp_path / "home"
     pack = tmp_path / "data" / "pack"
     pack.mkdir(parents=True)
     (pack / "clip.bin").write_bytes(os.urandom(9 * 16384 + 777))  # 10 pieces: its v2 hashes need a layer
-    (pack / "note.txt").write_bytes(b"note " * 300)
-    torrent = create_torrent(pack, version=version, piece_length=16384)
+    if given != "magnet-one-file":  # a one-piece file: its pieces root verifies a piece without any layer
+        (pack / "note.txt").write_bytes(b"note " * 300)
+    one_file = given == "magnet-one-file"
+    torrent = create_torrent(pack / "clip.bin" if one_file else pack, version=version, piece_length=16384)
+    name, clip = ("clip.bin", "clip.bin") if one_file else ("pack", "pack/clip.bin")
     hashes = lt.torrent_info(lt.bdecode(torrent)).info_hashes()  # type: ignore[arg-type]
     v2 = str(hashes.v2)
     if given == "torrent":
@@ -56,7 +62,7 @@ def test_lookup_record_export_verify(tmp_path: Path, version: str, given: str) -
     with LocalSwarm(tmp_path) as swarm:
         sessions = [swarm.start_session(loopback_address()) for _ in range(6)]
         for s in sessions[:2]:
-            swarm.seed(s, torrent, pack.parent)
+            swarm.seed(s, torrent, pack if one_file else pack.parent)
         swarm.connect_dht()
         swarm.wait_dht_ready(min_nodes=3)
         swarm.wait_seeding()
@@ -69,8 +75,8 @@ def test_lookup_record_export_verify(tmp_path: Path, version: str, given: str) -
             doc = json.loads(proc.stdout)
             if len(doc["peers"]) >= 2 and doc["matches"]:  # type: ignore[arg-type]
                 break
-    assert doc["name"] == "pack", doc
-    assert [(m["method"], m["file"]) for m in doc["matches"]] == [("exact-metadata", "pack/clip.bin")]  # type: ignore
+    assert doc["name"] == name, doc
+    assert [(m["method"], m["file"]) for m in doc["matches"]] == [("exact-metadata", clip)]  # type: ignore
     seeders = {f"{s.ip}:{s.port}" for s in sessions[:2]}
     levels = {f"{p['ip']}:{p['port']}": p["level"] for p in doc["peers"]}  # type: ignore[union-attr]
     assert all(levels.get(s, 0) >= 3 for s in seeders), levels
@@ -83,10 +89,11 @@ def test_lookup_record_export_verify(tmp_path: Path, version: str, given: str) -
     with zipfile.ZipFile(bundle) as z:
         record = json.loads(z.read("bundle.json"))["torrents"][0]
     assert record["infohash_v2"] == v2 and record["version"] == version
-    if given == "torrent":
-        assert (record["metainfo"], record["piece_layers"]) == ("torrent", {"present": ["pack/clip.bin"],
-                                                                            "missing": []})
+    if given in ("torrent", "magnet-one-file"):  # given with the .torrent, or fetched from the seeders
+        assert (record["metainfo"], record["piece_layers"]) == ("torrent", {"present": [clip], "missing": []})
         assert "a .torrent file; v2 piece layers present for 1 of 1" in proc.stdout
+        if given == "magnet-one-file":
+            assert {p["piece_verified"] for p in doc["peers"] if p["level"] == 3} <= set(range(10))  # type: ignore
     else:
-        assert (record["metainfo"], record["piece_layers"]["missing"]) == ("info-dict", ["pack/clip.bin"])
+        assert (record["metainfo"], record["piece_layers"]["missing"]) == ("info-dict", [clip])
         assert "the info dict alone" in proc.stdout and "missing for 'pack/clip.bin'" in proc.stdout
