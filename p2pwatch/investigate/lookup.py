@@ -93,6 +93,9 @@ async def lookup(infohash: bytes, *, config: MonitorConfig, dht: DHTConfig | Non
         elif outcome.metainfo is not None:
             outcome.metadata_source = "given"
         if outcome.metainfo is not None and index is not None:
+            # the zero-byte stages first: peers that vanish or stall the content stages until the timeout
+            # must not cost the matches the metadata alone proves
+            outcome.report = await match_torrent(index, outcome.metainfo, None)
             outcome.report = await run_matcher(index, outcome.metainfo, peers, config, bind_ip=bind_ip,
                                                allow_local=allow_local)
         # peers already proven to level 3 (or flagged) are not probed again; metadata-only probes are

@@ -155,6 +155,17 @@ async def test_v2_piece_layer_fetched_by_hash_requests(seeders: dict[str, Seeder
     assert [t.message for t in result.transcript if t.direction == "out"].count("hash_request") == 1
 
 
+async def test_hybrid_under_its_truncated_v2_id_with_its_metainfo(seeders: dict[str, Seeder]) -> None:
+    """A hybrid goes by two DHT ids (BEP 52); probing it under the v2 one with its metainfo is no misuse."""
+    seeder = seeders["hybrid"]
+    await seeder.wait_ready()
+    v2 = seeder.metainfo.infohash_v2
+    assert v2 is not None
+    with trio.fail_after(60):
+        result = await probe_peer(seeder.ip, seeder.port, v2[:20], metainfo=seeder.metainfo, encryption="off")
+    assert result.error is None and result.level == 3 and result.piece_hash_algorithm == "sha1", result.transcript[-3:]
+
+
 async def test_v2_full_infohash_verifies_metadata_with_sha256(seeders: dict[str, Seeder]) -> None:
     seeder = seeders["v2"]
     await seeder.wait_ready()

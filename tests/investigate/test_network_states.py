@@ -1,0 +1,197 @@
+"""Issue 10, "Beyond": states the network produces that the code between discovery and export assumed away.
+
+Each test puts the code in one such state and checks what it now does (docs/DECISIONS.md lists them):
+a content stage stalled by vanished peers until the lookup's timeout, metadata from libtorrent for another
+infohash, a hybrid torrent seen under both its DHT ids, a watched torrent whose metadata nobody delivered,
+and one torrent's unexpected failure inside the long-running monitor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import zipfile
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from sqlalchemy import Engine, select
+
+from evidence.verify import EXIT_OK, verify_bundle
+from p2pwatch.bundle import keys as keyfile
+from p2pwatch.config import MonitorConfig
+from p2pwatch.investigate import lookup as lookup_module
+from p2pwatch.investigate import metadata_fetch
+from p2pwatch.investigate.export import ExportRequest, export_case
+from p2pwatch.investigate.lookup import lookup
+from p2pwatch.investigate.registry import add_content, create_case, record_match, upsert_torrent, watch
+from p2pwatch.match.fingerprint import fingerprint_file
+from p2pwatch.match.matcher import Match, RegisteredContent, RegistryIndex
+from p2pwatch.monitor.daemon import Monitor
+from p2pwatch.monitor.metrics import Metrics
+from p2pwatch.monitor.watcher import Watcher
+from p2pwatch.storage.claims import Claim
+from p2pwatch.storage.db import session_factory, writer_sessionmaker
+from p2pwatch.storage.models import Torrent
+from p2pwatch.torrent.maker import make_v1_torrent
+from p2pwatch.torrent.metainfo import Metainfo, parse_info, parse_torrent
+from tests.conftest import require_component
+
+try:
+    import libtorrent as lt
+
+    from p2pwatch.testswarm.localswarm import create_torrent
+except ImportError:  # pragma: no cover
+    lt = None
+
+pytest_plugins = ["tests.pg"]
+
+
+def _v1(tmp_path: Path, name: str = "clip.bin", size: int = 5 * 16384 + 10) -> tuple[Path, Metainfo]:
+    data = tmp_path / name
+    data.write_bytes(os.urandom(size))
+    return data, parse_torrent(make_v1_torrent(name, [(name, data)], piece_length=16384, single_file=True))
+
+
+async def test_lookup_keeps_zero_byte_matches_when_vanished_peers_stall_the_content_stages(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock) -> None:
+    """Listed peers that vanished keep the content stages waiting; the lookup's timeout cuts them off. The
+    match the metadata alone proves (0 bytes fetched) survives; before, the whole report was lost."""
+    data, meta = _v1(tmp_path)
+    index = RegistryIndex([RegisteredContent("c" * 64, "c1", fingerprint_file(data, media=False))])
+    stalled = trio.Event()
+
+    async def stalls(*_args: Any, **_kw: Any) -> Any:  # a reader waiting on peers that never answer
+        stalled.set()
+        await trio.sleep_forever()
+
+    monkeypatch.setattr(lookup_module, "run_matcher", stalls)
+    outcome = await lookup(meta.infohash, config=MonitorConfig(), dht=None, trackers=[], metainfo=meta,
+                           index=index, timeout=30)
+    assert stalled.is_set() and outcome.timed_out
+    assert outcome.report is not None
+    assert [(m.method, m.bytes_fetched) for m in outcome.report.matches] == [("exact-metadata", 0)]
+
+
+class _Reader:
+    def __init__(self, metainfo: Metainfo) -> None:
+        self.metainfo = metainfo
+
+    async def wait_metadata_async(self, _timeout: float) -> Metainfo:
+        return self.metainfo
+
+
+async def test_metadata_from_libtorrent_for_another_infohash_is_refused(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The libtorrent fallback's metadata is hashed again here: an info dict that does not hash to the
+    infohash asked for is an error, never the torrent's metainfo."""
+    _data, other = _v1(tmp_path)
+
+    @contextlib.asynccontextmanager
+    async def reader(*_args: Any, **_kw: Any) -> AsyncIterator[_Reader]:
+        yield _Reader(other)
+
+    monkeypatch.setattr(metadata_fetch, "open_torrent_reader", reader)
+    wanted = bytes(20)
+    settings = MonitorConfig().probe
+    settings.libtorrent_fallback = True
+    result = await metadata_fetch.fetch_metadata(wanted, [], settings)
+    assert result.metainfo is None and result.error and "not " + wanted.hex() in result.error
+    monkeypatch.setattr(metadata_fetch, "open_torrent_reader", lambda *a, **k: reader())
+    good = await metadata_fetch.fetch_metadata(other.infohash, [], settings)
+    assert good.metainfo is other and good.source == "libtorrent"
+
+
+def test_a_hybrid_is_one_row_whichever_dht_id_came_first(storage_engine: Engine, tmp_path: Path) -> None:
+    require_component("libtorrent", lt is not None)
+    (tmp_path / "h.bin").write_bytes(os.urandom(3 * 16384 + 5))
+    full = parse_torrent(create_torrent(tmp_path / "h.bin", version="hybrid", piece_length=16384))
+    bare = parse_info(full.info_bytes)
+    assert full.infohash_v1 is not None and full.infohash_v2 is not None
+    v1, v2 = full.infohash_v1, full.infohash_v2[:20]
+    with writer_sessionmaker(storage_engine)() as s, s.begin():
+        first = upsert_torrent(s, v2, metainfo=bare, source="crawler")  # the DHT showed the v2 id first
+        again = upsert_torrent(s, v1, metainfo=bare, source="crawler")
+        assert again.id == first.id and first.dht_id == v2.hex()
+        assert s.scalars(select(Torrent)).all() == [first]
+        upsert_torrent(s, v1, metainfo=full)  # then the .torrent, with its layers
+        assert parse_torrent(first.metainfo or b"").piece_layers == full.piece_layers
+
+
+def test_a_watched_torrent_without_metadata_is_named_in_the_bundle(storage_engine: Engine, tmp_path: Path) -> None:
+    """A watch whose metadata no peer delivered: its rows stay hashes in the chain, and bundle.json says the
+    torrent was left out rather than leaving it unmentioned."""
+    data, meta = _v1(tmp_path)
+    keyfile.save_key(keyfile.default_key_path(tmp_path), keyfile.generate_key())
+    fp = fingerprint_file(data, media=False)
+    with writer_sessionmaker(storage_engine)() as s, s.begin():
+        case = create_case(s, "c1")
+        content, _ = add_content(s, case, fp)
+        torrent = upsert_torrent(s, meta.infohash, metainfo=meta)
+        proof = {"kind": "v1-piece-table", "piece_length": 16384, "first_piece": 0, "pieces_compared": 6,
+                 "piece_hashes": [h.hex() for h in meta.piece_hashes], "file_length": fp.size}
+        record_match(s, Match("c1", str(content.id), meta.infohash.hex(), 0, "clip.bin", "exact-metadata", proof,
+                              0), torrent)
+        watch(s, case, upsert_torrent(s, b"\x07" * 20, source="watch"))
+    out = tmp_path / "b.zip"
+    with session_factory(storage_engine)() as s, s.begin():
+        export_case(s, ExportRequest("c1", out, tmp_path))
+    assert verify_bundle(out).exit_code == EXIT_OK
+    with zipfile.ZipFile(out) as z:
+        doc = json.loads(z.read("bundle.json"))
+    assert doc["case"]["torrents_without_metadata"] == ["07" * 20]
+    assert [t["infohash"] for t in doc["torrents"]] == [meta.infohash.hex()]
+
+
+class _Writer:
+    """Hands out two claims once, then none."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def run(self, _func: Any) -> Any:
+        self.calls += 1
+        until = datetime.now(UTC) + timedelta(minutes=5)
+        return [Claim(1, 1, until), Claim(2, 2, until)] if self.calls == 1 else []
+
+
+async def test_one_watch_failing_unexpectedly_does_not_stop_the_watcher(autojump_clock: trio.testing.MockClock
+                                                                         ) -> None:
+    metrics = Metrics()
+    watcher = Watcher(MonitorConfig(), _Writer(), None, worker_id="w", alerter=None, metrics=metrics,  # type: ignore[arg-type]
+                      geo=None, bind_ip=None)  # type: ignore[arg-type]
+    checked: list[int] = []
+
+    async def check(torrent_id: int) -> None:
+        if torrent_id == 1:
+            raise ExceptionGroup("examine", [ValueError("a swarm state nobody expected")])
+        checked.append(torrent_id)
+
+    watcher._check = check  # type: ignore[method-assign]
+    with trio.move_on_after(30):
+        await watcher.run()
+    assert checked == [2] and metrics.counters["p2pwatch_examination_errors_total"] == 1
+
+
+async def test_one_torrent_failing_unexpectedly_does_not_stop_the_metadata_workers() -> None:
+    monitor = Monitor.__new__(Monitor)
+    monitor.metrics = Metrics()
+    done: list[bytes] = []
+
+    async def check_new(infohash: bytes, *_args: Any) -> None:
+        if infohash == b"\x01" * 20:
+            raise KeyError("an info dict field nobody expected")
+        done.append(infohash)
+
+    monitor._check_new = check_new  # type: ignore[method-assign]
+    send, receive = trio.open_memory_channel[bytes](2)
+    async with send:
+        await send.send(b"\x01" * 20)
+        await send.send(b"\x02" * 20)
+    with trio.fail_after(5):
+        await monitor._metadata_worker(receive, None, None)  # type: ignore[arg-type]
+    assert done == [b"\x02" * 20] and monitor.metrics.counters["p2pwatch_metadata_errors_total"] == 1
