@@ -74,7 +74,7 @@ def registry_version(session: Session) -> tuple[Any, ...]:
             session.execute(select(func.count(Case.withdrawn_at), func.count()).select_from(Case)).one())
 
 
-def _load_state(session: Session, previous: tuple[Any, ...] | None
+def load_monitor_state(session: Session, previous: tuple[Any, ...] | None
                 ) -> tuple[RegistryIndex | None, tuple[Any, ...], set[bytes], dict[bytes, int]]:
     """The registry index (None when ``previous`` says it has not changed: parsing every fingerprint again
     every refresh would be wasted work), the stored torrents and the watch list."""
@@ -82,8 +82,9 @@ def _load_state(session: Session, previous: tuple[Any, ...] | None
     index = None if version == previous else load_index(session)
     known = {bytes.fromhex(h[:40]) for row in session.execute(
         select(Torrent.dht_id, Torrent.infohash_v1, Torrent.infohash_v2)) for h in row if h}
-    watched = {bytes.fromhex(t.dht_id): t.id for t in session.execute(
-        select(Torrent).join(Watch, Watch.torrent_id == Torrent.id).where(Watch.active.is_(True))).scalars()}
+    watched = {bytes.fromhex(h[:40]): t.id for t in session.execute(  # a hybrid is announced under both its ids
+        select(Torrent).join(Watch, Watch.torrent_id == Torrent.id).where(Watch.active.is_(True))).scalars()
+        for h in (t.dht_id, t.infohash_v1, t.infohash_v2) if h}
     return index, version, known, watched
 
 
@@ -111,7 +112,7 @@ class Monitor:
 
         def load() -> tuple[RegistryIndex | None, tuple[Any, ...], set[bytes], dict[bytes, int]]:
             with sessions() as session:
-                return _load_state(session, self._registry_version)
+                return load_monitor_state(session, self._registry_version)
 
         index, self._registry_version, known, watched = await trio.to_thread.run_sync(load)
         if index is not None:
@@ -145,7 +146,7 @@ class Monitor:
     async def _run_stages(self, writer: ObservationWriter, node: DHTNode) -> None:
         m = self.metrics
         m.gauges["p2pwatch_dht_nodes"] = lambda: float(len(node.table))
-        m.gauges["p2pwatch_watched_torrents"] = lambda: float(len(self.state.watched))
+        m.gauges["p2pwatch_watched_torrents"] = lambda: float(len(set(self.state.watched.values())))
         discoveries_send, discoveries = trio.open_memory_channel[Discovery](self.config.crawler.channel_size)
         metadata_send, metadata_receive = trio.open_memory_channel[bytes](64)
         self.watcher = Watcher(self.config, writer, node, worker_id=self.worker_id, alerter=self.alerter,
@@ -252,7 +253,8 @@ class Monitor:
         if not report.matches:
             return
         torrent_id = await writer.run(lambda s: self._store_matches(s, infohash, metainfo, report.matches))
-        self.state.watched[infohash] = torrent_id
+        for ident in metainfo.dht_ids | {infohash}:  # announces under either id of a hybrid are its peers
+            self.state.watched[ident] = torrent_id
         exam = Examination(infohash, datetime.now(UTC))
         for peer, reporters in found.peers.items():
             for ip, port in reporters:

@@ -31,7 +31,7 @@ from p2pwatch.investigate.lookup import lookup
 from p2pwatch.investigate.registry import add_content, create_case, record_match, upsert_torrent, watch
 from p2pwatch.match.fingerprint import fingerprint_file
 from p2pwatch.match.matcher import Match, RegisteredContent, RegistryIndex
-from p2pwatch.monitor.daemon import Monitor
+from p2pwatch.monitor.daemon import Monitor, load_monitor_state
 from p2pwatch.monitor.metrics import Metrics
 from p2pwatch.monitor.watcher import Watcher
 from p2pwatch.storage.claims import Claim
@@ -195,3 +195,21 @@ async def test_one_torrent_failing_unexpectedly_does_not_stop_the_metadata_worke
     with trio.fail_after(5):
         await monitor._metadata_worker(receive, None, None)  # type: ignore[arg-type]
     assert done == [b"\x02" * 20] and monitor.metrics.counters["p2pwatch_metadata_errors_total"] == 1
+
+
+def test_announces_under_either_id_of_a_watched_hybrid_map_to_its_row(storage_engine: Engine, tmp_path: Path) -> None:
+    """libtorrent announces a hybrid under its v1 and its truncated v2 id; the monitor's watch list holds
+    both, so a peer announcing under either is recorded for the one torrent."""
+    require_component("libtorrent", lt is not None)
+    (tmp_path / "h.bin").write_bytes(os.urandom(3 * 16384 + 5))
+    full = parse_torrent(create_torrent(tmp_path / "h.bin", version="hybrid", piece_length=16384))
+    assert full.infohash_v1 is not None and full.infohash_v2 is not None
+    with writer_sessionmaker(storage_engine)() as s, s.begin():
+        case = create_case(s, "c1")
+        torrent = upsert_torrent(s, full.infohash_v1, metainfo=parse_info(full.info_bytes))
+        watch(s, case, torrent)
+        tid = torrent.id
+    with writer_sessionmaker(storage_engine)() as s:
+        _index, _version, known, watched = load_monitor_state(s, None)
+    assert watched == {full.infohash_v1: tid, full.infohash_v2[:20]: tid}
+    assert {full.infohash_v1, full.infohash_v2[:20]} <= known
