@@ -213,3 +213,24 @@ def test_announces_under_either_id_of_a_watched_hybrid_map_to_its_row(storage_en
         _index, _version, known, watched = load_monitor_state(s, None)
     assert watched == {full.infohash_v1: tid, full.infohash_v2[:20]: tid}
     assert {full.infohash_v1, full.infohash_v2[:20]} <= known
+
+
+def test_a_torrent_file_saved_from_a_magnet_without_layers_is_accepted(tmp_path: Path) -> None:
+    """Tools that save a magnet's metadata write ``d4:info...e`` with no ``piece layers``; ``watch`` and
+    ``probe peer --torrent`` take it (layers come from peers when a proof needs one) instead of refusing."""
+    require_component("libtorrent", lt is not None)
+    from click.testing import CliRunner
+
+    from p2pwatch.cli import main
+
+    (tmp_path / "v.bin").write_bytes(os.urandom(4 * 16384 + 5))
+    full = parse_torrent(create_torrent(tmp_path / "v.bin", version="v2", piece_length=16384))
+    saved = tmp_path / "from-magnet.torrent"
+    saved.write_bytes(b"d4:info" + full.info_bytes + b"e")
+    home = tmp_path / "home"
+    runner = CliRunner()
+    for args in (["db", "upgrade"], ["case", "create", "c1"], ["watch", "--case", "c1", str(saved)]):
+        result = runner.invoke(main, ["--home", str(home), *args])
+        assert result.exit_code == 0, result.output
+    with pytest.raises(Exception, match="lacks the layer"):
+        parse_torrent(saved.read_bytes())  # a .torrent proper must hold them; what is stored need not
