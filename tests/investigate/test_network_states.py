@@ -234,3 +234,18 @@ def test_a_torrent_file_saved_from_a_magnet_without_layers_is_accepted(tmp_path:
         assert result.exit_code == 0, result.output
     with pytest.raises(Exception, match="lacks the layer"):
         parse_torrent(saved.read_bytes())  # a .torrent proper must hold them; what is stored need not
+
+
+async def test_a_torrent_with_zero_peers(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    """Nobody lists the torrent: the lookup says so, fetches nothing, and still proves what the metadata
+    alone proves when a .torrent was given."""
+    data, meta = _v1(tmp_path)
+    index = RegistryIndex([RegisteredContent("c" * 64, "c1", fingerprint_file(data, media=False))])
+    bare = await lookup(meta.infohash, config=MonitorConfig(), dht=None, trackers=[], metainfo=None, index=index,
+                        timeout=30)
+    assert bare.metainfo is None and bare.report is None and not bare.timed_out
+    assert any("no peer is listed" in n for n in bare.notes)
+    given = await lookup(meta.infohash, config=MonitorConfig(), dht=None, trackers=[], metainfo=meta, index=index,
+                         timeout=30)
+    assert given.report is not None and [m.method for m in given.report.matches] == ["exact-metadata"]
+    assert not given.exam.probes and not given.timed_out
