@@ -13,7 +13,9 @@ import trio
 
 from p2pwatch.cli.options import (
     NetworkOptions,
+    dht_bind_remedies,
     emit_json,
+    explain_bind,
     handle_errors,
     network_options,
     parse_host_port,
@@ -155,7 +157,8 @@ def peers_command(obj: dict[str, object], infohash: str, as_json: bool, bind6: s
             raise BootstrapFailed(f"DHT lookup did not finish within {net.timeout:g} s")
         return found
 
-    found = trio.run(run)
+    with explain_bind(dht_bind_remedies()):
+        found = trio.run(run)
     if as_json:
         emit_json([{"ip": ip, "port": port, "reported_by": sorted(format_addr(r) for r in reporters)}
                    for (ip, port), reporters in sorted(found.items())])
@@ -185,12 +188,13 @@ def sample_command(obj: dict[str, object], duration: float, as_json: bool, bind6
         send, receive = trio.open_memory_channel[Discovery](1024)
 
         async def crawl(config: DHTConfig, crawler_send: trio.MemorySendChannel[Discovery]) -> None:
-            async with crawler_send, open_dht_node(config) as node:
-                await _ensure_bootstrapped(node)
-                await Crawler(node, crawler_send, segments=16).run()
+            with crawler_send:  # closed without a checkpoint: a Cancelled must not replace a bind error
+                async with open_dht_node(config) as node:
+                    await _ensure_bootstrapped(node)
+                    await Crawler(node, crawler_send, segments=16).run()
 
         async with trio.open_nursery() as nursery:
-            async with send:
+            with send:
                 for config in configs:
                     nursery.start_soon(crawl, config, send.clone())
             with trio.move_on_after(duration):
@@ -201,7 +205,8 @@ def sample_command(obj: dict[str, object], duration: float, as_json: bool, bind6
                             click.echo(f"\r{len(found)} infohashes", nl=False, err=True)
             nursery.cancel_scope.cancel()
 
-    trio.run(run)
+    with explain_bind(dht_bind_remedies()):
+        trio.run(run)
     if as_json:
         emit_json([{"infohash": d.infohash.hex(), "reported_by": format_addr(d.reported_by),
                     "message": d.message, "seen_at": d.at.isoformat()} for d in found])

@@ -16,7 +16,16 @@ from typing import Any
 import click
 import trio
 
-from p2pwatch.cli.options import NetworkOptions, emit_json, handle_errors, network_options, parse_host_port
+from p2pwatch import netguard
+from p2pwatch.cli.options import (
+    SOURCE_ADDRESS_REMEDY,
+    NetworkOptions,
+    emit_json,
+    explain_bind,
+    handle_errors,
+    network_options,
+    parse_host_port,
+)
 from p2pwatch.cli.probe import probe
 from p2pwatch.errors import ConfigError, P2PWatchError
 from p2pwatch.netguard import is_acceptable_remote
@@ -24,6 +33,8 @@ from p2pwatch.probe.peer_probe import ProbeResult, ProbeTimeouts, probe_peer
 from p2pwatch.torrent.magnet import parse_infohash, parse_magnet
 from p2pwatch.torrent.metainfo import Metainfo, parse_torrent
 
+#: What the --bind address is for here, in a BindError.
+PEER_SOCKET_PURPOSE = "connections to the peer"
 LEVEL_NAMES = {0: "listed", 1: "connected", 2: "advertised", 3: "served", 4: "served-whole"}
 
 
@@ -104,6 +115,9 @@ def peer(address: str, infohash: str, piece: int | None, no_piece: bool, no_meta
             raise ConfigError(f"{torrent_file} is not the torrent of {infohash}")
         wanted = metainfo.infohash
     local = parse_host_port(net.bind, default_port=0, what="--bind")[0] if net.bind else None
+    if local is not None:
+        with explain_bind({PEER_SOCKET_PURPOSE: SOURCE_ADDRESS_REMEDY}):
+            netguard.check_local_address(local, purpose=PEER_SOCKET_PURPOSE)
     kwargs: dict[str, Any] = dict(metainfo=metainfo, fetch_metadata=not no_metadata, piece=piece,
                                   fetch_piece=not no_piece, timeouts=timeouts_for(net.timeout),
                                   encryption=encryption, local_address=local)

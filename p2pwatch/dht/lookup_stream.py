@@ -260,24 +260,25 @@ async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[N
             queries.start_soon(finish, *launched)
 
     async def drive(first_round: list[tuple[NodeInfo, Launched]]) -> None:
-        async with send, trio.open_nursery() as queries:
-            for peer_node, launched in first_round:
-                wait_for(queries, peer_node, launched)
-            while True:
-                at = trio.current_time()
-                traversal.on_tick(at)
-                if traversal.done:
-                    break
-                for peer_node in traversal.next_queries(at):
-                    wait_for(queries, peer_node, launch(peer_node))
-                deadline = traversal.next_deadline()
-                with trio.move_on_at(deadline if deadline is not None else at + config.query_timeout):
-                    await wake_recv.receive()
-                    # the consumer, woken by the same reply, runs first: it acts on the peers, we route on
-                    await trio.lowlevel.checkpoint()
-            ended.append(True)
-            for scope in list(waits):
-                scope.cancel()
+        with send:  # closed without a checkpoint, so a Cancelled never replaces a failure of the nursery
+            async with trio.open_nursery() as queries:
+                for peer_node, launched in first_round:
+                    wait_for(queries, peer_node, launched)
+                while True:
+                    at = trio.current_time()
+                    traversal.on_tick(at)
+                    if traversal.done:
+                        break
+                    for peer_node in traversal.next_queries(at):
+                        wait_for(queries, peer_node, launch(peer_node))
+                    deadline = traversal.next_deadline()
+                    with trio.move_on_at(deadline if deadline is not None else at + config.query_timeout):
+                        await wake_recv.receive()
+                        # the consumer, woken by the same reply, runs first: it acts on the peers, we route on
+                        await trio.lowlevel.checkpoint()
+                ended.append(True)
+                for scope in list(waits):
+                    scope.cancel()
 
     async with trio.open_nursery() as nursery:
         # the first round leaves before the caller gets the stream (a task would send a scheduler pass later);

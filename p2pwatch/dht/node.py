@@ -43,6 +43,9 @@ __all__ = [
 
 CLIENT_VERSION = b"PW\x00\x01"
 BATCH = 64  # datagrams handled per trio checkpoint in the receive loop
+#: What the node's UDP socket is for, in a BindError (the CLI keys its advice on it).
+SOCKET_PURPOSE = "the DHT node"
+SOCKET_PURPOSE6 = "the IPv6 DHT node"  # BEP 32: its own socket (dht peers/sample --bind6)
 
 
 #: called in the receive loop with a query's response and the time (see :meth:`DHTNode.query`)
@@ -427,7 +430,8 @@ async def open_dht_node(config: DHTConfig, *, bootstrap: bool = True,
     With ``wait_bootstrap=False`` the bootstrap lookup runs in the background: the block starts at once and
     its own lookups start from the bootstrap nodes (``dht peers`` does this: both walks overlap).
     """
-    sock = await netguard.open_udp_socket(config.bind_host, config.bind_port)
+    purpose = SOCKET_PURPOSE6 if ":" in config.bind_host else SOCKET_PURPOSE
+    sock = await netguard.open_udp_socket(config.bind_host, config.bind_port, purpose=purpose)
     node = DHTNode(config, sock)
     try:
         with unwrap_single():

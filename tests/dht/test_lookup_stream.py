@@ -221,3 +221,24 @@ async def test_a_slow_consumer_holds_back_the_replies_not_memory(autojump_clock:
     for e in found:
         later = [a for a in events[events.index(e):] if isinstance(a, NodeAnswered) and a.node.addr == e.reporter]
         assert later
+
+
+async def test_a_driver_bug_is_raised_not_swallowed_as_an_early_end(autojump_clock: trio.testing.MockClock) -> None:
+    """A failure inside the lookup's tasks reaches the caller instead of looking like a finished lookup with
+    partial results."""
+
+    class Broken(FakeNet):
+        async def query(self, addr: tuple[str, int], build: Callable[[bytes], krpc.Query],
+                        timeout: float | None = None) -> krpc.Response:
+            if self.by_addr.get(addr) == 5:
+                raise RuntimeError("driver bug")
+            return await super().query(addr, build, timeout)
+
+    net = Broken()
+    ring(net, list(range(1, 13)))
+    with pytest.raises(BaseException) as caught:
+        async with open_lookup(net, TARGET, "find_node", [N(12), N(11), N(10)]) as stream:
+            await stream.drain()
+    leaves = caught.value.exceptions if isinstance(caught.value, BaseExceptionGroup) else [caught.value]
+    flat = [e for leaf in leaves for e in (leaf.exceptions if isinstance(leaf, BaseExceptionGroup) else [leaf])]
+    assert any(isinstance(e, RuntimeError) and str(e) == "driver bug" for e in flat), caught.value
