@@ -7,6 +7,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -35,6 +38,7 @@ from p2pwatch.torrent.metainfo import Metainfo, parse_info, parse_torrent
 from tests.conftest import require_component
 
 pytest_plugins = ["tests.pg"]
+ROOT = Path(__file__).resolve().parents[2]
 
 try:
     import libtorrent as lt
@@ -80,7 +84,8 @@ def _export(engine: Engine, home: Path, out: Path) -> dict:  # type: ignore[type
 
 
 @pytest.mark.parametrize("version", ["hybrid", "v2"])
-def test_info_dict_from_bep9_exports_and_verifies(storage_engine: Engine, tmp_path: Path, version: str) -> None:
+def test_info_dict_from_bep9_exports_and_verifies(storage_engine: Engine, tmp_path: Path, version: str,
+                                                  tmp_path_factory: pytest.TempPathFactory) -> None:
     content, full = _torrent(tmp_path, version)
     bare = parse_info(full.info_bytes)  # what BEP 9 hands over
     assert bare.missing_layers and not full.missing_layers
@@ -93,6 +98,13 @@ def test_info_dict_from_bep9_exports_and_verifies(storage_engine: Engine, tmp_pa
         assert hashlib.sha1(record["_bytes"]).hexdigest() == record["infohash_v1"]
     assert record["piece_layers"] == {"present": [], "missing": [f"pack-{version}/clip.bin"]}
     assert any("info dict alone" in d and "missing for" in d for d in record["_details"]), record["_details"]
+    # and on a bare Python, from a copy of evidence/ alone (no p2pwatch, no site-packages)
+    examiner = tmp_path_factory.mktemp("examiner")
+    shutil.copytree(ROOT / "evidence", examiner / "evidence", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(tmp_path / "bare.zip", examiner / "bundle.zip")
+    proc = subprocess.run([sys.executable, "-I", "-S", "evidence", "verify", "bundle.zip"], capture_output=True,
+                          text=True, timeout=120, cwd=examiner, env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"})
+    assert proc.returncode == 0 and "the info dict alone" in proc.stdout, proc.stdout + proc.stderr
 
     # the .torrent with its layers, given later, upgrades what is stored; the bundle then carries it whole
     with writer_sessionmaker(storage_engine)() as s, s.begin():
