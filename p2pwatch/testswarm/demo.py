@@ -123,7 +123,7 @@ async def run_demo(workdir: Path, console: Console, *, timeout: float = 150.0) -
         await announce_absent_peer(demo, ABSENT_PEER_IP, 9)
         lap("swarm up")
         console.print(f"• local swarm: {len(demo.sessions)} libtorrent DHT nodes on 127.0.44.2-9 seeding "
-                      f"{len(demo.torrents)} torrents (exact, renamed multi-file, re-encoded, decoy, v1+v2 hybrid), "
+                      f"{len(demo.torrents)} torrents (exact, renamed multi-file, re-encoded, decoy, hybrid, v2), "
                       "and "
                       f"{ABSENT_PEER_IP}:9 listed in the DHT with nothing listening")
         await _monitor(engine, demo, home, console, result, timeout, lap)

@@ -10,6 +10,9 @@ Content is generated with ffmpeg's lavfi sources (never real media). The swarm, 
 * ``hybrid``: the registered video again, as a v1+v2 hybrid torrent made by libtorrent (BEP 52): found on the
   DHT under its v1 or its truncated v2 id, its metadata comes over BEP 9 without ``piece layers``, it is matched
   by its pieces root and exported as the info dict alone;
+* ``v2``: the registered video again, as a v2-only torrent (BEP 52): every piece needs the piece layer BEP 9
+  does not carry, so the monitor's probes fetch it by hash requests before they can prove a seeder, and the
+  bundle carries it;
 * a listed-but-absent peer: an address announced into the DHT for ``exact`` where nothing listens.
 
 Eight libtorrent sessions run the DHT; the monitor finds the torrents by BEP 51 crawling alone.
@@ -83,6 +86,8 @@ class DemoContent:
         reencode(original, root / "reencoded" / "small_version.mp4")
         (root / "hybrid").mkdir(exist_ok=True)
         (root / "hybrid" / "clip_0412_hd.mp4").write_bytes(original.read_bytes())
+        (root / "v2").mkdir(exist_ok=True)
+        (root / "v2" / "clip_0412_v2.mp4").write_bytes(original.read_bytes())
         (root / "decoy").mkdir(exist_ok=True)
         make_video(root / "decoy" / "kim_jiyoung_fancam.mp4", [
             "cellauto=rule=110:seed=5:{s},boxblur=2", "zoneplate=kt=8:kx2=8:ky2=8:{s},boxblur=2"])
@@ -123,12 +128,14 @@ def demo_torrents(content: DemoContent) -> list[DemoTorrent]:
             single_file=True), None),
         ("hybrid", create_torrent(root / "hybrid" / "clip_0412_hd.mp4", version="hybrid", piece_length=PIECE),
          "exact-metadata"),
+        ("v2", create_torrent(root / "v2" / "clip_0412_v2.mp4", version="v2", piece_length=PIECE), "exact-metadata"),
     ]
     return [DemoTorrent(label, parse_torrent(raw), raw, expected) for label, raw, expected in specs]
 
 
-SAVE_PATHS = {"exact": "exact", "renamed": "renamed", "reencoded": "reencoded", "decoy": "decoy", "hybrid": "hybrid"}
-SEEDERS = {"exact": [0, 1], "renamed": [2], "reencoded": [3], "decoy": [4], "hybrid": [1]}
+SAVE_PATHS = {"exact": "exact", "renamed": "renamed", "reencoded": "reencoded", "decoy": "decoy", "hybrid": "hybrid",
+              "v2": "v2"}
+SEEDERS = {"exact": [0, 1], "renamed": [2], "reencoded": [3], "decoy": [4], "hybrid": [1], "v2": [2]}
 
 
 @dataclass

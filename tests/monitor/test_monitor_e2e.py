@@ -47,13 +47,13 @@ async def test_demo_run_confirms_every_copy_and_no_decoy(tmp_path: Path) -> None
     _require()
     result = await run_demo(tmp_path, Console(file=open(os.devnull, "w")), timeout=120)  # noqa: SIM115
     found = {m["label"]: m for m in result.matches}
-    assert set(found) == {"exact", "renamed", "reencoded", "hybrid"}, result.matches
+    assert set(found) == {"exact", "renamed", "reencoded", "hybrid", "v2"}, result.matches
     for match in found.values():
         assert match["method"] == match["expected"], match
     assert found["exact"]["bytes_fetched"] == 0
     assert 0 < found["renamed"]["bytes_fetched"] <= 64 * 1024 * 101 // 100  # one 64 KiB piece
     assert "decoy" not in found
-    for label in ("exact", "renamed", "reencoded", "hybrid"):
+    for label in ("exact", "renamed", "reencoded", "hybrid", "v2"):
         levels = {f"{p['ip']}:{p['port']}": p["level"] for p in result.peers[label]}
         assert levels and all(v == 3 for k, v in levels.items() if not k.startswith("127.0.44.200")), levels
         assert result.status[label] == "alive"
@@ -65,6 +65,11 @@ async def test_demo_run_confirms_every_copy_and_no_decoy(tmp_path: Path) -> None
     assert (hybrid["version"], hybrid["metainfo"]) == ("hybrid", "info-dict"), hybrid
     assert hybrid["file"].endswith(".info") and hybrid["piece_layers"]["missing"] == ["clip_0412_hd.mp4"]
     assert result.exported["exact"]["metainfo"] == "info-dict"  # a v1 copy found on the DHT: the same
+    # the v2 copy's seeders were proven only after the probes fetched its piece layer (BEP 52 hash requests),
+    # which the store kept: exported as a .torrent holding it
+    v2 = result.exported["v2"]
+    assert (v2["version"], v2["metainfo"]) == ("v2", "torrent"), v2
+    assert v2["piece_layers"] == {"present": ["clip_0412_v2.mp4"], "missing": []}
 
 
 def _cli(home: Path, *args: str, **kw: object) -> subprocess.Popen[str]:
