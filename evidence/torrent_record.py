@@ -53,11 +53,14 @@ def layer_summary(torrent: Torrent) -> dict[str, list[str]]:
             "missing": [f.display_path for f in torrent.layer_files if f.index in missing]}
 
 
-def describe(kind: str, torrent: Torrent) -> str:
-    """One line on what the metainfo holds and what it does not."""
+def describe(kind: str, torrent: Torrent, *, only_layers: bool = False) -> str:
+    """One line on what the metainfo holds and what it does not (``only_layers``: a .torrent holding nothing
+    but the info dict and piece layers, as the centre writes it when it fetched the layers from peers)."""
     layers = layer_summary(torrent)
     if kind == INFO_DICT:
         what = "the info dict alone (as received from peers, BEP 9; no .torrent file)"
+    elif only_layers:
+        what = "the info dict and piece layers only (the layers as fetched from peers, BEP 52, or given)"
     else:
         what = "a .torrent file"
     if not torrent.infohash_v2:
@@ -93,4 +96,5 @@ def check_record(record: Any, data: bytes) -> tuple[str, Torrent, str]:
             raise TorrentError(f"{name}: {field} differs from the metainfo's")
     if "piece_layers" in record and record["piece_layers"] != layer_summary(torrent):
         raise TorrentError(f"{name}: bundle.json's piece_layers differ from the layers the file holds")
-    return key, torrent, describe(kind, torrent)
+    only_layers = kind == TORRENT and set(decode_with_span(data, b"info")[0]) <= {b"info", b"piece layers"}
+    return key, torrent, describe(kind, torrent, only_layers=only_layers)

@@ -211,9 +211,10 @@ async def _report(engine: Engine, demo: DemoSwarm, home: Path, console: Console,
     console.print(f"• evidence bundle: {bundle} ({summary.size:,} bytes, {summary.observations} observations, "
                   f"{summary.distribution_peers} peers at level 3–4, key {summary.key_fingerprint[:16]}…)")
     for label, record in sorted(result.exported.items()):
-        missing = record.get("piece_layers", {}).get("missing") or []
-        console.print(f"    {label}: {record['version']} torrent as {record['file']} ({record['metainfo']}"
-                      + (f"; piece layers not held for {len(missing)} file(s))" if missing else ")"))
+        layers = record.get("piece_layers", {})
+        held = f"; piece layers held for {len(layers['present'])} file(s)" if layers.get("present") else ""
+        held += f"; not held for {len(layers['missing'])} file(s)" if layers.get("missing") else ""
+        console.print(f"    {label}: {record['version']} torrent as {record['file']} ({record['metainfo']}{held})")
     for check in verdict.checks:
         console.print(f"    {check.status:>4}  {check.name}")
     console.print(f"• verify: {'[green]bundle intact[/green]' if result.verified else '[red]FAILED[/red]'} — "
