@@ -249,3 +249,47 @@ async def test_a_torrent_with_zero_peers(tmp_path: Path, autojump_clock: trio.te
                          timeout=30)
     assert given.report is not None and [m.method for m in given.report.matches] == ["exact-metadata"]
     assert not given.exam.probes and not given.timed_out
+
+
+async def test_a_hybrid_peer_listed_only_under_its_v2_id_is_examined_under_it(tmp_path: Path) -> None:
+    """A v2-only client in a hybrid's swarm announces the truncated v2 id alone. The watcher's examination
+    asks the DHT under every id of the torrent and greets such a peer with the id it was listed under."""
+    require_component("libtorrent", lt is not None)
+    from p2pwatch.dht.node import DHTConfig, open_dht_node
+    from p2pwatch.investigate.examine import Examination, examine
+    from p2pwatch.probe.trackers import TrackerConfig
+    from p2pwatch.testswarm.localswarm import LocalSwarm
+    from tests.conftest import loopback_address
+
+    (tmp_path / "h.bin").write_bytes(os.urandom(3 * 16384 + 5))
+    raw = create_torrent(tmp_path / "h.bin", version="hybrid", piece_length=16384)
+    full = parse_torrent(raw)
+    assert full.infohash_v1 is not None and full.infohash_v2 is not None
+    v1, v2 = full.infohash_v1, full.infohash_v2[:20]
+    swarm = LocalSwarm(tmp_path)
+    try:
+        nodes = [swarm.start_session(loopback_address()) for _ in range(4)]
+        seeder = swarm.start_session(loopback_address(), dht=False)  # listed only by our announce below
+        swarm.seed(seeder, raw, tmp_path)
+        await trio.to_thread.run_sync(swarm.connect_dht)
+        await trio.to_thread.run_sync(lambda: swarm.wait_dht_ready(min_nodes=2))
+        await trio.to_thread.run_sync(swarm.wait_seeding)
+        bootstrap = tuple((n.ip, n.port) for n in nodes)
+        announcer = DHTConfig(bind_host=seeder.ip, bind_port=0, bootstrap=bootstrap, allow_local=True,
+                              query_timeout=2.0, maintenance_interval=3600)
+        with trio.fail_after(60):
+            async with open_dht_node(announcer) as node:
+                assert await node.announce_peer(v2, port=seeder.port, implied_port=False) > 0
+            config = DHTConfig(bind_host=loopback_address(), bind_port=0, bootstrap=bootstrap, allow_local=True,
+                               query_timeout=2.0, short_timeout=0.5, maintenance_interval=3600)
+            async with open_dht_node(config) as node:
+                exam = Examination(v1, datetime.now(UTC))
+                await examine(exam, node=node, trackers=[], metainfo=parse_info(full.info_bytes),
+                              settings=MonitorConfig().probe, tracker_config=TrackerConfig(timeout=5.0),
+                              probe_limit=4, pieces_budget=4, bind_ip=config.bind_host)
+    finally:
+        await trio.to_thread.run_sync(swarm.close)
+    peer = (seeder.ip, seeder.port)
+    assert peer in exam.listed and exam.listed_as.get(peer) == v2, exam.listed
+    probe = next(p for p in exam.probes if (p.ip, p.port) == peer)
+    assert probe.infohash == v2 and probe.level == 3 and probe.piece_hash_algorithm == "sha1", probe.error
