@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,32 @@ def test_a_declaration_that_differs_from_the_file_fails(tmp_path: Path) -> None:
     ]:
         with pytest.raises(TorrentError, match=message):
             check_record(bad, data or b"")
+
+
+def test_a_served_v2_piece_needs_its_layer_in_the_store(storage_engine: Engine, tmp_path: Path) -> None:
+    """A level-3 row on a v2 piece rests on the piece layer: without it the export refuses (naming the
+    file) instead of writing a bundle that fails verification; with it, the verifier re-checks the row."""
+    from p2pwatch.errors import BundleError
+    from p2pwatch.storage.ledger import ObservationRecord, append_observations
+
+    content, full = _torrent(tmp_path, "v2")
+    bare = parse_info(full.info_bytes)
+    _store(storage_engine, tmp_path, content, bare)
+    clip = full.layer_files[0]
+    assert clip.pieces_root is not None
+    index = full.file_pieces(clip)[1]
+    digest = full.piece_layers[clip.pieces_root][32:64].hex()
+    transcript = {"ip": "198.51.100.7", "port": 6881, "infohash": full.infohash.hex(), "level": 3,
+                  "piece_verified": index, "piece_hash": digest, "piece_hash_algorithm": "sha256-merkle"}
+    with writer_sessionmaker(storage_engine)() as s, s.begin():
+        tid = s.query(Torrent).one().id
+        append_observations(s, [ObservationRecord(tid, "198.51.100.7", 6881, 3, "probe", datetime.now(UTC),
+                                                  transcript=transcript)])
+    out = tmp_path / "no-layer.zip"
+    with session_factory(storage_engine)() as s, pytest.raises(BundleError, match=r"piece layer of .*clip\.bin"):
+        export_case(s, ExportRequest("c1", out, tmp_path))
+    assert not out.exists()
+    with writer_sessionmaker(storage_engine)() as s, s.begin():  # the layer, as a probe's hash request got it
+        upsert_torrent(s, full.infohash, metainfo=bare.with_piece_layers(full.piece_layers))
+    record = _export(storage_engine, tmp_path, tmp_path / "with-layer.zip")
+    assert record["metainfo"] == "torrent" and record["piece_layers"]["missing"] == []
