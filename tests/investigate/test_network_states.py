@@ -293,3 +293,30 @@ async def test_a_hybrid_peer_listed_only_under_its_v2_id_is_examined_under_it(tm
     assert peer in exam.listed and exam.listed_as.get(peer) == v2, exam.listed
     probe = next(p for p in exam.probes if (p.ip, p.port) == peer)
     assert probe.infohash == v2 and probe.level == 3 and probe.piece_hash_algorithm == "sha1", probe.error
+
+
+async def test_the_libtorrent_fallback_gets_v2_metadata_under_the_truncated_id(tmp_path: Path) -> None:
+    """No probe delivered metadata (here: none is made), so libtorrent's magnet fetch is asked with
+    ``btih:<20-byte DHT id>``; for a v2-only torrent that is the truncated SHA-256, and the metadata it gets is
+    re-hashed here against that id."""
+    require_component("libtorrent", lt is not None)
+    from p2pwatch.testswarm.localswarm import LocalSwarm
+    from tests.conftest import loopback_address
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "v.bin").write_bytes(os.urandom(10 * 16384 + 5))
+    raw = create_torrent(tmp_path / "d" / "v.bin", version="v2", piece_length=16384)
+    full = parse_torrent(raw)
+    settings = MonitorConfig().probe
+    settings.metadata_peers, settings.libtorrent_timeout = 0, 30.0
+    swarm = LocalSwarm(tmp_path)
+    try:
+        seeder = swarm.start_session(loopback_address(), dht=False)
+        swarm.seed(seeder, raw, tmp_path / "d")
+        await trio.to_thread.run_sync(swarm.wait_seeding)
+        result = await metadata_fetch.fetch_metadata(full.infohash, [(seeder.ip, seeder.port)], settings,
+                                                     bind_ip=loopback_address(), allow_local=True)
+    finally:
+        await trio.to_thread.run_sync(swarm.close)
+    assert result.error is None and result.source == "libtorrent" and not result.probes
+    assert result.metainfo is not None and result.metainfo.info_bytes == full.info_bytes
