@@ -81,7 +81,8 @@ async def lookup(infohash: bytes, *, config: MonitorConfig, dht: DHTConfig | Non
                     if len(node.table) == 0:
                         outcome.notes.append("no DHT node answered; check --bootstrap")
                     else:
-                        await harvest_dht(node, exam)
+                        others = sorted(metainfo.dht_ids - {infohash}) if metainfo is not None else []
+                        await harvest_dht(node, exam, other_ids=others)  # a hybrid's other id too
         peers = sorted(exam.listed)
         if outcome.metainfo is None and peers:
             fetched = await fetch_metadata(infohash, peers, config.probe, bind_ip=bind_ip, allow_local=allow_local)
