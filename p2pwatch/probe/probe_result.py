@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from p2pwatch.probe.pex import PexPeer
+
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
@@ -32,6 +34,9 @@ class ProbeTimeouts:
     metadata: float = 15.0
     piece: float = 30.0
     idle: float = 10.0
+    #: after the other steps, wait this long for a first BEP 11 ut_pex message from a peer that advertised
+    #: ut_pex (0: keep only what arrived during the probe)
+    pex: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,8 @@ class ProbeResult:
     transcript: tuple[TranscriptEntry, ...] = ()
     #: v2 piece layers this peer handed over by BEP 52 hash requests, each verified against its pieces root
     piece_layers: dict[bytes, bytes] = field(default_factory=dict)
+    #: peers this peer listed over BEP 11 ut_pex during the probe (claims, level 0; bounded)
+    pex_peers: tuple[PexPeer, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -74,11 +81,12 @@ class ProbeResult:
             "bytes_received": self.bytes_received, "bytes_sent": self.bytes_sent,
             "metadata_size": len(self.metadata) if self.metadata is not None else None,
             "started_at": self.started_at, "finished_at": self.finished_at,
+            "pex_peers": [p.to_json() for p in self.pex_peers],
         }
 
 
 def result_from_state(ip: str, port: int, infohash: bytes, r: dict[str, Any], bytes_in: int, bytes_out: int,
-                      transcript: tuple[TranscriptEntry, ...]) -> ProbeResult:
+                      transcript: tuple[TranscriptEntry, ...], pex_peers: tuple[PexPeer, ...] = ()) -> ProbeResult:
     """The :class:`ProbeResult` of a finished probe from its state (``r`` holds what the steps found)."""
     return ProbeResult(
         ip=ip, port=port, infohash=infohash, level=r["level"], client=r.get("client"),
@@ -89,5 +97,5 @@ def result_from_state(ip: str, port: int, infohash: bytes, r: dict[str, Any], by
         flagged=r.get("flagged"), error=r.get("error"), encrypted=r.get("encrypted", False),
         encryption=r.get("encryption", "none"), bytes_received=bytes_in, bytes_sent=bytes_out,
         started_at=r["started_at"], finished_at=utc_now(), transcript=transcript,
-        piece_layers=r.get("piece_layers", {}),
+        piece_layers=r.get("piece_layers", {}), pex_peers=pex_peers,
     )
