@@ -220,14 +220,15 @@ class Metainfo:
 
     def with_piece_layers(self, layers: Mapping[bytes, bytes]) -> Metainfo:
         """A copy with v2 piece layers obtained elsewhere (e.g. BEP 52 hash requests), checked against
-        the pieces roots; raises :class:`MetainfoError` when one does not match. The copy has no
-        ``torrent_bytes`` when a layer was added: :meth:`stored_bytes` then writes the info dict and the
-        layers."""
+        the pieces roots; raises :class:`MetainfoError` when one does not match. When a layer was added and
+        the metainfo came from a .torrent, ``torrent_bytes`` is that .torrent with the merged ``piece layers``
+        (every other key kept, the info dict spliced in byte for byte); otherwise None."""
         merged = dict(self.piece_layers)
         merged.update(check_piece_layers(dict(layers), self.files, self.piece_length, require=False))
         if merged.keys() == self.piece_layers.keys():
             return self
-        return dataclasses.replace(self, piece_layers=MappingProxyType(merged), torrent_bytes=None)
+        torrent = None if self.torrent_bytes is None else _with_layers(self.torrent_bytes, self.info_bytes, merged)
+        return dataclasses.replace(self, piece_layers=MappingProxyType(merged), torrent_bytes=torrent)
 
     @property
     def layer_files(self) -> tuple[FileEntry, ...]:
@@ -386,6 +387,18 @@ def _build(info_bytes: bytes, trackers: tuple[tuple[str, ...], ...]) -> Metainfo
         trackers=trackers,
         private=info.get(b"private") == 1,
     )
+
+
+def _with_layers(torrent: bytes, info_bytes: bytes, layers: dict[bytes, bytes]) -> bytes:
+    """``torrent`` re-encoded with ``piece layers`` replaced: keys in sorted order (BEP 3), the info dict's
+    raw bytes as they were (its hashes must not change)."""
+    top = bencoding.decode(torrent, max_size=limits.MAX_TORRENT_FILE)
+    top[b"piece layers"] = layers
+    out = [b"d"]
+    for key in sorted(top):
+        out.append(bencoding.encode(key))
+        out.append(info_bytes if key == b"info" else bencoding.encode(top[key]))
+    return b"".join(out) + b"e"
 
 
 def _tiers_from_torrent(top: dict[bytes, Any]) -> tuple[tuple[str, ...], ...]:

@@ -320,3 +320,22 @@ async def test_the_libtorrent_fallback_gets_v2_metadata_under_the_truncated_id(t
         await trio.to_thread.run_sync(swarm.close)
     assert result.error is None and result.source == "libtorrent" and not result.probes
     assert result.metainfo is not None and result.metainfo.info_bytes == full.info_bytes
+
+
+def test_layers_added_to_a_torrent_file_keep_its_other_fields(tmp_path: Path) -> None:
+    """A .torrent without layers (saved from a magnet, with its trackers) gets the layers a probe fetched:
+    the stored .torrent keeps the trackers and every other field, and the info dict's bytes."""
+    require_component("libtorrent", lt is not None)
+    from p2pwatch.torrent import bencoding
+
+    (tmp_path / "v.bin").write_bytes(os.urandom(4 * 16384 + 5))
+    full = parse_torrent(create_torrent(tmp_path / "v.bin", version="v2", piece_length=16384))
+    url = b"http://127.0.0.1:6969/announce"
+    saved = b"d8:announce%d:%b7:comment4:test4:info%be" % (len(url), url, full.info_bytes)
+    given = parse_torrent(saved, require_layers=False)
+    assert given.missing_layers and given.trackers == (("http://127.0.0.1:6969/announce",),)
+    upgraded = given.with_piece_layers(full.piece_layers)
+    again = parse_torrent(upgraded.stored_bytes())  # a complete .torrent now
+    assert again.info_bytes == full.info_bytes and again.piece_layers == full.piece_layers
+    assert again.trackers == given.trackers and again.comment == "test"
+    assert bencoding.decode(upgraded.stored_bytes())[b"comment"] == b"test"
