@@ -241,8 +241,9 @@ class Metainfo:
         return tuple(f for f in self.layer_files if f.pieces_root not in self.piece_layers)
 
     def stored_bytes(self) -> bytes:
-        """What the evidence store keeps: the .torrent as given, else a bencoded dict of the info dict exactly
-        as received (BEP 9) and the piece layers known so far (BEP 52 keys sort ``info`` first)."""
+        """What the evidence store keeps: the .torrent (as given, or with the layers added by
+        :meth:`with_piece_layers`), else a bencoded dict of the info dict exactly as received (BEP 9) and the
+        piece layers known so far (BEP 52 keys sort ``info`` first)."""
         if self.torrent_bytes is not None:
             return self.torrent_bytes
         out = b"d4:info" + self.info_bytes
