@@ -95,7 +95,8 @@ def timeline(obj: dict[str, Any], infohash: str, png: Path | None, as_json: bool
         return
     dht = [p["dht_peers"] or 0 for p in points if p["source"] == "dht"]
     click.echo(f"{doc['infohash']}  {doc['name'] or ''}")
-    click.echo(_("status: %(status)s  (last peer seen %(seen)s)", status=_(doc["status"]),
+    status = doc["status"]  # alive/dormant/gone, translated as a value (not a literal: Babel would extract it)
+    click.echo(_("status: %(status)s  (last peer seen %(seen)s)", status=_(status),
                  seen=doc["last_peer_seen"] or _("never")))
     click.echo(f"DHT peers over {len(dht)} samples: {sparkline(dht)}  (max {max(dht, default=0)})")
     if png is not None:

@@ -73,6 +73,7 @@ class MonitorState:
     known: set[bytes] = field(default_factory=set)  # DHT ids already stored (matched or watched)
     watched: dict[bytes, int] = field(default_factory=dict)  # DHT id -> torrent id
     checked: int = 0
+    checked_ids: set[bytes] = field(default_factory=set)  # DHT ids whose metadata was checked (both of a hybrid)
     matches: list[dict[str, object]] = field(default_factory=list)
 
 
@@ -83,15 +84,17 @@ def registry_version(session: Session) -> tuple[Any, ...]:
             session.execute(select(func.count(Case.withdrawn_at), func.count()).select_from(Case)).one())
 
 
-def _load_state(session: Session, previous: tuple[Any, ...] | None
+def load_monitor_state(session: Session, previous: tuple[Any, ...] | None
                 ) -> tuple[RegistryIndex | None, tuple[Any, ...], set[bytes], dict[bytes, int]]:
     """The registry index (None when ``previous`` says it has not changed: parsing every fingerprint again
     every refresh would be wasted work), the stored torrents and the watch list."""
     version = tuple(tuple(row) for row in registry_version(session))
     index = None if version == previous else load_index(session)
-    known = {bytes.fromhex(d) for d in session.execute(select(Torrent.dht_id)).scalars()}
-    watched = {bytes.fromhex(t.dht_id): t.id for t in session.execute(
-        select(Torrent).join(Watch, Watch.torrent_id == Torrent.id).where(Watch.active.is_(True))).scalars()}
+    known = {bytes.fromhex(h[:40]) for row in session.execute(
+        select(Torrent.dht_id, Torrent.infohash_v1, Torrent.infohash_v2)) for h in row if h}
+    watched = {bytes.fromhex(h[:40]): t.id for t in session.execute(  # a hybrid is announced under both its ids
+        select(Torrent).join(Watch, Watch.torrent_id == Torrent.id).where(Watch.active.is_(True))).scalars()
+        for h in (t.dht_id, t.infohash_v1, t.infohash_v2) if h}
     return index, version, known, watched
 
 
@@ -121,7 +124,7 @@ class Monitor:
 
         def load() -> tuple[RegistryIndex | None, tuple[Any, ...], set[bytes], dict[bytes, int]]:
             with sessions() as session:
-                return _load_state(session, self._registry_version)
+                return load_monitor_state(session, self._registry_version)
 
         index, self._registry_version, known, watched = await trio.to_thread.run_sync(load)
         if index is not None:
@@ -157,7 +160,7 @@ class Monitor:
     async def _run_stages(self, writer: ObservationWriter, node: DHTNode) -> None:
         m = self.metrics
         m.gauges["p2pwatch_dht_nodes"] = lambda: float(len(node.table))
-        m.gauges["p2pwatch_watched_torrents"] = lambda: float(len(self.state.watched))
+        m.gauges["p2pwatch_watched_torrents"] = lambda: float(len(set(self.state.watched.values())))
         discoveries_send, discoveries = trio.open_memory_channel[Discovery](self.config.crawler.channel_size)
         metadata_send, metadata_receive = trio.open_memory_channel[Lead](64)
         outcomes_send, outcomes = trio.open_memory_channel[MetadataOutcome](64)
@@ -241,11 +244,22 @@ class Monitor:
                 await self._check_new(outcome, outcome.metainfo, writer)
             except P2PWatchError as exc:
                 log.info("%s: %s", outcome.infohash.hex(), exc)
+            except Exception:  # whatever a swarm sends, one torrent's failure never stops the daemon
+                self.metrics.counters["p2pwatch_metadata_errors_total"] += 1
+                log.exception("%s: checking the torrent failed", outcome.infohash.hex())
 
     async def _check_new(self, outcome: MetadataOutcome, metainfo: Metainfo, writer: ObservationWriter) -> None:
         infohash = outcome.infohash
         peers = sorted(outcome.peers)
         allow_local = self.dht_config.allow_local
+        probes = [a.evidence for a in outcome.attempts if isinstance(a.evidence, ProbeResult)]
+        layers = {root: layer for probe in probes for root, layer in probe.piece_layers.items()}
+        metainfo = metainfo.with_piece_layers(layers)  # level-3 rows on v2 pieces rest on them: stored together
+        other_ids = set(metainfo.dht_ids) - {infohash}
+        if other_ids & self.state.checked_ids:
+            return  # a hybrid's other DHT id (BEP 52) was checked already: the same torrent
+        self.state.checked_ids |= other_ids | {infohash}
+        self.state.known |= other_ids
         self.metrics.counters["p2pwatch_metadata_fetched_total"] += 1
         self.state.checked += 1
         index = self.state.index
@@ -258,12 +272,13 @@ class Monitor:
         if not report.matches:
             return
         torrent_id = await writer.run(lambda s: self._store_matches(s, infohash, metainfo, report.matches))
-        self.state.watched[infohash] = torrent_id
+        for ident in metainfo.dht_ids | {infohash}:  # announces under either id of a hybrid are its peers
+            self.state.watched[ident] = torrent_id
         exam = Examination(infohash, datetime.now(UTC))
         for peer, reporters in outcome.peers.items():
             for ip, port in reporters:
                 exam.add_listing(peer, "dht", f"{ip}:{port}")
-        exam.probes.extend(a.evidence for a in outcome.attempts if isinstance(a.evidence, ProbeResult))
+        exam.probes.extend(probes)
         exam.finished_at = datetime.now(UTC)
         await writer.write_many(observation_records(torrent_id, exam, self.geo))
         for match in report.matches:

@@ -23,9 +23,11 @@ HELP = {
     "p2pwatch_metadata_failed_total": "infohashes whose peers all failed to deliver metadata",
     "p2pwatch_metadata_timed_out_total": "infohashes whose every attempt (or the whole deadline) timed out",
     "p2pwatch_metadata_no_peers_total": "infohashes for which no peer was found",
+    "p2pwatch_metadata_errors_total": "torrents whose check failed with an unexpected error (logged, skipped)",
     "p2pwatch_matches_total": "matches confirmed",
     "p2pwatch_observations_total": "observations recorded, by level",
     "p2pwatch_examinations_total": "watched torrents examined",
+    "p2pwatch_examination_errors_total": "examinations that failed with an unexpected error (logged, retried)",
 }
 
 

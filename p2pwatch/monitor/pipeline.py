@@ -233,6 +233,9 @@ class MetadataPipeline:
                 except P2PWatchError as exc:  # bad input or a refused address: this lead fails, the rest go on
                     log.info("metadata for %s failed: %s", lead.infohash.hex(), exc)
                     outcome = MetadataOutcome(lead.infohash, FAILED, started=started)
+                except Exception:  # whatever a swarm sends, one torrent's failure never stops the pipeline
+                    log.exception("metadata for %s failed", lead.infohash.hex())
+                    outcome = MetadataOutcome(lead.infohash, FAILED, started=started)
             outcome.finished = trio.current_time()
             st.count_outcome(outcome)
             st.active -= 1
