@@ -34,7 +34,7 @@ class DHTSettings:
     query_timeout: float = 5.0
     #: a query unanswered this long is slow: the lookup asks the next node and no longer waits for it
     #: (these lookup settings were measured in the simulated DHT, scripts/bench_scale.py; DECISIONS.md)
-    short_timeout: float = 0.25
+    short_timeout: float = 0.2
     alpha: int = 24
     k: int = 8
     #: a lookup ends when this many closest responders have answered, plus 4 per dead node passed
