@@ -231,7 +231,7 @@ class Monitor:
         self.metrics.counters["p2pwatch_metadata_fetched_total"] += 1
         self.state.checked += 1
         index = self.state.index
-        if not index.contents and not index.keywords:
+        if not len(index) and not index.keywords:
             return
         report = await run_matcher(index, metainfo, peers, self.config, bind_ip=self.bind_ip, allow_local=allow_local)
         for candidate in report.candidates:
