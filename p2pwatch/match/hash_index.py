@@ -325,6 +325,11 @@ class HashIndex(Generic[K]):
             older = self._segments.pop()
             self._segments.append(_Segment(self._codes, older.start, newer.end, self._parts))
 
+    def prepare(self) -> None:
+        """Do now the sealing, merging or compaction the next query would do (e.g. after a bulk load, in a
+        thread of its own before the index is shared)."""
+        self._prepare()
+
     def compact(self) -> None:
         """Drop withdrawn rows and sort everything into one segment (also a bulk load's last step)."""
         alive = np.flatnonzero(self._alive[: self._rows])
