@@ -57,6 +57,8 @@ class ProbeSettings:
     metadata_peers: int = 8
     libtorrent_fallback: bool = True
     libtorrent_timeout: float = 60.0
+    #: seconds a probe of an examination lingers for a first BEP 11 ut_pex message (0: never waits)
+    pex_wait: float = 1.5
 
 
 @dataclass

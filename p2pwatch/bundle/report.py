@@ -88,8 +88,9 @@ def render_report(doc: dict[str, Any], chain: dict[str, Any]) -> str:
         "<ol><li>With Python 3.11 or later and the stand-alone verifier shipped with p2pwatch (the <code>evidence"
         "</code> package, standard library only):<br>"
         f"<code>python3 -m evidence verify {bundle_name} --expect-fingerprint {_e(fp)}</code><br>"
-        "It prints each check and exits 0 only when all hold. Without the Python <code>cryptography</code> package "
-        "it prints the OpenSSL command for the signature and exits 3 until that is done.</li>",
+        "It prints each check, the Ed25519 signature included, and exits 0 only when all hold. It needs no package "
+        "to be installed: from a copy of the <code>evidence</code> folder alone, "
+        f"<code>python3 -I -S evidence verify {bundle_name}</code> works on a bare Python.</li>",
         f"<li>With standard tools: <code>unzip {bundle_name}</code>, then check the signature with OpenSSL 3:<br>"
         "<code>openssl pkeyutl -verify -pubin -inkey public_key.pem -rawin -in manifest.json -sigfile "
         "manifest.sig</code> (must print <em>Signature Verified Successfully</em>),<br>compare "

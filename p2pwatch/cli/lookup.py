@@ -11,7 +11,14 @@ import trio
 
 from p2pwatch.cli.cases import parse_target
 from p2pwatch.cli.dht import node_config
-from p2pwatch.cli.options import NetworkOptions, emit_json, handle_errors, network_options
+from p2pwatch.cli.options import (
+    NetworkOptions,
+    dht_bind_remedies,
+    emit_json,
+    explain_bind,
+    handle_errors,
+    network_options,
+)
 from p2pwatch.config import load_config
 from p2pwatch.errors import P2PWatchError
 from p2pwatch.investigate.examine import observation_records, swarm_samples
@@ -79,7 +86,8 @@ def lookup_command(obj: dict[str, Any], target: str, record: bool, probes: int, 
 
     if not as_json and sys.stderr.isatty():
         click.echo(f"looking up {dht_id.hex()} (up to {net.timeout:g} s)…", err=True)
-    outcome = trio.run(run)
+    with explain_bind(dht_bind_remedies()):
+        outcome = trio.run(run)
     doc = outcome_json(outcome, geo)
     if note:
         doc["notes"].append(note)

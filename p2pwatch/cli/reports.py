@@ -38,6 +38,10 @@ def peer_rows(session: Any, torrent: Torrent, min_level: int) -> list[dict[str, 
     for ip, port, source in session.execute(select(o.ip, o.port, o.source).distinct()
                                             .where(o.torrent_id == torrent.id, o.ip.is_not(None))):
         sources.setdefault((ip, port), set()).add(source)
+    pex_via: dict[tuple[str, int], set[str]] = {}  # BEP 11: the peers that listed this one over ut_pex
+    for ip, port, reporter in session.execute(select(o.ip, o.port, o.reporter).distinct().where(
+            o.torrent_id == torrent.id, o.ip.is_not(None), o.source == "pex", o.reporter.is_not(None))):
+        pex_via.setdefault((ip, port), set()).add(reporter)
     info = {(p.ip, p.port): p for p in session.execute(select(Peer).where(Peer.ip.in_(
         select(o.ip).where(o.torrent_id == torrent.id)))).scalars()}
     rows = []
@@ -46,7 +50,8 @@ def peer_rows(session: Any, torrent: Torrent, min_level: int) -> list[dict[str, 
             continue
         peer = info.get((ip, port))
         rows.append({"ip": ip, "port": port, "level": level, "level_name": LEVEL_NAMES[level],
-                     "sources": sorted(sources.get((ip, port), ())), "client": peer.client if peer else None,
+                     "sources": sorted(sources.get((ip, port), ())), "pex_via": sorted(pex_via.get((ip, port), ())),
+                     "client": peer.client if peer else None,
                      "country": peer.country if peer else None,
                      "asn": (peer.org or (f"AS{peer.asn}" if peer.asn else None)) if peer else None,
                      "first_seen": first.isoformat(), "last_seen": last.isoformat()})
@@ -73,9 +78,17 @@ def peers(obj: dict[str, Any], infohash: str, min_level: int, as_json: bool) -> 
     for column in ("peer", "level", "sources", "client", "country", "network", "first seen", "last seen"):
         table.add_column(column)
     for r in rows:
-        table.add_row(f"{r['ip']}:{r['port']}", f"{r['level']} {r['level_name']}", ",".join(r["sources"]),
+        table.add_row(f"{r['ip']}:{r['port']}", f"{r['level']} {r['level_name']}", source_text(r),
                       r["client"] or "", r["country"] or "", r["asn"] or "", r["first_seen"][:19], r["last_seen"][:19])
     Console().print(table)
+
+
+def source_text(row: dict[str, Any], shown: int = 2) -> str:
+    """``dht,pex via 127.0.0.2:6881,probe``: the sources, naming (up to ``shown``) peers that listed it by PEX."""
+    via, pex = row["pex_via"], "pex"
+    if via:
+        pex = "pex via " + ", ".join(via[:shown]) + (f" (+{len(via) - shown})" if len(via) > shown else "")
+    return ",".join(pex if s == "pex" else s for s in row["sources"])
 
 
 def sparkline(values: list[int]) -> str:
