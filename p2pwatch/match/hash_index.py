@@ -124,6 +124,7 @@ class _Segment:
         self.shifts = np.array([p.shift for p in parts], dtype=np.uint64)
         self.masks = np.array([(1 << bits) - 1 for bits in self.table_bits], dtype=np.uint64)
         self._plans: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._radii: dict[int, np.ndarray] = {}
 
     @staticmethod
     def _keys(codes: np.ndarray, part: _Part, bits: int) -> np.ndarray:
@@ -171,7 +172,9 @@ class _Segment:
         """:meth:`query` through the compiled loop (:mod:`p2pwatch.match.hash_probe`; 64-bit hashes): each
         row once."""
         part_of, flips = self._plan(radius)
-        radii = np.array(self.radii(radius), dtype=np.int64)
+        radii = self._radii.get(radius)
+        if radii is None:
+            radii = self._radii[radius] = np.array(self.radii(radius), dtype=np.int64)
         return hash_probe.probe(queries, self.shifts, self.masks, radii, part_of, flips, self.offsets,
                                 self.positions, self.sorted_codes, radius, self.start)
 

@@ -41,14 +41,20 @@ def _probe(queries: Any, shifts: Any, masks: Any, radii: Any, part_of: Any, flip
     out_d = np.empty(capacity, np.int64)
     count = 0
     limit = np.uint64(radius)
+    probes = flips.shape[0]
+    los = np.empty(probes, np.int64)
+    his = np.empty(probes, np.int64)
     for qi in range(queries.shape[0]):
         q = queries[qi]
-        for k in range(flips.shape[0]):
+        # first every bucket's bounds: independent loads the processor overlaps (most miss the cache)
+        for k in range(probes):
             j = part_of[k]
             bucket = ((q >> shifts[j]) & masks[j]) ^ flips[k]
-            lo = offsets[bucket]
-            hi = offsets[bucket + np.uint64(1)]
-            for e in range(lo, hi):
+            los[k] = offsets[bucket]
+            his[k] = offsets[bucket + np.uint64(1)]
+        for k in range(probes):
+            j = part_of[k]
+            for e in range(los[k], his[k]):
                 diff = q ^ sorted_codes[e]
                 d = _popcount64(diff)
                 if d > limit:
