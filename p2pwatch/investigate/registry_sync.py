@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -29,6 +30,9 @@ from p2pwatch.match.matcher import RegisteredContent, RegistryIndex
 from p2pwatch.storage.models import Case, Content, Keyword
 
 log = logging.getLogger(__name__)
+
+#: What is read of a content row: plain columns streamed in batches, no ORM objects kept in the session.
+_COLUMNS = (Content.id, Content.case_id, Content.fingerprint, Case.name)
 
 
 @dataclass
@@ -67,11 +71,11 @@ class RegistrySync:
         held = set(self._rows) - set(changes.removed)
         bound = max(held, default=0)
         active = Case.withdrawn_at.is_(None)
-        query = (select(Content, Case.name).join(Case, Content.case_id == Case.id)
+        query = (select(*_COLUMNS).join(Case, Content.case_id == Case.id)
                  .where(Content.id > bound, active).order_by(Content.id))
-        for row, case in session.execute(query):
-            if row.id not in held:
-                changes.added.append(self._parse(row, case))
+        for row_id, case_id, doc, case in session.execute(query.execution_options(yield_per=1000)):
+            if row_id not in held:
+                changes.added.append(self._parse(row_id, case_id, doc, case))
         stored = session.scalar(select(func.count()).select_from(Content).join(Case, Content.case_id == Case.id)
                                 .where(active)) or 0
         if stored != len(held) + len(changes.added):
@@ -89,13 +93,13 @@ class RegistrySync:
         return changes
 
     @staticmethod
-    def _parse(row: Content, case: str) -> tuple[int, int, RegisteredContent | None, bytes]:
+    def _parse(row_id: int, case_id: int, doc: Any, case: str) -> tuple[int, int, RegisteredContent | None, bytes]:
         try:
-            fp = Fingerprint.from_json(row.fingerprint)
+            fp = Fingerprint.from_json(doc)
         except FingerprintError as exc:
-            log.warning("registry: content %d of case %s is not matched: %s", row.id, case, exc)
-            return row.id, row.case_id, None, b""
-        return row.id, row.case_id, RegisteredContent(str(row.id), case, fp), fp.pieces_root()
+            log.warning("registry: content %d of case %s is not matched: %s", row_id, case, exc)
+            return row_id, case_id, None, b""
+        return row_id, case_id, RegisteredContent(str(row_id), case, fp), fp.pieces_root()
 
     def _resync(self, session: Session, held: set[int], changes: RegistryChanges) -> None:
         joined = select(Content.id).join(Case, Content.case_id == Case.id).where(Case.withdrawn_at.is_(None))
@@ -104,10 +108,10 @@ class RegistrySync:
         have = held | {added[0] for added in changes.added}
         missing = sorted(ids - have)
         for lo in range(0, len(missing), 500):
-            query = (select(Content, Case.name).join(Case, Content.case_id == Case.id)
+            query = (select(*_COLUMNS).join(Case, Content.case_id == Case.id)
                      .where(Content.id.in_(missing[lo : lo + 500])))
-            for row, case in session.execute(query):
-                changes.added.append(self._parse(row, case))
+            for row_id, case_id, doc, case in session.execute(query):
+                changes.added.append(self._parse(row_id, case_id, doc, case))
 
     def apply(self, changes: RegistryChanges) -> None:
         """Apply what :meth:`read` found (in the thread that queries the index)."""
