@@ -17,6 +17,7 @@ import click
 
 from p2pwatch.aio import unwrap_single
 from p2pwatch.errors import BindError, ConfigError, P2PWatchError
+from p2pwatch.locale import tr as _
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -142,7 +143,7 @@ def emit_json(document: Any) -> None:
 
 def fail(message: str, code: int = 1) -> None:
     """One line on stderr, then exit with ``code``."""
-    click.echo(f"p2pwatch: error: {message}", err=True)
+    click.echo(_("p2pwatch: error: %(message)s", message=message), err=True)
     raise SystemExit(code)
 
 
@@ -159,7 +160,7 @@ def handle_errors(func: F) -> F:
         except P2PWatchError as exc:
             fail(str(exc), 1)
         except KeyboardInterrupt:
-            fail("interrupted", 130)
+            fail(_("interrupted"), 130)
         except OSError as exc:
             fail(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), 1)
         return None

@@ -18,9 +18,11 @@ HELP = {
     "p2pwatch_dht_queries_sent_total": "KRPC queries our DHT node sent",
     "p2pwatch_infohashes_discovered_total": "infohashes the crawler saw for the first time",
     "p2pwatch_metadata_fetched_total": "torrents whose metadata was fetched and verified",
+    "p2pwatch_metadata_errors_total": "torrents whose check failed with an unexpected error (logged, skipped)",
     "p2pwatch_matches_total": "matches confirmed",
     "p2pwatch_observations_total": "observations recorded, by level",
     "p2pwatch_examinations_total": "watched torrents examined",
+    "p2pwatch_examination_errors_total": "examinations that failed with an unexpected error (logged, retried)",
 }
 
 

@@ -124,10 +124,14 @@ def ensure_watch(session: Session, torrent_id: int, now: datetime, *, case_id: i
     return watch
 
 
-def unwatch_case(session: Session, case_id: int) -> int:
-    """Drop a case's watch links and deactivate torrents no other case wants; return how many stopped."""
-    torrents = list(session.execute(select(CaseWatch.torrent_id).where(CaseWatch.case_id == case_id)).scalars())
-    session.execute(delete(CaseWatch).where(CaseWatch.case_id == case_id))
+def unwatch_case(session: Session, case_id: int, torrent_id: int | None = None) -> int:
+    """Drop a case's watch links (all, or the one of ``torrent_id``) and deactivate torrents no other case
+    wants; return how many stopped."""
+    mine: ColumnElement[bool] = CaseWatch.case_id == case_id
+    if torrent_id is not None:
+        mine = and_(mine, CaseWatch.torrent_id == torrent_id)
+    torrents = list(session.execute(select(CaseWatch.torrent_id).where(mine)).scalars())
+    session.execute(delete(CaseWatch).where(mine))
     if not torrents:
         return 0
     wanted = exists().where(CaseWatch.torrent_id == Watch.torrent_id)
