@@ -51,7 +51,7 @@ def perceptual_settings(config: MonitorConfig) -> PerceptualSettings:
 async def run_matcher(index: RegistryIndex, metainfo: Metainfo, peers: list[tuple[str, int]], config: MonitorConfig,
                       *, bind_ip: str | None, allow_local: bool) -> MatchReport:
     """All matcher stages; content stages read through one libtorrent reader fed with the listed peers."""
-    needs_content = any(index.by_size.get(f.length) for f in metainfo.files) or bool(index.media_items())
+    needs_content = any(index.by_size.get(f.length) for f in metainfo.files) or index.has_media()
     if not needs_content or not peers:
         return await match_torrent(index, metainfo, None)
     options = FetchOptions(bind_ip=bind_ip or "0.0.0.0", peers=tuple(peers), allow_local=allow_local,

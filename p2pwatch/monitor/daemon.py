@@ -35,7 +35,8 @@ from p2pwatch.errors import P2PWatchError
 from p2pwatch.investigate.examine import Examination, observation_records
 from p2pwatch.investigate.geoip import GeoLookup
 from p2pwatch.investigate.lookup import run_matcher
-from p2pwatch.investigate.registry import load_index, record_match, upsert_torrent
+from p2pwatch.investigate.registry import record_match, upsert_torrent
+from p2pwatch.investigate.registry_sync import RegistryChanges, RegistrySync
 from p2pwatch.match.matcher import Match, RegistryIndex
 from p2pwatch.monitor.alerts import Alerter
 from p2pwatch.monitor.metadata_sources import ProbeFetcher
@@ -84,12 +85,13 @@ def registry_version(session: Session) -> tuple[Any, ...]:
             session.execute(select(func.count(Case.withdrawn_at), func.count()).select_from(Case)).one())
 
 
-def load_monitor_state(session: Session, previous: tuple[Any, ...] | None
-                ) -> tuple[RegistryIndex | None, tuple[Any, ...], set[bytes], dict[bytes, int]]:
-    """The registry index (None when ``previous`` says it has not changed: parsing every fingerprint again
-    every refresh would be wasted work), the stored torrents and the watch list."""
+def load_monitor_state(session: Session, previous: tuple[Any, ...] | None, registry: RegistrySync | None = None
+                       ) -> tuple[RegistryChanges | None, tuple[Any, ...], set[bytes], dict[bytes, int]]:
+    """The registry's changes since the last read into ``registry`` (None when ``previous`` says there are
+    none; only the changed rows are parsed, never the whole registry again), the stored torrents and the
+    watch list."""
     version = tuple(tuple(row) for row in registry_version(session))
-    index = None if version == previous else load_index(session)
+    index = None if version == previous else (registry or RegistrySync()).read(session)
     known = {bytes.fromhex(h[:40]) for row in session.execute(
         select(Torrent.dht_id, Torrent.infohash_v1, Torrent.infohash_v2)) for h in row if h}
     watched = {bytes.fromhex(h[:40]): t.id for t in session.execute(  # a hybrid is announced under both its ids
@@ -118,17 +120,25 @@ class Monitor:
         self.ready = trio.Event()
         self.metrics_port: int | None = None
         self._registry_version: tuple[Any, ...] | None = None
+        self.registry = RegistrySync()
 
     async def _read(self) -> None:
         sessions = session_factory(self.engine)
 
-        def load() -> tuple[RegistryIndex | None, tuple[Any, ...], set[bytes], dict[bytes, int]]:
+        def load() -> tuple[RegistryChanges | None, tuple[Any, ...], set[bytes], dict[bytes, int]]:
             with sessions() as session:
-                return load_monitor_state(session, self._registry_version)
+                changes, version, known, watched = load_monitor_state(session, self._registry_version,
+                                                                      self.registry)
+            if changes is not None and self.state.index is not self.registry.index:
+                self.registry.apply(changes)  # the first load: nothing queries this index yet
+                self.registry.index.prepare()
+                changes = None
+            return changes, version, known, watched
 
-        index, self._registry_version, known, watched = await trio.to_thread.run_sync(load)
-        if index is not None:
-            self.state.index = index
+        changes, self._registry_version, known, watched = await trio.to_thread.run_sync(load)
+        if changes is not None:  # applied here, between lookups: the index never changes under one
+            self.registry.apply(changes)
+        self.state.index = self.registry.index
         self.state.known |= known
         self.state.watched = watched
 
@@ -263,7 +273,7 @@ class Monitor:
         self.metrics.counters["p2pwatch_metadata_fetched_total"] += 1
         self.state.checked += 1
         index = self.state.index
-        if not index.contents and not index.keywords:
+        if not len(index) and not index.keywords:
             return
         report = await run_matcher(index, metainfo, peers, self.config, bind_ip=self.bind_ip, allow_local=allow_local)
         for candidate in report.candidates:
