@@ -29,12 +29,20 @@ class DHTSettings:
     allow_local: bool = False
     #: politeness on the real DHT
     inbound_rate_per_ip: float = 50.0
-    outbound_rate_per_ip: float = 20.0
+    #: at most this many queries/s to one IP (bitmagnet's figure; issue 12)
+    outbound_rate_per_ip: float = 1.0
     query_timeout: float = 5.0
     #: a query unanswered this long is slow: the lookup asks the next node and no longer waits for it
-    short_timeout: float = 0.5
-    alpha: int = 3
+    #: (these lookup settings were measured in the simulated DHT, scripts/bench_scale.py; DECISIONS.md)
+    short_timeout: float = 0.2
+    alpha: int = 24
     k: int = 8
+    #: a lookup ends when this many closest responders have answered, plus 4 per dead node passed
+    lookup_width: int = 12
+    #: a slow query that would be among the k closest responders still holds the end this long after sending
+    slow_grace: float = 0.8
+    #: libtorrent's extended routing table: the farthest four buckets hold 128, 64, 32, 16 nodes
+    extended_routing_table: bool = True
 
 
 @dataclass
@@ -59,6 +67,19 @@ class ProbeSettings:
     libtorrent_timeout: float = 60.0
     #: seconds a probe of an examination lingers for a first BEP 11 ut_pex message (0: never waits)
     pex_wait: float = 1.5
+
+
+@dataclass
+class MetadataSettings:
+    """The crawler → metadata pipeline (p2pwatch/monitor/pipeline.py): every stage bounded."""
+
+    active: int = 1024  # infohashes in the pipeline at once; more waits (back-pressure onto the crawler)
+    connections: int = 256  # BEP 9 peer connections open at once
+    peers_at_once: int = 3  # peers of one torrent asked for metadata at the same time
+    peer_ip_rate: float = 1.0  # new connections/s to one peer IP
+    lookups: int = 16  # fallback get_peers lookups at once
+    libtorrent: int = 2  # libtorrent fallbacks at once; when all are busy the torrent is given up
+    deadline: float = 120.0  # seconds one infohash may spend in the pipeline
 
 
 @dataclass
@@ -120,6 +141,7 @@ class MonitorConfig:
     dht: DHTSettings = field(default_factory=DHTSettings)
     crawler: CrawlerSettings = field(default_factory=CrawlerSettings)
     probe: ProbeSettings = field(default_factory=ProbeSettings)
+    metadata: MetadataSettings = field(default_factory=MetadataSettings)
     watcher: WatcherSettings = field(default_factory=WatcherSettings)
     matcher: MatcherSettings = field(default_factory=MatcherSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)

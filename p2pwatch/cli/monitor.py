@@ -20,7 +20,7 @@ from p2pwatch.cli.options import (
     network_options,
 )
 from p2pwatch.config import load_config
-from p2pwatch.dht.node import DHTConfig
+from p2pwatch.dht.node_types import config_from_settings
 from p2pwatch.logsetup import setup_logging
 from p2pwatch.monitor.daemon import Monitor
 from p2pwatch.storage.db import open_database
@@ -59,11 +59,7 @@ def monitor(obj: dict[str, Any], duration: float | None, log_format: str | None,
 
     async def run() -> dict[str, Any]:
         bootstrap = await resolve_bootstrap(tuple(config.dht.bootstrap))
-        dht = DHTConfig(bind_host=config.dht.bind, bind_port=config.dht.port, bootstrap=bootstrap,
-                        allow_local=config.dht.allow_local, state_file=home / "dht-node.json",
-                        query_timeout=config.dht.query_timeout,
-                        short_timeout=config.dht.short_timeout, alpha=config.dht.alpha, k=config.dht.k,
-                        inbound_rate=config.dht.inbound_rate_per_ip, outbound_rate=config.dht.outbound_rate_per_ip)
+        dht = config_from_settings(config.dht, bootstrap=bootstrap, state_file=home / "dht-node.json")
         mon = Monitor(config, engine, dht, home=home, bind_ip=None if config.dht.bind == "0.0.0.0" else config.dht.bind)
         state = await mon.run(duration)
         return {"torrents_checked": state.checked, "matches": state.matches, "watched": len(state.watched),

@@ -27,7 +27,15 @@ from p2pwatch import limits, netguard
 from p2pwatch.aio import unwrap_single
 from p2pwatch.dht import bep42, krpc
 from p2pwatch.dht.lookup_stream import LookupStream, NodeAnswered, PeersFound, open_lookup
-from p2pwatch.dht.node_types import DHTConfig, IncomingQuery, LookupResult, NodeStats, atomic_write, load_state
+from p2pwatch.dht.node_types import (
+    DatagramSocket,
+    DHTConfig,
+    IncomingQuery,
+    LookupResult,
+    NodeStats,
+    atomic_write,
+    load_state,
+)
 from p2pwatch.dht.nodeinfo import NodeInfo, random_id
 from p2pwatch.dht.ratelimit import PerIPRateLimiter
 from p2pwatch.dht.routing import RoutingTable
@@ -69,7 +77,7 @@ class _Pending:
 class DHTNode:
     """A running node. Create it with :func:`open_dht_node`."""
 
-    def __init__(self, config: DHTConfig, sock: netguard.GuardedUDPSocket) -> None:
+    def __init__(self, config: DHTConfig, sock: DatagramSocket) -> None:
         self.config = config
         self.sock = sock
         self.address = sock.getsockname()
@@ -81,9 +89,10 @@ class DHTNode:
         saved_table = state.get("routing_table")
         if isinstance(saved_table, dict) and saved_id == self.own_id.hex():
             self.table = RoutingTable.from_state(saved_table, own_id=self.own_id, k=config.k,
-                                                 allow_local=config.allow_local)
+                                                 allow_local=config.allow_local, extended=config.extended_table)
         else:
-            self.table = RoutingTable(self.own_id, k=config.k, allow_local=config.allow_local)
+            self.table = RoutingTable(self.own_id, k=config.k, allow_local=config.allow_local,
+                                      extended=config.extended_table)
         self.handler = QueryHandler(self.own_id, self.table, now, k=config.k)
         self.stats = NodeStats()
         self._pending: dict[bytes, _Pending] = {}
@@ -193,7 +202,8 @@ class DHTNode:
         now = trio.current_time()
         old_nodes = list(self.table.nodes())
         self.own_id = new_id
-        self.table = RoutingTable(new_id, k=self.config.k, allow_local=self.config.allow_local)
+        self.table = RoutingTable(new_id, k=self.config.k, allow_local=self.config.allow_local,
+                                  extended=self.config.extended_table)
         for node in old_nodes:
             self.table.heard_from(node, now, responded=True)
         self.handler.own_id = new_id
@@ -231,15 +241,18 @@ class DHTNode:
         (one task switch earlier than the asker); the callback records for its caller what it handled.
         """
         pending = self.start_query(addr, build, on_reply=on_reply)
-        if pending is None:
+        while pending is None:
+            # politeness: at most outbound_rate queries/s to one IP, however many tasks ask. Wait for the IP's
+            # token without holding an outstanding-query slot (others may need it), then take a slot, and
+            # send only if the token is still there (another task may have taken it meanwhile): no await
+            # between that check and the datagram leaving (found by the simulation, issue 12)
+            delay = self._outbound.delay(addr[0], trio.current_time())
+            if delay > 0:
+                await trio.sleep(max(delay, 1e-3))
             await self._outstanding.acquire()
-            try:
-                delay = self._outbound.delay(addr[0], trio.current_time())
-                if delay > 0:
-                    await trio.sleep(delay)
-            except BaseException:
+            if self._outbound.delay(addr[0], trio.current_time()) > 0:
                 self._outstanding.release()
-                raise
+                continue
             pending = self._send_query(addr, build, on_reply)
         return await self.finish_query(pending, timeout)
 
@@ -423,15 +436,17 @@ class DHTNode:
 
 
 @asynccontextmanager
-async def open_dht_node(config: DHTConfig, *, bootstrap: bool = True,
-                        wait_bootstrap: bool = True) -> AsyncIterator[DHTNode]:
+async def open_dht_node(config: DHTConfig, *, bootstrap: bool = True, wait_bootstrap: bool = True,
+                        sock: DatagramSocket | None = None) -> AsyncIterator[DHTNode]:
     """Run a DHT node for the duration of the block; its state is saved on the way out.
 
     With ``wait_bootstrap=False`` the bootstrap lookup runs in the background: the block starts at once and
     its own lookups start from the bootstrap nodes (``dht peers`` does this: both walks overlap).
+    ``sock`` replaces the UDP socket (the simulation, :mod:`p2pwatch.sim`, passes its own).
     """
-    purpose = SOCKET_PURPOSE6 if ":" in config.bind_host else SOCKET_PURPOSE
-    sock = await netguard.open_udp_socket(config.bind_host, config.bind_port, purpose=purpose)
+    if sock is None:
+        purpose = SOCKET_PURPOSE6 if ":" in config.bind_host else SOCKET_PURPOSE
+        sock = await netguard.open_udp_socket(config.bind_host, config.bind_port, purpose=purpose)
     node = DHTNode(config, sock)
     try:
         with unwrap_single():

@@ -12,15 +12,29 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from p2pwatch import limits
+from p2pwatch.config import DHTSettings
 from p2pwatch.dht import krpc
 from p2pwatch.dht.nodeinfo import NodeInfo
 
-__all__ = ["DHTConfig", "IncomingQuery", "LookupResult", "NodeStats"]
+__all__ = ["DHTConfig", "DatagramSocket", "IncomingQuery", "LookupResult", "NodeStats"]
 
 # Logged under the driver's name, as before the split.
 log = logging.getLogger("p2pwatch.dht.node")
+
+
+class DatagramSocket(Protocol):
+    """What the node driver needs of its socket: :class:`~p2pwatch.netguard.GuardedUDPSocket`, or the
+    simulated network's socket (:mod:`p2pwatch.sim.network`)."""
+
+    def getsockname(self) -> tuple[str, int]: ...
+    def try_sendto(self, data: bytes, addr: tuple[str, int]) -> bool: ...
+    async def sendto(self, data: bytes, addr: tuple[str, int]) -> None: ...
+    def try_recvfrom(self, size: int) -> tuple[bytes, tuple[str, int]] | None: ...
+    async def wait_readable(self) -> None: ...
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -44,6 +58,27 @@ class DHTConfig:
     maintenance_interval: float = 10.0
     save_interval: float = 300.0
     max_outstanding: int = limits.MAX_OUTSTANDING_QUERIES
+    #: a lookup ends when this many closest responders have answered (None: k), widened by ``widen`` per
+    #: failed or slow node passed (None: k // 2); see :class:`~p2pwatch.dht.traversal.Traversal`
+    width: int | None = None
+    widen: int | None = None
+    #: a slow query that would be among the k closest responders still holds the end this long after it
+    #: was sent (0: it never does, the issue 12 rule); see :class:`~p2pwatch.dht.traversal.Traversal`
+    slow_grace: float = 0.0
+    #: libtorrent's extended routing table (the farthest four buckets hold 16, 8, 4, 2 times k)
+    extended_table: bool = False
+
+
+def config_from_settings(settings: DHTSettings, **fields: object) -> DHTConfig:
+    """The node configuration the monitor runs with (``[dht]`` settings); ``fields`` override or add to it
+    (the bind address, bootstrap nodes resolved to addresses, the state file)."""
+    base: dict[str, object] = dict(
+        bind_host=settings.bind, bind_port=settings.port, allow_local=settings.allow_local,
+        query_timeout=settings.query_timeout, short_timeout=settings.short_timeout, alpha=settings.alpha,
+        k=settings.k, inbound_rate=settings.inbound_rate_per_ip, outbound_rate=settings.outbound_rate_per_ip,
+        width=settings.lookup_width, slow_grace=settings.slow_grace, extended_table=settings.extended_routing_table)
+    base.update(fields)
+    return DHTConfig(**base)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

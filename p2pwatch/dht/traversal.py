@@ -124,6 +124,7 @@ class Traversal:
         width: int | None = None,
         widen: int | None = None,
         wait_for_slow: bool = False,
+        slow_grace: float = 0.0,
     ) -> None:
         if len(target) != ID_LEN:
             raise LocalProtocolError(f"target must be {ID_LEN} bytes, got {len(target)}")
@@ -138,6 +139,8 @@ class Traversal:
         self.widen = k // 2 if widen is None else widen
         self.short_timeout = short_timeout
         self.wait_for_slow = wait_for_slow
+        self.slow_grace = slow_grace
+        self._now = now
         self.full_timeout = full_timeout
         self.allow_local = allow_local
         self.max_queries = max_queries
@@ -250,6 +253,7 @@ class Traversal:
         needed = self.width
         extra = 2 * self.width  # at most this many more responders are asked for because of failures
         blocked = False  # something closer than the k-th responder is still open
+        answered = 0
         for c in self._order:
             st = c.state
             if st is S.FAILED or st is S.SLOW:  # a slow node is likely dead: widen, do not wait for it
@@ -257,9 +261,11 @@ class Traversal:
                     grow = min(self.widen, extra)
                     needed += grow
                     extra -= grow
-                if st is S.SLOW and self.wait_for_slow:
-                    blocked = True
+                if st is S.SLOW and (self.wait_for_slow or (
+                        answered < self.k and self._now < c.sent_at + self.slow_grace)):
+                    blocked = True  # (or: it would be in the result, and its grace has not run out)
             elif st is S.RESPONDED:
+                answered += 1
                 needed -= 1
                 if needed == 0:
                     break
@@ -286,7 +292,7 @@ class Traversal:
 
     def _update_done(self) -> None:
         if not self._done:
-            self._walk(0.0, send=False)
+            self._walk(self._now, send=False)
 
     def next_queries(self, now: float) -> list[NodeInfo]:
         """Nodes to query now (each is then in flight until a reply, a failure or a timeout)."""
@@ -299,6 +305,7 @@ class Traversal:
 
     def on_tick(self, now: float) -> None:
         """Apply the short and full timeouts of outstanding queries at time ``now``."""
+        before, self._now = self._now, max(self._now, now)
         expired = False
         for addr, c in list(self._outstanding.items()):
             if now >= c.sent_at + self.full_timeout:
@@ -309,6 +316,8 @@ class Traversal:
             elif c.state is S.IN_FLIGHT and now >= c.sent_at + self.short_timeout:
                 self._transition(c, E.SHORT_TIMEOUT)
                 expired = True  # a slow node no longer holds the end back
+            elif c.state is S.SLOW and before < c.sent_at + self.slow_grace <= now:
+                expired = True  # its grace ran out: it no longer holds the end back
         if expired:
             self._update_done()
 
@@ -317,12 +326,14 @@ class Traversal:
         if self._done or not self._outstanding:
             return None
         return min(
-            c.sent_at + (self.short_timeout if c.state is S.IN_FLIGHT else self.full_timeout)
+            c.sent_at + (self.short_timeout if c.state is S.IN_FLIGHT
+                         else self.slow_grace if c.sent_at + self.slow_grace > self._now else self.full_timeout)
             for c in self._outstanding.values()
         )
 
     def on_failure(self, node: NodeInfo, now: float) -> None:
         """The query to ``node`` got an error reply or timed out (as judged by the driver)."""
+        self._now = max(self._now, now)
         c = self._outstanding.pop(node.addr, None)
         if c is None:
             return
@@ -345,6 +356,7 @@ class Traversal:
 
         Returns False when the reply is ignored: we never queried that address, or it already replied.
         """
+        self._now = max(self._now, now)
         c = self._by_addr.get(node.addr)
         if c is None or (c.state not in _OUTSTANDING and c.state is not S.FAILED):
             return False

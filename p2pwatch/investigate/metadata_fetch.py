@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import trio
 
 from p2pwatch.config import ProbeSettings
-from p2pwatch.errors import P2PWatchError
+from p2pwatch.errors import P2PWatchError, RemoteProtocolError
 from p2pwatch.probe.bulk_fetch import FetchOptions, open_torrent_reader
 from p2pwatch.probe.peer_probe import ProbeResult, ProbeTimeouts, probe_peer
 from p2pwatch.torrent.metainfo import Metainfo, parse_info
@@ -67,19 +67,29 @@ async def fetch_metadata(infohash: bytes, peers: Sequence[tuple[str, int]], sett
         if result.metainfo is None:
             result.error = "no peer delivered verified metadata"
         return result
+    try:
+        result.metainfo = await fetch_with_libtorrent(infohash, peers, settings, bind_ip=bind_ip,
+                                                      allow_local=allow_local, dht_bootstrap=dht_bootstrap)
+        result.source = "libtorrent"
+    except RemoteProtocolError as exc:
+        result.error = str(exc)
+    except P2PWatchError as exc:
+        result.error = f"metadata not found: {exc}"
+    return result
+
+
+async def fetch_with_libtorrent(infohash: bytes, peers: Sequence[tuple[str, int]], settings: ProbeSettings, *,
+                                bind_ip: str | None = None, allow_local: bool = False,
+                                dht_bootstrap: tuple[tuple[str, int], ...] = ()) -> Metainfo:
+    """libtorrent's magnet fetch (the last resort). Raises :class:`P2PWatchError` when it finds nothing, and
+    :class:`RemoteProtocolError` when what it found is another torrent (not taken on libtorrent's word)."""
     magnet = f"magnet:?xt=urn:btih:{infohash.hex()}"
     options = FetchOptions(bind_ip=bind_ip or "0.0.0.0", peers=tuple(peers), allow_local=allow_local,
                            enable_dht=bool(dht_bootstrap), dht_bootstrap=dht_bootstrap,
                            timeout=settings.libtorrent_timeout)
-    try:
-        async with open_torrent_reader(magnet, options) as reader:
-            metainfo = await reader.wait_metadata_async(settings.libtorrent_timeout)
-    except P2PWatchError as exc:
-        result.error = f"metadata not found: {exc}"
-        return result
-    if infohash[:20] not in metainfo.dht_ids:  # checked here too: a claim is not taken on libtorrent's word
+    async with open_torrent_reader(magnet, options) as reader:
+        metainfo = await reader.wait_metadata_async(settings.libtorrent_timeout)
+    if infohash[:20] not in metainfo.dht_ids:
         ids = ", ".join(sorted(h.hex() for h in metainfo.dht_ids))
-        result.error = f"libtorrent's metadata hashes to {ids}, not {infohash.hex()}"
-        return result
-    result.metainfo, result.source = metainfo, "libtorrent"
-    return result
+        raise RemoteProtocolError(f"libtorrent's metadata hashes to {ids}, not {infohash.hex()}")
+    return metainfo

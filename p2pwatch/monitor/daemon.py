@@ -1,7 +1,9 @@
 """The monitor daemon: one nursery runs the DHT node, the crawler, metadata fetching, the matcher, the
 watcher and the writer, joined by bounded channels (a slow stage pushes back; memory stays bounded).
 
-Flow (DESIGN.md): crawler discoveries → metadata (BEP 9 from listed peers, libtorrent fallback) → matcher →
+Flow (DESIGN.md): crawler discoveries → metadata pipeline (:mod:`p2pwatch.monitor.pipeline`: the node that
+sampled the infohash is asked for peers first, BEP 9 from several peers at once, then a lookup, then
+libtorrent) → matcher →
 confirmed matches enter the watch list → the watcher examines watched swarms on a schedule → observations
 through the one writer. Only torrents that match (or are watched) are stored: the metadata of every other
 torrent the crawler sees is dropped after matching (data minimisation).
@@ -33,13 +35,15 @@ from p2pwatch.errors import P2PWatchError
 from p2pwatch.investigate.examine import Examination, observation_records
 from p2pwatch.investigate.geoip import GeoLookup
 from p2pwatch.investigate.lookup import run_matcher
-from p2pwatch.investigate.metadata_fetch import fetch_metadata
 from p2pwatch.investigate.registry import record_match, upsert_torrent
 from p2pwatch.investigate.registry_sync import RegistryChanges, RegistrySync
 from p2pwatch.match.matcher import Match, RegistryIndex
 from p2pwatch.monitor.alerts import Alerter
-from p2pwatch.monitor.metrics import Metrics, serve_metrics
+from p2pwatch.monitor.metadata_sources import ProbeFetcher
+from p2pwatch.monitor.metrics import Metrics, PerMinute, serve_metrics
+from p2pwatch.monitor.pipeline import OK, DHTPeerSource, Lead, MetadataOutcome, MetadataPipeline, PipelineStats
 from p2pwatch.monitor.watcher import Watcher, release_own_claims
+from p2pwatch.probe.probe_result import ProbeResult
 from p2pwatch.storage.db import session_factory
 from p2pwatch.storage.ledger import ObservationRecord
 from p2pwatch.storage.models import Case, Content, Keyword, Torrent, Watch
@@ -49,7 +53,13 @@ from p2pwatch.torrent.metainfo import Metainfo
 log = logging.getLogger("p2pwatch.monitor")
 
 INDEX_REFRESH = 30.0
-METADATA_WORKERS = 4
+MATCH_WORKERS = 4
+#: pipeline counters exported as p2pwatch_metadata_<name>_total (and the per-minute gauges of PER_MINUTE)
+PIPELINE_COUNTERS = ("leads", "direct_asked", "direct_with_peers", "lookups", "fetch_attempts", "fetch_ok",
+                     "fetch_failed", "fetch_timed_out", "libtorrent", "libtorrent_ok", "libtorrent_busy", "ok",
+                     "failed", "timed_out", "no_peers")
+PER_MINUTE = ("p2pwatch_infohashes_discovered_total", "p2pwatch_metadata_ok_total", "p2pwatch_metadata_failed_total",
+              "p2pwatch_metadata_timed_out_total", "p2pwatch_metadata_no_peers_total")
 
 
 def worker_id_for(home: Path) -> str:
@@ -101,6 +111,8 @@ class Monitor:
         self.worker_id = worker_id_for(home)
         self.state = MonitorState()
         self.metrics = Metrics()
+        self.per_minute = PerMinute(PER_MINUTE)
+        self.pipeline: MetadataPipeline | None = None
         self.alerter = Alerter(config.alerts.webhook, config.alerts.command)
         self.geo = GeoLookup([config.geoip_mmdb] if config.geoip_mmdb else None)
         self.node: DHTNode | None = None
@@ -160,7 +172,12 @@ class Monitor:
         m.gauges["p2pwatch_dht_nodes"] = lambda: float(len(node.table))
         m.gauges["p2pwatch_watched_torrents"] = lambda: float(len(set(self.state.watched.values())))
         discoveries_send, discoveries = trio.open_memory_channel[Discovery](self.config.crawler.channel_size)
-        metadata_send, metadata_receive = trio.open_memory_channel[bytes](64)
+        metadata_send, metadata_receive = trio.open_memory_channel[Lead](64)
+        outcomes_send, outcomes = trio.open_memory_channel[MetadataOutcome](64)
+        fetcher = ProbeFetcher(self.config.probe, bind_ip=self.bind_ip, allow_local=self.dht_config.allow_local)
+        self.pipeline = MetadataPipeline(DHTPeerSource(node), fetcher, self.config.metadata,
+                                         max_peers=self.config.probe.metadata_peers)
+        self.per_minute.install(m)
         self.watcher = Watcher(self.config, writer, node, worker_id=self.worker_id, alerter=self.alerter,
                                metrics=m, geo=self.geo, bind_ip=self.bind_ip)
         async with trio.open_nursery() as nursery:
@@ -170,8 +187,9 @@ class Monitor:
             if self.config.crawler.enabled:
                 nursery.start_soon(self._crawl, crawler)
             nursery.start_soon(self._discoveries, discoveries, metadata_send, writer)
-            for _ in range(METADATA_WORKERS):
-                nursery.start_soon(self._metadata_worker, metadata_receive.clone(), writer, node)
+            nursery.start_soon(self.pipeline.run, metadata_receive, outcomes_send)
+            for _ in range(MATCH_WORKERS):
+                nursery.start_soon(self._match_worker, outcomes.clone(), writer)
             nursery.start_soon(self.watcher.run)
             nursery.start_soon(self._refresh_index)
             self.ready.set()
@@ -195,6 +213,9 @@ class Monitor:
     def _update_metrics(self, crawler: Crawler) -> None:
         m = self.metrics
         m.counters["p2pwatch_infohashes_discovered_total"] = crawler.stats.discovered
+        if self.pipeline is not None:
+            export_pipeline(m, self.pipeline.stats)
+        self.per_minute.sample(m, trio.current_time())
         if self.node is not None:
             m.counters["p2pwatch_dht_queries_received_total"] = self.node.stats.queries_in
             m.counters["p2pwatch_dht_queries_sent_total"] = self.node.stats.queries_out
@@ -207,13 +228,14 @@ class Monitor:
             except P2PWatchError as exc:
                 log.warning("registry reload failed: %s", exc)
 
-    async def _discoveries(self, receive: trio.MemoryReceiveChannel[Discovery], metadata: trio.MemorySendChannel[bytes],
+    async def _discoveries(self, receive: trio.MemoryReceiveChannel[Discovery], metadata: trio.MemorySendChannel[Lead],
                            writer: ObservationWriter) -> None:
         async for event in receive:
             if isinstance(event, DiscoveredInfohash):
                 if event.infohash not in self.state.known:
                     self.state.known.add(event.infohash)
-                    await metadata.send(event.infohash)  # back-pressure onto the crawler
+                    sampled = event.reported_by if event.message == "sample_infohashes" else None
+                    await metadata.send(Lead(event.infohash, sampled))  # back-pressure onto the crawler
             elif isinstance(event, AnnouncedPeer):
                 torrent_id = self.state.watched.get(event.infohash)
                 if torrent_id is not None:
@@ -222,29 +244,26 @@ class Monitor:
                                                          event.at, reporter=reporter))
                     self.metrics.by_level[0] += 1
 
-    async def _metadata_worker(self, receive: trio.MemoryReceiveChannel[bytes], writer: ObservationWriter,
-                               node: DHTNode) -> None:
-        async for infohash in receive:
+    async def _match_worker(self, receive: trio.MemoryReceiveChannel[MetadataOutcome],
+                            writer: ObservationWriter) -> None:
+        async for outcome in receive:
+            if outcome.status != OK or not isinstance(outcome.metainfo, Metainfo):
+                log.debug("%s: no metadata (%s)", outcome.infohash.hex(), outcome.status)
+                continue
             try:
-                await self._check_new(infohash, writer, node)
+                await self._check_new(outcome, outcome.metainfo, writer)
             except P2PWatchError as exc:
-                log.info("%s: %s", infohash.hex(), exc)
+                log.info("%s: %s", outcome.infohash.hex(), exc)
             except Exception:  # whatever a swarm sends, one torrent's failure never stops the daemon
                 self.metrics.counters["p2pwatch_metadata_errors_total"] += 1
-                log.exception("%s: checking the torrent failed", infohash.hex())
+                log.exception("%s: checking the torrent failed", outcome.infohash.hex())
 
-    async def _check_new(self, infohash: bytes, writer: ObservationWriter, node: DHTNode) -> None:
-        found = await node.get_peers(infohash)
-        peers = sorted(found.peers)
-        if not peers:
-            return
+    async def _check_new(self, outcome: MetadataOutcome, metainfo: Metainfo, writer: ObservationWriter) -> None:
+        infohash = outcome.infohash
+        peers = sorted(outcome.peers)
         allow_local = self.dht_config.allow_local
-        fetched = await fetch_metadata(infohash, peers, self.config.probe, bind_ip=self.bind_ip,
-                                       allow_local=allow_local)
-        metainfo = fetched.metainfo
-        if metainfo is None:
-            return
-        layers = {root: layer for probe in fetched.probes for root, layer in probe.piece_layers.items()}
+        probes = [a.evidence for a in outcome.attempts if isinstance(a.evidence, ProbeResult)]
+        layers = {root: layer for probe in probes for root, layer in probe.piece_layers.items()}
         metainfo = metainfo.with_piece_layers(layers)  # level-3 rows on v2 pieces rest on them: stored together
         other_ids = set(metainfo.dht_ids) - {infohash}
         if other_ids & self.state.checked_ids:
@@ -266,10 +285,10 @@ class Monitor:
         for ident in metainfo.dht_ids | {infohash}:  # announces under either id of a hybrid are its peers
             self.state.watched[ident] = torrent_id
         exam = Examination(infohash, datetime.now(UTC))
-        for peer, reporters in found.peers.items():
+        for peer, reporters in outcome.peers.items():
             for ip, port in reporters:
                 exam.add_listing(peer, "dht", f"{ip}:{port}")
-        exam.probes.extend(fetched.probes)
+        exam.probes.extend(probes)
         exam.finished_at = datetime.now(UTC)
         await writer.write_many(observation_records(torrent_id, exam, self.geo))
         for match in report.matches:
@@ -284,3 +303,10 @@ class Monitor:
         for match in matches:
             record_match(session, match, torrent, actor="monitor")
         return torrent.id
+
+
+def export_pipeline(metrics: Metrics, stats: PipelineStats) -> None:
+    """The pipeline's counters as ``p2pwatch_metadata_<name>_total``, its load as gauges."""
+    for name in PIPELINE_COUNTERS:
+        metrics.counters[f"p2pwatch_metadata_{name}_total"] = getattr(stats, name)
+    metrics.gauges["p2pwatch_metadata_active"] = lambda: float(stats.active)

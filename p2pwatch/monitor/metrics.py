@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
 
 import trio
 
@@ -18,6 +18,11 @@ HELP = {
     "p2pwatch_dht_queries_sent_total": "KRPC queries our DHT node sent",
     "p2pwatch_infohashes_discovered_total": "infohashes the crawler saw for the first time",
     "p2pwatch_metadata_fetched_total": "torrents whose metadata was fetched and verified",
+    "p2pwatch_metadata_leads_total": "infohashes that entered the metadata pipeline",
+    "p2pwatch_metadata_ok_total": "infohashes whose metadata the pipeline obtained",
+    "p2pwatch_metadata_failed_total": "infohashes whose peers all failed to deliver metadata",
+    "p2pwatch_metadata_timed_out_total": "infohashes whose every attempt (or the whole deadline) timed out",
+    "p2pwatch_metadata_no_peers_total": "infohashes for which no peer was found",
     "p2pwatch_metadata_errors_total": "torrents whose check failed with an unexpected error (logged, skipped)",
     "p2pwatch_matches_total": "matches confirmed",
     "p2pwatch_observations_total": "observations recorded, by level",
@@ -47,6 +52,31 @@ class Metrics:
             lines.append(f"# TYPE {name} gauge")
             lines.append(f"{name} {read()}")
         return "\n".join(lines) + "\n"
+
+
+class PerMinute:
+    """Per-minute rates of counters over the last ``window`` seconds, as gauges named ``<name>_per_minute``
+    (``_total`` dropped). Call :meth:`sample` regularly (the daemon does every 5 s)."""
+
+    def __init__(self, names: Iterable[str], window: float = 60.0) -> None:
+        self.names = tuple(names)
+        self.window = window
+        self._samples: deque[tuple[float, dict[str, int]]] = deque()
+
+    def sample(self, metrics: Metrics, now: float) -> None:
+        self._samples.append((now, {n: metrics.counters[n] for n in self.names}))
+        while len(self._samples) > 2 and self._samples[1][0] <= now - self.window:
+            self._samples.popleft()
+
+    def rate(self, name: str) -> float:
+        if len(self._samples) < 2:
+            return 0.0
+        (t0, first), (t1, last) = self._samples[0], self._samples[-1]
+        return (last[name] - first[name]) * 60.0 / (t1 - t0) if t1 > t0 else 0.0
+
+    def install(self, metrics: Metrics) -> None:
+        for name in self.names:
+            metrics.gauges[name.removesuffix("_total") + "_per_minute"] = lambda n=name: self.rate(n)  # type: ignore[misc]
 
 
 async def serve_metrics(metrics: Metrics, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED

@@ -389,3 +389,30 @@ def test_from_state_overrides_and_bad_input() -> None:
         RoutingTable.from_state({**state, "version": 99})
     with pytest.raises(RemoteProtocolError):
         RoutingTable.from_state({**state, "own_id": "not hex"})
+
+
+def test_extended_table_holds_more_in_the_far_buckets() -> None:
+    net = Net(11)
+    plain = RoutingTable(OWN)
+    wide = RoutingTable(OWN, extended=True)
+    for _ in range(5000):
+        n = net.node()
+        plain.heard_from(n, 0.0, responded=True)
+        wide.heard_from(n, 0.0, responded=True)
+    sizes = [live for live, _ in wide.bucket_sizes()]
+    assert [wide.capacity(i) for i in range(6)] == [128, 64, 32, 16, 8, 8]
+    assert sizes[:4] == [128, 64, 32, 16]
+    assert all(live <= wide.capacity(i) for i, live in enumerate(sizes[:-1]))
+    assert [live for live, _ in plain.bucket_sizes()][:4] == [8, 8, 8, 8]
+    # the closest entries of the wider table are at least as close, and usually closer
+    rng = random.Random(3)
+    closer = 0
+    for _ in range(50):
+        target = rng.getrandbits(160).to_bytes(20, "big")
+        best_wide = distance(wide.closest(target, 1)[0].id, target)
+        best_plain = distance(plain.closest(target, 1)[0].id, target)
+        assert best_wide <= best_plain
+        closer += best_wide < best_plain
+    assert closer >= 25
+    restored = RoutingTable.from_state(json.loads(json.dumps(wide.to_state())), extended=True)
+    assert len(restored) == len(wide)

@@ -362,3 +362,30 @@ def test_slow_contact_in_the_closest_set_does_not_hold_the_end_back() -> None:
                         wait_for_slow=True)
     assert drive(waiting, net, rtt=0.05) >= 5.0
     assert waiting.result() == tr.result()
+
+
+def test_slow_grace_waits_for_a_slow_node_that_would_be_in_the_result() -> None:
+    net = Tiny(knows={d: list(range(1, 13)) for d in range(1, 13)}, silent={1})
+    # node 1 is silent here (it never answers): with a grace it holds the end until its grace runs out
+    tr = Traversal(TARGET, [N(12), N(11)], k=8, short_timeout=0.5, full_timeout=5.0, now=0.0, slow_grace=1.2)
+    end = drive(tr, net, rtt=0.05)
+    assert end == pytest.approx(0.05 + 1.2)
+    assert tr.state_of(nid(1)) is QueryState.SLOW
+    # a slow node that answers within its grace is in the result
+    late = Traversal(TARGET, [N(12), N(11)], alpha=16, k=8, short_timeout=0.5, full_timeout=5.0, now=0.0,
+                     slow_grace=1.2)
+    late.next_queries(0.0)
+    for d in (12, 11):
+        net.reply(late, d, 0.05)
+    late.next_queries(0.05)  # 1..10 queried
+    for d in range(2, 11):
+        net.reply(late, d, 0.1)
+    late.on_tick(0.6)
+    assert late.state_of(nid(1)) is QueryState.SLOW and not late.done  # past the short timeout, in its grace
+    assert late.next_deadline() == pytest.approx(0.05 + 1.2)
+    late.on_response(N(1), 0.9, nodes=[])
+    assert late.done and late.result()[0] == N(1)
+    # a slow node beyond the k closest responders does not hold the end
+    far = Tiny(knows={d: list(range(1, 13)) for d in range(1, 13)}, silent={12})
+    tail = Traversal(TARGET, [N(11), N(10)], k=8, short_timeout=0.5, full_timeout=5.0, now=0.0, slow_grace=1.2)
+    assert drive(tail, far, rtt=0.05) < 0.5

@@ -33,10 +33,12 @@ from p2pwatch.match.fingerprint import fingerprint_file
 from p2pwatch.match.matcher import Match, RegisteredContent, RegistryIndex
 from p2pwatch.monitor.daemon import Monitor, load_monitor_state
 from p2pwatch.monitor.metrics import Metrics
+from p2pwatch.monitor.pipeline import NO_PEERS, OK, MetadataOutcome
 from p2pwatch.monitor.watcher import Watcher
 from p2pwatch.storage.claims import Claim
 from p2pwatch.storage.db import session_factory, writer_sessionmaker
 from p2pwatch.storage.models import Torrent
+from p2pwatch.torrent import bencoding
 from p2pwatch.torrent.maker import make_v1_torrent
 from p2pwatch.torrent.metainfo import Metainfo, parse_info, parse_torrent
 from tests.conftest import require_component
@@ -177,23 +179,28 @@ async def test_one_watch_failing_unexpectedly_does_not_stop_the_watcher(autojump
     assert checked == [2] and metrics.counters["p2pwatch_examination_errors_total"] == 1
 
 
-async def test_one_torrent_failing_unexpectedly_does_not_stop_the_metadata_workers() -> None:
+async def test_one_torrent_failing_unexpectedly_does_not_stop_the_match_workers() -> None:
+    """The metadata pipeline hands its outcomes to the match workers (p2pwatch/monitor/pipeline.py); an
+    unexpected error checking one torrent is counted and the next one is still checked."""
     monitor = Monitor.__new__(Monitor)
     monitor.metrics = Metrics()
     done: list[bytes] = []
+    metainfo = parse_info(bencoding.encode({b"name": b"x", b"piece length": 16384, b"length": 1,
+                                            b"pieces": b"\x00" * 20}))
 
-    async def check_new(infohash: bytes, *_args: Any) -> None:
-        if infohash == b"\x01" * 20:
+    async def check_new(outcome: MetadataOutcome, *_args: Any) -> None:
+        if outcome.infohash == b"\x01" * 20:
             raise KeyError("an info dict field nobody expected")
-        done.append(infohash)
+        done.append(outcome.infohash)
 
     monitor._check_new = check_new  # type: ignore[method-assign]
-    send, receive = trio.open_memory_channel[bytes](2)
+    send, receive = trio.open_memory_channel[MetadataOutcome](3)
     async with send:
-        await send.send(b"\x01" * 20)
-        await send.send(b"\x02" * 20)
+        await send.send(MetadataOutcome(b"\x01" * 20, OK, metainfo))
+        await send.send(MetadataOutcome(b"\x03" * 20, NO_PEERS))  # no metadata: nothing to check
+        await send.send(MetadataOutcome(b"\x02" * 20, OK, metainfo))
     with trio.fail_after(5):
-        await monitor._metadata_worker(receive, None, None)  # type: ignore[arg-type]
+        await monitor._match_worker(receive, None)  # type: ignore[arg-type]
     assert done == [b"\x02" * 20] and monitor.metrics.counters["p2pwatch_metadata_errors_total"] == 1
 
 

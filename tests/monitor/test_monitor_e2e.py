@@ -73,7 +73,9 @@ async def test_demo_run_confirms_every_copy_and_no_decoy(tmp_path: Path) -> None
 
 
 def _cli(home: Path, *args: str, **kw: object) -> subprocess.Popen[str]:
-    env = dict(os.environ, P2PWATCH_HOME=str(home), P2PWATCH_CRAWLER_SWEEP_INTERVAL="5")
+    # a 10-node swarm: at the default 1 query/s per IP the crawler's sweeps would starve the watcher's lookups
+    env = dict(os.environ, P2PWATCH_HOME=str(home), P2PWATCH_CRAWLER_SWEEP_INTERVAL="5",
+               P2PWATCH_DHT_OUTBOUND_RATE_PER_IP="20")
     return subprocess.Popen([sys.executable, "-m", "p2pwatch", *args], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)  # type: ignore[call-overload]
 
