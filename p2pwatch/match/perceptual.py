@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -157,14 +157,20 @@ def _wanted(index: RegistryIndex, registered: list[RegisteredContent], file_inde
 
 
 async def perceptual_matches(index: RegistryIndex, metainfo: Metainfo, source: PieceSource,
-                             done: set[tuple[int, str]], settings: PerceptualSettings | None = None) -> list[Match]:
+                             done: set[tuple[int, str]], settings: PerceptualSettings | None = None, *,
+                             files: Collection[int] | None = None, items: Collection[str] | None = None
+                             ) -> list[Match]:
+    """Perceptual matches of the torrent's files (only ``files`` when given) with the registered media (only
+    the content ids ``items`` when given: the one-keyframe screen's survivors, p2pwatch/match/keyframe.py)."""
     settings = settings or PerceptualSettings()
     registered = index.media_items()
+    if items is not None:
+        registered = [r for r in registered if r.content_id in items]
     if not registered:
         return []
     matches: list[Match] = []
     for f in metainfo.files:
-        if f.pad or f.length < settings.min_file_bytes:
+        if f.pad or f.length < settings.min_file_bytes or (files is not None and f.index not in files):
             continue
         wanted = _wanted(index, registered, f.index, done)
         if not wanted:

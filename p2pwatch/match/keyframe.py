@@ -1,0 +1,179 @@
+"""The one-keyframe screen (issue 13): rule a video or image out with one or two pieces, before any sampling.
+
+For a queued video the lazy view (:mod:`p2pwatch.match.lazyview`) serves ffmpeg the file; ffmpeg reads the
+head and the container index and decodes *one* key frame (the first one, decoded with the few packets after it
+that B-frame reordering needs; when that frame is flat, black say, the key frame before the middle, then before
+a quarter and three quarters of the duration, up to ``attempts`` in all), hashed exactly as registration
+hashes frames (:func:`p2pwatch.match.media._decode`: 128x128 area scale, 32x32 gray, the DCT pHash).
+The hash is looked up among *all* registered frame hashes (:class:`~p2pwatch.match.frame_lookup.FrameLookup`);
+with none within ``threshold`` bits the file is rejected there. Registration samples every frame of a short
+video and at least every ``duration / 4000`` s of a long one (:func:`p2pwatch.match.media.hash_video_source`),
+so the key frame of a re-encoded, resized or trimmed copy (a trimmed copy's first key frame is any frame of
+the original) lands near a registered frame. A survivor goes on to the sampled confirmation of
+:mod:`p2pwatch.match.perceptual`, compared only with the items it came near.
+
+An image is read up to ``preview_pieces`` pieces: when that is the whole file it is hashed (pHash, as
+registration does) and looked up among the registered image hashes; a larger image survives (the
+confirmation reads it whole: a truncated decode would not hash like the original).
+
+The threshold is looser than the confirmation's (a rejection must not miss a copy, a survivor costs only the
+sampled confirmation); scripts/bench_triage.py measures the false rejections per alteration.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import trio
+
+from p2pwatch.match import media
+from p2pwatch.match.frame_lookup import FrameLookup
+from p2pwatch.match.lazyview import LazyFile, serve_lazy_file
+from p2pwatch.match.matcher import PieceSource
+from p2pwatch.match.media_types import ContentKind, FrameHash, VideoInfo
+from p2pwatch.match.perceptual import lazy_input_options
+from p2pwatch.torrent.metainfo import FileEntry, Metainfo
+
+log = logging.getLogger(__name__)
+
+#: Where the key frame is looked for (fractions of the duration) after a flat first one.
+FLAT_RETRY_POINTS = (0.5, 0.25, 0.75)
+
+
+@dataclass(frozen=True)
+class KeyframeSettings:
+    threshold: int = 12  # pHash bits to the nearest registered video frame
+    image_threshold: int = 10  # pHash bits to the nearest registered image
+    preview_pieces: int = 2  # pieces of an image read for the screen
+    attempts: int = 3  # key frames tried when the first ones are flat (black, fades)
+    piece_timeout: float = 60.0
+    decode_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class ScreenResult:
+    """The verdict of the screen on one file. ``near``: registered items within the threshold (id -> bits)."""
+
+    file_index: int
+    path: str
+    kind: ContentKind
+    survived: bool
+    reason: str
+    near: dict[str, int]
+    hashes: tuple[FrameHash, ...]
+    pieces: int  # distinct pieces of the torrent this file's screen touched
+
+
+def _keyframe_args(url: str, start: float | None, input_options: Sequence[str]) -> list[str]:
+    side = media.FRAME_SIDE
+    args = ["-loglevel", "info", "-threads", "1"]
+    if start:
+        args += ["-noaccurate_seek", "-ss", f"{start:.3f}"]
+    args += media._input_args(url, "http,tcp", input_options)
+    graph = f"scale=128:128:flags=area,showinfo,scale={side}:{side}:flags=area,format=gray"
+    return [*args, "-map", "0:v:0", "-an", "-sn", "-dn", "-vf", graph, "-fps_mode", "passthrough",
+            "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "gray", "pipe:1"]
+
+
+def keyframe_hash(url: str, start: float | None = None, *, timeout: float = 60.0,
+                  input_options: Sequence[str] = ()) -> tuple[VideoInfo | None, FrameHash | None]:
+    """The first key frame at or after ``start`` (the file's first one for None): what ffmpeg says of the
+    video, and the frame's hash (None when flat or undecodable)."""
+    out, stderr, _ = media._run_ffmpeg(_keyframe_args(url, start, input_options), None, timeout)
+    info = media._parse_info(stderr)
+    found = media._SHOWINFO.search(stderr)
+    size = media.FRAME_SIDE * media.FRAME_SIDE
+    if info is None or found is None or len(out) < size:
+        return info, None
+    try:
+        t = float(found.group(3))
+    except ValueError:
+        return info, None
+    phash = media._frame_hash(out[:size])
+    if phash is None or t != t:
+        return info, None
+    return info, FrameHash(round((start or 0.0) + t, 3), phash)
+
+
+def _lazy(f: FileEntry, metainfo: Metainfo, source: PieceSource, timeout: float) -> LazyFile:
+    async def piece(index: int) -> bytes:
+        item = (await source.read_pieces_async([index], timeout))[index]
+        return item if isinstance(item, bytes) else bytes(item.data)
+
+    return LazyFile(f, metainfo.piece_length, piece)
+
+
+async def _read(lazy: LazyFile, start: int, end: int) -> bytes:
+    return b"".join([chunk async for chunk in lazy.iter_range(start, end)])
+
+
+async def screen_file(f: FileEntry, metainfo: Metainfo, source: PieceSource, lookup: FrameLookup,
+                      settings: KeyframeSettings | None = None) -> ScreenResult:
+    """Screen one file (see the module docstring). Raises what the piece source raises (a budget refusal,
+    a fetch timeout); a file ffmpeg or Pillow cannot decode survives (the confirmation decides)."""
+    settings = settings or KeyframeSettings()
+    lazy = _lazy(f, metainfo, source, settings.piece_timeout)
+    head = await _read(lazy, 0, min(media.SNIFF_BYTES, f.length) - 1)
+    kind = media.sniff_kind(head)
+
+    def result(survived: bool, reason: str, near: dict[str, int] | None = None,
+               hashes: tuple[FrameHash, ...] = ()) -> ScreenResult:
+        return ScreenResult(f.index, f.display_path, kind, survived, reason, near or {}, hashes,
+                            len(lazy.stats.pieces_touched))
+
+    if kind is ContentKind.IMAGE:
+        return await _screen_image(lazy, f, metainfo, lookup, settings, result)
+    if kind is not ContentKind.VIDEO:
+        return result(False, "neither an image nor a video (magic bytes)")
+    if not lookup.videos or not len(lookup.videos):
+        return result(False, "no registered video frames")
+    options = await trio.to_thread.run_sync(lazy_input_options)
+    frame: FrameHash | None = None
+    async with serve_lazy_file(lazy) as url:
+        try:
+            info, frame = await trio.to_thread.run_sync(
+                lambda: keyframe_hash(url, timeout=settings.decode_timeout, input_options=options))
+            duration = info.duration if info is not None else None
+            for fraction in FLAT_RETRY_POINTS[: max(0, settings.attempts - 1)]:
+                if frame is not None or not duration:
+                    break
+                _, frame = await trio.to_thread.run_sync(functools.partial(
+                    keyframe_hash, url, duration * fraction, timeout=settings.decode_timeout,
+                    input_options=options))
+        except media.MediaError as exc:
+            return result(True, f"key frame not decodable ({exc}): left to the confirmation")
+    if frame is None:
+        return result(True, "no key frame with content decoded: left to the confirmation")
+    near = lookup.near(ContentKind.VIDEO, [frame.phash], settings.threshold)
+    if not near:
+        return result(False, f"key frame at {frame.t:g} s is more than {settings.threshold} bits from every "
+                             f"registered frame", hashes=(frame,))
+    best = min(near.values())
+    return result(True, f"key frame at {frame.t:g} s within {best} bits of {len(near)} registered video(s)", near,
+                  (frame,))
+
+
+async def _screen_image(lazy: LazyFile, f: FileEntry, metainfo: Metainfo, lookup: FrameLookup,
+                        settings: KeyframeSettings, result: Callable[..., ScreenResult]) -> ScreenResult:
+    if not len(lookup.images):
+        return result(False, "no registered images")
+    first_piece = f.offset // metainfo.piece_length
+    limit = (first_piece + settings.preview_pieces) * metainfo.piece_length - f.offset
+    if f.length > limit:
+        return result(True, f"image larger than {settings.preview_pieces} pieces: left to the confirmation")
+    data = await _read(lazy, 0, f.length - 1)
+    try:
+        fingerprint = await trio.to_thread.run_sync(lambda: media.hash_image_bytes(data, pdq=False))
+    except media.MediaError as exc:
+        return result(True, f"image not decodable ({exc}): left to the confirmation")
+    assert fingerprint.image_phash is not None
+    near = lookup.near(ContentKind.IMAGE, [fingerprint.image_phash], settings.image_threshold)
+    frame = FrameHash(0.0, fingerprint.image_phash)
+    if not near:
+        return result(False, f"image more than {settings.image_threshold} bits from every registered image",
+                      hashes=(frame,))
+    return result(True, f"image within {min(near.values())} bits of {len(near)} registered image(s)", near,
+                  (frame,))
