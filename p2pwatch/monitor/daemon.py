@@ -1,10 +1,12 @@
 """The monitor daemon: one nursery runs the DHT node, the crawler, metadata fetching, the matcher, the
 watcher and the writer, joined by bounded channels (a slow stage pushes back; memory stays bounded).
 
-Flow (DESIGN.md): crawler discoveries → metadata (BEP 9 from listed peers, libtorrent fallback) → matcher →
-confirmed matches enter the watch list → the watcher examines watched swarms on a schedule → observations
-through the one writer. Only torrents that match (or are watched) are stored: the metadata of every other
-torrent the crawler sees is dropped after matching (data minimisation).
+Flow (DESIGN.md): crawler discoveries → metadata (BEP 9 from listed peers, libtorrent fallback) → triage from
+the metainfo (zero bytes; issue 13) → the content queue under the budget (p2pwatch/monitor/content_queue.py:
+exact-piece, one-keyframe screen, sampled confirmation) → confirmed matches enter the watch list → the
+watcher examines watched swarms on a schedule → observations through the one writer. Only torrents that
+match (or are watched) are stored: the metadata of every other torrent the crawler sees is dropped after
+matching (data minimisation).
 
 SIGINT/SIGTERM cancel the nursery: in-flight work stops, the writer commits what was queued, the DHT node
 saves its id and routing table. The database holds the watch list and each watch's next due time, so a
@@ -13,6 +15,7 @@ restart (also after SIGKILL) resumes where it stopped; our own stale claims are 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import signal
@@ -35,8 +38,10 @@ from p2pwatch.investigate.geoip import GeoLookup
 from p2pwatch.investigate.lookup import run_matcher
 from p2pwatch.investigate.metadata_fetch import fetch_metadata
 from p2pwatch.investigate.registry import load_index, record_match, upsert_torrent
-from p2pwatch.match.matcher import Match, RegistryIndex
+from p2pwatch.match.matcher import Match, MatchReport, RegistryIndex, match_torrent
+from p2pwatch.match.screened import skipped_report
 from p2pwatch.monitor.alerts import Alerter
+from p2pwatch.monitor.content_queue import ContentJob, ContentStages
 from p2pwatch.monitor.metrics import Metrics, serve_metrics
 from p2pwatch.monitor.watcher import Watcher, release_own_claims
 from p2pwatch.storage.db import session_factory
@@ -103,6 +108,8 @@ class Monitor:
         self.ready = trio.Event()
         self.metrics_port: int | None = None
         self._registry_version: tuple[Any, ...] | None = None
+        self.writer: ObservationWriter | None = None
+        self.content = ContentStages(config, self.metrics, bind_ip=bind_ip, allow_local=dht.allow_local)
 
     async def _read(self) -> None:
         sessions = session_factory(self.engine)
@@ -128,6 +135,7 @@ class Monitor:
 
     async def _run(self) -> None:
         async with open_writer(self.engine, batch_size=self.config.store.batch_size) as writer:
+            self.writer = writer
             released = await writer.run(lambda s: release_own_claims(s, self.worker_id))
             if released:
                 log.info("released %d claims left by an earlier run of this monitor", released)
@@ -160,6 +168,7 @@ class Monitor:
             for _ in range(METADATA_WORKERS):
                 nursery.start_soon(self._metadata_worker, metadata_receive.clone(), writer, node)
             nursery.start_soon(self.watcher.run)
+            nursery.start_soon(self.content.run)
             nursery.start_soon(self._refresh_index)
             self.ready.set()
 
@@ -233,7 +242,26 @@ class Monitor:
         index = self.state.index
         if not index.contents and not index.keywords:
             return
-        report = await run_matcher(index, metainfo, peers, self.config, bind_ip=self.bind_ip, allow_local=allow_local)
+        finish = functools.partial(self._finish, infohash, metainfo, found, fetched)
+        if not self.config.triage.enabled:
+            await finish(await run_matcher(index, metainfo, peers, self.config, bind_ip=self.bind_ip,
+                                           allow_local=allow_local))
+            return
+        self.content.update_index(index)
+        decision = self.content.triage(metainfo)
+        if decision.queued:
+            self.content.submit(ContentJob(infohash, metainfo, peers, decision, finish))
+            return
+        report = skipped_report(await match_torrent(index, metainfo, None), decision)
+        assert report.triage is not None
+        self.metrics.decision(report.triage["decision"], infohash.hex(), report.triage["reason"])
+        await finish(report)
+
+    async def _finish(self, infohash: bytes, metainfo: Metainfo, found: Any, fetched: Any, report: MatchReport
+                      ) -> None:
+        """Log the candidates; store a matched torrent, its matches and observations; alert."""
+        writer = self.writer
+        assert writer is not None
         for candidate in report.candidates:
             log.info("keyword candidate %s in %s (case %s): %r", candidate.keyword, infohash.hex(), candidate.case,
                      candidate.text)
