@@ -138,6 +138,7 @@ class BudgetedSource:
         self.total_length = total_length
         self.paid: set[int] = set()
         self.charged = 0
+        self.refused = False  # the budget refused a piece
 
     @property
     def pieces_read(self) -> int:
@@ -153,6 +154,7 @@ class BudgetedSource:
                 continue
             size = self._piece_size(index)
             if self.budget is not None and not self.budget.charge(size):
+                self.refused = True
                 raise BudgetExhausted(f"the content budget of {self.budget.settings.bytes_per_day:,} bytes a day "
                                       f"cannot pay for piece {index} ({size:,} bytes) now")
             self.paid.add(index)

@@ -5,15 +5,16 @@ registered video frames (or image hashes), is any within the threshold? Video fr
 pHashes are kept apart (a video keyframe is compared with video frames only).
 
 The lookup goes through one small interface, :class:`HashLookup` (``add`` / ``remove`` / ``radius``), so the
-backend can be exchanged: :class:`BruteForceHashes` (numpy, exact, linear) by default, or the exact index of
-:mod:`p2pwatch.match.hash_index` when that module is present (issue 13, item 3).
+backend can be exchanged: the exact multi-index hashing of :mod:`p2pwatch.match.hash_index` (issue 13, item 3;
+:class:`IndexedHashes`) by default, :class:`BruteForceHashes` (numpy, exact, linear) as the reference the
+tests compare it with.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -81,14 +82,38 @@ class BruteForceHashes:
         return sorted(best.items())
 
 
+class IndexedHashes:
+    """:class:`p2pwatch.match.hash_index.HashIndex` (exact multi-index hashing) behind :class:`HashLookup`."""
+
+    def __init__(self) -> None:
+        from p2pwatch.match.hash_index import HashIndex
+
+        self.index: HashIndex[str] = HashIndex(64)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def add(self, item_id: str, hashes: Sequence[int]) -> None:
+        if item_id not in self.index:
+            self.index.add(item_id, list(hashes))
+
+    def remove(self, item_id: str) -> None:
+        self.index.remove(item_id)
+
+    def radius(self, h: int, r: int) -> list[tuple[str, int]]:
+        best: dict[str, int] = {}
+        for hit in self.index.radius(h, r):
+            best[hit.item_id] = min(hit.distance, best.get(hit.item_id, 64))
+        return sorted(best.items())
+
+
 def default_backend() -> Callable[[], HashLookup]:
     """The exact index of :mod:`p2pwatch.match.hash_index` when present, else :class:`BruteForceHashes`."""
     try:
-        module: Any = importlib.import_module("p2pwatch.match.hash_index")
+        importlib.import_module("p2pwatch.match.hash_index")
     except ImportError:
         return BruteForceHashes
-    factory = getattr(module, "frame_lookup_backend", None)
-    return factory if callable(factory) else BruteForceHashes
+    return IndexedHashes
 
 
 class FrameLookup:

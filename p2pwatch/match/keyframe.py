@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import trio
 
 from p2pwatch.match import media
+from p2pwatch.match.content_budget import BudgetExhausted
 from p2pwatch.match.frame_lookup import FrameLookup
 from p2pwatch.match.lazyview import LazyFile, serve_lazy_file
 from p2pwatch.match.matcher import PieceSource
@@ -98,9 +99,14 @@ def keyframe_hash(url: str, start: float | None = None, *, timeout: float = 60.0
     return info, FrameHash(round((start or 0.0) + t, 3), phash)
 
 
-def _lazy(f: FileEntry, metainfo: Metainfo, source: PieceSource, timeout: float) -> LazyFile:
+def _lazy(f: FileEntry, metainfo: Metainfo, source: PieceSource, timeout: float, refusals: list[BudgetExhausted]
+          ) -> LazyFile:
     async def piece(index: int) -> bytes:
-        item = (await source.read_pieces_async([index], timeout))[index]
+        try:
+            item = (await source.read_pieces_async([index], timeout))[index]
+        except BudgetExhausted as exc:  # the lazy view turns errors into short reads: remember this one
+            refusals.append(exc)
+            raise
         return item if isinstance(item, bytes) else bytes(item.data)
 
     return LazyFile(f, metainfo.piece_length, piece)
@@ -112,10 +118,12 @@ async def _read(lazy: LazyFile, start: int, end: int) -> bytes:
 
 async def screen_file(f: FileEntry, metainfo: Metainfo, source: PieceSource, lookup: FrameLookup,
                       settings: KeyframeSettings | None = None) -> ScreenResult:
-    """Screen one file (see the module docstring). Raises what the piece source raises (a budget refusal,
-    a fetch timeout); a file ffmpeg or Pillow cannot decode survives (the confirmation decides)."""
+    """Screen one file (see the module docstring). Raises what the piece source raises (a fetch timeout;
+    :class:`BudgetExhausted`, also when ffmpeg met it as a short read); a file ffmpeg or Pillow cannot
+    decode survives (the confirmation decides)."""
     settings = settings or KeyframeSettings()
-    lazy = _lazy(f, metainfo, source, settings.piece_timeout)
+    refusals: list[BudgetExhausted] = []
+    lazy = _lazy(f, metainfo, source, settings.piece_timeout, refusals)
     head = await _read(lazy, 0, min(media.SNIFF_BYTES, f.length) - 1)
     kind = media.sniff_kind(head)
 
@@ -144,7 +152,11 @@ async def screen_file(f: FileEntry, metainfo: Metainfo, source: PieceSource, loo
                     keyframe_hash, url, duration * fraction, timeout=settings.decode_timeout,
                     input_options=options))
         except media.MediaError as exc:
+            if refusals:
+                raise refusals[0] from None
             return result(True, f"key frame not decodable ({exc}): left to the confirmation")
+    if refusals:  # ffmpeg saw a short read where the budget refused a piece: no verdict either way
+        raise refusals[0]
     if frame is None:
         return result(True, "no key frame with content decoded: left to the confirmation")
     near = lookup.near(ContentKind.VIDEO, [frame.phash], settings.threshold)

@@ -86,7 +86,7 @@ async def screened_match(index: RegistryIndex, lookup: FrameLookup, metainfo: Me
             raise
 
     report = await match_torrent(index, metainfo, source, stage, timeout=timeout)
-    refused = screens.budget_refused or any("BudgetExhausted" in e for e in report.errors)
+    refused = screens.budget_refused or source.refused
     if report.matches:
         outcome, reason = CONFIRMED, ", ".join(sorted({m.method for m in report.matches}))
     elif refused:
