@@ -117,7 +117,7 @@ async def run_matcher(index: RegistryIndex, metainfo: Metainfo, peers: list[tupl
 async def _run_unscreened(index: RegistryIndex, metainfo: Metainfo, peers: list[tuple[str, int]],
                           config: MonitorConfig, *, bind_ip: str | None, allow_local: bool) -> MatchReport:
     """Before issue 13: every image or video torrent goes to the sampled perceptual stage."""
-    needs_content = any(index.by_size.get(f.length) for f in metainfo.files) or bool(index.media_items())
+    needs_content = any(index.by_size.get(f.length) for f in metainfo.files) or index.has_media()
     if not needs_content or not peers:
         return await match_torrent(index, metainfo, None)
     options = FetchOptions(bind_ip=bind_ip or "0.0.0.0", peers=tuple(peers), allow_local=allow_local,

@@ -38,6 +38,8 @@ K = TypeVar("K", bound=Hashable)
 DEFAULT_BUFFER_ROWS = 8192
 #: A segment is merged into the one before it while that one is less than this many times larger.
 DEFAULT_MERGE_RATIO = 8
+#: Queries probed together in one vectorised pass (more only grows the intermediate arrays).
+QUERY_BLOCK = 256
 
 
 class Hit(NamedTuple, Generic[K]):
@@ -78,6 +80,7 @@ def _parts(words: int) -> tuple[_Part, ...]:
     return tuple(_Part(w, s, 16) for w in range(words) for s in (0, 16, 32, 48))
 
 
+@functools.cache
 def _comb_sum(width: int, radius: int) -> int:
     return sum(math.comb(width, k) for k in range(min(radius, width) + 1))
 
@@ -91,21 +94,33 @@ class _Segment:
         block = codes[start:end]
         self.table_bits = [min(p.width, max(1, math.ceil(math.log2(max(2, n))))) for p in parts]
         self.parts = tuple(parts)
-        offsets, orders = [], []
+        # table j's bucket offsets start at j * 2**T (T: the widest table), so a bucket's number in the
+        # concatenation is its key XOR that base; the gap after a narrower table repeats its end, and each
+        # table's end is the next one's start
+        stride = 1 << max(self.table_bits)
+        offsets = np.empty(len(parts) * stride + 1, dtype=np.int64)
+        offsets[-1] = len(parts) * n
+        orders = []
         self.table_base: list[int] = []
-        base = 0
         for j, (part, bits) in enumerate(zip(parts, self.table_bits, strict=True)):
             keys = self._keys(block, part, bits)
             order = np.argsort(keys, kind="stable")
             counts = np.bincount(keys.astype(np.intp), minlength=1 << bits)
-            offsets.append(np.concatenate([[0], np.cumsum(counts)]) + j * n)
+            base = j * stride
+            offsets[base] = j * n
+            np.cumsum(counts, out=offsets[base + 1 : base + 1 + (1 << bits)])
+            offsets[base + 1 : base + 1 + (1 << bits)] += j * n
+            offsets[base + 1 + (1 << bits) : base + stride] = (j + 1) * n
             orders.append(order)
             self.table_base.append(base)
-            base += (1 << bits) + 1
         index_type = np.int32 if len(parts) * n < 2**31 else np.int64
-        self.offsets = np.concatenate(offsets).astype(index_type)
+        self.offsets = offsets.astype(index_type)
         self.positions = np.concatenate(orders).astype(index_type)  # local row of each bucket entry
         self.sorted_codes = block[self.positions]
+        self.words = np.array([p.word for p in parts], dtype=np.intp)
+        self.shifts = np.array([p.shift for p in parts], dtype=np.uint64)
+        self.masks = np.array([(1 << bits) - 1 for bits in self.table_bits], dtype=np.uint64)
+        self._plans: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     @staticmethod
     def _keys(codes: np.ndarray, part: _Part, bits: int) -> np.ndarray:
@@ -116,30 +131,57 @@ class _Segment:
     def size(self) -> int:
         return self.end - self.start
 
+    def radii(self, radius: int) -> list[int]:
+        """The probe radius of each part for a query radius: with ``r = m * rho + a`` (``a < m``) a hash within
+        ``r`` bits is within ``rho`` bits in one of the first ``a + 1`` parts or within ``rho - 1`` in one
+        of the others (else the distance would be at least ``m * rho + a + 1``); -1 means no probe."""
+        m = len(self.parts)
+        rho, extra = divmod(radius, m)
+        return [rho if j <= extra else rho - 1 for j in range(m)]
+
     def probe_cost(self, radius: int) -> float:
         """Expected entries a probe reads per query (buckets visited plus their contents)."""
-        rho = radius // len(self.parts)
         n = self.size
-        return float(sum(_comb_sum(bits, rho) * (1 + n / (1 << bits)) for bits in self.table_bits))
+        return float(sum(_comb_sum(bits, rho) * (1 + n / (1 << bits))
+                         for bits, rho in zip(self.table_bits, self.radii(radius), strict=True) if rho >= 0))
+
+    def _plan(self, radius: int) -> tuple[np.ndarray, np.ndarray]:
+        """For each bucket a query visits: the part it belongs to, and the bits flipped XOR the table's base."""
+        plan = self._plans.get(radius)
+        if plan is None:
+            part_of, flips = [], []
+            for j, (bits, rho, base) in enumerate(zip(self.table_bits, self.radii(radius), self.table_base,
+                                                      strict=True)):
+                if rho < 0:
+                    continue
+                masks = flip_masks(bits, rho)
+                part_of.append(np.full(len(masks), j, dtype=np.intp))
+                flips.append(masks ^ np.uint64(base))  # base has no bit below the table's width
+            plan = (np.concatenate(part_of), np.concatenate(flips))
+            self._plans[radius] = plan
+        return plan
 
     def nbytes(self) -> int:
         return int(self.offsets.nbytes + self.positions.nbytes + self.sorted_codes.nbytes)
 
     def query(self, queries: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(query number, row, distance) of every entry within ``radius``; a row may come more than once."""
-        rho = radius // len(self.parts)
-        index_blocks = []
-        for part, bits, base in zip(self.parts, self.table_bits, self.table_base, strict=True):
-            keys = self._keys(queries, part, bits)
-            index_blocks.append((keys[:, None] ^ flip_masks(bits, rho)[None, :]).astype(np.intp) + base)
-        index = np.concatenate(index_blocks, axis=1) if len(index_blocks) > 1 else index_blocks[0]
-        starts = self.offsets[index].ravel()
-        lengths = self.offsets[index + 1].ravel() - starts
-        total = int(lengths.sum())
+        part_of, flips = self._plan(radius)
+        words = queries[:, None] if queries.ndim == 1 else queries[:, self.words]
+        keys = (words >> self.shifts) & self.masks  # (queries, parts)
+        index = (keys[:, part_of] ^ flips).view(np.int64).ravel()
+        starts = self.offsets[index]
+        stops = self.offsets[index + 1]
+        lengths = stops - starts
+        ends = np.cumsum(lengths)
+        total = int(ends[-1])
         if total == 0:
             return _EMPTY, _EMPTY, _EMPTY
-        ends = np.cumsum(lengths)
-        entry = np.repeat(starts - (ends - lengths), lengths) + np.arange(total)
+        entry = np.repeat(stops - ends, lengths) + np.arange(total)
+        if len(queries) == 1:
+            dist = _popcount(self.sorted_codes[entry] ^ queries[0])
+            near = dist <= radius
+            return np.zeros(int(near.sum()), dtype=np.int64), self.positions[entry[near]] + self.start, dist[near]
         qid = np.repeat(np.arange(len(queries)), lengths.reshape(len(queries), -1).sum(axis=1))
         dist = _popcount(self.sorted_codes[entry] ^ queries[qid])
         near = dist <= radius
@@ -192,6 +234,11 @@ class HashIndex(Generic[K]):
     @property
     def item_count(self) -> int:
         return len(self._items)
+
+    @property
+    def segment_count(self) -> int:
+        """Sorted segments (the unsorted buffer not counted)."""
+        return len(self._segments)
 
     def add(self, item_id: K, hashes: Iterable[int | bytes] | np.ndarray) -> int:
         """Register ``item_id``'s hashes; returns how many. An item already registered is refused
@@ -316,6 +363,15 @@ class HashIndex(Generic[K]):
         self._prepare()
         if radius < 0 or self._live == 0 or len(queries) == 0:
             return _EMPTY, _EMPTY, _EMPTY
+        if len(queries) > QUERY_BLOCK:  # bounded intermediate arrays: blocks of queries stay in cache
+            parts = [self._query_block(queries[lo : lo + QUERY_BLOCK], radius)
+                     for lo in range(0, len(queries), QUERY_BLOCK)]
+            qid = np.concatenate([p[0] + lo for p, lo in zip(parts, range(0, len(queries), QUERY_BLOCK),
+                                                              strict=True)])
+            return qid, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
+        return self._query_block(queries, radius)
+
+    def _query_block(self, queries: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         found = []
         for segment in self._segments:
             if segment.probe_cost(radius) < self.scan_factor * segment.size:
@@ -324,20 +380,24 @@ class HashIndex(Generic[K]):
                 found.append(self._scan(queries, segment.start, segment.end, radius))
         if self._sealed() < self._rows:
             found.append(self._scan(queries, self._sealed(), self._rows, radius))
-        qid = np.concatenate([f[0] for f in found]).astype(np.int64)
-        rows = np.concatenate([f[1] for f in found]).astype(np.int64)
-        dist = np.concatenate([f[2] for f in found]).astype(np.int64)
+        if len(found) == 1:
+            qid, rows, dist = found[0]
+        else:
+            qid, rows, dist = (np.concatenate([f[k] for f in found]) for k in range(3))
+        if len(rows) == 0:
+            return _EMPTY, _EMPTY, _EMPTY
         live = self._alive[rows]
-        qid, rows, dist = qid[live], rows[live], dist[live]
-        if len(qid) > 1:
+        if not live.all():
+            qid, rows, dist = qid[live], rows[live], dist[live]
+        if len(rows) > 1:
             order = np.lexsort((rows, dist, qid))
             qid, rows, dist = qid[order], rows[order], dist[order]
-            pair = qid * max(1, self._rows) + rows
-            first = np.unique(pair, return_index=True)[1]
-            if len(first) < len(pair):
-                keep = np.sort(first)
+            # a row found through several parts repeats; its copies have the same distance, so are adjacent
+            repeated = (qid[1:] == qid[:-1]) & (rows[1:] == rows[:-1])
+            if repeated.any():
+                keep = np.concatenate([[True], ~repeated])
                 qid, rows, dist = qid[keep], rows[keep], dist[keep]
-        return qid, rows, dist
+        return qid.astype(np.int64, copy=False), rows.astype(np.int64, copy=False), dist.astype(np.int64, copy=False)
 
     def _scan(self, queries: np.ndarray, start: int, end: int, radius: int
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -136,7 +136,7 @@ async def screen_file(f: FileEntry, metainfo: Metainfo, source: PieceSource, loo
         return await _screen_image(lazy, f, metainfo, lookup, settings, result)
     if kind is not ContentKind.VIDEO:
         return result(False, "neither an image nor a video (magic bytes)")
-    if not lookup.videos or not len(lookup.videos):
+    if not lookup.video_hashes:
         return result(False, "no registered video frames")
     options = await trio.to_thread.run_sync(lazy_input_options)
     frame: FrameHash | None = None
@@ -170,7 +170,7 @@ async def screen_file(f: FileEntry, metainfo: Metainfo, source: PieceSource, loo
 
 async def _screen_image(lazy: LazyFile, f: FileEntry, metainfo: Metainfo, lookup: FrameLookup,
                         settings: KeyframeSettings, result: Callable[..., ScreenResult]) -> ScreenResult:
-    if not len(lookup.images):
+    if not lookup.image_hashes:
         return result(False, "no registered images")
     first_piece = f.offset // metainfo.piece_length
     limit = (first_piece + settings.preview_pieces) * metainfo.piece_length - f.offset

@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from p2pwatch.match.fingerprint import Fingerprint
+from p2pwatch.match.hash_index import HashIndex
 from p2pwatch.match.keywords import keyword_hits
+from p2pwatch.match.media_types import ContentKind
 from p2pwatch.torrent.merkle import BLOCK_SIZE
 from p2pwatch.torrent.metainfo import FileEntry, Metainfo
 
@@ -79,22 +81,126 @@ class PieceSource(Protocol):
 
 
 class RegistryIndex:
-    """Registered content indexed for the exact stages, plus case keywords for stage 1."""
+    """Registered content indexed for every stage: pieces roots and sizes for the exact stages, every
+    registered frame and image hash in one exact Hamming index (:mod:`p2pwatch.match.hash_index`) for the
+    perceptual stage, plus case keywords for stage 1.
+
+    Built incrementally: :meth:`add` and :meth:`remove` cost the item's own hashes, never a pass over the
+    registry. Items are keyed by a sequence number in registration order, which is also the order the
+    perceptual stage reports matches in.
+    """
 
     def __init__(self, contents: Iterable[RegisteredContent], keywords: Mapping[str, Sequence[str]] | None = None
                  ) -> None:
-        self.contents = list(contents)
         self.keywords = {case: list(words) for case, words in (keywords or {}).items()}
         self.by_root: dict[bytes, list[RegisteredContent]] = {}
         self.by_size: dict[int, list[RegisteredContent]] = {}
-        for item in self.contents:
+        self.frames: HashIndex[int] = HashIndex(64)  # video frame pHashes; frame_no indexes frame_hashes
+        self.image_phashes: HashIndex[int] = HashIndex(64)
+        self.image_pdqs: HashIndex[int] = HashIndex(256)
+        self._items: dict[int, RegisteredContent] = {}
+        self._by_content: dict[str, list[int]] = {}
+        self._roots: dict[int, bytes] = {}
+        self._media_kinds: dict[int, ContentKind] = {}  # the media kind of each image or video
+        self._kind_counts: dict[ContentKind, int] = {}
+        self._next = 0
+        for item in contents:
+            self.add(item)
+
+    # --- registering ---
+
+    def add(self, item: RegisteredContent) -> int:
+        """Index one registered item; returns its sequence number."""
+        seq = self._next
+        self._next += 1
+        self._items[seq] = item
+        self._by_content.setdefault(item.content_id, []).append(seq)
+        fp = item.fingerprint
+        if fp.size > 0:
+            self._roots[seq] = fp.pieces_root()
+            self.by_root.setdefault(self._roots[seq], []).append(item)
+            self.by_size.setdefault(fp.size, []).append(item)
+        media = fp.media
+        if media is not None:
+            self._media_kinds[seq] = media.kind
+            if media.frame_hashes and media.kind is ContentKind.VIDEO:
+                self.frames.add(seq, [f.phash for f in media.frame_hashes])
+            if media.image_phash is not None:
+                self.image_phashes.add(seq, [media.image_phash])
+            if media.image_pdq is not None:
+                self.image_pdqs.add(seq, [media.image_pdq])
+            if self.comparable(seq, media.kind):
+                self._kind_counts[media.kind] = self._kind_counts.get(media.kind, 0) + 1
+        return seq
+
+    def remove(self, content_id: str) -> int:
+        """Withdraw every item registered under ``content_id``; returns how many."""
+        seqs = self._by_content.pop(content_id, [])
+        for seq in seqs:
+            item = self._items.pop(seq)
             fp = item.fingerprint
             if fp.size > 0:
-                self.by_root.setdefault(fp.pieces_root(), []).append(item)
-                self.by_size.setdefault(fp.size, []).append(item)
+                _drop(self.by_root, self._roots.pop(seq), item)
+                _drop(self.by_size, fp.size, item)
+            kind = self._media_kinds.get(seq)
+            if kind is not None and self.comparable(seq, kind):
+                self._kind_counts[kind] -= 1
+            self._media_kinds.pop(seq, None)
+            for hashes in (self.frames, self.image_phashes, self.image_pdqs):
+                hashes.remove(seq)
+        return len(seqs)
+
+    def set_keywords(self, case: str, words: Sequence[str]) -> None:
+        """Replace a case's keywords (none: the case has no keywords any more)."""
+        if words:
+            self.keywords[case] = list(words)
+        else:
+            self.keywords.pop(case, None)
+
+    # --- reading ---
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def contents(self) -> list[RegisteredContent]:
+        """Every registered item in registration order (a copy: O(n), not for per-torrent use)."""
+        return list(self._items.values())
+
+    def item(self, seq: int) -> RegisteredContent:
+        return self._items[seq]
+
+    def seqs_of(self, content_id: str) -> list[int]:
+        return list(self._by_content.get(content_id, ()))
+
+    def has_media(self) -> bool:
+        return bool(self._media_kinds)
 
     def media_items(self) -> list[RegisteredContent]:
-        return [c for c in self.contents if c.fingerprint.media is not None]
+        return [self._items[seq] for seq in self._media_kinds]
+
+    def media_kind(self, seq: int) -> ContentKind | None:
+        return self._media_kinds.get(seq)
+
+    def comparable(self, seq: int, kind: ContentKind) -> bool:
+        """Can a candidate of ``kind`` be compared with item ``seq``: a registered image, or a registered
+        video with frame hashes?"""
+        if self._media_kinds.get(seq) is not kind:
+            return False
+        return kind is not ContentKind.VIDEO or seq in self.frames
+
+    def comparable_count(self, kind: ContentKind) -> int:
+        """How many registered items :meth:`comparable` accepts for ``kind``."""
+        return self._kind_counts.get(kind, 0)
+
+
+def _drop(table: dict[Any, list[RegisteredContent]], key: Any, item: RegisteredContent) -> None:
+    bucket = table.get(key)
+    if bucket is None:
+        return
+    bucket[:] = [i for i in bucket if i is not item]
+    if not bucket:
+        del table[key]
 
 
 def name_candidates(index: RegistryIndex, metainfo: Metainfo) -> list[Candidate]:

@@ -145,15 +145,38 @@ def _spent_since(source: PieceSource, before: int) -> int:
     return source.downloaded() - before
 
 
-def _wanted(index: RegistryIndex, registered: list[RegisteredContent], file_index: int,
-            done: set[tuple[int, str]]) -> list[RegisteredContent]:
-    """Registered media not yet matched to this file; only of the matched kind when it is an exact copy."""
-    wanted = [r for r in registered if (file_index, r.content_id) not in done]
-    proven = {content for f, content in done if f == file_index}
-    kinds = {c.fingerprint.kind for c in index.contents if c.content_id in proven}
-    if proven:  # its bytes are known: no sniffing needed to tell its kind
-        wanted = [r for r in wanted if r.fingerprint.media is not None and r.fingerprint.media.kind in kinds]
-    return wanted
+class Wanted:
+    """Which registered items one file of a torrent is still compared with: every image or video not yet
+    matched to it, and only those of the matched kind when an earlier stage proved it an exact copy (its
+    bytes are known: no sniffing needed to tell its kind). Decided per item, never by listing the registry."""
+
+    def __init__(self, index: RegistryIndex, file_index: int, done: set[tuple[int, str]], *,
+                 only: Collection[str] | None = None) -> None:
+        self.index = index
+        self.excluded = {content for f, content in done if f == file_index}
+        self.kinds = {index.item(seq).fingerprint.kind for content in self.excluded
+                      for seq in index.seqs_of(content)} if self.excluded else None
+        self.only = None if only is None else set(only)  # the screen's survivors: only these content ids
+
+    def __call__(self, seq: int, kind: ContentKind) -> bool:
+        """Is item ``seq`` wanted for a candidate of ``kind``?"""
+        content = self.index.item(seq).content_id
+        return (self.index.comparable(seq, kind) and content not in self.excluded
+                and (self.only is None or content in self.only) and (self.kinds is None or kind in self.kinds))
+
+    def any(self, kind: ContentKind) -> bool:
+        """Is any registered item wanted for a candidate of ``kind``?"""
+        if self.kinds is not None and kind not in self.kinds:
+            return False
+        if self.only is not None:
+            return any(self(seq, kind) for content in self.only for seq in self.index.seqs_of(content))
+        excluded = sum(1 for content in self.excluded for seq in self.index.seqs_of(content)
+                       if self.index.comparable(seq, kind))
+        return self.index.comparable_count(kind) > excluded
+
+    def sort(self, seqs: set[int], kind: ContentKind) -> list[int]:
+        """The wanted ones of ``seqs`` in registration order."""
+        return sorted(seq for seq in seqs if self(seq, kind))
 
 
 async def perceptual_matches(index: RegistryIndex, metainfo: Metainfo, source: PieceSource,
@@ -163,17 +186,14 @@ async def perceptual_matches(index: RegistryIndex, metainfo: Metainfo, source: P
     """Perceptual matches of the torrent's files (only ``files`` when given) with the registered media (only
     the content ids ``items`` when given: the one-keyframe screen's survivors, p2pwatch/match/keyframe.py)."""
     settings = settings or PerceptualSettings()
-    registered = index.media_items()
-    if items is not None:
-        registered = [r for r in registered if r.content_id in items]
-    if not registered:
+    if not index.has_media():
         return []
     matches: list[Match] = []
     for f in metainfo.files:
         if f.pad or f.length < settings.min_file_bytes or (files is not None and f.index not in files):
             continue
-        wanted = _wanted(index, registered, f.index, done)
-        if not wanted:
+        wanted = Wanted(index, f.index, done, only=items)
+        if not (wanted.any(ContentKind.IMAGE) or wanted.any(ContentKind.VIDEO)):
             continue
         before = source.downloaded()
         lazy = _lazy(f, metainfo, source, settings.piece_timeout)
@@ -196,16 +216,28 @@ async def perceptual_matches(index: RegistryIndex, metainfo: Metainfo, source: P
     return matches
 
 
-async def _match_image(lazy: LazyFile, f: FileEntry, metainfo: Metainfo, wanted: list[RegisteredContent],
+def image_candidates(index: RegistryIndex, candidate: media.MediaFingerprint, settings: PerceptualSettings,
+                     pdq_threshold: int = media.DEFAULT_PDQ_THRESHOLD) -> set[int]:
+    """Registered images whose pHash or PDQ lies within its threshold of the candidate's, looked up in the
+    index: a superset of what :func:`p2pwatch.media.match_image` can match (it matches on either)."""
+    limit = media.DEFAULT_IMAGE_PHASH_THRESHOLD if settings.image_threshold is None else settings.image_threshold
+    near: set[int] = set()
+    if candidate.image_phash is not None:
+        near |= index.image_phashes.items_near([candidate.image_phash], limit)
+    if candidate.image_pdq is not None:
+        near |= index.image_pdqs.items_near([candidate.image_pdq], pdq_threshold)
+    return near
+
+
+async def _match_image(lazy: LazyFile, f: FileEntry, metainfo: Metainfo, wanted: Wanted,
                        settings: PerceptualSettings) -> list[Match]:
-    registered = [w for w in wanted if w.fingerprint.media is not None
-                  and w.fingerprint.media.kind is ContentKind.IMAGE]
-    if not registered:
+    if not wanted.any(ContentKind.IMAGE):
         return []
     data = await _read(lazy, 0, f.length - 1)
     candidate = await trio.to_thread.run_sync(media.hash_image_bytes, data)
     out = []
-    for item in registered:
+    for seq in wanted.sort(image_candidates(wanted.index, candidate, settings), ContentKind.IMAGE):
+        item = wanted.index.item(seq)
         reg = item.fingerprint.media
         assert reg is not None
         result = media.match_image(reg, candidate, settings.image_threshold)
@@ -348,13 +380,13 @@ def near_any(registered: media.MediaFingerprint, frames: Sequence[FrameHash], th
     return any(bool((np.bitwise_count(reg ^ np.uint64(fr.phash)) <= threshold).any()) for fr in frames)
 
 
-def _settled(registered: list[RegisteredContent], decisions: dict[str, VideoDecision], frames: list[FrameHash],
-             settings: PerceptualSettings, taken: int, count: int) -> bool:
+def _settled(near: set[int], decisions: dict[int, VideoDecision], taken: int, count: int) -> bool:
     """Can sampling stop? Yes once a registered video matched and no other one is near any sampled frame; and
-    once half the points (coarse to fine: spread over the whole candidate) showed nothing near any of them."""
-    undecided = [r for r in registered if not decisions[r.content_id].matched]
-    if len(undecided) < len(registered) or 2 * taken >= count:
-        return not any(near_any(_video_media(r), frames, settings.frame_threshold) for r in undecided)
+    once half the points (coarse to fine: spread over the whole candidate) showed nothing near any of them.
+    ``near``: the wanted registered videos with a frame near a sampled one (looked up in the index)."""
+    matched = {seq for seq, decision in decisions.items() if decision.matched}
+    if matched or 2 * taken >= count:
+        return near <= matched
     return False
 
 
@@ -363,15 +395,17 @@ def _video_media(item: RegisteredContent) -> media.MediaFingerprint:
     return item.fingerprint.media
 
 
-async def _match_video(lazy: LazyFile, f: FileEntry, metainfo: Metainfo, wanted: list[RegisteredContent],
+async def _match_video(lazy: LazyFile, f: FileEntry, metainfo: Metainfo, wanted: Wanted,
                        settings: PerceptualSettings, spent: Callable[[], int]) -> list[Match]:
-    registered = [w for w in wanted if w.fingerprint.media is not None
-                  and w.fingerprint.media.kind is ContentKind.VIDEO and w.fingerprint.media.frame_hashes]
-    if not registered:
+    """Sample the candidate video; after each seek point its new frames are looked up among every registered
+    frame hash (the index), and only the registered videos they come near are compared in full."""
+    if not wanted.any(ContentKind.VIDEO):
         return []
+    index = wanted.index
     window = max(1.0, settings.frames_per_sample * settings.frame_step)
     seen: dict[float, FrameHash] = {}
-    decisions: dict[str, VideoDecision] = {}
+    near: set[int] = set()
+    decisions: dict[int, VideoDecision] = {}
     samples_taken = 0
     options = await trio.to_thread.run_sync(lazy_input_options)
     async with serve_lazy_file(lazy) as url:
@@ -419,21 +453,26 @@ async def _match_video(lazy: LazyFile, f: FileEntry, metainfo: Metainfo, wanted:
                 if point or not plan.head_point:  # the head point's cost says nothing of the others'
                     point_costs.append(spent() - before)
             samples_taken += 1
-            for frame in got:
-                seen.setdefault(frame.t, frame)
+            new = [frame for frame in got if frame.t not in seen]
+            for frame in new:
+                seen[frame.t] = frame
+            if new:
+                near.update(wanted.sort(index.frames.items_near([fr.phash for fr in new], settings.frame_threshold),
+                                        ContentKind.VIDEO))
             if samples_taken < settings.min_spread:
                 continue
             frames = sorted(seen.values(), key=lambda fr: fr.t)
-            decisions = {r.content_id: decide_video(_video_media(r), frames, info.duration, settings, count)
-                         for r in registered}
-            if settings.early_stop and _settled(registered, decisions, frames, settings, samples_taken, count):
+            decisions = {seq: decide_video(_video_media(index.item(seq)), frames, info.duration, settings, count)
+                         for seq in sorted(near)}
+            if settings.early_stop and _settled(near, decisions, samples_taken, count):
                 break
     frames = sorted(seen.values(), key=lambda fr: fr.t)
     out = []
-    for item in registered:
-        decision = decisions.get(item.content_id)
-        if decision is None or not decision.matched:
+    for seq in sorted(decisions):
+        decision = decisions[seq]
+        if not decision.matched:
             continue
+        item = index.item(seq)
         reg = _video_media(item)
         out.append(Match(item.case, item.content_id, metainfo.infohash.hex(), f.index, f.display_path,
                          METHOD_PERCEPTUAL, {

@@ -202,7 +202,7 @@ class Triage:
 
     def decide(self, metainfo: Metainfo) -> TriageDecision:
         infohash = metainfo.infohash.hex()
-        if not self.index.contents:
+        if not len(self.index):
             return TriageDecision(infohash, DECISION_SKIP, 0.0, "nothing registered")
         named = bool(self.index.keywords) and bool(name_candidates(self.index, metainfo))
         scores = [score_file(f, self.profile, self.settings, named=named) for f in metainfo.files

@@ -48,8 +48,7 @@ class ContentStages:
         self.budget = ContentBudget(budget_settings(config))
         self.queue: PriorityQueue[ContentJob] = PriorityQueue(config.triage.queue_size)
         self._index: RegistryIndex | None = None
-        self._ids: set[str] = set()
-        self.screening = Screening(Triage(RegistryIndex([])), FrameLookup(), self.budget)
+        self.screening = Screening(Triage(RegistryIndex([])), FrameLookup(RegistryIndex([])), self.budget)
         metrics.gauges["p2pwatch_content_queue_length"] = lambda: float(len(self.queue))
         metrics.gauges["p2pwatch_content_bytes_last_day"] = self._spent_today
 
@@ -60,16 +59,13 @@ class ContentStages:
             return 0.0
 
     def update_index(self, index: RegistryIndex) -> None:
-        """Follow the registry: the triage is rebuilt, the frame lookup updated incrementally."""
+        """Follow the registry (its hash indexes are its own; the triage's size profile is rebuilt)."""
         if index is self._index:
             return
-        ids = {c.content_id for c in index.contents}
-        for gone in self._ids - ids:
-            self.screening.lookup.remove(gone)
-        self.screening.lookup.add_all(index)
-        self.screening.triage = Triage(index, triage_rules(self.config),
-                                       preview_pieces=self.config.triage.preview_pieces)
-        self._index, self._ids = index, ids
+        self.screening = Screening(Triage(index, triage_rules(self.config),
+                                          preview_pieces=self.config.triage.preview_pieces),
+                                   FrameLookup(index), self.budget)
+        self._index = index
 
     def triage(self, metainfo: Metainfo) -> TriageDecision:
         return self.screening.triage.decide(metainfo)

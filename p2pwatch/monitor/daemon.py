@@ -240,7 +240,7 @@ class Monitor:
         self.metrics.counters["p2pwatch_metadata_fetched_total"] += 1
         self.state.checked += 1
         index = self.state.index
-        if not index.contents and not index.keywords:
+        if not len(index) and not index.keywords:
             return
         finish = functools.partial(self._finish, infohash, metainfo, found, fetched)
         if not self.config.triage.enabled:

@@ -17,7 +17,7 @@ from p2pwatch.config import MonitorConfig
 from p2pwatch.investigate.lookup import Screening, run_matcher
 from p2pwatch.match.content_budget import BudgetedSource, BudgetSettings, ContentBudget
 from p2pwatch.match.fingerprint import fingerprint_file
-from p2pwatch.match.frame_lookup import BruteForceHashes, FrameLookup
+from p2pwatch.match.frame_lookup import FrameLookup
 from p2pwatch.match.keyframe import KeyframeSettings, screen_file
 from p2pwatch.match.matcher import RegisteredContent, RegistryIndex
 from p2pwatch.match.media_types import ContentKind
@@ -113,7 +113,7 @@ async def test_decoys_are_rejected_with_few_pieces(name: str, corpus: dict[str, 
     meta = _single(corpus[name])
     source = FileSource(corpus[name], PIECE)
     # the exact index and the brute-force scan agree on it
-    for lookup in (FrameLookup(registry), FrameLookup(registry, backend=BruteForceHashes)):
+    for lookup in (FrameLookup(registry), FrameLookup(registry, brute_force=True)):
         result = await screen_file(meta.files[0], meta, source, lookup, KeyframeSettings())
         assert not result.survived and "bits from every registered" in result.reason, result
         assert 1 <= result.pieces <= 6, result
