@@ -96,7 +96,7 @@ class TriageSettings:
     preview_pieces: int = 2  # pieces of an image read by the screen
     keyframe_attempts: int = 3  # key frames tried when the first ones are flat
     min_video_kbps: float = 64.0  # plausible bit rates of a re-encoded copy
-    max_video_kbps: float = 60000.0
+    max_video_kbps: float = 20000.0
     min_clip_seconds: float = 4.0  # shortest trimmed copy looked for
     duration_slack: float = 1.25  # a copy may last this much longer than the original
     max_files: int = 8  # files of one torrent examined, highest score first

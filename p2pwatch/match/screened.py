@@ -102,7 +102,8 @@ async def screened_match(index: RegistryIndex, lookup: FrameLookup, metainfo: Me
         "decision": outcome, "reason": reason, "score": decision.score, "triage_reason": decision.reason,
         "pieces_read": source.pieces_read, "bytes_charged": source.charged,
         "screens": [{"file": r.path, "kind": r.kind.value, "survived": r.survived, "reason": r.reason,
-                     "pieces": r.pieces, "near": len(r.near)} for r in screens.results],
+                     "pieces": r.pieces, "near": len(r.near),
+                     "hash": f"{r.hashes[0].phash:016x}" if r.hashes else None} for r in screens.results],
     }
     return report
 

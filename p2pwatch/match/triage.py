@@ -54,7 +54,7 @@ class TriageRules:
     """Plausible ranges for copies of registered media (see the module docstring)."""
 
     min_video_kbps: float = 64.0  # a re-encode this starved is still recognisable at 240p
-    max_video_kbps: float = 60_000.0  # a 4K high-bit-rate re-encode
+    max_video_kbps: float = 20_000.0  # a high-quality 1080p re-encode
     min_clip_seconds: float = 4.0  # trimmed copies shorter than this are not looked for
     duration_slack: float = 1.25  # a copy may be longer than the original (intro, outro, slow-down)
     min_image_bytes: int = 512
