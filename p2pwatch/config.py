@@ -91,11 +91,12 @@ class TriageSettings:
     torrents_per_hour: int = 600  # torrents whose content stages start in any hour
     concurrent_readers: int = 4  # torrents read at once
     queue_size: int = 1000  # torrents waiting; when full the lowest score is dropped
-    keyframe_threshold: int = 12  # pHash bits from a key frame to the nearest registered frame
+    keyframe_threshold: int = 10  # pHash bits from a key frame to the nearest registered frame
     image_threshold: int = 10  # pHash bits from an image to the nearest registered image
     preview_pieces: int = 2  # pieces of an image read by the screen
     keyframe_attempts: int = 3  # key frames tried when the first ones are flat
-    min_video_kbps: float = 64.0  # plausible bit rates of a re-encoded copy
+    keyframe_corroborate: bool = True  # a key frame near registered frames is checked against a second one
+    min_video_kbps: float = 16.0  # plausible bit rates of a re-encoded copy
     max_video_kbps: float = 20000.0
     min_clip_seconds: float = 4.0  # shortest trimmed copy looked for
     duration_slack: float = 1.25  # a copy may last this much longer than the original

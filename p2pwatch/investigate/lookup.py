@@ -65,6 +65,7 @@ def keyframe_settings(config: MonitorConfig) -> KeyframeSettings:
     t = config.triage
     return KeyframeSettings(threshold=t.keyframe_threshold, image_threshold=t.image_threshold,
                             preview_pieces=t.preview_pieces, attempts=t.keyframe_attempts,
+                            corroborate=t.keyframe_corroborate,
                             piece_timeout=config.matcher.fetch_timeout)
 
 

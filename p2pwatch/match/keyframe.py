@@ -9,15 +9,18 @@ The hash is looked up among *all* registered frame hashes (:class:`~p2pwatch.mat
 with none within ``threshold`` bits the file is rejected there. Registration samples every frame of a short
 video and at least every ``duration / 4000`` s of a long one (:func:`p2pwatch.match.media.hash_video_source`),
 so the key frame of a re-encoded, resized or trimmed copy (a trimmed copy's first key frame is any frame of
-the original) lands near a registered frame. A survivor goes on to the sampled confirmation of
-:mod:`p2pwatch.match.perceptual`, compared only with the items it came near.
+the original) lands near a registered frame. A key frame near registered frames is corroborated by a second
+one from elsewhere in the video (``corroborate``; one or two pieces more, paid only by the few that get this
+far): unless it too is near one of the same registered videos, the file is rejected. A survivor goes on to
+the sampled confirmation of :mod:`p2pwatch.match.perceptual`, compared only with the items both came near.
 
 An image is read up to ``preview_pieces`` pieces: when that is the whole file it is hashed (pHash, as
 registration does) and looked up among the registered image hashes; a larger image survives (the
 confirmation reads it whole: a truncated decode would not hash like the original).
 
-The threshold is looser than the confirmation's (a rejection must not miss a copy, a survivor costs only the
-sampled confirmation); scripts/bench_triage.py measures the false rejections per alteration.
+The threshold (10 bits) is looser than the confirmation's 8 (a rejection must not miss a copy; a survivor costs
+only the sampled confirmation); scripts/bench_triage.py sweeps it, measuring the false rejections of copies
+per alteration against the decoys that survive.
 """
 
 from __future__ import annotations
@@ -46,10 +49,11 @@ FLAT_RETRY_POINTS = (0.5, 0.25, 0.75)
 
 @dataclass(frozen=True)
 class KeyframeSettings:
-    threshold: int = 12  # pHash bits to the nearest registered video frame
+    threshold: int = 10  # pHash bits to the nearest registered video frame
     image_threshold: int = 10  # pHash bits to the nearest registered image
     preview_pieces: int = 2  # pieces of an image read for the screen
     attempts: int = 3  # key frames tried when the first ones are flat (black, fades)
+    corroborate: bool = True  # a first key frame near registered frames is checked against a second one
     piece_timeout: float = 60.0
     decode_timeout: float = 60.0
 
@@ -139,33 +143,56 @@ async def screen_file(f: FileEntry, metainfo: Metainfo, source: PieceSource, loo
     if not lookup.video_hashes:
         return result(False, "no registered video frames")
     options = await trio.to_thread.run_sync(lazy_input_options)
-    frame: FrameHash | None = None
-    async with serve_lazy_file(lazy) as url:
-        try:
-            info, frame = await trio.to_thread.run_sync(
-                lambda: keyframe_hash(url, timeout=settings.decode_timeout, input_options=options))
-            duration = info.duration if info is not None else None
-            for fraction in FLAT_RETRY_POINTS[: max(0, settings.attempts - 1)]:
-                if frame is not None or not duration:
-                    break
-                _, frame = await trio.to_thread.run_sync(functools.partial(
-                    keyframe_hash, url, duration * fraction, timeout=settings.decode_timeout,
-                    input_options=options))
-        except media.MediaError as exc:
-            if refusals:
-                raise refusals[0] from None
-            return result(True, f"key frame not decodable ({exc}): left to the confirmation")
+    try:
+        async with serve_lazy_file(lazy) as url:
+            verdict = await _screen_video(url, lookup, settings, options)
+    except media.MediaError as exc:
+        if refusals:
+            raise refusals[0] from None
+        return result(True, f"key frame not decodable ({exc}): left to the confirmation")
     if refusals:  # ffmpeg saw a short read where the budget refused a piece: no verdict either way
         raise refusals[0]
+    return result(*verdict)
+
+
+async def _screen_video(url: str, lookup: FrameLookup, settings: KeyframeSettings, options: Sequence[str]
+                        ) -> tuple[bool, str, dict[str, int], tuple[FrameHash, ...]]:
+    """(survived, reason, near, hashes) for the video served at ``url``."""
+
+    async def at(start: float | None) -> tuple[VideoInfo | None, FrameHash | None]:
+        return await trio.to_thread.run_sync(functools.partial(
+            keyframe_hash, url, start, timeout=settings.decode_timeout, input_options=options))
+
+    info, frame = await at(None)
+    duration = info.duration if info is not None else None
+    points = [duration * p for p in FLAT_RETRY_POINTS] if duration else []
+    tried = 1
+    while frame is None and points and tried < settings.attempts:
+        _, frame = await at(points.pop(0))
+        tried += 1
     if frame is None:
-        return result(True, "no key frame with content decoded: left to the confirmation")
+        return True, "no key frame with content decoded: left to the confirmation", {}, ()
     near = lookup.near(ContentKind.VIDEO, [frame.phash], settings.threshold)
     if not near:
-        return result(False, f"key frame at {frame.t:g} s is more than {settings.threshold} bits from every "
-                             f"registered frame", hashes=(frame,))
-    best = min(near.values())
-    return result(True, f"key frame at {frame.t:g} s within {best} bits of {len(near)} registered video(s)", near,
-                  (frame,))
+        return (False, f"key frame at {frame.t:g} s is more than {settings.threshold} bits from every registered "
+                       "frame", {}, (frame,))
+    reason = f"key frame at {frame.t:g} s within {min(near.values())} bits of {len(near)} registered video(s)"
+    if not settings.corroborate:
+        return True, reason, near, (frame,)
+    second: FrameHash | None = None
+    for start in points[:2]:  # another key frame, elsewhere in the video (not the same one again)
+        _, second = await at(start)
+        if second is not None and second.t != frame.t:
+            break
+        second = None
+    if second is None:
+        return True, reason + "; no second key frame to corroborate it", near, (frame,)
+    again = lookup.near(ContentKind.VIDEO, [second.phash], settings.threshold)
+    common = {item: max(d, again[item]) for item, d in near.items() if item in again}
+    if not common:
+        return (False, f"{reason}, but the key frame at {second.t:g} s is within {settings.threshold} bits of none "
+                       "of them", {}, (frame, second))
+    return True, f"{reason}; so is the key frame at {second.t:g} s", common, (frame, second)
 
 
 async def _screen_image(lazy: LazyFile, f: FileEntry, metainfo: Metainfo, lookup: FrameLookup,

@@ -53,7 +53,7 @@ DECISION_QUEUE = "queue"
 class TriageRules:
     """Plausible ranges for copies of registered media (see the module docstring)."""
 
-    min_video_kbps: float = 64.0  # a re-encode this starved is still recognisable at 240p
+    min_video_kbps: float = 16.0  # synthetic clips re-encoded at CRF 32 reach 20 kbit/s; small files are cheap
     max_video_kbps: float = 20_000.0  # a high-quality 1080p re-encode
     min_clip_seconds: float = 4.0  # trimmed copies shorter than this are not looked for
     duration_slack: float = 1.25  # a copy may be longer than the original (intro, outro, slow-down)

@@ -115,7 +115,7 @@ async def test_decoys_are_rejected_with_few_pieces(name: str, corpus: dict[str, 
     # the exact index and the brute-force scan agree on it
     for lookup in (FrameLookup(registry), FrameLookup(registry, brute_force=True)):
         result = await screen_file(meta.files[0], meta, source, lookup, KeyframeSettings())
-        assert not result.survived and "bits from every registered" in result.reason, result
+        assert not result.survived and "bits" in result.reason, result
         assert 1 <= result.pieces <= 6, result
         if name.startswith("decoy-image"):
             assert result.kind is ContentKind.IMAGE

@@ -79,9 +79,9 @@ def test_extension_is_only_a_prior() -> None:
     # a re-encode at a very low bit rate, and a 6 s trimmed clip: both plausible
     ([("small.mp4", 3 * MB)], DECISION_QUEUE, "video of a plausible size"),
     ([("clip.mp4", 60_000)], DECISION_QUEUE, "video of a plausible size"),
-    # 40 GB cannot be a copy of a 10-minute video at any plausible bit rate; 20 KB cannot be a 4-s clip
+    # 40 GB cannot be a copy of a 10-minute video at any plausible bit rate; 5 KB cannot be a 4-s clip
     ([("movie.mkv", 40_000 * MB)], DECISION_SKIP, "video of a size no registered video's copy can have"),
-    ([("tiny.mp4", 20_000)], DECISION_SKIP, "video of a size no registered video's copy can have"),
+    ([("tiny.mp4", 5_000)], DECISION_SKIP, "video of a size no registered video's copy can have"),
     ([("notes.txt", 5_000), ("album.flac", 30 * MB)], DECISION_SKIP, "not a media type"),
     ([("photo.jpg", 120_000)], DECISION_QUEUE, "image of a plausible size"),
     ([("photo.jpg", 100)], DECISION_SKIP, "image of an implausible size"),
