@@ -405,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     lap: dict[str, float] = {}
 
     measured = measure_index(index_hashes, radius=MATCHER_RADIUS, lookups=20_000)
-    at_screen = measure_index(index_hashes, radius=args.threshold, lookups=5_000, exact_sample=100)
+    screen_index = measure_index(index_hashes, radius=args.threshold, lookups=5_000, exact_sample=100)
     lap["index measured"] = time.perf_counter() - began
     with tempfile.TemporaryDirectory(prefix="p2pwatch-bench-triage-") as temp:
         workdir = args.workdir or Path(temp)
@@ -475,7 +475,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"\ntoday's stage (no triage, no screen) on {len(base)} of those decoys: pieces median "
           f"{statistics.median(base) if base else 0:g}, p95 {percentile(base, 95):g}, max {max(base, default=0)}")
     print(f"metainfo-only torrents ({len(metas)}, 8 shapes): {dict(meta_decisions)}; {triage_rate:,.0f} triaged/s")
-    for m in (measured, at_screen):
+    for m in (measured, screen_index):
         print(f"index ({m['index_hashes']:,} synthetic frame-like hashes, radius {m['index_radius']}): "
               f"{m['index_lookups_per_s']:,} lookups/s single on one core, {m['index_batch_lookups_per_s']:,} "
               f"batched, exact {m['index_exact']} on {m['index_exact_sample']}, {m['index_bytes_per_hash']} "
@@ -498,8 +498,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "baseline_pieces_median": statistics.median(base) if base else 0,
         "index_hashes": len(index.frames) + len(index.image_phashes),
         "index_lookups_per_s": measured["index_lookups_per_s"], "index_radius": measured["index_radius"],
-        "index_exact": measured["index_exact"] and at_screen["index_exact"],
-        "screen_radius_lookups_per_s": at_screen["index_lookups_per_s"],
+        "index_exact": measured["index_exact"] and screen_index["index_exact"],
+        "screen_radius_lookups_per_s": screen_index["index_lookups_per_s"],
         "index_measured_hashes": measured["index_hashes"],
         "metadata_skipped": meta_decisions.get("skip", 0), "metadata_queued": meta_decisions.get("queue", 0),
         "budget_respected": flooded["budget_respected"], "flood_worst_day_bytes": flooded["flood_worst_day_bytes"],

@@ -35,7 +35,7 @@ import trio
 from p2pwatch.match import media
 from p2pwatch.match.content_budget import BudgetExhausted
 from p2pwatch.match.frame_lookup import FrameLookup
-from p2pwatch.match.lazyview import LazyFile, serve_lazy_file
+from p2pwatch.match.lazyview import LazyFile, PieceWithheld, serve_lazy_file
 from p2pwatch.match.matcher import PieceSource
 from p2pwatch.match.media_types import ContentKind, FrameHash, VideoInfo
 from p2pwatch.match.perceptual import lazy_input_options
@@ -54,6 +54,8 @@ class KeyframeSettings:
     preview_pieces: int = 2  # pieces of an image read for the screen
     attempts: int = 3  # key frames tried when the first ones are flat (black, fades)
     corroborate: bool = True  # a first key frame near registered frames is checked against a second one
+    new_pieces: int = 1  # pieces one key frame decode may fetch beyond those fetched already ...
+    first_extra_pieces: int = 1  # ... and this many more the first time (the head and the container index)
     piece_timeout: float = 60.0
     decode_timeout: float = 60.0
 
@@ -103,14 +105,37 @@ def keyframe_hash(url: str, start: float | None = None, *, timeout: float = 60.0
     return info, FrameHash(round((start or 0.0) + t, 3), phash)
 
 
-def _lazy(f: FileEntry, metainfo: Metainfo, source: PieceSource, timeout: float, refusals: list[BudgetExhausted]
-          ) -> LazyFile:
+class PieceGate:
+    """The pieces one decode may fetch: those fetched already plus at most ``allow`` more (None: any).
+
+    ffmpeg's demuxer reads a dozen packets or more ahead of the decoder, and the decoder holds frames back for
+    B-frame reordering: left alone it reads seconds of video for one key frame. Withheld pieces end its input
+    as the end of the file would, so the decoder flushes and the key frame comes out."""
+
+    def __init__(self) -> None:
+        self.fetched: set[int] = set()
+        self.limit: int | None = None
+        self.withheld = 0
+
+    def allow(self, more: int | None) -> None:
+        self.limit = None if more is None else len(self.fetched) + more
+
+    def check(self, index: int) -> None:
+        if index not in self.fetched and self.limit is not None and len(self.fetched) >= self.limit:
+            self.withheld += 1
+            raise PieceWithheld(f"piece {index} withheld from the key frame decode")
+
+
+def _lazy(f: FileEntry, metainfo: Metainfo, source: PieceSource, timeout: float, refusals: list[BudgetExhausted],
+          gate: PieceGate) -> LazyFile:
     async def piece(index: int) -> bytes:
+        gate.check(index)
         try:
             item = (await source.read_pieces_async([index], timeout))[index]
         except BudgetExhausted as exc:  # the lazy view turns errors into short reads: remember this one
             refusals.append(exc)
             raise
+        gate.fetched.add(index)
         return item if isinstance(item, bytes) else bytes(item.data)
 
     return LazyFile(f, metainfo.piece_length, piece)
@@ -127,7 +152,8 @@ async def screen_file(f: FileEntry, metainfo: Metainfo, source: PieceSource, loo
     decode survives (the confirmation decides)."""
     settings = settings or KeyframeSettings()
     refusals: list[BudgetExhausted] = []
-    lazy = _lazy(f, metainfo, source, settings.piece_timeout, refusals)
+    gate = PieceGate()
+    lazy = _lazy(f, metainfo, source, settings.piece_timeout, refusals, gate)
     head = await _read(lazy, 0, min(media.SNIFF_BYTES, f.length) - 1)
     kind = media.sniff_kind(head)
 
@@ -145,7 +171,7 @@ async def screen_file(f: FileEntry, metainfo: Metainfo, source: PieceSource, loo
     options = await trio.to_thread.run_sync(lazy_input_options)
     try:
         async with serve_lazy_file(lazy) as url:
-            verdict = await _screen_video(url, lookup, settings, options)
+            verdict = await _screen_video(url, lookup, settings, options, gate)
     except media.MediaError as exc:
         if refusals:
             raise refusals[0] from None
@@ -155,13 +181,28 @@ async def screen_file(f: FileEntry, metainfo: Metainfo, source: PieceSource, loo
     return result(*verdict)
 
 
-async def _screen_video(url: str, lookup: FrameLookup, settings: KeyframeSettings, options: Sequence[str]
-                        ) -> tuple[bool, str, dict[str, int], tuple[FrameHash, ...]]:
+async def _screen_video(url: str, lookup: FrameLookup, settings: KeyframeSettings, options: Sequence[str],
+                        gate: PieceGate) -> tuple[bool, str, dict[str, int], tuple[FrameHash, ...]]:
     """(survived, reason, near, hashes) for the video served at ``url``."""
 
+    async def decode(start: float | None, more: int | None) -> tuple[VideoInfo | None, FrameHash | None]:
+        gate.allow(more)
+        try:
+            return await trio.to_thread.run_sync(functools.partial(
+                keyframe_hash, url, start, timeout=settings.decode_timeout, input_options=options))
+        finally:
+            gate.allow(None)
+
     async def at(start: float | None) -> tuple[VideoInfo | None, FrameHash | None]:
-        return await trio.to_thread.run_sync(functools.partial(
-            keyframe_hash, url, start, timeout=settings.decode_timeout, input_options=options))
+        """The key frame at ``start`` with at most ``new_pieces`` more pieces (the head and the index too, the
+        first time); when that withheld a piece and gave no frame, once more with twice as many."""
+        more = settings.new_pieces + (settings.first_extra_pieces if start is None else 0)
+        withheld = gate.withheld
+        info, frame = await decode(start, more)
+        if frame is None and gate.withheld > withheld:
+            info2, frame = await decode(start, 2 * more)
+            info = info or info2
+        return info, frame
 
     info, frame = await at(None)
     duration = info.duration if info is not None else None
