@@ -3,8 +3,9 @@ standard library alone, so that police can check a bundle without installing p2p
 
     python -m evidence verify BUNDLE.zip
 
-This package must never import p2pwatch or anything outside the standard library (``cryptography`` is used
-for the signature only when it happens to be installed; otherwise the OpenSSL command is printed).
+This package must never import p2pwatch or anything outside the standard library: the Ed25519 signature is
+checked by :mod:`evidence.ed25519` (pure Python, RFC 8032); ``cryptography`` cross-checks it only when it
+happens to be installed, and the report gives the OpenSSL command as an independent second check.
 """
 
 from __future__ import annotations

@@ -4,9 +4,10 @@ The key is stored in the bundle as ``public_key.pem``: a PEM ``PUBLIC KEY`` bloc
 SubjectPublicKeyInfo of an Ed25519 key (RFC 8410), whose last 32 bytes are the raw public key. The
 fingerprint is the SHA-256 of those 32 raw bytes, in hex; it needs nothing but the standard library.
 
-The signature is checked with the ``cryptography`` package when it can be imported. Without it, this module
-writes manifest.json, manifest.sig and public_key.pem to a directory and gives the OpenSSL (3.0 or later)
-command that performs the same check::
+The signature is always checked by :mod:`evidence.ed25519`, a pure-Python verifier written from RFC 8032, so
+a bare Python is enough. When the ``cryptography`` package can be imported it checks the signature too, and
+the signature holds only when both accept it (two implementations, one of them OpenSSL's). The report also
+gives the OpenSSL (3.0 or later) command, an independent second check that needs no Python at all::
 
     openssl pkeyutl -verify -pubin -inkey public_key.pem -rawin -in manifest.json -sigfile manifest.sig
 
@@ -21,7 +22,10 @@ import hashlib
 import shlex
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
+
+from evidence import ed25519
 
 #: DER prefix of an Ed25519 SubjectPublicKeyInfo (SEQUENCE { SEQUENCE { OID 1.3.101.112 }, BIT STRING }).
 ED25519_SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")
@@ -84,13 +88,39 @@ def verify_with_cryptography(raw_key: bytes, signature: bytes, message: bytes) -
     return True
 
 
-def openssl_command(directory: Path) -> list[str]:
-    """The OpenSSL command that checks the signature of the files extracted into ``directory``."""
+@dataclass
+class Verdict:
+    """What the verifiers available here say of one signature."""
+
+    valid: bool
+    summary: str
+
+
+def check_signature(raw_key: bytes, sig: bytes, message: bytes, *, use_cryptography: bool = True) -> Verdict:
+    """Check ``sig`` over ``message`` with the pure-Python verifier and, when importable, ``cryptography``;
+    valid only when every verifier that ran accepts it."""
+    pure = ed25519.verify(raw_key, sig, message)
+    version = cryptography_version(use_cryptography)
+    by = "by the pure-Python RFC 8032 verifier" + ("" if version is None else f" and by cryptography {version}")
+    if version is not None:
+        other = verify_with_cryptography(raw_key, sig, message)
+        if other != pure:
+            return Verdict(False, f"the verifiers disagree: pure Python says {'valid' if pure else 'invalid'}, "
+                           f"cryptography {version} says {'valid' if other else 'invalid'}; do not rely on it")
+    if pure:
+        return Verdict(True, f"Ed25519 over manifest.json verified with public_key.pem {by}")
+    return Verdict(False, f"the Ed25519 signature over manifest.json does not verify with public_key.pem {by}")
+
+
+def openssl_command(directory: Path | None) -> list[str]:
+    """The OpenSSL command that checks the signature of the files extracted into ``directory`` (None: the
+    current directory, where the three files were unzipped)."""
+    base = directory if directory is not None else Path()
     return [
         "openssl", "pkeyutl", "-verify", "-pubin",
-        "-inkey", str(directory / "public_key.pem"),
-        "-rawin", "-in", str(directory / "manifest.json"),
-        "-sigfile", str(directory / "manifest.sig"),
+        "-inkey", str(base / "public_key.pem"),
+        "-rawin", "-in", str(base / "manifest.json"),
+        "-sigfile", str(base / "manifest.sig"),
     ]
 
 

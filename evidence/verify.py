@@ -8,16 +8,16 @@ Checks, in order (each prints one line; details follow on indented lines):
 3. ``bundle.json``: the description parses and agrees with the manifest (time, tool version, configuration);
 4. ``key``: the fingerprint of public_key.pem equals the one in manifest.json, bundle.json and report.html
    (and ``--expect-fingerprint`` when given);
-5. ``signature``: Ed25519 over the manifest.json bytes (``cryptography``; otherwise the OpenSSL command);
+5. ``signature``: Ed25519 over the manifest.json bytes (:mod:`evidence.ed25519`, and ``cryptography`` too
+   when installed; the OpenSSL command is printed as an independent second check);
 6. ``torrents``: each .torrent's info dict hashes to its infohash(es);
 7. ``match <id>``: each match proof re-hashed against the metainfo (:mod:`evidence.proofs`);
 8. ``chain``: every row's hash re-computed and linked, anchored to chain.json (:mod:`evidence.hashchain`);
    every level >= 1 row has its transcript (SHA-256 chained); levels 3-4 re-checked against the metainfo;
 9. ``peers``: the per-peer summaries in bundle.json agree with the observations.
 
-Exit codes: 0 every check holds; 1 a check failed; 2 usage (no such file, bad option); 3 every other check
-holds but the signature could not be checked here (no ``cryptography``): run the printed OpenSSL command,
-or pass ``--allow-unchecked-signature`` to accept exit 0 with a warning.
+Exit codes: 0 every check holds; 1 a check failed; 2 usage (no such file, bad option). (Before the pure-Python
+Ed25519 verifier, 3 meant "the signature was not checked here"; it is no longer used.)
 """
 
 from __future__ import annotations
@@ -39,12 +39,12 @@ from evidence.proofs import ProofError, TorrentIndex, check_match, check_served,
 from evidence.torrent import TorrentError, parse_torrent
 from evidence.zipcanon import Entry, ZipProfileError, iter_content, iter_raw, read_content, scan
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SIGNATURE_UNCHECKED = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 #: Largest member read into memory (observations.jsonl is streamed, whatever its size).
 MAX_MEMBER = 512 * 1024 * 1024
 MAX_LINE = 1024 * 1024
 _decode = json.JSONDecoder().decode
-OK, FAIL, WARN, UNCHECKED, SKIPPED = "ok", "FAIL", "warn", "unchecked", "skipped"
+OK, FAIL, WARN, SKIPPED = "ok", "FAIL", "warn", "skipped"
 
 
 @dataclass
@@ -55,13 +55,12 @@ class Check:
     details: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
-        tag = {OK: "[ ok ]", FAIL: "[FAIL]", WARN: "[warn]", UNCHECKED: "[ -- ]", SKIPPED: "[skip]"}[self.status]
+        tag = {OK: "[ ok ]", FAIL: "[FAIL]", WARN: "[warn]", SKIPPED: "[skip]"}[self.status]
         return [f"{tag} {self.name}: {self.summary}", *(f"       {d}" for d in self.details)]
 
 
 @dataclass
 class Options:
-    allow_unchecked_signature: bool = False
     use_cryptography: bool = True
     run_openssl: bool = False
     extract_dir: Path | None = None
@@ -75,7 +74,6 @@ class Result:
     checks: list[Check] = field(default_factory=list)
     fingerprint: str | None = None
     openssl_command: str | None = None
-    allow_unchecked_signature: bool = False
 
     @property
     def failed(self) -> list[Check]:
@@ -83,11 +81,7 @@ class Result:
 
     @property
     def exit_code(self) -> int:
-        if self.failed:
-            return EXIT_FAILED
-        if any(c.status == UNCHECKED for c in self.checks) and not self.allow_unchecked_signature:
-            return EXIT_SIGNATURE_UNCHECKED
-        return EXIT_OK
+        return EXIT_FAILED if self.failed else EXIT_OK
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -148,7 +142,7 @@ class _Bundle:
 class Verifier:
     def __init__(self, options: Options) -> None:
         self.o = options
-        self.result = Result(allow_unchecked_signature=options.allow_unchecked_signature)
+        self.result = Result()
 
     def add(self, check: Check) -> None:
         self.result.checks.append(check)
@@ -310,27 +304,26 @@ class Verifier:
         sig = b.read("manifest.sig")
         if len(sig) != 64 or len(raw_key) != 32:
             return Check("signature", FAIL, "manifest.sig is not a 64-byte Ed25519 signature (or no valid key)")
-        version = signature.cryptography_version(self.o.use_cryptography)
-        if version is not None:
-            if signature.verify_with_cryptography(raw_key, sig, manifest_bytes):
-                return Check("signature", OK,
-                             f"Ed25519 over manifest.json verified with public_key.pem (cryptography {version})")
-            return Check("signature", FAIL,
-                         "the Ed25519 signature over manifest.json does not verify with public_key.pem")
-        directory = self.o.extract_dir or Path(tempfile.mkdtemp(prefix="evidence-signature-"))
-        signature.extract_signed_files(directory, manifest_bytes, sig, b.read("public_key.pem"))
+        verdict = signature.check_signature(raw_key, sig, manifest_bytes, use_cryptography=self.o.use_cryptography)
+        directory = self.o.extract_dir
+        if directory is None and self.o.run_openssl:
+            directory = Path(tempfile.mkdtemp(prefix="evidence-signature-"))
+        if directory is not None:
+            signature.extract_signed_files(directory, manifest_bytes, sig, b.read("public_key.pem"))
         command = signature.openssl_command(directory)
         self.result.openssl_command = signature.command_text(command)
-        details = [f"extracted manifest.json, manifest.sig, public_key.pem to {directory}",
-                   "check it with OpenSSL 3.0 or later (it must print 'Signature Verified Successfully'):",
-                   f"  {self.result.openssl_command}"]
+        where = (f"extracted manifest.json, manifest.sig, public_key.pem to {directory}" if directory is not None
+                 else "unzip manifest.json, manifest.sig, public_key.pem from the bundle (or pass --extract-dir)")
+        details = [f"independent second check with OpenSSL 3.0 or later: {where}, then run (it "
+                   "must print 'Signature Verified Successfully'):", f"  {self.result.openssl_command}"]
+        summary = verdict.summary
         if self.o.run_openssl:
             ok, output = signature.run_openssl(command)
             details.append(f"openssl said: {output}")
-            if ok:
-                return Check("signature", OK, "Ed25519 over manifest.json verified by openssl", details)
-            return Check("signature", FAIL, "openssl did not verify the signature over manifest.json", details)
-        return Check("signature", UNCHECKED, "not checked here: the cryptography package is not installed", details)
+            if not ok:
+                return Check("signature", FAIL, "openssl did not verify the signature over manifest.json", details)
+            summary += "; and by openssl" if verdict.valid else "; openssl verified it"
+        return Check("signature", OK if verdict.valid else FAIL, summary, details)
 
     def _torrents(self, b: _Bundle, bundle: dict[str, Any], index: TorrentIndex) -> Check:
         records = bundle.get("torrents")

@@ -57,6 +57,8 @@ class ProbeSettings:
     metadata_peers: int = 8
     libtorrent_fallback: bool = True
     libtorrent_timeout: float = 60.0
+    #: seconds a probe of an examination lingers for a first BEP 11 ut_pex message (0: never waits)
+    pex_wait: float = 1.5
 
 
 @dataclass
@@ -116,6 +118,25 @@ class StoreSettings:
 
 
 @dataclass
+class WebSettings:
+    """``p2pwatch web`` (issue 14; docs/DECISIONS.md)."""
+
+    bind: str = "127.0.0.1:8080"
+    #: mark cookies Secure (the browser sends them over HTTPS only); off only for plain-http loopback tests
+    secure_cookies: bool = True
+    session_minutes: int = 480
+    #: failed sign-ins allowed per account and per client address within ``signin_window`` seconds
+    signin_attempts: int = 5
+    signin_window: int = 300
+    max_upload_mb: int = 8192
+    #: seconds a web lookup may take
+    lookup_timeout: float = 60.0
+    #: reverse proxies in front that set X-Forwarded-For/-Proto (0: none; 1: nginx on the same host). The
+    #: sign-in limit and the audit log then see the browser's address instead of the proxy's.
+    trusted_proxy_hops: int = 0
+
+
+@dataclass
 class MonitorConfig:
     dht: DHTSettings = field(default_factory=DHTSettings)
     crawler: CrawlerSettings = field(default_factory=CrawlerSettings)
@@ -125,6 +146,9 @@ class MonitorConfig:
     triage: TriageSettings = field(default_factory=TriageSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
+    web: WebSettings = field(default_factory=WebSettings)
+    #: the zone people read times in (web pages, CLI tables, report.html); stored times stay UTC
+    time_zone: str = "Asia/Seoul"
     geoip_mmdb: str = ""
     metrics_port: int = 0
     log_format: str = "text"

@@ -7,6 +7,8 @@ types. Every decoder raises a subclass of ``RemoteProtocolError`` and nothing el
 
 from __future__ import annotations
 
+import errno
+
 
 class P2PWatchError(Exception):
     """Root of every error p2pwatch raises on purpose."""
@@ -123,3 +125,36 @@ class KeyFileError(P2PWatchError):
 
 class BundleError(P2PWatchError):
     """An evidence bundle cannot be written from the data given (a broken chain, a missing transcript…)."""
+
+
+class BindError(P2PWatchError, OSError):
+    """A local socket could not be bound: the port is in use (``EADDRINUSE``, often another BitTorrent client
+    on 6881), the address is not one of this machine (``EADDRNOTAVAIL``), or the port is privileged
+    (``EACCES``). The one-line message names the protocol, address and port, what the socket was for, and what
+    to do: ``remedy`` (the command line sets it to its own option and configuration key). An ``OSError``
+    too, so code that survives a failed socket still does."""
+
+    def __init__(self, protocol: str, host: str, port: int, error: OSError, *, purpose: str = "",
+                 remedy: str = "") -> None:
+        super().__init__(error.errno, error.strerror or str(error))
+        self.protocol, self.host, self.port = protocol, host, port
+        self.purpose, self.remedy = purpose, remedy
+
+    @property
+    def endpoint(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def reason(self) -> str:
+        if self.errno == errno.EADDRINUSE:
+            return "the port is already in use by another program (perhaps another BitTorrent client)"
+        if self.errno == errno.EADDRNOTAVAIL:
+            return f"{self.host} is not an address of this machine"
+        if self.errno == errno.EACCES:
+            return f"permission denied (ports below 1024 need root; {self.port} was asked)"
+        return str(self.strerror)
+
+    def __str__(self) -> str:
+        what = f" for {self.purpose}" if self.purpose else ""
+        remedy = self.remedy or "choose another address or port"
+        return f"cannot bind {self.protocol} {self.endpoint}{what}: {self.reason}; {remedy}"

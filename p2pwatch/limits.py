@@ -44,6 +44,15 @@ MAX_EXTENDED_MESSAGE = 64 * 1024
 MAX_UNKNOWN_MESSAGE = 64 * 1024
 #: Largest BEP 52 ``hashes`` reply (header plus 512 hashes of 32 bytes).
 MAX_HASHES_MESSAGE = 49 + 512 * 32
+#: Most added (and, separately, dropped) contacts kept from one BEP 11 ut_pex message (BEP 11: at most 50
+#: except the first message; libtorrent's first message lists up to 100).
+MAX_PEX_PEERS_PER_MESSAGE = 200
+#: Most contacts kept from one peer's ut_pex messages over one connection.
+MAX_PEX_PEERS_PER_PEER = 500
+#: Most ut_pex messages decoded from one connection (BEP 11 allows one a minute; more are ignored).
+MAX_PEX_MESSAGES_PER_PEER = 16
+#: Most PEX-listed peers one reporting peer may contribute to one round of probe candidates.
+MAX_PEX_CANDIDATES_PER_REPORTER = 10
 #: Longest padding in the MSE/PE handshake (PadA..PadD).
 MSE_MAX_PAD = 512
 #: Most infohashes in one UDP tracker scrape packet (BEP 15: "up to about 74").

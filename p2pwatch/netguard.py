@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import trio
 
 from p2pwatch.bounded import remember
-from p2pwatch.errors import NetworkRefused
+from p2pwatch.errors import BindError, NetworkRefused
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -177,19 +177,31 @@ class GuardedUDPSocket:
         self._sock.close()
 
 
-async def open_udp_socket(host: str, port: int = 0) -> GuardedUDPSocket:
-    """Bind a UDP socket on ``host:port`` (port 0 picks a free one)."""
+async def open_udp_socket(host: str, port: int = 0, *, purpose: str = "") -> GuardedUDPSocket:
+    """Bind a UDP socket on ``host:port`` (port 0 picks a free one); :class:`~p2pwatch.errors.BindError`
+    (naming the address, the port and ``purpose``) when it cannot be bound."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
         sock.bind((host, port))
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise BindError("UDP", host, port, exc, purpose=purpose) from exc
     await trio.lowlevel.checkpoint()
     return GuardedUDPSocket(sock)
+
+
+def check_local_address(host: str, *, purpose: str = "") -> None:
+    """Raise :class:`~p2pwatch.errors.BindError` unless TCP connections can leave from ``host`` (an address of
+    this machine): a connection bound to a foreign address fails as if the peer were unreachable."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, 0))
+        except OSError as exc:
+            raise BindError("TCP", host, 0, exc, purpose=purpose) from exc
 
 
 async def open_tcp_stream(

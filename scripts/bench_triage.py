@@ -96,6 +96,7 @@ class Candidate:
     pieces: int = 0
     screens: list[dict[str, Any]] = field(default_factory=list)
     keyframes: list[int] = field(default_factory=list)
+    reason: str = ""
     seconds: float = 0.0
 
 
@@ -212,7 +213,7 @@ async def run_candidates(index: RegistryIndex, candidates: list[Candidate], piec
             decision = triage.decide(c.meta)
             started = time.perf_counter()
             if not decision.queued:
-                c.decision = "skipped"
+                c.decision, c.reason = "skipped", decision.reason
                 return
             source = BudgetedSource(StreamSource([p for _, p in c.files], piece_length), None, piece_length,
                                     sum(f.length for f in c.meta.files))
@@ -223,6 +224,7 @@ async def run_candidates(index: RegistryIndex, candidates: list[Candidate], piec
             c.matched = {m.content_id for m in report.matches}
             c.pieces = source.pieces_read
             c.screens = report.triage["screens"]
+            c.reason = report.triage["reason"]
             c.seconds = time.perf_counter() - started
 
     async with trio.open_nursery() as nursery:
@@ -269,8 +271,8 @@ def metadata_decoys(n: int, seed: int = 7) -> list[Metainfo]:
     out = []
     for i in range(n):
         name, files = shapes[i % len(shapes)][0], shapes[i % len(shapes)][1]()
-        piece = 1 << 20
         total = sum(length for _, length in files)
+        piece = max(1 << 18, 1 << (max(1, total // 1500)).bit_length())  # 1,000-2,000 pieces, as clients pick
         info = {b"name": f"{name}-{i}".encode(), b"piece length": piece,
                 b"pieces": rng.randbytes(20) * (-(-total // piece)),
                 b"files": [{b"length": length, b"path": [p.encode()]} for p, length in files]}
@@ -434,6 +436,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     started = time.perf_counter()
     meta_decisions = Counter(triage.decide(m).action for m in metas)
     triage_rate = len(metas) / (time.perf_counter() - started)
+    lap["metainfo-only triage"] = time.perf_counter() - began
     costs = [c.pieces for c in decoys_reached] or [2]
     gc.collect()
     gc.freeze()  # the registry's millions of objects: out of every collection the flood's garbage triggers
@@ -450,6 +453,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         tp += own in c.matched if own else 0
         fn += (own not in c.matched) if own else 0
         fp_ += len(c.matched - ({own} if own else set()))
+    misses = [c for c in candidates if c.source and registered[c.source] not in c.matched]
     recall = tp / max(1, tp + fn)
     precision = tp / max(1, tp + fp_)
     nonmatch = [c.pieces for c in decoys_reached]
@@ -470,6 +474,11 @@ def main(argv: Sequence[str] | None = None) -> None:
               f"{sum(c.decision == 'confirmed' for c in cs)} | {t} | {n} | {f} | "
               f"{statistics.median(pieces) if pieces else 0:g} | {percentile(pieces, 95):g} | "
               f"{max(pieces, default=0)} |")
+    print("\nmissed copies:" if misses else "\nno copy missed")
+    for c in misses:
+        size = sum(f.length for f in c.meta.files) if c.meta else 0
+        why = "; ".join(s["reason"] for s in c.screens) or c.reason
+        print(f"- {c.kind} {c.label} of {c.source} ({size:,} bytes): {c.decision}: {why}")
     print(f"\nscreen threshold sweep (key frames the screen hashed; the screen ran at {args.threshold}):\n")
     print("\n".join(sweep))
     print(f"\ntoday's stage (no triage, no screen) on {len(base)} of those decoys: pieces median "

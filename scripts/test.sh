@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 need_apt=""
 command -v opentracker >/dev/null 2>&1 || need_apt="$need_apt opentracker"
 command -v openssl >/dev/null 2>&1 || need_apt="$need_apt openssl"  # the bundle test runs the printed openssl command
+command -v chromium >/dev/null 2>&1 || need_apt="$need_apt chromium"  # the web app's browser tests
 [ -x /usr/lib/postgresql/15/bin/initdb ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt="$need_apt postgresql"
 if [ -n "$need_apt" ]; then
     if [ "$(id -u)" = 0 ]; then

@@ -15,6 +15,7 @@ import socket
 import pytest
 
 os.environ["P2PWATCH_NETGUARD_ALLOW"] = "127.0.0.0/8,::1/128"
+os.environ.setdefault("P2PWATCH_LANG", "en")  # tests read English messages whatever the developer's LANG
 
 from p2pwatch import netguard
 

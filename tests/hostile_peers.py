@@ -34,6 +34,7 @@ from p2pwatch.probe.mse import (
 from p2pwatch.torrent import bencoding
 
 PEER_UT_METADATA = 3  # the id our scripted peers give ut_metadata
+PEER_UT_PEX = 7  # the id our scripted peers give ut_pex (BEP 11) when they advertise it
 
 
 # ------------------------------------------------------------------------------------ test torrents
@@ -193,6 +194,9 @@ class PeerScript:
     never_unchoke: bool = False  # keeps the probe waiting for a piece it will never get
     mse: str = "off"  # "off" (plaintext only) | "accept" (MSE or plaintext) | "require"
     peer_id: bytes = b"-HP0001-" + bytes(12)
+    pex: tuple[bytes, ...] = ()  # ut_pex payloads sent, in order, once the probe's extended handshake arrives
+    pex_delay: float = 0.0  # seconds to wait before sending them
+    advertise_pex: bool | None = None  # announce ut_pex (default: when ``pex`` is not empty)
     connections: list[dict[str, Any]] = field(default_factory=list)  # what each connection saw
 
 
@@ -277,8 +281,11 @@ async def _run(stream: trio.SocketStream, script: PeerScript, log: dict[str, Any
     torrent = script.torrent
     metadata = script.metadata if script.metadata is not None else (torrent.info_bytes if torrent else b"")
     size = script.metadata_size if script.metadata_size is not None else len(metadata)
+    m = {wire.UT_METADATA: PEER_UT_METADATA}
+    if script.advertise_pex or (script.advertise_pex is None and script.pex):
+        m[wire.UT_PEX] = PEER_UT_PEX
     hello: list[wire.WireEvent] = [wire.ExtendedHandshake(
-        m={wire.UT_METADATA: PEER_UT_METADATA}, metadata_size=size or None, v="ScriptedPeer 1.0", reqq=100)]
+        m=m, metadata_size=size or None, v="ScriptedPeer 1.0", reqq=100)]
     if script.advertise == "have_all":
         hello.append(wire.HaveAll())
     elif script.advertise == "bitfield" and torrent is not None:
@@ -305,6 +312,10 @@ async def _answer(conn: _Conn, event: wire.WireEvent, script: PeerScript, metada
                   remote_m: dict[bytes, int]) -> None:
     if isinstance(event, wire.ExtendedHandshake):
         remote_m.update(event.m)
+        if script.pex and remote_m.get(wire.UT_PEX):
+            await trio.sleep(script.pex_delay)
+            for payload in script.pex:
+                await conn.send(wire.encode(wire.ExtendedMessage(remote_m[wire.UT_PEX], payload)))
     elif isinstance(event, wire.MetadataRequest):
         piece = metadata[event.piece * wire.METADATA_PIECE : (event.piece + 1) * wire.METADATA_PIECE]
         answer = wire.MetadataData(event.piece, len(metadata), piece)

@@ -210,6 +210,8 @@ def write_bundle(
     config_hash: str,
     tool_version: str,
     created_at: str | None = None,
+    language: str = "en",
+    time_zone: str = "UTC",
 ) -> BundleSummary:
     """Write the bundle to ``out_path`` (atomically: a temporary file renamed at the end).
 
@@ -285,7 +287,8 @@ def write_bundle(
             }
             arc.put("bundle.json", _json(doc))
             arc.put("timeline.png", png, method=STORED)
-            arc.put("report.html", report.render_report(doc, chain).encode("utf-8"))
+            page = report.render_report(doc, chain, language=language, time_zone=time_zone)
+            arc.put("report.html", page.encode("utf-8"))
             arc.put("case.jsonld", caseuco.render_case(doc, chain).encode("utf-8"))
             arc.put("public_key.pem", keys.public_pem(signing_key))
             prefix = arc.prefix_sha256()

@@ -28,6 +28,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "timeline": ("p2pwatch.cli.reports", "timeline"),
     "export": ("p2pwatch.cli.reports", "export"),
     "demo": ("p2pwatch.cli.demo", "demo"),
+    "user": ("p2pwatch.cli.users", "user"),
+    "web": ("p2pwatch.cli.web", "web"),
+    "unwatch": ("p2pwatch.cli.cases", "unwatch_command"),
 }
 assert isinstance(main, LazyGroup)
 for _name, (_module, _attribute) in COMMANDS.items():

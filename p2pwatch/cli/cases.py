@@ -17,13 +17,15 @@ from p2pwatch.investigate.registry import (
     create_case,
     get_case,
     list_cases,
+    unwatch,
     upsert_torrent,
     watch,
 )
 from p2pwatch.investigate.registry import withdraw_case as withdraw
+from p2pwatch.investigate.summaries import case_matches
+from p2pwatch.locale import tr as _
 from p2pwatch.match.fingerprint import Fingerprint, fingerprint_file, load_fingerprints
-from p2pwatch.storage.models import Case, CaseWatch, Content, Keyword, Torrent
-from p2pwatch.storage.models import Match as MatchRow
+from p2pwatch.storage.models import CaseWatch, Content, Keyword, Torrent
 from p2pwatch.torrent.magnet import parse_infohash, parse_magnet
 from p2pwatch.torrent.metainfo import Metainfo, parse_torrent
 
@@ -58,7 +60,7 @@ def case_create(obj: dict[str, Any], name: str, as_json: bool) -> None:
     if as_json:
         emit_json(doc)
     else:
-        click.echo(f"case {name!r} created")
+        click.echo(_("case %(case)s created", case=repr(name)))
 
 
 @case.command("list")
@@ -72,7 +74,8 @@ def case_list(obj: dict[str, Any], as_json: bool) -> None:
     if as_json:
         emit_json(rows)
         return
-    _table("cases", ["case", "created", "withdrawn", "contents", "keywords", "matches", "watched"],
+    _table(_("cases"), [_("case"), _("created"), _("withdrawn"), _("contents"), _("keywords"), _("matches"),
+                        _("watched")],
            [[r["case"], r["created_at"][:19], (r["withdrawn_at"] or "")[:19], r["contents"], r["keywords"],
              r["matches"], r["watched"]] for r in rows])
 
@@ -103,9 +106,9 @@ def case_show(obj: dict[str, Any], name: str, as_json: bool) -> None:
     click.echo(f"case {doc['case']}  created {doc['created_at'][:19]}"
                + (f"  WITHDRAWN {doc['withdrawn_at'][:19]}" if doc["withdrawn_at"] else ""))
     click.echo(f"keywords: {', '.join(keywords) or '-'}")
-    _table("content (hashes only)", ["id", "kind", "size", "sha256", "label"],
+    _table(_("content (hashes only)"), ["id", _("kind"), _("size"), "sha256", _("label")],
            [[x["content"], x["kind"], x["size"], x["fingerprint_id"], x["label"]] for x in contents])
-    _table("watched torrents", ["infohash", "name", "reason"],
+    _table(_("watched torrents"), [_("infohash"), _("name"), _("reason")],
            [[w["infohash"], w["name"], w["reason"]] for w in watched])
 
 
@@ -121,8 +124,9 @@ def case_withdraw(obj: dict[str, Any], name: str, as_json: bool) -> None:
     if as_json:
         emit_json(detail)
     else:
-        click.echo(f"case {name!r} withdrawn: {detail['fingerprints_deleted']} fingerprints and "
-                   f"{detail['keywords_deleted']} keywords deleted, {detail['torrents_unwatched']} torrents unwatched")
+        click.echo(_("case %(case)s withdrawn: %(fp)s fingerprints and %(kw)s keywords deleted, %(tw)s torrents "
+                     "unwatched", case=repr(name), fp=detail["fingerprints_deleted"], kw=detail["keywords_deleted"],
+                     tw=detail["torrents_unwatched"]))
 
 
 def _load_or_fingerprint(path: Path, progress: bool) -> list[tuple[Fingerprint, str | None]]:
@@ -154,13 +158,13 @@ def register(obj: dict[str, Any], case_name: str, items: tuple[Path, ...], keywo
              as_json: bool) -> None:
     """Add content (files are fingerprinted, never stored) and keywords to a case."""
     if not items and not keywords:
-        raise ConfigError("give files or fingerprint files to register, or --keyword")
+        raise ConfigError(_("give files or fingerprint files to register, or --keyword"))
     import sys
 
     loaded = []
     for item in items:
         if not item.exists():
-            raise ConfigError(f"{item}: no such file")
+            raise ConfigError(_("%(path)s: no such file", path=str(item)))
         loaded += _load_or_fingerprint(item, progress=not as_json and sys.stderr.isatty())
     with cli_session(obj) as session:
         c = get_case(session, case_name)
@@ -200,8 +204,8 @@ def parse_target(text: str) -> tuple[bytes, Metainfo | None, str | None]:
     try:
         return parse_infohash(text).dht_id, None, None
     except P2PWatchError:
-        raise ConfigError(f"{text!r} is not an infohash (40/64 hex or 32 base32), a magnet or a .torrent file") \
-            from None
+        raise ConfigError(_("%(text)s is not an infohash (40/64 hex or 32 base32), a magnet or a .torrent file",
+                            text=repr(text))) from None
 
 
 @click.command("watch")
@@ -227,15 +231,37 @@ def watch_command(obj: dict[str, Any], case_name: str, targets: tuple[str, ...],
             click.echo(f"watching {o['infohash']} {o['name'] or ''}")
 
 
+@click.command("unwatch")
+@click.option("--case", "case_name", required=True)
+@click.argument("targets", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+@handle_errors
+def unwatch_command(obj: dict[str, Any], case_name: str, targets: tuple[str, ...], as_json: bool) -> None:
+    """Stop watching torrents for a case (monitoring stops unless another case still wants them)."""
+    parsed = [parse_target(t)[0] for t in targets]
+    with cli_session(obj) as session:
+        c = get_case(session, case_name)
+        out = []
+        for dht_id in parsed:
+            torrent = session.execute(select(Torrent).where(Torrent.dht_id == dht_id.hex())).scalar_one_or_none()
+            if torrent is None:
+                raise ConfigError(_("torrent %(infohash)s is not in the database (record it with `lookup --record` or "
+                                    "`watch`)", infohash=dht_id.hex()))
+            out.append({"infohash": torrent.dht_id, "monitoring_stopped": unwatch(session, c, torrent)})
+    if as_json:
+        emit_json(out)
+    else:
+        for o in out:
+            click.echo(_("no longer watching %(infohash)s for case %(case)s", infohash=o["infohash"],
+                         case=repr(case_name)))
+
+
 def _matches(session: Any, case_name: str | None) -> list[dict[str, Any]]:
-    query = (select(MatchRow, Case, Torrent, Content).join(Case, Case.id == MatchRow.case_id)
-             .join(Torrent, Torrent.id == MatchRow.torrent_id).outerjoin(Content, Content.id == MatchRow.content_id)
-             .order_by(MatchRow.confirmed_at))
-    if case_name:
-        query = query.where(Case.name == case_name)
-    return [{"case": c.name, "content": content.fingerprint_id if content else None, "infohash": t.dht_id,
-             "name": t.name, "file": m.file_path, "method": m.method, "bytes_fetched": m.bytes_fetched,
-             "confirmed_at": m.confirmed_at.isoformat()} for m, c, t, content in session.execute(query)]
+    rows = case_matches(session, case_name)
+    for row in rows:
+        row.pop("proof")
+    return rows
 
 
 @click.command()
@@ -252,6 +278,6 @@ def matches(obj: dict[str, Any], case_name: str | None, as_json: bool) -> None:
     if as_json:
         emit_json(rows)
         return
-    _table("matches", ["case", "infohash", "file", "method", "bytes fetched", "confirmed"],
+    _table(_("matches"), [_("case"), _("infohash"), _("file"), _("method"), _("bytes fetched"), _("confirmed")],
            [[r["case"], r["infohash"][:16] + "…", r["file"], r["method"], f"{r['bytes_fetched']:,}",
              r["confirmed_at"][:19]] for r in rows])

@@ -2,8 +2,7 @@
 
 ``p2pwatch verify BUNDLE`` is the same as ``python -m evidence verify BUNDLE`` (the stand-alone verifier,
 standard library only): it prints each check and exits 0 when every check holds, 1 when one fails, 2 for a
-usage error, 3 when the signature could not be checked here (no ``cryptography``; run the printed openssl
-command). ``p2pwatch keys generate`` creates the centre's Ed25519 key under ``<home>/keys/``.
+usage error. ``p2pwatch keys generate`` creates the centre's Ed25519 key under ``<home>/keys/``.
 """
 
 from __future__ import annotations
@@ -20,21 +19,18 @@ from p2pwatch.cli.options import emit_json, handle_errors
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--expect-fingerprint", metavar="HEX", default=None,
               help="the centre's published key fingerprint; the check fails when the bundle's key differs")
-@click.option("--allow-unchecked-signature", is_flag=True,
-              help="exit 0 (with a warning) when the signature cannot be checked here")
-@click.option("--run-openssl", is_flag=True, help="without the cryptography package, run the openssl command")
+@click.option("--run-openssl", is_flag=True, help="also run the openssl command, an independent second check")
 @click.option("--extract-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="where to write the files the openssl command reads")
+              help="write the files the openssl command reads to DIR")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document")
 @handle_errors
-def verify(bundle: Path, expect_fingerprint: str | None, allow_unchecked_signature: bool, run_openssl: bool,
-           extract_dir: Path | None, as_json: bool) -> None:
+def verify(bundle: Path, expect_fingerprint: str | None, run_openssl: bool, extract_dir: Path | None,
+           as_json: bool) -> None:
     """Check an evidence bundle: manifest, signature, chain, match proofs, served pieces."""
     from evidence.__main__ import run_verify
     from evidence.verify import Options
 
-    options = Options(allow_unchecked_signature=allow_unchecked_signature, run_openssl=run_openssl,
-                      extract_dir=extract_dir, expect_fingerprint=expect_fingerprint)
+    options = Options(run_openssl=run_openssl, extract_dir=extract_dir, expect_fingerprint=expect_fingerprint)
     code = run_verify(bundle, options, as_json=as_json, out=sys.stdout, err=sys.stderr)
     sys.stdout.flush()
     if code:

@@ -11,7 +11,14 @@ import trio
 
 from p2pwatch.cli.cases import parse_target
 from p2pwatch.cli.dht import node_config
-from p2pwatch.cli.options import NetworkOptions, emit_json, handle_errors, network_options
+from p2pwatch.cli.options import (
+    NetworkOptions,
+    dht_bind_remedies,
+    emit_json,
+    explain_bind,
+    handle_errors,
+    network_options,
+)
 from p2pwatch.config import load_config
 from p2pwatch.errors import P2PWatchError
 from p2pwatch.investigate.examine import observation_records, swarm_samples
@@ -48,19 +55,10 @@ def _record(obj: dict[str, Any], outcome: LookupOutcome, magnet: str | None, geo
     return len(records)
 
 
-@click.command("lookup")
-@click.argument("target")
-@click.option("--record", is_flag=True, help="store the torrent, matches and observations")
-@click.option("--probes", type=int, default=8, show_default=True, help="peers to probe")
-@click.option("--no-dht", is_flag=True, help="ask only the trackers")
-@click.option("--json", "as_json", is_flag=True)
-@network_options
-@click.pass_obj
-@handle_errors
-def lookup_command(obj: dict[str, Any], target: str, record: bool, probes: int, no_dht: bool, as_json: bool,
-                   net: NetworkOptions) -> None:
-    """One infohash or magnet: peers from the DHT and trackers, metadata, files, matches, probed peers."""
-    dht_id, metainfo, magnet = parse_target(target)
+def lookup_document(obj: dict[str, Any], dht_id: bytes, metainfo: Any, magnet: str | None, net: NetworkOptions, *,
+                    probes: int = 8, no_dht: bool = False, record: bool = False) -> dict[str, Any]:
+    """The whole lookup as the CLI and the web app run it: peers, metadata, files, matches, probes; with
+    ``record`` also stored (torrent, matches, observations, a swarm sample). Blocking (runs its own trio loop)."""
     trackers = list(net.trackers)
     if magnet:
         trackers += list(parse_magnet(magnet).trackers)
@@ -77,14 +75,32 @@ def lookup_command(obj: dict[str, Any], target: str, record: bool, probes: int, 
         return await lookup(dht_id, config=config, dht=dht, trackers=trackers, metainfo=metainfo, index=index,
                             timeout=net.timeout, probe_limit=probes, bind_ip=bind_ip, geo=geo)
 
-    if not as_json and sys.stderr.isatty():
-        click.echo(f"looking up {dht_id.hex()} (up to {net.timeout:g} s)…", err=True)
-    outcome = trio.run(run)
+    with explain_bind(dht_bind_remedies()):
+        outcome = trio.run(run)
     doc = outcome_json(outcome, geo)
     if note:
         doc["notes"].append(note)
     if record:
         doc["recorded_observations"] = _record(obj, outcome, magnet, geo)
+    return doc
+
+
+@click.command("lookup")
+@click.argument("target")
+@click.option("--record", is_flag=True, help="store the torrent, matches and observations")
+@click.option("--probes", type=int, default=8, show_default=True, help="peers to probe")
+@click.option("--no-dht", is_flag=True, help="ask only the trackers")
+@click.option("--json", "as_json", is_flag=True)
+@network_options
+@click.pass_obj
+@handle_errors
+def lookup_command(obj: dict[str, Any], target: str, record: bool, probes: int, no_dht: bool, as_json: bool,
+                   net: NetworkOptions) -> None:
+    """One infohash or magnet: peers from the DHT and trackers, metadata, files, matches, probed peers."""
+    dht_id, metainfo, magnet = parse_target(target)
+    if not as_json and sys.stderr.isatty():
+        click.echo(f"looking up {dht_id.hex()} (up to {net.timeout:g} s)…", err=True)
+    doc = lookup_document(obj, dht_id, metainfo, magnet, net, probes=probes, no_dht=no_dht, record=record)
     if as_json:
         emit_json(doc)
         return

@@ -9,7 +9,16 @@ import click
 import trio
 
 from p2pwatch.cli.dht import resolve_bootstrap
-from p2pwatch.cli.options import NetworkOptions, emit_json, handle_errors, network_options
+from p2pwatch.cli.options import (
+    METRICS_BIND_REMEDY,
+    MONITOR_DHT_BIND_REMEDY,
+    NetworkOptions,
+    dht_bind_remedies,
+    emit_json,
+    explain_bind,
+    handle_errors,
+    network_options,
+)
 from p2pwatch.config import load_config
 from p2pwatch.dht.node import DHTConfig
 from p2pwatch.logsetup import setup_logging
@@ -60,8 +69,12 @@ def monitor(obj: dict[str, Any], duration: float | None, log_format: str | None,
         return {"torrents_checked": state.checked, "matches": state.matches, "watched": len(state.watched),
                 "metrics": dict(mon.metrics.counters)}
 
+    from p2pwatch.monitor.metrics import SOCKET_PURPOSE as METRICS_SOCKET
+
+    remedies = {**dht_bind_remedies(MONITOR_DHT_BIND_REMEDY), METRICS_SOCKET: METRICS_BIND_REMEDY}
     try:
-        summary = trio.run(run)
+        with explain_bind(remedies):
+            summary = trio.run(run)
     finally:
         engine.dispose()
     if as_json:

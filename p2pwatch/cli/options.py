@@ -8,14 +8,16 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import click
 
 from p2pwatch.aio import unwrap_single
-from p2pwatch.errors import ConfigError, P2PWatchError
+from p2pwatch.errors import BindError, ConfigError, P2PWatchError
+from p2pwatch.locale import tr as _
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -97,6 +99,42 @@ def network_options(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+#: What to do when a socket cannot be bound (BindError), by the socket's purpose: each command names its own
+#: option and configuration key (docs/CLI.md, "Busy ports").
+DHT_BIND_REMEDY = "pass --bind IP:PORT with an address of this machine and a free port (port 0 picks any free one)"
+DHT6_BIND_REMEDY = ("pass --bind6 [IPV6]:PORT with an IPv6 address of this machine and a free port (port 0 picks "
+                    "any free one)")
+MONITOR_DHT_BIND_REMEDY = ("pass --bind IP:PORT with an address of this machine and a free port (port 0 picks "
+                           "any free one), or set bind and port under [dht] in the configuration file (or "
+                           "P2PWATCH_DHT_BIND, P2PWATCH_DHT_PORT)")
+METRICS_BIND_REMEDY = ("pass --metrics-port PORT with a free port, or change metrics_port in the configuration "
+                       "file (or P2PWATCH_METRICS_PORT; 0 turns the endpoint off)")
+#: probe commands never listen: --bind only chooses the source address of their datagrams and connections.
+SOURCE_ADDRESS_REMEDY = "pass --bind with an address of this machine, or leave --bind out"
+
+
+@contextmanager
+def explain_bind(remedies: Mapping[str, str]) -> Iterator[None]:
+    """Give a :class:`BindError` raised in the block this command's advice, chosen by the socket's purpose
+    (``SOCKET_PURPOSE`` of p2pwatch.dht.node, p2pwatch.monitor.metrics, ...); handle_errors prints it."""
+    try:
+        with unwrap_single():
+            yield
+    except BindError as exc:
+        if not exc.remedy and exc.purpose in remedies:
+            exc.remedy = remedies[exc.purpose]
+        raise
+
+
+def dht_bind_remedies(dht_remedy: str = DHT_BIND_REMEDY) -> dict[str, str]:
+    """The advice for the commands that run a DHT node (and ask trackers)."""
+    from p2pwatch.dht.node import SOCKET_PURPOSE as DHT_SOCKET
+    from p2pwatch.dht.node import SOCKET_PURPOSE6 as DHT6_SOCKET
+    from p2pwatch.probe.trackers import UDP_SOCKET_PURPOSE
+
+    return {DHT_SOCKET: dht_remedy, DHT6_SOCKET: DHT6_BIND_REMEDY, UDP_SOCKET_PURPOSE: SOURCE_ADDRESS_REMEDY}
+
+
 def emit_json(document: Any) -> None:
     """Print one JSON document on stdout and nothing else."""
     sys.stdout.write(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")
@@ -105,7 +143,7 @@ def emit_json(document: Any) -> None:
 
 def fail(message: str, code: int = 1) -> None:
     """One line on stderr, then exit with ``code``."""
-    click.echo(f"p2pwatch: error: {message}", err=True)
+    click.echo(_("p2pwatch: error: %(message)s", message=message), err=True)
     raise SystemExit(code)
 
 
@@ -122,7 +160,7 @@ def handle_errors(func: F) -> F:
         except P2PWatchError as exc:
             fail(str(exc), 1)
         except KeyboardInterrupt:
-            fail("interrupted", 130)
+            fail(_("interrupted"), 130)
         except OSError as exc:
             fail(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), 1)
         return None

@@ -15,8 +15,10 @@ import click
 import trio
 
 from p2pwatch.cli.options import (
+    SOURCE_ADDRESS_REMEDY,
     NetworkOptions,
     emit_json,
+    explain_bind,
     handle_errors,
     network_options,
     parse_host_port,
@@ -24,7 +26,7 @@ from p2pwatch.cli.options import (
 )
 from p2pwatch.errors import ConfigError
 from p2pwatch.netguard import is_acceptable_remote
-from p2pwatch.probe.trackers import TrackerConfig, TrackerProbe, probe_tracker
+from p2pwatch.probe.trackers import UDP_SOCKET_PURPOSE, TrackerConfig, TrackerProbe, probe_tracker
 
 
 @click.group()
@@ -110,7 +112,8 @@ def tracker(url: str, infohash: str, as_json: bool, port: int, numwant: int, net
     """Announce to the tracker at URL (udp://, http://, https://), deregister, then scrape it."""
     ident = parse_infohash_or_magnet(infohash)
     config = tracker_config(net)
-    result = trio.run(lambda: probe_tracker(url, ident, port=port, numwant=numwant, config=config))
+    with explain_bind({UDP_SOCKET_PURPOSE: SOURCE_ADDRESS_REMEDY}):
+        result = trio.run(lambda: probe_tracker(url, ident, port=port, numwant=numwant, config=config))
     doc = probe_document(result, net.allow_local)
     if as_json:
         emit_json(doc)

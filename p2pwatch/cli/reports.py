@@ -2,55 +2,31 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from p2pwatch.cli.cases import parse_target
 from p2pwatch.cli.options import emit_json, handle_errors
 from p2pwatch.cli.session import cli_session
 from p2pwatch.config import load_config
 from p2pwatch.errors import ConfigError
-from p2pwatch.investigate.swarmstatus import swarm_status
-from p2pwatch.storage.models import Observation, Peer, SwarmSample, Torrent, Watch
+from p2pwatch.investigate.summaries import peer_rows, torrent_timeline
+from p2pwatch.locale import tr as _
+from p2pwatch.storage.models import Torrent
 
-LEVEL_NAMES = {0: "listed", 1: "connected", 2: "advertised", 3: "served", 4: "served-whole"}
 SPARK = "▁▂▃▄▅▆▇█"
 
 
 def _torrent(session: Any, target: str) -> Torrent:
-    dht_id, _, _ = parse_target(target)
+    dht_id = parse_target(target)[0]
     torrent = session.execute(select(Torrent).where(Torrent.dht_id == dht_id.hex())).scalar_one_or_none()
     if torrent is None:
-        raise ConfigError(f"torrent {dht_id.hex()} is not in the database (record it with `lookup --record` or "
-                          "`watch`)")
+        raise ConfigError(_("torrent %(infohash)s is not in the database (record it with `lookup --record` or "
+                            "`watch`)", infohash=dht_id.hex()))
     return torrent
-
-
-def peer_rows(session: Any, torrent: Torrent, min_level: int) -> list[dict[str, Any]]:
-    o = Observation
-    grouped = (select(o.ip, o.port, func.max(o.level), func.min(o.observed_at), func.max(o.observed_at))
-               .where(o.torrent_id == torrent.id, o.ip.is_not(None)).group_by(o.ip, o.port))
-    sources: dict[tuple[str, int], set[str]] = {}
-    for ip, port, source in session.execute(select(o.ip, o.port, o.source).distinct()
-                                            .where(o.torrent_id == torrent.id, o.ip.is_not(None))):
-        sources.setdefault((ip, port), set()).add(source)
-    info = {(p.ip, p.port): p for p in session.execute(select(Peer).where(Peer.ip.in_(
-        select(o.ip).where(o.torrent_id == torrent.id)))).scalars()}
-    rows = []
-    for ip, port, level, first, last in session.execute(grouped):
-        if level < min_level:
-            continue
-        peer = info.get((ip, port))
-        rows.append({"ip": ip, "port": port, "level": level, "level_name": LEVEL_NAMES[level],
-                     "sources": sorted(sources.get((ip, port), ())), "client": peer.client if peer else None,
-                     "country": peer.country if peer else None,
-                     "asn": (peer.org or (f"AS{peer.asn}" if peer.asn else None)) if peer else None,
-                     "first_seen": first.isoformat(), "last_seen": last.isoformat()})
-    return sorted(rows, key=lambda r: (-r["level"], r["ip"], r["port"]))
 
 
 @click.command("peers")
@@ -69,13 +45,22 @@ def peers(obj: dict[str, Any], infohash: str, min_level: int, as_json: bool) -> 
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="peers (0 listed · 1 connected · 2 advertised · 3 served a verified piece · 4 whole file)")
-    for column in ("peer", "level", "sources", "client", "country", "network", "first seen", "last seen"):
+    table = Table(title=_("peers (0 listed · 1 connected · 2 advertised · 3 served a verified piece · 4 whole file)"))
+    for column in (_("peer"), _("level"), _("sources"), _("client"), _("country"), _("network"), _("first seen"),
+                   _("last seen")):
         table.add_column(column)
     for r in rows:
-        table.add_row(f"{r['ip']}:{r['port']}", f"{r['level']} {r['level_name']}", ",".join(r["sources"]),
+        table.add_row(f"{r['ip']}:{r['port']}", f"{r['level']} {r['level_name']}", source_text(r),
                       r["client"] or "", r["country"] or "", r["asn"] or "", r["first_seen"][:19], r["last_seen"][:19])
     Console().print(table)
+
+
+def source_text(row: dict[str, Any], shown: int = 2) -> str:
+    """``dht,pex via 127.0.0.2:6881,probe``: the sources, naming (up to ``shown``) peers that listed it by PEX."""
+    via, pex = row["pex_via"], "pex"
+    if via:
+        pex = "pex via " + ", ".join(via[:shown]) + (f" (+{len(via) - shown})" if len(via) > shown else "")
+    return ",".join(pex if s == "pex" else s for s in row["sources"])
 
 
 def sparkline(values: list[int]) -> str:
@@ -96,18 +81,9 @@ def timeline(obj: dict[str, Any], infohash: str, png: Path | None, as_json: bool
     config = load_config(obj.get("config_file"))
     with cli_session(obj) as session:
         torrent = _torrent(session, infohash)
-        samples = list(session.execute(select(SwarmSample).where(SwarmSample.torrent_id == torrent.id)
-                                       .order_by(SwarmSample.at)).scalars())
-        watch = session.execute(select(Watch).where(Watch.torrent_id == torrent.id)).scalar_one_or_none()
-        last_peer = session.scalar(select(func.max(Observation.observed_at))
-                                   .where(Observation.torrent_id == torrent.id))
-        points = [{"at": s.at.isoformat(), "source": s.source, "dht_peers": s.dht_peers, "seeders": s.seeders,
-                   "leechers": s.leechers, "probed": s.probed} for s in samples]
-        status = swarm_status(last_peer, datetime.now(UTC), dormant_after=config.watcher.dormant_after,
-                              gone_after=config.watcher.gone_after)
-        doc = {"infohash": torrent.dht_id, "name": torrent.name, "status": status.value,
-               "last_peer_seen": last_peer.isoformat() if last_peer else None,
-               "watched": bool(watch and watch.active), "samples": points}
+        doc = torrent_timeline(session, torrent, config)
+        doc.pop("last_checked")
+        points = doc["samples"]
     if png is not None:
         from p2pwatch.bundle.plot import render_timeline
 
@@ -119,7 +95,9 @@ def timeline(obj: dict[str, Any], infohash: str, png: Path | None, as_json: bool
         return
     dht = [p["dht_peers"] or 0 for p in points if p["source"] == "dht"]
     click.echo(f"{doc['infohash']}  {doc['name'] or ''}")
-    click.echo(f"status: {doc['status']}  (last peer seen {doc['last_peer_seen'] or 'never'})")
+    status = doc["status"]  # alive/dormant/gone, translated as a value (not a literal: Babel would extract it)
+    click.echo(_("status: %(status)s  (last peer seen %(seen)s)", status=_(status),
+                 seen=doc["last_peer_seen"] or _("never")))
     click.echo(f"DHT peers over {len(dht)} samples: {sparkline(dht)}  (max {max(dht, default=0)})")
     if png is not None:
         click.echo(f"plot written to {png}")
@@ -135,13 +113,16 @@ def timeline(obj: dict[str, Any], infohash: str, png: Path | None, as_json: bool
 def export(obj: dict[str, Any], case_name: str, torrent: str | None, out: Path, as_json: bool) -> None:
     """Write the case's evidence bundle for police (verify it with `p2pwatch verify BUNDLE`)."""
     from p2pwatch.investigate.export import ExportRequest, export_case
+    from p2pwatch.locale import current_language
 
     config = load_config(obj.get("config_file"))
     only = parse_target(torrent)[0].hex() if torrent else None
     if out.exists():
-        raise ConfigError(f"{out} exists; choose another name (bundles are never overwritten)")
+        raise ConfigError(_("%(path)s exists; choose another name (bundles are never overwritten)", path=str(out)))
     with cli_session(obj) as session:
-        summary = export_case(session, ExportRequest(case_name, out, Path(str(obj["home"])), only, config.digest()))
+        request = ExportRequest(case_name, out, Path(str(obj["home"])), only, config.digest(),
+                                language=current_language(), time_zone=config.time_zone)
+        summary = export_case(session, request)
     doc = {"bundle": str(summary.path), "sha256": summary.sha256, "size": summary.size,
            "key_fingerprint": summary.key_fingerprint, "observations": summary.observations,
            "redacted_rows": summary.redacted, "peers": summary.peers,

@@ -48,10 +48,21 @@ class LazyGroup(click.Group):
 @click.option("--db", "db_url", envvar="P2PWATCH_DB", default=None, help="SQLAlchemy database URL")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
               envvar="P2PWATCH_CONFIG", default=None, help="TOML configuration file")
+@click.option("--lang", "language", default=None, metavar="ko|en",
+              help="language of messages and tables (default: P2PWATCH_LANG, then LC_ALL/LC_MESSAGES/LANG)")
 @click.pass_context
-def main(ctx: click.Context, home: Path | None, db_url: str | None, config_file: Path | None) -> None:
+def main(ctx: click.Context, home: Path | None, db_url: str | None, config_file: Path | None,
+         language: str | None) -> None:
     """p2pwatch: find, prove and record BitTorrent copies of registered content."""
+    from p2pwatch.errors import ConfigError
+    from p2pwatch.locale import pick_language, set_language
+
+    try:
+        set_language(pick_language(language))
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--lang") from None
     ctx.ensure_object(dict)
+    ctx.obj["language"] = language
     ctx.obj["home"] = home or default_home()
     ctx.obj["db_url"] = db_url
     ctx.obj["config_file"] = config_file

@@ -16,10 +16,10 @@ The channel is bounded: a consumer that does not keep up holds back the reply ha
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
 
@@ -69,6 +69,16 @@ class Querier(Protocol):
 
     async def query(self, addr: Addr, build: Callable[[bytes], krpc.Query],
                     timeout: float | None = None) -> krpc.Response: ...
+
+
+class StartingQuerier(Querier, Protocol):
+    """A driver that can also send a query without yielding and run a callback on its reply in the receive
+    loop (:meth:`~p2pwatch.dht.node.DHTNode.start_query`); lookups then skip two task switches per reply."""
+
+    def start_query(self, addr: Addr, build: Callable[[bytes], krpc.Query], *,
+                    on_reply: Callable[[krpc.Response, float], None] | None = None) -> Any: ...
+
+    async def finish_query(self, pending: Any, timeout: float | None = None) -> krpc.Response: ...
 
 
 class LookupStream:
@@ -143,18 +153,11 @@ async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[N
     ipv6 = is_ipv6(config)
     send, receive = trio.open_memory_channel[LookupEvent](buffer)
     wake_send, wake_recv = trio.open_memory_channel[None](math.inf)
+    starter: StartingQuerier | None = node if hasattr(node, "start_query") else None  # type: ignore[assignment]
 
-    async def ask(peer_node: NodeInfo) -> None:
-        use = build if sample_allowed is None or sample_allowed(peer_node.addr) else route_only
-        try:
-            reply = await node.query(peer_node.addr, use, timeout=config.query_timeout)
-        except (QueryTimeout, KRPCError, netguard.NetworkRefused, OSError):
-            at = trio.current_time()
-            traversal.on_failure(peer_node, at)
-            node.table.failed(peer_node.id, at)
-            wake_send.send_nowait(None)
-            return
-        at = trio.current_time()
+    def process(peer_node: NodeInfo, use: Callable[[bytes], krpc.Query], reply: krpc.Response,
+                at: float) -> list[LookupEvent]:
+        """Apply one reply to the traversal and the result; the events it brings, in order."""
         answered = NodeInfo(reply.sender, peer_node.ip, peer_node.port)
         node.table.heard_from(answered, at, responded=True)
         seen_before = set(traversal.peers) if reply.values else set()
@@ -169,29 +172,118 @@ async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[N
             result.bf_seeds.append(reply.bf_seeds)
         if reply.bf_peers:
             result.bf_peers.append(reply.bf_peers)
+        events: list[LookupEvent] = []
         if reply.values:
             listed = tuple(p for p in dict.fromkeys(reply.values) if p in traversal.peers)
             new = tuple(p for p in listed if p not in seen_before)
-            await send.send(PeersFound(peer_node.addr, listed, new, at))
-        await send.send(NodeAnswered(answered, len(nodes), tuple(reply.samples), at))
+            events.append(PeersFound(peer_node.addr, listed, new, at))
+        events.append(NodeAnswered(answered, len(nodes), tuple(reply.samples), at))
+        return events
+
+    def failed(peer_node: NodeInfo) -> None:
+        at = trio.current_time()
+        traversal.on_failure(peer_node, at)
+        node.table.failed(peer_node.id, at)
+        wake_send.send_nowait(None)
+
+    def in_receive_loop(peer_node: NodeInfo, use: Callable[[bytes], krpc.Query], done: list[bool]
+                        ) -> Callable[[krpc.Response, float], None]:
+        """The reply callback: with room in the channel, the reply is applied and its events queued right in
+        the node's receive loop (the consumer wakes without the asking task in between); otherwise the
+        asking task does it and waits for room (back-pressure)."""
+        def on_reply(reply: krpc.Response, at: float) -> None:
+            if ended or send.statistics().current_buffer_used + 2 > buffer:
+                return  # after the end, or no room: the asking task takes it (and waits for room)
+            for event in process(peer_node, use, reply, at):
+                send.send_nowait(event)
+            done.append(True)
+            wake_send.send_nowait(None)
+        return on_reply
+
+    waits: set[trio.CancelScope] = set()  # queries still waiting for their reply (cancelled at the end)
+    ended: list[bool] = []
+
+    async def wait_reply(peer_node: NodeInfo, get: Callable[[], Awaitable[krpc.Response]]) -> krpc.Response | None:
+        """The reply, or None after a failure (recorded) or when the lookup ended first. Only waiting is cut
+        short at the end: a task that has its reply delivers its events, so none is lost to a slow consumer."""
+        if ended:
+            return None
+        with trio.CancelScope() as scope:
+            waits.add(scope)
+            try:
+                return await get()
+            except (QueryTimeout, KRPCError, netguard.NetworkRefused, OSError):
+                failed(peer_node)
+            finally:
+                waits.discard(scope)
+        return None
+
+    async def finish(peer_node: NodeInfo, use: Callable[[bytes], krpc.Query], started: Any,
+                     done: list[bool]) -> None:
+        assert starter is not None
+        reply = await wait_reply(peer_node, lambda: starter.finish_query(started, timeout=config.query_timeout))
+        if reply is not None and not done and not ended:
+            await deliver(peer_node, use, reply)
+
+    async def deliver(peer_node: NodeInfo, use: Callable[[bytes], krpc.Query], reply: krpc.Response) -> None:
+        for event in process(peer_node, use, reply, trio.current_time()):
+            await send.send(event)
         wake_send.send_nowait(None)  # after the events, so the last reply's are queued before the end
 
-    async def drive() -> None:
-        async with send, trio.open_nursery() as queries:
-            while True:
-                at = trio.current_time()
-                traversal.on_tick(at)
-                if traversal.done:
-                    break
-                for peer_node in traversal.next_queries(at):
-                    queries.start_soon(ask, peer_node)
-                deadline = traversal.next_deadline()
-                with trio.move_on_at(deadline if deadline is not None else at + config.query_timeout):
-                    await wake_recv.receive()
-            queries.cancel_scope.cancel()
+    async def ask(peer_node: NodeInfo, use: Callable[[bytes], krpc.Query]) -> None:
+        reply = await wait_reply(peer_node, lambda: node.query(peer_node.addr, use, timeout=config.query_timeout))
+        if reply is not None and not ended:
+            await deliver(peer_node, use, reply)
+
+    def launch(peer_node: NodeInfo) -> tuple[NodeInfo, Callable[[bytes], krpc.Query], Any, list[bool]] | None:
+        """Send the query to ``peer_node`` now if the driver can (without yielding); None if it cannot."""
+        if starter is None:
+            return None
+        use = build if sample_allowed is None or sample_allowed(peer_node.addr) else route_only
+        done: list[bool] = []
+        try:
+            started = starter.start_query(peer_node.addr, use, on_reply=in_receive_loop(peer_node, use, done))
+        except netguard.NetworkRefused:
+            started = False
+        return None if started is None else (peer_node, use, started, done)
+
+    Launched = tuple[NodeInfo, Callable[[bytes], krpc.Query], Any, list[bool]] | None
+
+    def wait_for(queries: trio.Nursery, peer_node: NodeInfo, launched: Launched) -> None:
+        """The task that waits for a launched query (or sends it, when it could not be sent at once)."""
+        if launched is None:
+            use = build if sample_allowed is None or sample_allowed(peer_node.addr) else route_only
+            queries.start_soon(ask, peer_node, use)
+        elif launched[2] is False:
+            failed(peer_node)
+        else:
+            queries.start_soon(finish, *launched)
+
+    async def drive(first_round: list[tuple[NodeInfo, Launched]]) -> None:
+        with send:  # closed without a checkpoint, so a Cancelled never replaces a failure of the nursery
+            async with trio.open_nursery() as queries:
+                for peer_node, launched in first_round:
+                    wait_for(queries, peer_node, launched)
+                while True:
+                    at = trio.current_time()
+                    traversal.on_tick(at)
+                    if traversal.done:
+                        break
+                    for peer_node in traversal.next_queries(at):
+                        wait_for(queries, peer_node, launch(peer_node))
+                    deadline = traversal.next_deadline()
+                    with trio.move_on_at(deadline if deadline is not None else at + config.query_timeout):
+                        await wake_recv.receive()
+                        # the consumer, woken by the same reply, runs first: it acts on the peers, we route on
+                        await trio.lowlevel.checkpoint()
+                ended.append(True)
+                for scope in list(waits):
+                    scope.cancel()
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(drive)
+        # the first round leaves before the caller gets the stream (a task would send a scheduler pass later);
+        # their waits start with the driver, which always runs (a trio task runs to its first checkpoint)
+        nursery.start_soon(drive, [(peer_node, launch(peer_node)) for peer_node in traversal.next_queries(now)])
         try:
             yield LookupStream(receive, traversal, result)
         finally:

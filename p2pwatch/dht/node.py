@@ -43,15 +43,27 @@ __all__ = [
 
 CLIENT_VERSION = b"PW\x00\x01"
 BATCH = 64  # datagrams handled per trio checkpoint in the receive loop
+#: What the node's UDP socket is for, in a BindError (the CLI keys its advice on it).
+SOCKET_PURPOSE = "the DHT node"
+SOCKET_PURPOSE6 = "the IPv6 DHT node"  # BEP 32: its own socket (dht peers/sample --bind6)
+
+
+#: called in the receive loop with a query's response and the time (see :meth:`DHTNode.query`)
+ReplyCallback = Callable[[krpc.Response, float], None]
 
 
 class _Pending:
-    __slots__ = ("addr", "event", "result")
+    """One query in flight: its address, the wake-up of the asking task, the reply and an optional callback."""
 
-    def __init__(self, addr: tuple[str, int]) -> None:
+    __slots__ = ("addr", "event", "on_reply", "result", "tid", "unsent")
+
+    def __init__(self, tid: bytes, addr: tuple[str, int], on_reply: ReplyCallback | None) -> None:
+        self.tid = tid
         self.addr = addr
         self.event = trio.Event()
         self.result: krpc.Response | krpc.Error | None = None
+        self.on_reply = on_reply
+        self.unsent: bytes | None = None  # the datagram, while the socket buffer was full
 
 
 class DHTNode:
@@ -81,6 +93,7 @@ class DHTNode:
         self._subscribers: list[Callable[[IncomingQuery], None]] = []
         self._outstanding = trio.Semaphore(config.max_outstanding)
         self._ip_votes: dict[str, set[str]] = {}
+        self._callback_ran = False  # set by a reply callback; the receive loop then yields
         saved_ip = state.get("external_ip")
         self.external_ip: str | None = saved_ip if isinstance(saved_ip, str) else None
 
@@ -95,15 +108,20 @@ class DHTNode:
         sock = self.sock
         while True:
             handled = 0
+            drained = False
             while handled < BATCH:
                 item = sock.try_recvfrom(limits.MAX_DATAGRAM)
                 if item is None:
+                    drained = True
                     break
                 handled += 1
                 reply = self.datagram_received(item[0], item[1], trio.current_time())
                 if reply is not None and not self._send_now(reply, item[1]):
                     await self._send(reply, item[1])
-            if handled < BATCH:
+                if self._callback_ran:  # a lookup's consumer was just woken: it runs before the rest is read
+                    self._callback_ran = False
+                    break
+            if drained:
                 await sock.wait_readable()
             else:
                 await trio.lowlevel.checkpoint()
@@ -143,13 +161,19 @@ class DHTNode:
             self.stats.unexpected += 1
             return
         del self._pending[message.tid]
+        pending.result = message
         if isinstance(message, krpc.Response):
             self.stats.responses += 1
             if message.external_ip is not None:
                 self._vote_external_ip(message.external_ip[0], addr[0])
+            if pending.on_reply is not None:
+                self._callback_ran = True
+                try:
+                    pending.on_reply(message, now)
+                except Exception:  # a bug of the caller's must not stop the receive loop; the asker sees the reply
+                    log.exception("reply callback for %s failed", addr)
         else:
             self.stats.errors_in += 1
-        pending.result = message
         pending.event.set()
 
     def _vote_external_ip(self, ip: str, voter: str) -> None:
@@ -198,38 +222,69 @@ class DHTNode:
                 return tid
 
     async def query(self, addr: tuple[str, int], build: Callable[[bytes], krpc.Query],
-                    timeout: float | None = None) -> krpc.Response:
+                    timeout: float | None = None, *, on_reply: ReplyCallback | None = None) -> krpc.Response:
         """Send the query ``build(tid)`` to ``addr`` and wait for its response.
 
         Raises :class:`QueryTimeout` when none arrives in time, :class:`KRPCError` (with the node's
         code) for an error reply, and :class:`~p2pwatch.errors.NetworkRefused` when netguard refuses.
+        ``on_reply(response, now)``, if given, runs in the receive loop as soon as the response is decoded
+        (one task switch earlier than the asker); the callback records for its caller what it handled.
+        """
+        pending = self.start_query(addr, build, on_reply=on_reply)
+        if pending is None:
+            await self._outstanding.acquire()
+            try:
+                delay = self._outbound.delay(addr[0], trio.current_time())
+                if delay > 0:
+                    await trio.sleep(delay)
+            except BaseException:
+                self._outstanding.release()
+                raise
+            pending = self._send_query(addr, build, on_reply)
+        return await self.finish_query(pending, timeout)
+
+    def start_query(self, addr: tuple[str, int], build: Callable[[bytes], krpc.Query], *,
+                    on_reply: ReplyCallback | None = None) -> _Pending | None:
+        """Send ``build(tid)`` now, without yielding, when an outstanding slot is free and the per-IP rate
+        allows (issue 12: a lookup's first queries leave at once); None otherwise (use :meth:`query`).
+
+        Every query started here must be passed to :meth:`finish_query` exactly once (it frees the slot).
         """
         netguard.current_policy().check(addr[0], addr[1])
-        # a free slot is taken without yielding, so a lookup's first queries leave at once (issue 12)
+        if self._outbound.delay(addr[0], trio.current_time()) > 0:
+            return None
         try:
             self._outstanding.acquire_nowait()
         except trio.WouldBlock:
-            await self._outstanding.acquire()
+            return None
+        return self._send_query(addr, build, on_reply)
+
+    def _send_query(self, addr: tuple[str, int], build: Callable[[bytes], krpc.Query],
+                    on_reply: ReplyCallback | None) -> _Pending:
+        """Register and send one query; its outstanding slot is already held."""
+        self._outbound.allow(addr[0], trio.current_time())
+        tid = self._new_tid()
+        pending = self._pending[tid] = _Pending(tid, addr, on_reply)
+        self.stats.queries_out += 1
+        data = krpc.encode(build(tid), client_version=CLIENT_VERSION)
+        if not self._send_now(data, addr):
+            pending.unsent = data
+        return pending
+
+    async def finish_query(self, pending: _Pending, timeout: float | None = None) -> krpc.Response:
+        """Wait for the reply of a started query (see :meth:`query` for what it raises); frees its slot."""
         try:
-            delay = self._outbound.delay(addr[0], trio.current_time())
-            if delay > 0:
-                await trio.sleep(delay)
-            self._outbound.allow(addr[0], trio.current_time())
-            tid = self._new_tid()
-            pending = self._pending[tid] = _Pending(addr)
-            message = build(tid)
             try:
-                self.stats.queries_out += 1
-                data = krpc.encode(message, client_version=CLIENT_VERSION)
-                if not self._send_now(data, addr):
-                    await self._send(data, addr)
+                if pending.unsent is not None:
+                    await self._send(pending.unsent, pending.addr)
                 with trio.move_on_after(timeout if timeout is not None else self.config.query_timeout):
                     await pending.event.wait()
             finally:
-                self._pending.pop(tid, None)
+                if self._pending.get(pending.tid) is pending:
+                    del self._pending[pending.tid]
         finally:
             self._outstanding.release()
-        result = pending.result
+        addr, result = pending.addr, pending.result
         if result is None:
             self.stats.timeouts += 1
             raise QueryTimeout(f"no reply from {addr[0]}:{addr[1]}")
@@ -375,7 +430,8 @@ async def open_dht_node(config: DHTConfig, *, bootstrap: bool = True,
     With ``wait_bootstrap=False`` the bootstrap lookup runs in the background: the block starts at once and
     its own lookups start from the bootstrap nodes (``dht peers`` does this: both walks overlap).
     """
-    sock = await netguard.open_udp_socket(config.bind_host, config.bind_port)
+    purpose = SOCKET_PURPOSE6 if ":" in config.bind_host else SOCKET_PURPOSE
+    sock = await netguard.open_udp_socket(config.bind_host, config.bind_port, purpose=purpose)
     node = DHTNode(config, sock)
     try:
         with unwrap_single():

@@ -3,10 +3,18 @@
 ``lookup`` runs it once; the monitor's watcher runs it on a schedule. The result is turned into
 observations by :func:`observation_records`: every listing is a level-0 claim naming who made it (the
 DHT node or the tracker), every probe an observation at the level it reached, with its transcript.
+
+Peer exchange (BEP 11): the peers a probed peer lists over ut_pex become listings too (source ``pex``, the
+reporting peer as reporter), and :func:`probe_pex_listed` probes them, chosen by
+:func:`p2pwatch.probe.pex.pex_candidates` (netguard, local-address policy, per-reporter cap, one port per
+IP), for up to ``MAX_PEX_ROUNDS`` rounds (peers named by peers named by the listed ones). The watcher also
+passes the PEX listings it recorded lately (``remembered``): they are probed again under the same rules, but
+not listed again, since nobody listed them this time.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +28,9 @@ from p2pwatch.dht.node import DHTNode
 from p2pwatch.errors import P2PWatchError
 from p2pwatch.investigate.geoip import GeoLookup
 from p2pwatch.investigate.metadata_fetch import probe_timeouts
+from p2pwatch.netguard import is_acceptable_remote
 from p2pwatch.probe.peer_probe import ProbeResult, probe_peer
+from p2pwatch.probe.pex import PexPeer, pex_candidates
 from p2pwatch.probe.trackers import TrackerConfig, TrackerProbe, probe_tracker
 from p2pwatch.storage.ledger import ObservationRecord, SwarmSampleRecord
 from p2pwatch.torrent.metainfo import Metainfo
@@ -28,6 +38,20 @@ from p2pwatch.torrent.metainfo import Metainfo
 log = logging.getLogger(__name__)
 
 Endpoint = tuple[str, int]
+#: rounds of probing PEX-named peers in one examination (each round probes what the previous one heard)
+MAX_PEX_ROUNDS = 2
+
+
+def endpoint_text(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def parse_endpoint_text(text: str | None) -> Endpoint | None:
+    """The inverse of :func:`endpoint_text`; None for anything else."""
+    host, sep, port = (text or "").rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    return host.removeprefix("[").removesuffix("]"), int(port)
 
 
 @dataclass
@@ -87,10 +111,13 @@ async def harvest_trackers(urls: Sequence[str], exam: Examination, config: Track
 
 async def probe_listed(exam: Examination, metainfo: Metainfo | None, settings: ProbeSettings, *, limit: int,
                        pieces_budget: int, bind_ip: str | None = None,
-                       skip: set[Endpoint] | None = None) -> None:
-    """Probe up to ``limit`` listed peers; the first ``pieces_budget`` of them also fetch one piece (level 3)."""
-    targets = [p for p in sorted(exam.listed) if not skip or p not in skip][:limit]
-    timeouts = probe_timeouts(settings)
+                       skip: set[Endpoint] | None = None, targets: Sequence[Endpoint] | None = None) -> None:
+    """Probe up to ``limit`` listed peers (or ``targets``); the first ``pieces_budget`` of them also fetch one
+    piece (level 3). Each probe waits up to ``settings.pex_wait`` for a BEP 11 message from its peer."""
+    if targets is None:
+        targets = [p for p in sorted(exam.listed) if not skip or p not in skip]
+    targets = list(targets)[:limit]
+    timeouts = dataclasses.replace(probe_timeouts(settings), pex=settings.pex_wait)
     limiter = trio.CapacityLimiter(max(1, settings.concurrent_probes))
     budget = [pieces_budget]
 
@@ -109,15 +136,60 @@ async def probe_listed(exam: Examination, metainfo: Metainfo | None, settings: P
             nursery.start_soon(one, ip, port)
 
 
+def add_pex_listings(exam: Examination, *, allow_local: bool) -> None:
+    """Every peer a probed peer listed over ut_pex becomes a listing ("pex" via that peer); non-global
+    addresses only when ``allow_local`` (BEP 11 data is untrusted: a peer must not fill the store with them)."""
+    for probe in exam.probes:
+        for peer in probe.pex_peers:
+            if is_acceptable_remote(peer.ip, allow_local):
+                exam.add_listing(peer.endpoint, "pex", endpoint_text(probe.ip, probe.port))
+
+
+def _remembered_reports(remembered: Sequence[tuple[Endpoint, str | None]]) -> list[tuple[Endpoint, list[PexPeer]]]:
+    by_reporter: dict[Endpoint, list[PexPeer]] = {}
+    for (ip, port), reporter in remembered:
+        by_reporter.setdefault(parse_endpoint_text(reporter) or ("", 0), []).append(PexPeer(ip, port))
+    return list(by_reporter.items())
+
+
+async def probe_pex_listed(exam: Examination, metainfo: Metainfo | None, settings: ProbeSettings, *, limit: int,
+                           pieces_budget: int, bind_ip: str | None = None, allow_local: bool = False,
+                           remembered: Sequence[tuple[Endpoint, str | None]] = ()) -> None:
+    """Record the PEX listings of the probes so far, then probe up to ``limit`` PEX-named peers in all, never
+    one netguard refuses or one already probed, sharing what is left of ``pieces_budget``. ``remembered``
+    (peer, reporter text) pairs from earlier examinations join the first round's candidates."""
+    probed_before = len(exam.probes)
+    earlier = _remembered_reports(remembered)
+    for _ in range(MAX_PEX_ROUNDS):
+        add_pex_listings(exam, allow_local=allow_local)
+        room = limit - (len(exam.probes) - probed_before)
+        reports = [((p.ip, p.port), list(p.pex_peers)) for p in exam.probes if p.pex_peers] + earlier
+        earlier = []
+        if room <= 0 or not reports:
+            break
+        chosen = pex_candidates(reports, known={(p.ip, p.port) for p in exam.probes}, allow_local=allow_local,
+                                limit=room)
+        if not chosen:
+            break
+        pieces_left = pieces_budget - sum(1 for p in exam.probes if p.piece_verified is not None)
+        await probe_listed(exam, metainfo, settings, limit=room, pieces_budget=max(0, pieces_left), bind_ip=bind_ip,
+                           targets=[peer.endpoint for peer, _ in chosen])
+    add_pex_listings(exam, allow_local=allow_local)
+
+
 async def examine(exam: Examination, *, node: DHTNode | None, trackers: Sequence[str], metainfo: Metainfo | None,
                   settings: ProbeSettings, tracker_config: TrackerConfig, probe_limit: int, pieces_budget: int,
-                  bind_ip: str | None = None) -> Examination:
+                  bind_ip: str | None = None, allow_local: bool = False,
+                  remembered_pex: Sequence[tuple[Endpoint, str | None]] = ()) -> Examination:
     async with trio.open_nursery() as nursery:
         if node is not None:
             nursery.start_soon(harvest_dht, node, exam)
         if trackers:
             nursery.start_soon(harvest_trackers, trackers, exam, tracker_config)
     await probe_listed(exam, metainfo, settings, limit=probe_limit, pieces_budget=pieces_budget, bind_ip=bind_ip)
+    await probe_pex_listed(exam, metainfo, settings, limit=probe_limit - len(exam.probes),
+                           pieces_budget=pieces_budget, bind_ip=bind_ip, allow_local=allow_local,
+                           remembered=remembered_pex)
     exam.finished_at = datetime.now(UTC)
     return exam
 

@@ -42,6 +42,9 @@ class ExportRequest:
     home: Path
     torrent: str | None = None  # DHT id hex
     config_hash: str = ""
+    actor: str = "cli"
+    language: str = "en"
+    time_zone: str = "Asia/Seoul"
 
 
 def _case_torrents(session: Session, case_id: int, only: str | None) -> list[Torrent]:
@@ -168,13 +171,15 @@ def build_inputs(session: Session, request: ExportRequest, *, reference: bool = 
         "signing_key": keyfile.load_key(key_path),
         "config_hash": request.config_hash,
         "tool_version": __version__,
+        "language": request.language,
+        "time_zone": request.time_zone,
     }
 
 
 def export_case(session: Session, request: ExportRequest) -> BundleSummary:
     """Write the bundle and the audit entry that records it (the caller commits)."""
     summary = write_bundle(request.out, **build_inputs(session, request))
-    append_audit(session, "cli", "export", {"case": request.case, "bundle": str(request.out),
+    append_audit(session, request.actor, "export", {"case": request.case, "bundle": str(request.out),
                                             "sha256": summary.sha256, "observations": summary.observations,
                                             "peers": summary.peers, "key_fingerprint": summary.key_fingerprint})
     return summary

@@ -18,7 +18,7 @@ import trio
 
 from p2pwatch.config import MonitorConfig
 from p2pwatch.dht.node import DHTConfig, open_dht_node
-from p2pwatch.investigate.examine import Examination, harvest_dht, harvest_trackers, probe_listed
+from p2pwatch.investigate.examine import Examination, harvest_dht, harvest_trackers, probe_listed, probe_pex_listed
 from p2pwatch.investigate.geoip import GeoLookup
 from p2pwatch.investigate.metadata_fetch import fetch_metadata
 from p2pwatch.match.content_budget import BudgetSettings, ContentBudget
@@ -166,6 +166,9 @@ async def lookup(infohash: bytes, *, config: MonitorConfig, dht: DHTConfig | Non
         probed = {(p.ip, p.port) for p in exam.probes if p.level >= 3 or p.flagged}
         await probe_listed(exam, outcome.metainfo, config.probe, limit=probe_limit,
                            pieces_budget=config.watcher.verified_pieces_per_torrent, bind_ip=bind_ip, skip=probed)
+        await probe_pex_listed(exam, outcome.metainfo, config.probe, limit=probe_limit,
+                               pieces_budget=config.watcher.verified_pieces_per_torrent, bind_ip=bind_ip,
+                               allow_local=allow_local)
     exam.finished_at = datetime.now(UTC)
     if scope.cancelled_caught:
         outcome.timed_out = True

@@ -16,6 +16,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from p2pwatch.errors import ConfigError
+from p2pwatch.locale import tr as _
 from p2pwatch.match.fingerprint import Fingerprint
 from p2pwatch.match.keywords import normalize
 from p2pwatch.match.matcher import Match, RegisteredContent, RegistryIndex
@@ -37,9 +38,10 @@ def _now() -> datetime:
 def create_case(session: Session, name: str, *, actor: str = "cli") -> Case:
     name = name.strip()
     if not name:
-        raise ConfigError("a case needs a name")
+        raise ConfigError(_("a case needs a name"))
     if session.execute(select(Case).where(Case.name == name)).scalar_one_or_none() is not None:
-        raise ConfigError(f"case {name!r} already exists (see `p2pwatch case show {name}`)")
+        raise ConfigError(_("case %(case)s already exists (see `p2pwatch case show %(name)s`)", case=repr(name),
+                           name=name))
     case = Case(name=name, created_at=_now())
     session.add(case)
     session.flush()
@@ -50,9 +52,11 @@ def create_case(session: Session, name: str, *, actor: str = "cli") -> Case:
 def get_case(session: Session, name: str, *, active: bool = True) -> Case:
     case = session.execute(select(Case).where(Case.name == name)).scalar_one_or_none()
     if case is None:
-        raise UnknownCase(f"no case named {name!r} (create it with `p2pwatch case create {name}`)")
+        raise UnknownCase(_("no case named %(case)s (create it with `p2pwatch case create %(name)s`)",
+                            case=repr(name), name=name))
     if active and case.withdrawn_at is not None:
-        raise UnknownCase(f"case {name!r} was withdrawn on {case.withdrawn_at:%Y-%m-%d}")
+        raise UnknownCase(_("case %(case)s was withdrawn on %(date)s", case=repr(name),
+                            date=f"{case.withdrawn_at:%Y-%m-%d}"))
     return case
 
 
@@ -173,3 +177,11 @@ def record_match(session: Session, match: Match, torrent: Torrent, *, actor: str
 
 def watch(session: Session, case: Case, torrent: Torrent) -> Watch:
     return ensure_watch(session, torrent.id, _now(), case_id=case.id, reason="watch")
+
+
+def unwatch(session: Session, case: Case, torrent: Torrent, *, actor: str = "cli") -> bool:
+    """Stop watching a torrent for a case (monitoring stops unless another case wants it); audited."""
+    stopped = unwatch_case(session, case.id, torrent.id)
+    append_audit(session, actor, "watch.remove", {"case": case.name, "torrent": torrent.dht_id,
+                                                  "stopped": bool(stopped)})
+    return bool(stopped)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from p2pwatch.errors import BindError
 from p2pwatch.torrent.metainfo import FileEntry
 
 log = logging.getLogger(__name__)
@@ -186,7 +187,10 @@ def _connected(stream: trio.SocketStream) -> bool:
 @asynccontextmanager
 async def serve_lazy_file(lazy: LazyFile, host: str = "127.0.0.1") -> AsyncIterator[str]:
     """Serve ``lazy`` on a free loopback port for the block's duration; yields the URL."""
-    listeners = await trio.open_tcp_listeners(0, host=host)
+    try:
+        listeners = await trio.open_tcp_listeners(0, host=host)
+    except OSError as exc:
+        raise BindError("TCP", host, 0, exc, purpose="the local media server for ffmpeg") from exc
     port = listeners[0].socket.getsockname()[1]
 
     async def connection(stream: trio.SocketStream) -> None:

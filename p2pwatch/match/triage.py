@@ -57,7 +57,7 @@ class TriageRules:
     max_video_kbps: float = 20_000.0  # a high-quality 1080p re-encode
     min_clip_seconds: float = 4.0  # trimmed copies shorter than this are not looked for
     duration_slack: float = 1.25  # a copy may be longer than the original (intro, outro, slow-down)
-    min_image_bytes: int = 512
+    min_image_bytes: int = 128  # a 240x180 WebP of a smooth picture is 300 bytes
     max_image_bytes: int = 32 * 1024 * 1024
     max_files: int = 8  # files of one torrent examined, highest score first
     keyword_bonus: float = 50.0

@@ -128,6 +128,8 @@ class Monitor:
         """Run until ``duration`` passes, SIGINT/SIGTERM arrives (handled from the first moment), or cancel."""
         async with trio.open_nursery() as outer:
             await outer.start(self._signals, outer.cancel_scope)
+            if self.config.metrics_port:  # bound first: a busy port stops the monitor before it does anything
+                self.metrics_port = await outer.start(serve_metrics, self.metrics, self.config.metrics_port)
             with trio.move_on_after(duration if duration is not None else float("inf")):
                 await self._run()
             outer.cancel_scope.cancel()
@@ -157,8 +159,6 @@ class Monitor:
         self.watcher = Watcher(self.config, writer, node, worker_id=self.worker_id, alerter=self.alerter,
                                metrics=m, geo=self.geo, bind_ip=self.bind_ip)
         async with trio.open_nursery() as nursery:
-            if self.config.metrics_port:
-                self.metrics_port = await nursery.start(serve_metrics, m, self.config.metrics_port)
             crawler = Crawler(node, discoveries_send, segments=self.config.crawler.segments,
                               passive=self.config.crawler.passive,
                               sweep_interval=self.config.crawler.sweep_interval)

@@ -8,6 +8,12 @@ from collections.abc import Callable
 
 import trio
 
+from p2pwatch.errors import BindError
+
+METRICS_HOST = "127.0.0.1"
+#: What the listening socket is for, in a BindError (the CLI keys its advice on it).
+SOCKET_PURPOSE = "the metrics endpoint"
+
 triage_log = logging.getLogger("p2pwatch.triage")
 
 #: The decisions of issue 13's triage, each counted as ``p2pwatch_triage_<decision>_total``.
@@ -63,7 +69,10 @@ class Metrics:
 async def serve_metrics(metrics: Metrics, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
                         ) -> None:
     """Serve ``GET /metrics`` on 127.0.0.1:port (0 picks one); reports the port through ``task_status``."""
-    listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
+    try:
+        listeners = await trio.open_tcp_listeners(port, host=METRICS_HOST)
+    except OSError as exc:
+        raise BindError("TCP", METRICS_HOST, port, exc, purpose=SOCKET_PURPOSE) from exc
     task_status.started(listeners[0].socket.getsockname()[1])
 
     async def handle(stream: trio.SocketStream) -> None:

@@ -1,5 +1,9 @@
 """The watcher: re-examines every watched torrent on its schedule and records what it finds.
 
+Peers heard of by PEX (BEP 11) in the last ``dormant_after`` seconds are probed again at the next checks even
+when nobody lists them any more (they may be on no tracker and the DHT), under the same netguard and
+local-address rules as fresh PEX candidates.
+
 Each round claims due watches (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several monitor hosts never
 examine one torrent at once), examines each swarm (:mod:`p2pwatch.investigate.examine`: DHT harvest, tracker
 announce+scrape on every tracker of its metainfo or magnet, probes with a budget of verified pieces),
@@ -29,7 +33,7 @@ from p2pwatch.investigate.swarmstatus import SwarmStatus, is_revival, swarm_stat
 from p2pwatch.monitor.alerts import Alerter
 from p2pwatch.monitor.metrics import Metrics
 from p2pwatch.probe.trackers import TrackerConfig
-from p2pwatch.storage.claims import claim_due_watches, release_watch
+from p2pwatch.storage.claims import claim_due_watches, recent_listings, release_watch
 from p2pwatch.storage.ledger import ObservationRecord
 from p2pwatch.storage.models import Torrent, Watch
 from p2pwatch.storage.writer import ObservationWriter
@@ -39,6 +43,8 @@ from p2pwatch.torrent.metainfo import Metainfo, parse_torrent
 log = logging.getLogger(__name__)
 
 LEASE = timedelta(minutes=10)
+#: most PEX listings of earlier checks the watcher probes again (BEP 11 peers nobody else may list)
+REMEMBERED_PEX = 200
 
 
 @dataclass(frozen=True)
@@ -50,9 +56,11 @@ class WatchTarget:
     trackers: tuple[str, ...]
     status: str | None
     last_peer_at: datetime | None
+    #: ((ip, port), reporter) of the PEX listings of the last ``dormant_after`` seconds
+    remembered_pex: tuple[tuple[tuple[str, int], str | None], ...] = ()
 
 
-def _target(session: Session, torrent_id: int, extra_trackers: list[str]) -> WatchTarget:
+def _target(session: Session, torrent_id: int, extra_trackers: list[str], pex_since: datetime) -> WatchTarget:
     torrent = session.get(Torrent, torrent_id)
     watch = session.execute(select(Watch).where(Watch.torrent_id == torrent_id)).scalar_one()
     assert torrent is not None
@@ -67,8 +75,10 @@ def _target(session: Session, torrent_id: int, extra_trackers: list[str]) -> Wat
     if torrent.magnet:
         with contextlib.suppress(P2PWatchError):
             trackers += list(parse_magnet(torrent.magnet).trackers)
+    pex = recent_listings(session, torrent_id, "pex", pex_since, REMEMBERED_PEX)
     return WatchTarget(torrent_id, bytes.fromhex(torrent.dht_id), torrent.name, metainfo,
-                       tuple(dict.fromkeys(trackers + extra_trackers)), watch.status, watch.last_peer_at)
+                       tuple(dict.fromkeys(trackers + extra_trackers)), watch.status, watch.last_peer_at,
+                       tuple(((ip, port), reporter) for ip, port, reporter in pex))
 
 
 def release_own_claims(session: Session, worker_id: str) -> int:
@@ -106,14 +116,16 @@ class Watcher:
 
     async def _check(self, torrent_id: int) -> None:
         extra = list(self.config.watcher.trackers)
-        target = await self.writer.run(lambda s: _target(s, torrent_id, extra))
+        pex_since = datetime.now(UTC) - timedelta(seconds=self.config.watcher.dormant_after)
+        target = await self.writer.run(lambda s: _target(s, torrent_id, extra, pex_since))
         exam = Examination(target.dht_id, datetime.now(UTC))
         tracker_config = TrackerConfig(timeout=20.0, local_address=self.bind_ip)
         try:
             await examine(exam, node=self.node, trackers=target.trackers, metainfo=target.metainfo,
                           settings=self.config.probe, tracker_config=tracker_config,
                           probe_limit=self.config.watcher.probes_per_torrent,
-                          pieces_budget=self.config.watcher.verified_pieces_per_torrent, bind_ip=self.bind_ip)
+                          pieces_budget=self.config.watcher.verified_pieces_per_torrent, bind_ip=self.bind_ip,
+                          allow_local=self.config.dht.allow_local, remembered_pex=target.remembered_pex)
         except P2PWatchError as exc:
             log.warning("examination of %s failed: %s", target.dht_id.hex(), exc)
         self.examined.append(exam)

@@ -10,10 +10,14 @@ records every message in and out in a transcript and returns the level it reache
 * 3 - one piece downloaded from this peer alone verified against the metainfo (v1 SHA-1, or the v2
   merkle piece hash for a v2-only torrent). A peer that sends wrong piece data is flagged and stays <= 2.
 
-Level 4 (a whole file) is not this probe's job. Metadata comes from BEP 9 ut_metadata when no metainfo is
-given: a ``metadata_size`` above ``limits.MAX_METADATA_SIZE`` is refused before any request, and the
-metadata must hash to the infohash (SHA-1 for v1/hybrid, SHA-256 for v2, compared truncated to 20 bytes
-when only the wire id is known); otherwise the peer is flagged.
+Peer exchange (BEP 11): we advertise ``ut_pex``; what the peer lists goes, bounded, to ``pex_peers``
+(:mod:`p2pwatch.probe.pex`; a malformed message is noted, never fatal), and the ``pex`` timeout lingers
+after the other steps for a first message. Level 4 (a whole file) is not this probe's job.
+
+Metadata comes from BEP 9 ut_metadata when no metainfo is given: a ``metadata_size`` above
+``limits.MAX_METADATA_SIZE`` is refused before any request, and the metadata must hash to the infohash
+(SHA-1 for v1/hybrid, SHA-256 for v2, compared truncated to 20 bytes when only the wire id is known);
+otherwise the peer is flagged.
 
 Encryption ``prefer`` tries MSE first (offering RC4 and plaintext, the peer selects) and falls back to
 plain BitTorrent on a fresh connection when the peer closes or garbles the MSE handshake; a peer that
@@ -43,7 +47,8 @@ from p2pwatch import limits, netguard
 from p2pwatch.errors import LocalProtocolError, P2PWatchError, PeerTimeout, PeerWireError, RemoteProtocolError
 from p2pwatch.probe import wire
 from p2pwatch.probe.mse import CRYPTO_PLAINTEXT, CRYPTO_RC4, MSEError, MSEInitiator
-from p2pwatch.probe.peer_steps import describe, file_of_piece, os_error_text, piece_digest
+from p2pwatch.probe.peer_steps import claimed_pieces, describe, file_of_piece, os_error_text, piece_digest
+from p2pwatch.probe.pex import PexCollector
 from p2pwatch.probe.probe_result import ProbeResult, ProbeTimeouts, TranscriptEntry, utc_now
 from p2pwatch.torrent.metainfo import Metainfo, TorrentVersion, parse_info
 
@@ -85,6 +90,7 @@ class _Probe:
         self.events: deque[wire.WireEvent] = deque()
         self.remote: wire.Handshake | None = None
         self.ext: wire.ExtendedHandshake | None = None
+        self.ext_at = 0.0  # when the peer's extended handshake arrived (the ut_pex wait counts from it)
         self.bitfield: wire.Bitfield | None = None
         self.have_all = self.have_none = False
         self.haves: set[int] = set()
@@ -92,6 +98,7 @@ class _Probe:
         self.allowed_fast: set[int] = set()
         self.blocks: dict[tuple[int, int], int] = {}  # requested (index, begin) -> length
         self.metadata_parts: dict[int, bytes] = {}
+        self.pex = PexCollector()
 
     def note(self, what: str, /, **detail: Any) -> None:
         self.transcript.append(TranscriptEntry(utc_now(), "note", what, detail))
@@ -148,7 +155,7 @@ class _Probe:
         elif isinstance(event, wire.HaveNone):
             self.have_none = True
         elif isinstance(event, wire.ExtendedHandshake):
-            self.ext = event
+            self.ext, self.ext_at = event, trio.current_time()
         elif isinstance(event, wire.Choke):
             self.choked = True
         elif isinstance(event, wire.Unchoke):
@@ -159,6 +166,9 @@ class _Probe:
             await self.send(wire.MetadataReject(event.piece))
         elif isinstance(event, wire.Request) and self.remote is not None and self.remote.supports_fast:
             await self.send(wire.RejectRequest(event.index, event.begin, event.length))
+        elif isinstance(event, wire.ExtendedMessage) and event.ext_id == wire.LOCAL_EXTENSIONS[wire.UT_PEX]:
+            what, detail = self.pex.absorb(event.payload)  # BEP 11; a malformed message is only noted
+            self.note(what, **detail)
 
     # ------------------------------------------------------------------------------------ the steps
     async def run(self) -> None:
@@ -184,6 +194,7 @@ class _Probe:
             await self._claims()
             await self._metadata()
             await self._piece()
+            await self._wait_pex()
         finally:
             if self.stream is not None:
                 with trio.CancelScope(shield=True):
@@ -280,17 +291,7 @@ class _Probe:
             self.r["level"] = max(self.r["level"], 2)
 
     def _claimed(self) -> set[int]:
-        claimed = set(self.haves)
-        if self.bitfield is not None:
-            bits = int.from_bytes(self.bitfield.bits, "big")
-            width = 8 * len(self.bitfield.bits)
-            while bits:
-                low = bits & -bits
-                claimed.add(width - low.bit_length())
-                bits ^= low
-        if self.metainfo is not None:
-            claimed = {i for i in claimed if i < self.metainfo.num_pieces}
-        return claimed
+        return claimed_pieces(self.haves, self.bitfield, self.metainfo.num_pieces if self.metainfo else None)
 
     def _has(self, index: int) -> bool:
         in_bitfield = self.bitfield is not None and self.bitfield.has(index)
@@ -345,6 +346,18 @@ class _Probe:
             self.r["error"] = f"verified metadata does not parse: {exc}"
             return
         self._update_claims()
+
+    async def _wait_pex(self) -> None:
+        """Linger until ``pex`` seconds after the peer's extended handshake for a first ut_pex message
+        (libtorrent sends it at its next one-second tick, rate-limited to one message per 0.1-3 s overall)."""
+        if self.t.pex <= 0 or self.pex.messages or self.ext is None or not self.ext.m.get(wire.UT_PEX):
+            return
+        deadline = self.ext_at + self.t.pex
+        try:
+            while not self.pex.messages:
+                await self.next_event(deadline, "the wait for ut_pex")
+        except (PeerTimeout, PeerWireError) as exc:
+            self.note("no_ut_pex", waited=self.t.pex, reason=str(exc))
 
     def _verifiable(self, index: int) -> bool:
         mi = self.metainfo
@@ -445,6 +458,7 @@ class _Probe:
             flagged=r.get("flagged"), error=r.get("error"), encrypted=r.get("encrypted", False),
             encryption=r.get("encryption", "none"), bytes_received=self.bytes_in, bytes_sent=self.bytes_out,
             started_at=r["started_at"], finished_at=utc_now(), transcript=tuple(self.transcript),
+            pex_peers=tuple(self.pex.peers.values()),
         )
 
 
@@ -453,18 +467,9 @@ class _Stop(Exception):
 
 
 async def probe_peer(
-    ip: str,
-    port: int,
-    infohash: bytes,
-    *,
-    metainfo: Metainfo | None = None,
-    fetch_metadata: bool = True,
-    piece: int | None = None,
-    fetch_piece: bool = True,
-    timeouts: ProbeTimeouts = DEFAULT_TIMEOUTS,
-    encryption: str = "prefer",
-    local_address: str | None = None,
-    peer_id: bytes | None = None,
+    ip: str, port: int, infohash: bytes, *, metainfo: Metainfo | None = None, fetch_metadata: bool = True,
+    piece: int | None = None, fetch_piece: bool = True, timeouts: ProbeTimeouts = DEFAULT_TIMEOUTS,
+    encryption: str = "prefer", local_address: str | None = None, peer_id: bytes | None = None,
 ) -> ProbeResult:
     """Probe one peer for ``infohash`` (20-byte wire id, or a 32-byte v2 infohash); never raises for
     anything the peer does. ``piece`` picks the piece to verify; with ``piece=None`` and ``fetch_piece``

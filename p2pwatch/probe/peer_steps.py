@@ -41,6 +41,21 @@ def describe(event: wire.WireEvent) -> dict[str, Any]:
             if isinstance(getattr(event, name), int) and not isinstance(getattr(event, name), bool)}
 
 
+def claimed_pieces(haves: set[int], bitfield: wire.Bitfield | None, num_pieces: int | None) -> set[int]:
+    """The piece indexes a peer claims by ``have`` messages and its bitfield (below ``num_pieces`` if known)."""
+    claimed = set(haves)
+    if bitfield is not None:
+        bits = int.from_bytes(bitfield.bits, "big")
+        width = 8 * len(bitfield.bits)
+        while bits:
+            low = bits & -bits
+            claimed.add(width - low.bit_length())
+            bits ^= low
+    if num_pieces is not None:
+        claimed = {i for i in claimed if i < num_pieces}
+    return claimed
+
+
 def file_of_piece(mi: Metainfo, index: int) -> Any:
     for file in mi.files:
         if file.length > 0 and not file.pad and index in mi.file_pieces(file):

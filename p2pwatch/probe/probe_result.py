@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from p2pwatch.probe.pex import PexPeer
+
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
@@ -32,6 +34,9 @@ class ProbeTimeouts:
     metadata: float = 15.0
     piece: float = 30.0
     idle: float = 10.0
+    #: after the other steps, wait this long for a first BEP 11 ut_pex message from a peer that advertised
+    #: ut_pex (0: keep only what arrived during the probe)
+    pex: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,8 @@ class ProbeResult:
     started_at: str = ""
     finished_at: str = ""
     transcript: tuple[TranscriptEntry, ...] = ()
+    #: peers this peer listed over BEP 11 ut_pex during the probe (claims, level 0; bounded)
+    pex_peers: tuple[PexPeer, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -72,4 +79,5 @@ class ProbeResult:
             "bytes_received": self.bytes_received, "bytes_sent": self.bytes_sent,
             "metadata_size": len(self.metadata) if self.metadata is not None else None,
             "started_at": self.started_at, "finished_at": self.finished_at,
+            "pex_peers": [p.to_json() for p in self.pex_peers],
         }

@@ -60,6 +60,8 @@ from p2pwatch.probe.udp_tracker import (
 )
 
 PEER_ID_PREFIX = b"-PW0100-"
+#: What a UDP tracker socket is for, in a BindError.
+UDP_SOCKET_PURPOSE = "the UDP tracker request"
 
 
 def make_peer_id(prefix: bytes = PEER_ID_PREFIX) -> bytes:
@@ -315,7 +317,7 @@ async def open_udp_tracker(url: str, config: TrackerConfig | None = None) -> Asy
     ip = addresses[0]
     netguard.current_policy().check(ip, port)
     bind = config.local_address or ("::" if ":" in ip else "0.0.0.0")
-    sock = await netguard.open_udp_socket(bind, 0)
+    sock = await netguard.open_udp_socket(bind, 0, purpose=UDP_SOCKET_PURPOSE)
     try:
         yield UDPTrackerSession(url, sock, (ip, port), url_data, config)
     finally:

@@ -16,8 +16,9 @@ RESERVED_FAST = (7, 0x04)
 RESERVED_DHT = (7, 0x01)
 RESERVED_V2 = (7, 0x10)  # BEP 52 upgrade bit
 UT_METADATA = b"ut_metadata"
+UT_PEX = b"ut_pex"  # BEP 11 peer exchange (p2pwatch.probe.pex decodes it)
 #: The extension ids we announce in our BEP 10 handshake (peers address us with these ids).
-LOCAL_EXTENSIONS: Mapping[bytes, int] = {UT_METADATA: 2}
+LOCAL_EXTENSIONS: Mapping[bytes, int] = {UT_PEX: 1, UT_METADATA: 2}
 METADATA_PIECE = 16 * 1024  # BEP 9 block size
 
 

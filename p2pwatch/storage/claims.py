@@ -12,6 +12,7 @@ from other workers from the commit on, and a worker that dies simply lets its le
 
 ``release_watch`` ends a claim with the next check time and the swarm facts the check found; only the
 claim's holder can release it. ``ensure_watch`` and ``unwatch_case`` maintain the list and its case links.
+``recent_listings`` gives the watcher the peers a source (PEX) listed for a torrent lately, to probe again.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, delete, exists, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from p2pwatch.storage.models import CaseWatch, Watch
+from p2pwatch.storage.models import CaseWatch, Observation, Watch
 
 
 def _utc(moment: datetime) -> datetime:
@@ -123,13 +124,31 @@ def ensure_watch(session: Session, torrent_id: int, now: datetime, *, case_id: i
     return watch
 
 
-def unwatch_case(session: Session, case_id: int) -> int:
-    """Drop a case's watch links and deactivate torrents no other case wants; return how many stopped."""
-    torrents = list(session.execute(select(CaseWatch.torrent_id).where(CaseWatch.case_id == case_id)).scalars())
-    session.execute(delete(CaseWatch).where(CaseWatch.case_id == case_id))
+def unwatch_case(session: Session, case_id: int, torrent_id: int | None = None) -> int:
+    """Drop a case's watch links (all, or the one of ``torrent_id``) and deactivate torrents no other case
+    wants; return how many stopped."""
+    mine: ColumnElement[bool] = CaseWatch.case_id == case_id
+    if torrent_id is not None:
+        mine = and_(mine, CaseWatch.torrent_id == torrent_id)
+    torrents = list(session.execute(select(CaseWatch.torrent_id).where(mine)).scalars())
+    session.execute(delete(CaseWatch).where(mine))
     if not torrents:
         return 0
     wanted = exists().where(CaseWatch.torrent_id == Watch.torrent_id)
     result = session.execute(update(Watch).where(Watch.torrent_id.in_(torrents), Watch.active.is_(True), ~wanted)
                              .values(active=False).execution_options(synchronize_session=False))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def recent_listings(session: Session, torrent_id: int, source: str, since: datetime, limit: int
+                    ) -> list[tuple[str, int, str | None]]:
+    """``(ip, port, reporter)`` of the level-0 listings of a torrent by ``source`` observed since ``since``,
+    newest first, each once, at most ``limit`` (purged addresses are left out)."""
+    o = Observation
+    newest = func.max(o.observed_at)
+    rows = session.execute(
+        select(o.ip, o.port, o.reporter, newest)
+        .where(o.torrent_id == torrent_id, o.source == source, o.level == 0, o.observed_at >= _utc(since),
+               o.ip.is_not(None), o.port.is_not(None))
+        .group_by(o.ip, o.port, o.reporter).order_by(newest.desc(), o.ip, o.port).limit(limit))
+    return [(str(ip), int(port or 0), reporter) for ip, port, reporter, _ in rows]

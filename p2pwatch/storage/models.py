@@ -343,6 +343,38 @@ class State(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+#: Web roles, least to most (issue 14): staff register content and see their own cases; investigators also
+#: see peer addresses and export bundles; admins also manage accounts.
+ROLES = ("staff", "investigator", "admin")
+
+
+class User(Base):
+    """A web account (revision 0002). ``password_hash`` is an argon2id PHC string (p2pwatch.web.accounts)."""
+
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint("role IN ('staff', 'investigator', 'admin')", name="role"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_signin_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class CaseMember(Base):
+    """A staff account's access to a case (the creator is added; investigators and admins see every case)."""
+
+    __tablename__ = "case_members"
+    __table_args__ = (UniqueConstraint("case_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 def _refuse_change(mapper: Mapper[Any], connection: Any, target: Any) -> None:
     raise AppendOnlyViolation(f"{mapper.class_.__tablename__} rows are append-only; they are never changed")
 

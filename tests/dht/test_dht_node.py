@@ -168,3 +168,25 @@ async def test_adopts_bep42_id_when_three_nodes_agree_on_a_public_address() -> N
         assert node.external_ip == "203.0.113.7"
         assert bep42.is_valid_node_id(node.own_id, "203.0.113.7")
         assert node.handler.own_id == node.own_id
+
+
+async def test_reply_callback_runs_in_receive_loop_and_its_bug_does_not_stop_the_node() -> None:
+    """start_query/finish_query (the lookups' fast path): the callback sees the response before the asker,
+    and a callback that raises is logged while the node goes on receiving and the asker still gets its reply."""
+    with trio.fail_after(10):
+        async with open_nodes(2) as (a, b):
+            seen: list[bytes] = []
+
+            def record(reply: krpc.Response, now: float) -> None:
+                seen.append(reply.sender)
+
+            def broken(reply: krpc.Response, now: float) -> None:
+                raise RuntimeError("bug in a caller")
+
+            started = a.start_query(b.address, lambda t: krpc.Ping(t, a.own_id), on_reply=record)
+            assert started is not None  # a free slot and no rate limit: sent without yielding
+            reply = await a.finish_query(started)
+            assert seen == [b.own_id] == [reply.sender]
+            reply = await a.query(b.address, lambda t: krpc.Ping(t, a.own_id), on_reply=broken)
+            assert reply.sender == b.own_id
+            assert (await a.ping(b.address)).id == b.own_id  # the receive loop survived

@@ -2,7 +2,9 @@
 
 The network answers through the same ``query`` interface as :class:`~p2pwatch.dht.node.DHTNode`; replies
 take a per-node round-trip time of virtual seconds, silent nodes never answer (the query times out).
-The target is id 0, so a node's id is its distance.
+The target is id 0, so a node's id is its distance. Every test runs twice: over a driver with ``query`` alone,
+and over one with :class:`~p2pwatch.dht.node.DHTNode`'s ``start_query``/``finish_query`` (queries sent without
+yielding, replies applied by the callback before the asker resumes).
 """
 
 from __future__ import annotations
@@ -66,13 +68,41 @@ class FakeNet:
                              token=b"tok" if isinstance(q, krpc.GetPeers) else None)
 
 
+@dataclass
+class StartingFakeNet(FakeNet):
+    """FakeNet with the driver's fast path: ``start_query`` sends, ``finish_query`` runs the reply callback
+    (in DHTNode it runs in the receive loop) before the asking task gets the reply."""
+
+    started: int = 0
+
+    def start_query(self, addr: tuple[str, int], build: Callable[[bytes], krpc.Query], *,
+                    on_reply: Callable[[krpc.Response, float], None] | None = None
+                    ) -> tuple[tuple[str, int], Callable[[bytes], krpc.Query], object]:
+        self.started += 1
+        return addr, build, on_reply
+
+    async def finish_query(self, pending: tuple[tuple[str, int], Callable[[bytes], krpc.Query], object],
+                           timeout: float | None = None) -> krpc.Response:
+        addr, build, on_reply = pending
+        reply = await self.query(addr, build, timeout)
+        if callable(on_reply):
+            on_reply(reply, trio.current_time())
+        return reply
+
+
+@pytest.fixture(params=[FakeNet, StartingFakeNet], ids=["query", "start_query"])
+def Net(request: pytest.FixtureRequest) -> type[FakeNet]:
+    return request.param  # type: ignore[no-any-return]
+
+
 def ring(net: FakeNet, ids: list[int]) -> None:
     for d in ids:
         net.knows[d] = ids
 
 
-async def test_peers_stream_as_each_reply_arrives(autojump_clock: trio.testing.MockClock) -> None:
-    net = FakeNet()
+async def test_peers_stream_as_each_reply_arrives(
+        autojump_clock: trio.testing.MockClock, Net: type[FakeNet]) -> None:
+    net = Net()
     ring(net, list(range(1, 13)))
     net.values = {3: [("9.9.9.1", 1), ("9.9.9.2", 2)], 7: [("9.9.9.2", 2), ("9.9.9.3", 3)]}
     net.rtt = {7: 0.4}
@@ -96,8 +126,9 @@ async def test_peers_stream_as_each_reply_arrives(autojump_clock: trio.testing.M
     assert result.tokens[N(1).id] == b"tok"
 
 
-async def test_dead_contact_in_closest_set_ends_by_short_timeout(autojump_clock: trio.testing.MockClock) -> None:
-    net = FakeNet()
+async def test_dead_contact_in_closest_set_ends_by_short_timeout(
+        autojump_clock: trio.testing.MockClock, Net: type[FakeNet]) -> None:
+    net = Net()
     ring(net, list(range(1, 16)))
     net.silent = {1}  # the very closest node is dead, and everybody lists it
     net.values = {2: [("9.9.9.9", 9)]}
@@ -115,8 +146,9 @@ async def test_dead_contact_in_closest_set_ends_by_short_timeout(autojump_clock:
     assert stream.traversal.failures == 0  # the dead node was never waited for until its full timeout
 
 
-async def test_many_dead_contacts_widen_instead_of_waiting(autojump_clock: trio.testing.MockClock) -> None:
-    net = FakeNet()
+async def test_many_dead_contacts_widen_instead_of_waiting(
+        autojump_clock: trio.testing.MockClock, Net: type[FakeNet]) -> None:
+    net = Net()
     ids = list(range(1, 31))
     ring(net, ids)
     net.silent = set(range(1, 12, 2))  # six of the closest eleven are dead
@@ -131,8 +163,9 @@ async def test_many_dead_contacts_widen_instead_of_waiting(autojump_clock: trio.
     assert stream.traversal.failures == 0
 
 
-async def test_bootstrap_from_routers_with_a_dead_router(autojump_clock: trio.testing.MockClock) -> None:
-    net = FakeNet()
+async def test_bootstrap_from_routers_with_a_dead_router(
+        autojump_clock: trio.testing.MockClock, Net: type[FakeNet]) -> None:
+    net = Net()
     ring(net, list(range(1, 13)))
     live_router, dead_router = ("8.1.0.1", 6881), ("8.1.0.2", 6881)
     net.routers = {live_router: 12, dead_router: 4000}
@@ -145,8 +178,9 @@ async def test_bootstrap_from_routers_with_a_dead_router(autojump_clock: trio.te
     assert len(net.table) >= 8  # every responder entered the routing table
 
 
-async def test_leaving_the_block_early_cancels_the_lookup(autojump_clock: trio.testing.MockClock) -> None:
-    net = FakeNet()
+async def test_leaving_the_block_early_cancels_the_lookup(
+        autojump_clock: trio.testing.MockClock, Net: type[FakeNet]) -> None:
+    net = Net()
     ring(net, list(range(1, 13)))
     net.values = {12: [("9.9.9.9", 9)]}
     with trio.fail_after(1):
@@ -155,3 +189,56 @@ async def test_leaving_the_block_early_cancels_the_lookup(autojump_clock: trio.t
                 if isinstance(event, PeersFound):
                     break
     assert not stream.finished and stream.result.peers == {("9.9.9.9", 9): {ADDR(12)}}
+
+
+async def test_fast_path_sends_every_query_without_a_task(autojump_clock: trio.testing.MockClock) -> None:
+    net = StartingFakeNet()
+    ring(net, list(range(1, 13)))
+    net.values = {3: [("9.9.9.1", 1)]}
+    async with open_lookup(net, TARGET, "get_peers", [N(12), N(11), N(10)]) as stream:
+        # the first round is sent before the caller holds the stream
+        assert net.started == 3 and len(net.asked) == 0  # FakeNet records when the reply is awaited
+        result = await stream.drain()
+    assert net.started == len(net.asked) == result.queries
+    assert ("9.9.9.1", 1) in result.peers
+
+
+async def test_a_slow_consumer_holds_back_the_replies_not_memory(autojump_clock: trio.testing.MockClock,
+                                                                Net: type[FakeNet]) -> None:
+    net = Net()
+    ring(net, list(range(1, 21)))
+    net.values = {d: [(f"9.9.9.{d}", d)] for d in range(1, 21)}
+    events: list[object] = []
+    async with open_lookup(net, TARGET, "get_peers", [N(20), N(19), N(18)], buffer=2) as stream:
+        async for event in stream:
+            events.append(event)
+            await trio.sleep(1.0)  # far slower than the replies
+    found = [e for e in events if isinstance(e, PeersFound)]
+    answered = [e for e in events if isinstance(e, NodeAnswered)]
+    assert len(answered) == stream.result.responses >= 8  # none lost while the channel was full
+    assert {p for e in found for p in e.peers} == set(stream.result.peers)
+    # each reply's PeersFound comes before its NodeAnswered
+    for e in found:
+        later = [a for a in events[events.index(e):] if isinstance(a, NodeAnswered) and a.node.addr == e.reporter]
+        assert later
+
+
+async def test_a_driver_bug_is_raised_not_swallowed_as_an_early_end(autojump_clock: trio.testing.MockClock) -> None:
+    """A failure inside the lookup's tasks reaches the caller instead of looking like a finished lookup with
+    partial results."""
+
+    class Broken(FakeNet):
+        async def query(self, addr: tuple[str, int], build: Callable[[bytes], krpc.Query],
+                        timeout: float | None = None) -> krpc.Response:
+            if self.by_addr.get(addr) == 5:
+                raise RuntimeError("driver bug")
+            return await super().query(addr, build, timeout)
+
+    net = Broken()
+    ring(net, list(range(1, 13)))
+    with pytest.raises(BaseException) as caught:
+        async with open_lookup(net, TARGET, "find_node", [N(12), N(11), N(10)]) as stream:
+            await stream.drain()
+    leaves = caught.value.exceptions if isinstance(caught.value, BaseExceptionGroup) else [caught.value]
+    flat = [e for leaf in leaves for e in (leaf.exceptions if isinstance(leaf, BaseExceptionGroup) else [leaf])]
+    assert any(isinstance(e, RuntimeError) and str(e) == "driver bug" for e in flat), caught.value

@@ -1,4 +1,4 @@
-"""The stand-alone verifier: standard library only, the OpenSSL path without ``cryptography``, exit codes, and
+"""The stand-alone verifier: standard library only, the signature on a bare Python and by OpenSSL, exit codes, and
 agreement of its independent re-implementations (chain, bencode, torrents, merkle) with p2pwatch's own."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import contextlib
 import hashlib
 import json
 import random
-import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -64,12 +64,14 @@ def test_imports_nothing_outside_the_standard_library() -> None:
                                          if line.startswith(("import", "from"))), path
 
 
-def test_without_cryptography_prints_the_openssl_command_that_verifies(bundle_path: Path, tmp_path: Path) -> None:
+def test_bare_python_checks_the_signature_and_prints_the_openssl_command(bundle_path: Path, tmp_path: Path) -> None:
     extract = tmp_path / "sig"
     proc = _isolated("from evidence.__main__ import main; sys.exit(main(sys.argv[1:]))",
                      "verify", str(bundle_path), "--extract-dir", str(extract))
-    assert proc.returncode == 3, proc.stdout + proc.stderr
-    assert "not checked here" in proc.stdout and "RESULT: INCOMPLETE" in proc.stdout
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("[ ok ] signature: "))
+    assert "verified with public_key.pem by the pure-Python RFC 8032 verifier" in line and "cryptography" not in line
+    assert proc.stdout.splitlines()[-1] == "RESULT: VERIFIED, every check holds"
     command_line = next(line.strip() for line in proc.stdout.splitlines() if line.strip().startswith("openssl "))
     assert command_line.split()[:4] == ["openssl", "pkeyutl", "-verify", "-pubin"]
     assert sorted(p.name for p in extract.iterdir()) == ["manifest.json", "manifest.sig", "public_key.pem"]
@@ -82,16 +84,30 @@ def test_without_cryptography_prints_the_openssl_command_that_verifies(bundle_pa
     assert bad.returncode != 0
 
 
-def test_without_cryptography_flags(bundle_path: Path, tmp_path: Path) -> None:
-    run = "from evidence.__main__ import main; sys.exit(main(sys.argv[1:]))"
-    allowed = _isolated(run, "verify", str(bundle_path), "--allow-unchecked-signature",
-                        "--extract-dir", str(tmp_path / "a"))
-    assert allowed.returncode == 0, allowed.stdout
-    assert "EXCEPT the signature, which was NOT checked here" in allowed.stdout
-    if shutil.which("openssl") is not None:
-        ran = _isolated(run, "verify", str(bundle_path), "--run-openssl", "--extract-dir", str(tmp_path / "b"))
-        assert ran.returncode == 0, ran.stdout
-        assert "verified by openssl" in ran.stdout
+def test_signature_verifiers_and_flags(bundle_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def signature_line(*args: str) -> tuple[int, str]:
+        code = main(["verify", str(bundle_path), *args])
+        out = capsys.readouterr().out
+        return code, next(x for x in out.splitlines() if "] signature: " in x)
+
+    code, line = signature_line()
+    assert code == 0 and "by the pure-Python RFC 8032 verifier and by cryptography " in line
+    code, line = signature_line("--no-cryptography")
+    assert code == 0 and line.endswith("by the pure-Python RFC 8032 verifier")
+    require_binary("openssl")
+    code, line = signature_line("--no-cryptography", "--run-openssl", "--extract-dir", str(tmp_path / "b"))
+    assert code == 0 and line.endswith("; and by openssl"), line
+    # The unzipped files and the relative command printed without --extract-dir check it too.
+    proc = subprocess.run([sys.executable, "-m", "evidence", "verify", str(bundle_path)], capture_output=True,
+                          text=True, timeout=120, check=False, cwd=ROOT)
+    command_line = next(x.strip() for x in proc.stdout.splitlines() if x.strip().startswith("openssl "))
+    assert "-inkey public_key.pem" in command_line
+    unzipped = tmp_path / "unzipped"
+    unzipped.mkdir()
+    with zipfile.ZipFile(bundle_path) as z:
+        z.extractall(unzipped, members=["manifest.json", "manifest.sig", "public_key.pem"])
+    ran = subprocess.run(command_line.split(), capture_output=True, text=True, timeout=60, check=False, cwd=unzipped)
+    assert ran.returncode == 0 and "Signature Verified Successfully" in ran.stdout
 
 
 def test_module_command_and_exit_codes(bundle_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

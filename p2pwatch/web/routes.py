@@ -1,0 +1,25 @@
+"""The app's route table: every page module's ``ROUTES`` on one Starlette app with its shared state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from p2pwatch.config import MonitorConfig
+from p2pwatch.web import pages_admin, pages_cases, pages_torrents
+from p2pwatch.web.app import WebState, make_templates
+from p2pwatch.web.security import SessionStore, SignInLimiter
+
+
+def build_app(config: MonitorConfig, engine: Engine, home: Path, obj: dict[str, Any] | None = None) -> Starlette:
+    routes: list[Route] = [*pages_cases.ROUTES, *pages_torrents.ROUTES, *pages_admin.ROUTES]
+    app = Starlette(routes=routes)
+    app.state.web = WebState(config=config, engine=engine, home=home,
+                             sessions=SessionStore(config.web.session_minutes * 60),
+                             limiter=SignInLimiter(config.web.signin_attempts, config.web.signin_window),
+                             templates=make_templates(), obj=dict(obj or {"home": home}))
+    return app
