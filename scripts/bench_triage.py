@@ -393,10 +393,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path)
     args = parser.parse_args(argv)
     quick = args.quick
-    videos = args.videos or (16 if quick else 40)
-    images = args.images or (12 if quick else 30)
-    decoy_videos = args.decoy_videos or (150 if quick else 400)
-    decoy_images = args.decoy_images or (60 if quick else 150)
+    videos = args.videos or (20 if quick else 40)
+    images = args.images or (16 if quick else 30)
+    decoy_videos = args.decoy_videos or (250 if quick else 600)
+    decoy_images = args.decoy_images or (100 if quick else 200)
     meta_decoys = args.metadata_decoys or (4000 if quick else 20_000)
     index_hashes = args.index_hashes or (1_000_000 if quick else 10_000_000)
     piece_length = args.piece_kib * 1024
@@ -419,6 +419,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         index = RegistryIndex([RegisteredContent(fp.fingerprint_id, key, fp) for key, fp in fps.items()])
         real_hashes = len(index.frames) + len(index.image_phashes)
         padded = pad_registry(index, index_hashes)
+        gc.collect()
+        gc.freeze()  # the registry's million frame objects: out of every collection what follows triggers
         lap["registered and padded"] = time.perf_counter() - began
         keyframe = KeyframeSettings(threshold=args.threshold)
         perceptual = PerceptualSettings()
@@ -438,8 +440,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     triage_rate = len(metas) / (time.perf_counter() - started)
     lap["metainfo-only triage"] = time.perf_counter() - began
     costs = [c.pieces for c in decoys_reached] or [2]
-    gc.collect()
-    gc.freeze()  # the registry's millions of objects: out of every collection the flood's garbage triggers
     budget = BudgetSettings(bytes_per_day=1 << 30, torrents_per_hour=600, concurrent_readers=4, queue_size=1000)
     flooded = flood(costs, 1 << 20, 30_000 if quick else 100_000, budget)
     lap["flood replayed"] = time.perf_counter() - began
