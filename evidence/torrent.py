@@ -17,7 +17,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from evidence.bdecode import BencodeError, decode_with_span
+from evidence.bdecode import BencodeError, decode, decode_with_span
 
 BLOCK_SIZE = 16384
 ZERO_HASH = bytes(32)
@@ -175,6 +175,17 @@ class Torrent:
         part = data[: f.offset + f.length - index * self.piece_length]  # drop a hybrid piece's pad bytes
         return piece_hash_v2(part, self.piece_length, single_piece_file=f.length <= self.piece_length)
 
+    @property
+    def layer_files(self) -> list[TorrentFile]:
+        """The v2 files larger than one piece: their piece hashes are in ``piece layers``, outside the info
+        dict (a file of at most one piece has its pieces root as its one piece hash)."""
+        return [f for f in self.files if f.pieces_root is not None and f.length > self.piece_length]
+
+    @property
+    def missing_layers(self) -> list[TorrentFile]:
+        """The :attr:`layer_files` whose layer this metainfo does not hold."""
+        return [f for f in self.layer_files if f.pieces_root not in self.piece_layers]
+
     def default_algorithm(self) -> str:
         return "sha1" if self.piece_hashes else "sha256-merkle"
 
@@ -242,15 +253,31 @@ def _v2_entries(tree: Any) -> list[tuple[tuple[str, ...], int, bytes | None]]:
 
 
 def parse_torrent(data: bytes) -> Torrent:
-    """Parse a whole .torrent file (v1, v2 or hybrid) and check its v2 piece layers."""
+    """Parse a whole .torrent file (v1, v2 or hybrid) and check the v2 piece layers it holds; a layer it
+    lacks is listed in :attr:`Torrent.missing_layers` (a piece hash that needs it cannot be checked)."""
     try:
         top, span = decode_with_span(data, b"info")
     except BencodeError as exc:
         raise TorrentError(f"not strict bencoding: {exc}") from exc
     if not isinstance(top, dict) or span is None or not isinstance(top.get(b"info"), dict):
         raise TorrentError("a .torrent must be a dict with an 'info' dict")
-    info_bytes = data[span[0] : span[1]]
-    info: dict[bytes, Any] = top[b"info"]
+    return _parse_info(data[span[0] : span[1]], top[b"info"], top.get(b"piece layers", {}))
+
+
+def parse_info_dict(data: bytes) -> Torrent:
+    """Parse a bare info dict (what BEP 9 metadata exchange hands over): the file's bytes are the info dict,
+    so its SHA-1 is the v1 infohash and its SHA-256 the v2 one. It holds no piece layers (BEP 52 keeps them
+    outside the info dict)."""
+    try:
+        info = decode(data)
+    except BencodeError as exc:
+        raise TorrentError(f"not strict bencoding: {exc}") from exc
+    if not isinstance(info, dict) or b"info" in info or b"piece length" not in info:
+        raise TorrentError("an info dict must be a dict with 'piece length' (and not a whole .torrent)")
+    return _parse_info(bytes(data), info, {})
+
+
+def _parse_info(info_bytes: bytes, info: dict[bytes, Any], layers: Any) -> Torrent:
     has_v2 = info.get(b"meta version") == 2
     has_v1 = b"pieces" in info
     if not (has_v1 or has_v2):
@@ -307,7 +334,7 @@ def parse_torrent(data: bytes) -> Torrent:
         piece_hashes=pieces,
     )
     if has_v2:
-        torrent.piece_layers = _piece_layers(top.get(b"piece layers", {}), files, piece_length)
+        torrent.piece_layers = _piece_layers(layers, files, piece_length)
     return torrent
 
 
@@ -320,6 +347,8 @@ def _piece_layers(raw: Any, files: list[TorrentFile], piece_length: int) -> dict
             continue
         blob = raw.get(f.pieces_root)
         count = -(-f.length // piece_length)
+        if blob is None:
+            continue  # not known (an info dict from BEP 9, or a layer never fetched): see missing_layers
         if not isinstance(blob, bytes) or len(blob) != 32 * count:
             raise TorrentError(f"'piece layers' lacks a layer of {count} hashes for {f.display_path[:100]!r}")
         layer = [blob[i : i + 32] for i in range(0, len(blob), 32)]

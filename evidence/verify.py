@@ -10,7 +10,8 @@ Checks, in order (each prints one line; details follow on indented lines):
    (and ``--expect-fingerprint`` when given);
 5. ``signature``: Ed25519 over the manifest.json bytes (:mod:`evidence.ed25519`, and ``cryptography`` too
    when installed; the OpenSSL command is printed as an independent second check);
-6. ``torrents``: each .torrent's info dict hashes to its infohash(es);
+6. ``torrents``: each torrent's info dict hashes to its infohash(es); what its metainfo holds (a .torrent or
+   the info dict alone, which piece layers) is what bundle.json declares (:mod:`evidence.torrent_record`);
 7. ``match <id>``: each match proof re-hashed against the metainfo (:mod:`evidence.proofs`);
 8. ``chain``: every row's hash re-computed and linked, anchored to chain.json (:mod:`evidence.hashchain`);
    every level >= 1 row has its transcript (SHA-256 chained); levels 3-4 re-checked against the metainfo;
@@ -36,7 +37,8 @@ from typing import Any, BinaryIO
 from evidence import FORMAT_NAME, FORMAT_VERSION, signature
 from evidence.hashchain import GENESIS_HASH, ChainChecker, ChainError, is_hash
 from evidence.proofs import ProofError, TorrentIndex, check_match, check_served, short
-from evidence.torrent import TorrentError, parse_torrent
+from evidence.torrent import TorrentError
+from evidence.torrent_record import check_record
 from evidence.zipcanon import Entry, ZipProfileError, iter_content, iter_raw, read_content, scan
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -335,18 +337,12 @@ class Verifier:
             raise ZipProfileError(f"{stray[0]} is not described in bundle.json")
         details = []
         for record in records:
-            key = str(record.get("infohash", "")).lower()
-            torrent = parse_torrent(b.read(str(record.get("file"))))
-            if key not in torrent.ids() or len(key) not in (40, 64):
-                raise ProofError(f"{record.get('file')}: its info dict hashes to {sorted(torrent.ids())}, not {key}")
-            for name, value in (("infohash_v1", torrent.infohash_v1), ("infohash_v2", torrent.infohash_v2)):
-                if record.get(name) != (value.hex() if value else None):
-                    raise ProofError(f"{record.get('file')}: {name} differs from the metainfo's")
+            key, torrent, what = check_record(record, b.read(str(record.get("file"))))
             index.add(key, torrent)
             ids = ", ".join(f"{n} {v.hex()}" for n, v in (("SHA-1", torrent.infohash_v1),
                                                           ("SHA-256", torrent.infohash_v2)) if v)
-            details.append(f"{record.get('file')}: {torrent.version}, {ids}")
-        return Check("torrents", OK, f"{len(records)} .torrent files hash to their infohashes", details)
+            details.append(f"{record.get('file')}: {torrent.version}, {ids}; {what}")
+        return Check("torrents", OK, f"{len(records)} torrents: each info dict hashes to its infohashes", details)
 
     def _chain(self, b: _Bundle, torrents: TorrentIndex, peers: dict[tuple[str, str, int], dict[str, Any]]) -> Check:
         anchors = b.json("chain.json")

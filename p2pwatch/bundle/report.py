@@ -134,8 +134,13 @@ def _render(doc: dict[str, Any], chain: dict[str, Any], language: str, time_zone
         "<li>" + _e(_("Compare the key fingerprint above with the one the centre published.")) + "</li></ol>",
     ]
     parts.append(_h("h2", _("Torrents")))
-    parts.append(_table([_("infohash"), _("name"), _("version"), _("files")], [
-        [t.get("infohash"), t.get("name"), t.get("version"), len(t.get("files") or [])]
+    parts.append(_h("p", _("A torrent found on the network comes as its info dict alone (BEP 9): its SHA-1 and "
+                           "SHA-256 are the infohashes; the v2 piece layers, outside the info dict, are in the bundle "
+                           "only where listed.")))
+    parts.append(_table([_("infohash"), _("name"), _("version"), _("files"), _("metainfo"),
+                         _("piece layers missing")], [
+        [t.get("infohash"), t.get("name"), t.get("version"), len(t.get("files") or []), t.get("metainfo"),
+         ", ".join((t.get("piece_layers") or {}).get("missing") or []) or _("none")]
         for t in doc.get("torrents", [])]))
     parts.append(_h("h2", _("Matches with registered content")))
     parts.append(_table(["id", _("content"), _("torrent"), _("file"), _("method"), _("proof"), _("bytes fetched")], [

@@ -34,7 +34,8 @@ from evidence.hashchain import (
     canonical_bytes,
 )
 from evidence.proofs import ProofError, TorrentIndex, check_match
-from evidence.torrent import Torrent, TorrentError, parse_torrent
+from evidence.torrent import Torrent, TorrentError
+from evidence.torrent_record import EXTENSIONS, bundle_form, layer_summary, parse_metainfo
 from evidence.zipcanon import DEFLATED, STORED, ZipWriter
 from p2pwatch.bundle import caseuco, keys, plot, report
 from p2pwatch.bundle.rows import ChunkPipe, ExportedRow, Observations
@@ -50,7 +51,8 @@ _PieceFile = tuple[str, bytes]
 
 @dataclass(frozen=True)
 class TorrentRecord:
-    """A torrent of the case: its .torrent bytes (with piece layers for v2), its infohash (hex, 40 or 64)."""
+    """A torrent of the case: its metainfo as stored (a .torrent, or the info dict of a BEP 9 fetch wrapped as
+    ``d4:info...e`` with the piece layers fetched so far), its infohash (hex, 40 or 64)."""
 
     metainfo_bytes: bytes
     infohash: str
@@ -162,17 +164,21 @@ def _peer_summaries(obs: Observations, given: list[dict[str, Any]]) -> list[dict
     return out
 
 
-def _torrent_entries(records: list[TorrentRecord], index: TorrentIndex) -> list[tuple[TorrentRecord, Torrent]]:
+def _torrent_entries(records: list[TorrentRecord], index: TorrentIndex
+                     ) -> list[tuple[TorrentRecord, Torrent, str, bytes]]:
+    """Each torrent parsed as it goes into the bundle (evidence.torrent_record): the info dict alone when
+    that is all the centre holds (BEP 9), the .torrent otherwise; a missing piece layer is no error here."""
     parsed = []
     for record in sorted(records, key=lambda r: r.infohash.lower()):
         try:
-            torrent = parse_torrent(record.metainfo_bytes)
+            kind, data = bundle_form(record.metainfo_bytes)
+            torrent = parse_metainfo(kind, data)
         except TorrentError as exc:
             raise BundleError(f"torrent {record.infohash}: {exc}") from exc
         if record.infohash.lower() not in torrent.ids() or len(record.infohash) not in (40, 64):
             raise BundleError(f"torrent {record.infohash}: the metainfo hashes to {sorted(torrent.ids())}")
         index.add(record.infohash.lower(), torrent)
-        parsed.append((record, torrent))
+        parsed.append((record, torrent, kind, data))
     return parsed
 
 
@@ -238,12 +244,12 @@ def write_bundle(
         with open(temporary, "w+b") as f:
             arc = _Archive(f)
             torrent_docs = []
-            for record, torrent in parsed:
-                name = f"torrents/{record.infohash.lower()}.torrent"
-                arc.put(name, record.metainfo_bytes)
+            for record, torrent, kind, data in parsed:
+                name = f"torrents/{record.infohash.lower()}{EXTENSIONS[kind]}"
+                arc.put(name, data)
                 torrent_docs.append({
                     "infohash": record.infohash.lower(), "name": record.name, "file": name,
-                    "version": torrent.version,
+                    "version": torrent.version, "metainfo": kind, "piece_layers": layer_summary(torrent),
                     "infohash_v1": torrent.infohash_v1.hex() if torrent.infohash_v1 else None,
                     "infohash_v2": torrent.infohash_v2.hex() if torrent.infohash_v2 else None,
                     "piece_length": torrent.piece_length,

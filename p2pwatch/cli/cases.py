@@ -195,7 +195,7 @@ def parse_target(text: str) -> tuple[bytes, Metainfo | None, str | None]:
     path = Path(text)
     if path.suffix == ".torrent" or path.is_file():
         try:
-            metainfo = parse_torrent(path.read_bytes())
+            metainfo = parse_torrent(path.read_bytes(), require_layers=False)  # layers come from peers if needed
         except OSError as exc:
             raise ConfigError(f"cannot read {text}: {exc.strerror}") from None
         except P2PWatchError as exc:

@@ -24,6 +24,8 @@ def demo(workdir: Path | None, timeout: float, as_json: bool) -> None:
         emit_json({"workdir": str(result.workdir), "bundle": str(result.bundle), "verified": result.verified,
                    "seconds": result.seconds, "matches": result.matches, "status": result.status,
                    "timings": result.timings,
+                   "exported": {k: {"file": v["file"], "version": v["version"], "metainfo": v["metainfo"]}
+                                for k, v in result.exported.items()},
                    "peers": {k: [{"ip": p["ip"], "port": p["port"], "level": p["level"], "sources": p["sources"]}
                                  for p in v] for k, v in result.peers.items()}})
     if not result.verified:

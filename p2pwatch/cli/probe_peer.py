@@ -118,7 +118,7 @@ def peer(address: str, infohash: str, piece: int | None, no_piece: bool, no_meta
     wanted = _infohash(infohash)
     metainfo: Metainfo | None = None
     if torrent_file is not None:
-        metainfo = parse_torrent(torrent_file.read_bytes())
+        metainfo = parse_torrent(torrent_file.read_bytes(), require_layers=False)
         if wanted not in (metainfo.infohash_v1, metainfo.infohash_v2):
             raise ConfigError(f"{torrent_file} is not the torrent of {infohash}")
         wanted = metainfo.infohash

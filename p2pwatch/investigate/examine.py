@@ -15,6 +15,7 @@ not listed again, since nobody listed them this time.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -67,24 +68,41 @@ class Examination:
     tracker_errors: dict[str, str] = field(default_factory=dict)
     probes: list[ProbeResult] = field(default_factory=list)
     finished_at: datetime | None = None
+    #: peers listed only under another DHT id of the torrent (a hybrid's v1 / truncated v2, BEP 52): the id
+    #: to greet them with, since a v2-only client knows the torrent by its v2 id alone
+    listed_as: dict[Endpoint, bytes] = field(default_factory=dict)
 
     def add_listing(self, peer: Endpoint, source: str, reporter: str) -> None:
         self.listed.setdefault(peer, set()).add((source, reporter))
+
+    def piece_layers(self) -> dict[bytes, bytes]:
+        """The v2 piece layers the probed peers handed over (BEP 52 hash requests), each already verified
+        against its pieces root; store them with the metainfo, since level-3 rows on v2 pieces rest on them."""
+        return {root: layer for probe in self.probes for root, layer in probe.piece_layers.items()}
 
     def last_peer_seen(self) -> datetime | None:
         return self.finished_at if self.listed or any(p.level >= 1 for p in self.probes) else None
 
 
-async def harvest_dht(node: DHTNode, exam: Examination, *, scrape: bool = True) -> None:
+async def harvest_dht(node: DHTNode, exam: Examination, *, scrape: bool = True, other_ids: Sequence[bytes] = ()
+                      ) -> None:
     """get_peers for the listings, then (BEP 33) a scrape lookup for the swarm-size estimate.
 
     Two lookups, because libtorrent answers a ``scrape`` get_peers with bloom filters instead of values.
+    ``other_ids``: the torrent's other DHT ids (a hybrid's); their listings count too, and a peer found only
+    under one of them is probed under it (:attr:`Examination.listed_as`).
     """
     result = await node.get_peers(exam.infohash)
-    exam.dht_peers = len(result.peers)
     for peer, reporters in result.peers.items():
         for ip, port in reporters:
             exam.add_listing(peer, "dht", f"{ip}:{port}")
+    for other in other_ids:
+        for peer, reporters in (await node.get_peers(other)).peers.items():
+            if peer not in exam.listed:
+                exam.listed_as[peer] = other
+            for ip, port in reporters:
+                exam.add_listing(peer, "dht", f"{ip}:{port}")
+    exam.dht_peers = len(result.peers) + len(exam.listed_as)
     if scrape:
         counted = await node.get_peers(exam.infohash, scrape=True, seeds=result.closest)
         if counted.bf_seeds or counted.bf_peers:
@@ -126,7 +144,8 @@ async def probe_listed(exam: Examination, metainfo: Metainfo | None, settings: P
             want_piece = metainfo is not None and budget[0] > 0
             if want_piece:
                 budget[0] -= 1
-            result = await probe_peer(ip, port, exam.infohash, metainfo=metainfo, fetch_metadata=metainfo is None,
+            wire_id = exam.listed_as.get((ip, port), exam.infohash)
+            result = await probe_peer(ip, port, wire_id, metainfo=metainfo, fetch_metadata=metainfo is None,
                                       fetch_piece=want_piece, timeouts=timeouts, encryption=settings.encryption,
                                       local_address=bind_ip)
             exam.probes.append(result)
@@ -183,7 +202,8 @@ async def examine(exam: Examination, *, node: DHTNode | None, trackers: Sequence
                   remembered_pex: Sequence[tuple[Endpoint, str | None]] = ()) -> Examination:
     async with trio.open_nursery() as nursery:
         if node is not None:
-            nursery.start_soon(harvest_dht, node, exam)
+            others = sorted(metainfo.dht_ids - {exam.infohash}) if metainfo is not None else []
+            nursery.start_soon(functools.partial(harvest_dht, node, exam, other_ids=others))
         if trackers:
             nursery.start_soon(harvest_trackers, trackers, exam, tracker_config)
     await probe_listed(exam, metainfo, settings, limit=probe_limit, pieces_budget=pieces_budget, bind_ip=bind_ip)

@@ -47,10 +47,14 @@ class ExportRequest:
     time_zone: str = "Asia/Seoul"
 
 
-def _case_torrents(session: Session, case_id: int, only: str | None) -> list[Torrent]:
+def _case_torrent_rows(session: Session, case_id: int) -> list[Torrent]:
     ids = set(session.execute(select(MatchRow.torrent_id).where(MatchRow.case_id == case_id)).scalars())
     ids |= set(session.execute(select(CaseWatch.torrent_id).where(CaseWatch.case_id == case_id)).scalars())
-    torrents = [t for t in session.execute(select(Torrent).where(Torrent.id.in_(ids))).scalars() if t.metainfo]
+    return list(session.execute(select(Torrent).where(Torrent.id.in_(ids)).order_by(Torrent.id)).scalars())
+
+
+def _case_torrents(session: Session, case_id: int, only: str | None) -> list[Torrent]:
+    torrents = [t for t in _case_torrent_rows(session, case_id) if t.metainfo]
     if only:
         torrents = [t for t in torrents if only in (t.dht_id, t.infohash_v1, t.infohash_v2)]
         if not torrents:
@@ -136,7 +140,7 @@ def build_inputs(session: Session, request: ExportRequest, *, reference: bool = 
     matches = []
     for m in session.execute(select(MatchRow).where(MatchRow.case_id == case.id, MatchRow.torrent_id.in_(by_id))
                              .order_by(MatchRow.id)).scalars():
-        meta = parse_torrent(by_id[m.torrent_id].metainfo or b"")
+        meta = parse_torrent(by_id[m.torrent_id].metainfo or b"", require_layers=False)
         file_length = next((f.length for f in meta.files if f.index == m.file_index), None)
         matches.append({"id": f"m{m.id}", "content_id": str(m.content_id), "infohash": by_id[m.torrent_id].dht_id,
                         "file_index": m.file_index, "file_path": m.file_path, "file_length": file_length,
@@ -155,9 +159,13 @@ def build_inputs(session: Session, request: ExportRequest, *, reference: bool = 
     key_path = keyfile.default_key_path(request.home)
     if not key_path.exists():
         raise ConfigError(f"no signing key at {key_path}; create it with `p2pwatch keys generate`")
+    # watched torrents whose metadata no peer ever delivered: named, so the bundle says what it leaves out
+    # (their rows are in the chain segment as hashes only, like other cases')
+    without = sorted(t.dht_id for t in _case_torrent_rows(session, case.id) if not t.metainfo)
     return {
         "case": {"name": case.name, "allow_content": bool(case.allow_content_in_bundles),
-                 "opened_at": format_timestamp(case.created_at)},
+                 "opened_at": format_timestamp(case.created_at),
+                 **({"torrents_without_metadata": without} if without and not request.torrent else {})},
         "contents": contents,
         "torrents": [TorrentRecord(t.metainfo or b"", t.dht_id, t.name or "") for t in torrents],
         "matches": matches,

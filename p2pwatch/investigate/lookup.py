@@ -148,7 +148,8 @@ async def lookup(infohash: bytes, *, config: MonitorConfig, dht: DHTConfig | Non
                     if len(node.table) == 0:
                         outcome.notes.append("no DHT node answered; check --bootstrap")
                     else:
-                        await harvest_dht(node, exam)
+                        others = sorted(metainfo.dht_ids - {infohash}) if metainfo is not None else []
+                        await harvest_dht(node, exam, other_ids=others)  # a hybrid's other id too
         peers = sorted(exam.listed)
         if outcome.metainfo is None and peers:
             fetched = await fetch_metadata(infohash, peers, config.probe, bind_ip=bind_ip, allow_local=allow_local)
@@ -160,6 +161,9 @@ async def lookup(infohash: bytes, *, config: MonitorConfig, dht: DHTConfig | Non
         elif outcome.metainfo is not None:
             outcome.metadata_source = "given"
         if outcome.metainfo is not None and index is not None:
+            # the zero-byte stages first: peers that vanish or stall the content stages until the timeout
+            # must not cost the matches the metadata alone proves
+            outcome.report = await match_torrent(index, outcome.metainfo, None)
             outcome.report = await run_matcher(index, outcome.metainfo, peers, config, bind_ip=bind_ip,
                                                allow_local=allow_local)
         # peers already proven to level 3 (or flagged) are not probed again; metadata-only probes are
@@ -170,6 +174,8 @@ async def lookup(infohash: bytes, *, config: MonitorConfig, dht: DHTConfig | Non
                                pieces_budget=config.watcher.verified_pieces_per_torrent, bind_ip=bind_ip,
                                allow_local=allow_local)
     exam.finished_at = datetime.now(UTC)
+    if outcome.metainfo is not None and exam.piece_layers():
+        outcome.metainfo = outcome.metainfo.with_piece_layers(exam.piece_layers())
     if scope.cancelled_caught:
         outcome.timed_out = True
         outcome.notes.append(f"stopped at the {timeout:g} s timeout; results are partial")

@@ -73,8 +73,13 @@ async def fetch_metadata(infohash: bytes, peers: Sequence[tuple[str, int]], sett
                            timeout=settings.libtorrent_timeout)
     try:
         async with open_torrent_reader(magnet, options) as reader:
-            result.metainfo = await reader.wait_metadata_async(settings.libtorrent_timeout)
-            result.source = "libtorrent"
+            metainfo = await reader.wait_metadata_async(settings.libtorrent_timeout)
     except P2PWatchError as exc:
         result.error = f"metadata not found: {exc}"
+        return result
+    if infohash[:20] not in metainfo.dht_ids:  # checked here too: a claim is not taken on libtorrent's word
+        ids = ", ".join(sorted(h.hex() for h in metainfo.dht_ids))
+        result.error = f"libtorrent's metadata hashes to {ids}, not {infohash.hex()}"
+        return result
+    result.metainfo, result.source = metainfo, "libtorrent"
     return result

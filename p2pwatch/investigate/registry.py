@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from p2pwatch.errors import ConfigError
+from p2pwatch.errors import ConfigError, MetainfoError
 from p2pwatch.locale import tr as _
 from p2pwatch.match.fingerprint import Fingerprint
 from p2pwatch.match.keywords import normalize
@@ -24,7 +24,7 @@ from p2pwatch.storage.claims import ensure_watch, unwatch_case
 from p2pwatch.storage.ledger import append_audit
 from p2pwatch.storage.models import Case, CaseWatch, Content, Keyword, Torrent, TorrentFile, Watch
 from p2pwatch.storage.models import Match as MatchRow
-from p2pwatch.torrent.metainfo import Metainfo
+from p2pwatch.torrent.metainfo import Metainfo, parse_torrent
 
 
 class UnknownCase(ConfigError):
@@ -131,17 +131,29 @@ def load_index(session: Session) -> RegistryIndex:
 
 def upsert_torrent(session: Session, dht_id: bytes, *, metainfo: Metainfo | None = None, magnet: str | None = None,
                    source: str = "watch", name: str | None = None) -> Torrent:
-    """The torrent row for a DHT id, created or completed with its metainfo and file list."""
+    """The torrent row for a DHT id, created or completed with its metainfo and file list.
+
+    A hybrid torrent goes by two DHT ids (v1, and v2 truncated; libtorrent announces both): with its
+    metainfo, the row already stored under either id is the one returned, so one torrent is one row
+    whichever id the network showed first."""
     key = dht_id.hex()
     torrent = session.execute(select(Torrent).where(Torrent.dht_id == key)).scalar_one_or_none()
+    if torrent is None and metainfo is not None and key in dht_ids(metainfo):
+        torrent = session.execute(select(Torrent).where(Torrent.dht_id.in_(sorted(dht_ids(metainfo))))
+                                  .order_by(Torrent.id).limit(1)).scalar_one_or_none()
+        key = torrent.dht_id if torrent is not None else key
     if torrent is None:
         torrent = Torrent(dht_id=key, first_seen=_now(), source=source, magnet=magnet, name=name)
         session.add(torrent)
         session.flush()
     if magnet and not torrent.magnet:
         torrent.magnet = magnet
-    if metainfo is not None and torrent.metainfo is None:
-        torrent.metainfo = metainfo.torrent_bytes or (b"d4:info" + metainfo.info_bytes + b"e")
+    if metainfo is not None and torrent.metainfo is not None:
+        upgrade_metainfo(torrent, metainfo)
+    elif metainfo is not None:
+        if key not in dht_ids(metainfo):
+            raise MetainfoError(f"the metainfo of {metainfo.name[:80]!r} does not hash to {key}")
+        torrent.metainfo = metainfo.stored_bytes()
         torrent.name = metainfo.name
         torrent.infohash_v1 = metainfo.infohash_v1.hex() if metainfo.infohash_v1 else None
         torrent.infohash_v2 = metainfo.infohash_v2.hex() if metainfo.infohash_v2 else None
@@ -153,6 +165,37 @@ def upsert_torrent(session: Session, dht_id: bytes, *, metainfo: Metainfo | None
         torrent.name = name
     session.flush()
     return torrent
+
+
+def dht_ids(metainfo: Metainfo) -> set[str]:
+    """Every 20-byte id (hex) a torrent goes by on the DHT and the wire: v1, and v2 truncated (BEP 52)."""
+    return {h.hex() for h in metainfo.dht_ids}
+
+
+def stored_metainfo(torrent: Torrent) -> Metainfo | None:
+    """The row's metainfo, parsed as stored: a .torrent, or an info dict from BEP 9 with the piece layers
+    fetched so far (possibly none); None when never fetched. Raises MetainfoError for unusable bytes."""
+    if not torrent.metainfo:
+        return None
+    return parse_torrent(torrent.metainfo, require_layers=False)
+
+
+def upgrade_metainfo(torrent: Torrent, metainfo: Metainfo) -> bool:
+    """Keep what proves more: a stored info dict without (all) piece layers is replaced by the same info dict
+    with more layers (a .torrent file given later, or layers fetched by BEP 52 hash requests). Other
+    stored bytes are never touched: the infohash of the new metainfo must be the row's."""
+    if torrent.dht_id not in dht_ids(metainfo):
+        return False
+    try:
+        stored = stored_metainfo(torrent)
+    except MetainfoError:
+        stored = None
+    if stored is not None and (stored.info_bytes != metainfo.info_bytes
+                               or len(metainfo.piece_layers) <= len(stored.piece_layers)):
+        return False
+    merged = metainfo if stored is None else metainfo.with_piece_layers(stored.piece_layers)
+    torrent.metainfo = merged.stored_bytes()
+    return True
 
 
 def record_match(session: Session, match: Match, torrent: Torrent, *, actor: str = "matcher") -> tuple[MatchRow, bool]:

@@ -32,6 +32,8 @@ from typing import Generic, NamedTuple, TypeVar
 
 import numpy as np
 
+from p2pwatch.match import hash_probe
+
 K = TypeVar("K", bound=Hashable)
 
 #: Hashes kept unsorted (scanned directly) before they are sealed into a sorted segment.
@@ -74,10 +76,11 @@ class _Part:
     width: int
 
 
-def _parts(words: int) -> tuple[_Part, ...]:
-    if words == 1:
-        return (_Part(0, 0, 21), _Part(0, 21, 21), _Part(0, 42, 22))
-    return tuple(_Part(w, s, 16) for w in range(words) for s in (0, 16, 32, 48))
+def _parts(words: int, per_word: int) -> tuple[_Part, ...]:
+    """``per_word`` parts of each 64-bit word, as equal as they can be (narrower first)."""
+    widths = [64 // per_word + (1 if k >= per_word - 64 % per_word else 0) for k in range(per_word)]
+    shifts = [sum(widths[:k]) for k in range(per_word)]
+    return tuple(_Part(w, shift, width) for w in range(words) for shift, width in zip(shifts, widths, strict=True))
 
 
 @functools.cache
@@ -121,6 +124,7 @@ class _Segment:
         self.shifts = np.array([p.shift for p in parts], dtype=np.uint64)
         self.masks = np.array([(1 << bits) - 1 for bits in self.table_bits], dtype=np.uint64)
         self._plans: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._radii: dict[int, np.ndarray] = {}
 
     @staticmethod
     def _keys(codes: np.ndarray, part: _Part, bits: int) -> np.ndarray:
@@ -164,6 +168,16 @@ class _Segment:
     def nbytes(self) -> int:
         return int(self.offsets.nbytes + self.positions.nbytes + self.sorted_codes.nbytes)
 
+    def query_compiled(self, queries: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`query` through the compiled loop (:mod:`p2pwatch.match.hash_probe`; 64-bit hashes): each
+        row once."""
+        part_of, flips = self._plan(radius)
+        radii = self._radii.get(radius)
+        if radii is None:
+            radii = self._radii[radius] = np.array(self.radii(radius), dtype=np.int64)
+        return hash_probe.probe(queries, self.shifts, self.masks, radii, part_of, flips, self.offsets,
+                                self.positions, self.sorted_codes, radius, self.start)
+
     def query(self, queries: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(query number, row, distance) of every entry within ``radius``; a row may come more than once."""
         part_of, flips = self._plan(radius)
@@ -198,11 +212,14 @@ class HashIndex(Generic[K]):
     ``remove(item)`` withdraws them; ``radius`` and ``radius_many`` return every registered hash within ``r``
     bits (inclusive), exactly as a brute-force scan would. Hashes are ints (or, for more than 64 bits, also
     big-endian bytes). A segment is scanned instead of probed when a probe would read more than
-    ``scan_factor`` times its size (the tests set it to infinity to probe at every radius).
+    ``scan_factor`` times its size (the tests set it to infinity to probe at every radius). ``compiled``:
+    probe through :mod:`p2pwatch.match.hash_probe` (default for 64-bit hashes when numba is installed)
+    rather than with whole-array numpy operations; the answers are the same.
     """
 
     def __init__(self, bits: int = 64, *, buffer_rows: int = DEFAULT_BUFFER_ROWS,
-                 merge_ratio: int = DEFAULT_MERGE_RATIO, scan_factor: float = 1.0) -> None:
+                 merge_ratio: int = DEFAULT_MERGE_RATIO, scan_factor: float = 1.0,
+                 parts_per_word: int | None = None, compiled: bool | None = None) -> None:
         if bits <= 0 or bits % 64:
             raise ValueError(f"hash width must be a positive multiple of 64 bits, not {bits}")
         self.bits = bits
@@ -210,7 +227,8 @@ class HashIndex(Generic[K]):
         self.buffer_rows = max(1, buffer_rows)
         self.merge_ratio = max(2, merge_ratio)
         self.scan_factor = scan_factor  # probe a segment while that reads fewer entries than this x its size
-        self._parts = _parts(self.words)
+        self._parts = _parts(self.words, parts_per_word or (3 if self.words == 1 else 4))
+        self.compiled = hash_probe.AVAILABLE and self.words == 1 if compiled is None else compiled
         shape: tuple[int, ...] = (1024,) if self.words == 1 else (1024, self.words)
         self._codes = np.zeros(shape, dtype=np.uint64)
         self._owner = np.zeros(1024, dtype=np.int32)  # item slot of each row
@@ -325,6 +343,11 @@ class HashIndex(Generic[K]):
             older = self._segments.pop()
             self._segments.append(_Segment(self._codes, older.start, newer.end, self._parts))
 
+    def prepare(self) -> None:
+        """Do now the sealing, merging or compaction the next query would do (e.g. after a bulk load, in a
+        thread of its own before the index is shared)."""
+        self._prepare()
+
     def compact(self) -> None:
         """Drop withdrawn rows and sort everything into one segment (also a bulk load's last step)."""
         alive = np.flatnonzero(self._alive[: self._rows])
@@ -375,7 +398,8 @@ class HashIndex(Generic[K]):
         found = []
         for segment in self._segments:
             if segment.probe_cost(radius) < self.scan_factor * segment.size:
-                found.append(segment.query(queries, radius))
+                query = segment.query_compiled if self.compiled else segment.query
+                found.append(query(queries, radius))
             else:
                 found.append(self._scan(queries, segment.start, segment.end, radius))
         if self._sealed() < self._rows:

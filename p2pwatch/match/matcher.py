@@ -109,15 +109,16 @@ class RegistryIndex:
 
     # --- registering ---
 
-    def add(self, item: RegisteredContent) -> int:
-        """Index one registered item; returns its sequence number."""
+    def add(self, item: RegisteredContent, *, pieces_root: bytes | None = None) -> int:
+        """Index one registered item; returns its sequence number. ``pieces_root``: the fingerprint's, when
+        the caller computed it already (it hashes every leaf)."""
         seq = self._next
         self._next += 1
         self._items[seq] = item
         self._by_content.setdefault(item.content_id, []).append(seq)
         fp = item.fingerprint
         if fp.size > 0:
-            self._roots[seq] = fp.pieces_root()
+            self._roots[seq] = pieces_root if pieces_root is not None else fp.pieces_root()
             self.by_root.setdefault(self._roots[seq], []).append(item)
             self.by_size.setdefault(fp.size, []).append(item)
         media = fp.media
@@ -156,6 +157,11 @@ class RegistryIndex:
             self.keywords[case] = list(words)
         else:
             self.keywords.pop(case, None)
+
+    def prepare(self) -> None:
+        """Sort what was added into the hash indexes now rather than at the next lookup."""
+        for hashes in (self.frames, self.image_phashes, self.image_pdqs):
+            hashes.prepare()
 
     # --- reading ---
 

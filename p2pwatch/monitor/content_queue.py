@@ -58,9 +58,10 @@ class ContentStages:
         except RuntimeError:  # rendered outside trio
             return 0.0
 
-    def update_index(self, index: RegistryIndex) -> None:
-        """Follow the registry (its hash indexes are its own; the triage's size profile is rebuilt)."""
-        if index is self._index:
+    def update_index(self, index: RegistryIndex, *, changed: bool = False) -> None:
+        """Follow the registry, a new index or this one ``changed`` in place (its hash indexes are its own;
+        the triage's size profile is rebuilt)."""
+        if index is self._index and not changed:
             return
         self.screening = Screening(Triage(index, triage_rules(self.config),
                                           preview_pieces=self.config.triage.preview_pieces),

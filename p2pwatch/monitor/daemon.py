@@ -37,7 +37,8 @@ from p2pwatch.investigate.examine import Examination, observation_records
 from p2pwatch.investigate.geoip import GeoLookup
 from p2pwatch.investigate.lookup import run_matcher
 from p2pwatch.investigate.metadata_fetch import fetch_metadata
-from p2pwatch.investigate.registry import load_index, record_match, upsert_torrent
+from p2pwatch.investigate.registry import record_match, upsert_torrent
+from p2pwatch.investigate.registry_sync import RegistryChanges, RegistrySync
 from p2pwatch.match.matcher import Match, MatchReport, RegistryIndex, match_torrent
 from p2pwatch.match.screened import skipped_report
 from p2pwatch.monitor.alerts import Alerter
@@ -68,6 +69,7 @@ class MonitorState:
     known: set[bytes] = field(default_factory=set)  # DHT ids already stored (matched or watched)
     watched: dict[bytes, int] = field(default_factory=dict)  # DHT id -> torrent id
     checked: int = 0
+    checked_ids: set[bytes] = field(default_factory=set)  # DHT ids whose metadata was checked (both of a hybrid)
     matches: list[dict[str, object]] = field(default_factory=list)
 
 
@@ -78,15 +80,18 @@ def registry_version(session: Session) -> tuple[Any, ...]:
             session.execute(select(func.count(Case.withdrawn_at), func.count()).select_from(Case)).one())
 
 
-def _load_state(session: Session, previous: tuple[Any, ...] | None
-                ) -> tuple[RegistryIndex | None, tuple[Any, ...], set[bytes], dict[bytes, int]]:
-    """The registry index (None when ``previous`` says it has not changed: parsing every fingerprint again
-    every refresh would be wasted work), the stored torrents and the watch list."""
+def load_monitor_state(session: Session, previous: tuple[Any, ...] | None, registry: RegistrySync | None = None
+                       ) -> tuple[RegistryChanges | None, tuple[Any, ...], set[bytes], dict[bytes, int]]:
+    """The registry's changes since the last read into ``registry`` (None when ``previous`` says there are
+    none; only the changed rows are parsed, never the whole registry again), the stored torrents and the
+    watch list."""
     version = tuple(tuple(row) for row in registry_version(session))
-    index = None if version == previous else load_index(session)
-    known = {bytes.fromhex(d) for d in session.execute(select(Torrent.dht_id)).scalars()}
-    watched = {bytes.fromhex(t.dht_id): t.id for t in session.execute(
-        select(Torrent).join(Watch, Watch.torrent_id == Torrent.id).where(Watch.active.is_(True))).scalars()}
+    index = None if version == previous else (registry or RegistrySync()).read(session)
+    known = {bytes.fromhex(h[:40]) for row in session.execute(
+        select(Torrent.dht_id, Torrent.infohash_v1, Torrent.infohash_v2)) for h in row if h}
+    watched = {bytes.fromhex(h[:40]): t.id for t in session.execute(  # a hybrid is announced under both its ids
+        select(Torrent).join(Watch, Watch.torrent_id == Torrent.id).where(Watch.active.is_(True))).scalars()
+        for h in (t.dht_id, t.infohash_v1, t.infohash_v2) if h}
     return index, version, known, watched
 
 
@@ -110,17 +115,26 @@ class Monitor:
         self._registry_version: tuple[Any, ...] | None = None
         self.writer: ObservationWriter | None = None
         self.content = ContentStages(config, self.metrics, bind_ip=bind_ip, allow_local=dht.allow_local)
+        self.registry = RegistrySync()
 
     async def _read(self) -> None:
         sessions = session_factory(self.engine)
 
-        def load() -> tuple[RegistryIndex | None, tuple[Any, ...], set[bytes], dict[bytes, int]]:
+        def load() -> tuple[RegistryChanges | None, tuple[Any, ...], set[bytes], dict[bytes, int]]:
             with sessions() as session:
-                return _load_state(session, self._registry_version)
+                changes, version, known, watched = load_monitor_state(session, self._registry_version,
+                                                                      self.registry)
+            if changes is not None and self.state.index is not self.registry.index:
+                self.registry.apply(changes)  # the first load: nothing queries this index yet
+                self.registry.index.prepare()
+                changes = None
+            return changes, version, known, watched
 
-        index, self._registry_version, known, watched = await trio.to_thread.run_sync(load)
-        if index is not None:
-            self.state.index = index
+        changes, self._registry_version, known, watched = await trio.to_thread.run_sync(load)
+        if changes is not None:  # applied here, between lookups: the index never changes under one
+            self.registry.apply(changes)
+        self.state.index = self.registry.index
+        self.content.update_index(self.state.index, changed=changes is not None)  # the triage's size profile
         self.state.known |= known
         self.state.watched = watched
 
@@ -153,7 +167,7 @@ class Monitor:
     async def _run_stages(self, writer: ObservationWriter, node: DHTNode) -> None:
         m = self.metrics
         m.gauges["p2pwatch_dht_nodes"] = lambda: float(len(node.table))
-        m.gauges["p2pwatch_watched_torrents"] = lambda: float(len(self.state.watched))
+        m.gauges["p2pwatch_watched_torrents"] = lambda: float(len(set(self.state.watched.values())))
         discoveries_send, discoveries = trio.open_memory_channel[Discovery](self.config.crawler.channel_size)
         metadata_send, metadata_receive = trio.open_memory_channel[bytes](64)
         self.watcher = Watcher(self.config, writer, node, worker_id=self.worker_id, alerter=self.alerter,
@@ -225,6 +239,9 @@ class Monitor:
                 await self._check_new(infohash, writer, node)
             except P2PWatchError as exc:
                 log.info("%s: %s", infohash.hex(), exc)
+            except Exception:  # whatever a swarm sends, one torrent's failure never stops the daemon
+                self.metrics.counters["p2pwatch_metadata_errors_total"] += 1
+                log.exception("%s: checking the torrent failed", infohash.hex())
 
     async def _check_new(self, infohash: bytes, writer: ObservationWriter, node: DHTNode) -> None:
         found = await node.get_peers(infohash)
@@ -237,6 +254,13 @@ class Monitor:
         metainfo = fetched.metainfo
         if metainfo is None:
             return
+        layers = {root: layer for probe in fetched.probes for root, layer in probe.piece_layers.items()}
+        metainfo = metainfo.with_piece_layers(layers)  # level-3 rows on v2 pieces rest on them: stored together
+        other_ids = set(metainfo.dht_ids) - {infohash}
+        if other_ids & self.state.checked_ids:
+            return  # a hybrid's other DHT id (BEP 52) was checked already: the same torrent
+        self.state.checked_ids |= other_ids | {infohash}
+        self.state.known |= other_ids
         self.metrics.counters["p2pwatch_metadata_fetched_total"] += 1
         self.state.checked += 1
         index = self.state.index
@@ -268,7 +292,8 @@ class Monitor:
         if not report.matches:
             return
         torrent_id = await writer.run(lambda s: self._store_matches(s, infohash, metainfo, report.matches))
-        self.state.watched[infohash] = torrent_id
+        for ident in metainfo.dht_ids | {infohash}:  # announces under either id of a hybrid are its peers
+            self.state.watched[ident] = torrent_id
         exam = Examination(infohash, datetime.now(UTC))
         for peer, reporters in found.peers.items():
             for ip, port in reporters:

@@ -24,6 +24,7 @@ HELP = {
     "p2pwatch_dht_queries_sent_total": "KRPC queries our DHT node sent",
     "p2pwatch_infohashes_discovered_total": "infohashes the crawler saw for the first time",
     "p2pwatch_metadata_fetched_total": "torrents whose metadata was fetched and verified",
+    "p2pwatch_metadata_errors_total": "torrents whose check failed with an unexpected error (logged, skipped)",
     "p2pwatch_matches_total": "matches confirmed",
     "p2pwatch_observations_total": "observations recorded, by level",
     "p2pwatch_examinations_total": "watched torrents examined",
@@ -35,6 +36,7 @@ HELP = {
     "p2pwatch_triage_budget_total": "torrents whose content stages stopped at the content budget",
     "p2pwatch_content_pieces_total": "pieces the content stages asked of swarms",
     "p2pwatch_content_bytes_total": "bytes the content stages asked of swarms (charged to the budget)",
+    "p2pwatch_examination_errors_total": "examinations that failed with an unexpected error (logged, retried)",
 }
 
 

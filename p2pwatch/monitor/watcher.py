@@ -29,6 +29,7 @@ from p2pwatch.dht.node import DHTNode
 from p2pwatch.errors import P2PWatchError
 from p2pwatch.investigate.examine import Examination, examine, observation_records, swarm_samples
 from p2pwatch.investigate.geoip import GeoLookup
+from p2pwatch.investigate.registry import upgrade_metainfo
 from p2pwatch.investigate.swarmstatus import SwarmStatus, is_revival, swarm_status
 from p2pwatch.monitor.alerts import Alerter
 from p2pwatch.monitor.metrics import Metrics
@@ -68,7 +69,7 @@ def _target(session: Session, torrent_id: int, extra_trackers: list[str], pex_si
     trackers: list[str] = []
     if torrent.metainfo:
         try:
-            metainfo = parse_torrent(torrent.metainfo)
+            metainfo = parse_torrent(torrent.metainfo, require_layers=False)
             trackers += [url for tier in metainfo.trackers for url in tier]
         except P2PWatchError as exc:
             log.warning("stored metainfo of %s unusable: %s", torrent.dht_id, exc)
@@ -79,6 +80,12 @@ def _target(session: Session, torrent_id: int, extra_trackers: list[str], pex_si
     return WatchTarget(torrent_id, bytes.fromhex(torrent.dht_id), torrent.name, metainfo,
                        tuple(dict.fromkeys(trackers + extra_trackers)), watch.status, watch.last_peer_at,
                        tuple(((ip, port), reporter) for ip, port, reporter in pex))
+
+
+def _store_layers(session: Session, torrent_id: int, metainfo: Metainfo) -> None:
+    torrent = session.get(Torrent, torrent_id)
+    if torrent is not None:
+        upgrade_metainfo(torrent, metainfo)
 
 
 def release_own_claims(session: Session, worker_id: str) -> int:
@@ -110,9 +117,18 @@ class Watcher:
             if claims:
                 async with trio.open_nursery() as nursery:
                     for claim in claims:
-                        nursery.start_soon(self._check, claim.torrent_id)
+                        nursery.start_soon(self._check_safely, claim.torrent_id)
             else:
                 await trio.sleep(self.poll)
+
+    async def _check_safely(self, torrent_id: int) -> None:
+        """One watch's failure, whatever the swarm did, is logged and counted; the daemon and the other
+        watches go on (the lease expires, so the watch is examined again later)."""
+        try:
+            await self._check(torrent_id)
+        except Exception:
+            self.metrics.counters["p2pwatch_examination_errors_total"] += 1
+            log.exception("examination of torrent %d failed unexpectedly", torrent_id)
 
     async def _check(self, torrent_id: int) -> None:
         extra = list(self.config.watcher.trackers)
@@ -131,6 +147,9 @@ class Watcher:
         self.examined.append(exam)
         if len(self.examined) > 100:
             del self.examined[:50]
+        if target.metainfo is not None and exam.piece_layers():  # the level-3 rows on v2 pieces rest on them
+            metainfo = target.metainfo.with_piece_layers(exam.piece_layers())
+            await self.writer.run(lambda s: _store_layers(s, torrent_id, metainfo))
         records: list[Any] = observation_records(torrent_id, exam, self.geo)
         await self.writer.write_many(records + swarm_samples(torrent_id, exam))
         self._count(records)

@@ -29,9 +29,13 @@ and ``piece`` bound their whole step, and after the handshake ``idle`` also boun
 message (and the wait for the bitfield). The probe never raises for anything the peer does; problems go to
 ``error`` and suspicious behaviour to ``flagged``.
 
-Departures: no BEP 52 hash requests yet, so from bare v2 metadata only pieces of one-piece files can be
-verified (give the .torrent, with its piece layers, to verify any v2 piece); we never upload (requests are
-rejected under BEP 6, ignored otherwise) and announce no pieces (have_none when the peer is fast).
+From bare v2 metadata (BEP 9 gives no ``piece layers``) only pieces of one-piece files can be verified at
+once; when the peer claims none, the cheapest missing piece layer is asked of the peer by BEP 52 hash
+requests (:mod:`p2pwatch.probe.hash_layers`), checked against the file's pieces root, and returned in
+``piece_layers`` for the store. A peer whose layer does not re-compute the root is flagged.
+
+Departures: we never upload (requests are rejected under BEP 6, ignored otherwise) and announce no pieces
+(have_none when the peer is fast).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 import trio
@@ -46,10 +51,11 @@ import trio
 from p2pwatch import limits, netguard
 from p2pwatch.errors import LocalProtocolError, P2PWatchError, PeerTimeout, PeerWireError, RemoteProtocolError
 from p2pwatch.probe import wire
+from p2pwatch.probe.hash_layers import fetch_layer, file_needing_layer
 from p2pwatch.probe.mse import CRYPTO_PLAINTEXT, CRYPTO_RC4, MSEError, MSEInitiator
-from p2pwatch.probe.peer_steps import claimed_pieces, describe, file_of_piece, os_error_text, piece_digest
+from p2pwatch.probe.peer_steps import claimed_pieces, describe, os_error_text, piece_digest
 from p2pwatch.probe.pex import PexCollector
-from p2pwatch.probe.probe_result import ProbeResult, ProbeTimeouts, TranscriptEntry, utc_now
+from p2pwatch.probe.probe_result import ProbeResult, ProbeTimeouts, TranscriptEntry, result_from_state, utc_now
 from p2pwatch.torrent.metainfo import Metainfo, TorrentVersion, parse_info
 
 __all__ = ["ProbeResult", "ProbeTimeouts", "TranscriptEntry", "probe_peer"]
@@ -359,14 +365,6 @@ class _Probe:
         except (PeerTimeout, PeerWireError) as exc:
             self.note("no_ut_pex", waited=self.t.pex, reason=str(exc))
 
-    def _verifiable(self, index: int) -> bool:
-        mi = self.metainfo
-        assert mi is not None
-        if mi.piece_hashes:
-            return True
-        file = file_of_piece(mi, index)
-        return file is not None and mi.v2_piece_hashes(file) is not None
-
     def _choose_piece(self) -> int | None:
         mi = self.metainfo
         assert mi is not None
@@ -378,20 +376,35 @@ class _Probe:
                 self.r["error"] = f"the peer does not claim piece {self.piece}"
                 return None
             return self.piece
-        candidates = range(mi.num_pieces) if self.have_all else sorted(self._claimed())
-        best: tuple[int, int] | None = None
-        for index in candidates:
-            size = mi.piece_size(index)
-            if (best is None or size < best[0]) and self._verifiable(index):
-                best = (size, index)
-        if best is None:
+        verifiable = [i for i in sorted(self._candidates()) if mi.piece_verifiable(i)]
+        if not verifiable:
             self.note("no_verifiable_piece")
             return None
-        return best[1]
+        return min(verifiable, key=mi.piece_size)  # the smallest, the lowest index among equals
+
+    async def _layer(self) -> None:
+        """BEP 52: when no claimed piece is verifiable from what the metainfo holds, ask this peer for the
+        cheapest missing piece layer (:mod:`p2pwatch.probe.hash_layers`)."""
+        mi = self.metainfo
+        assert mi is not None
+        wanted = [i for i in self._candidates() if 0 <= i < mi.num_pieces]
+        file = None if any(mi.piece_verifiable(i) for i in wanted) else file_needing_layer(mi, wanted)
+        if file is not None:
+            deadline = trio.current_time() + self.t.piece
+            got = await fetch_layer(mi, file, self.send, lambda: self.next_event(deadline, "a hash request"), self.note)
+            self.metainfo = got.metainfo or mi
+            self.r["flagged"] = self.r.get("flagged") or got.flagged
+            self.r.setdefault("piece_layers", {}).update(got.layers)
+
+    def _candidates(self) -> Iterable[int]:
+        mi = self.metainfo
+        assert mi is not None
+        return [self.piece] if self.piece is not None else range(mi.num_pieces) if self.have_all else self._claimed()
 
     async def _piece(self) -> None:
         if self.metainfo is None or not (self.fetch_piece or self.piece is not None):
             return
+        await self._layer()
         index = self._choose_piece()
         if index is None:
             return
@@ -448,18 +461,8 @@ class _Probe:
             self.r["level"] = min(self.r["level"], 2)
 
     def result(self) -> ProbeResult:
-        r = self.r
-        return ProbeResult(
-            ip=self.ip, port=self.port, infohash=self.infohash, level=r["level"], client=r.get("client"),
-            peer_id=r.get("peer_id"), have_fraction=r.get("have_fraction"),
-            metadata_verified=r.get("metadata_verified", False), metadata=r.get("metadata"),
-            piece_verified=r.get("piece_verified"), piece_hash=r.get("piece_hash"),
-            piece_hash_algorithm=r.get("piece_hash_algorithm"), piece_sha1=r.get("piece_sha1"),
-            flagged=r.get("flagged"), error=r.get("error"), encrypted=r.get("encrypted", False),
-            encryption=r.get("encryption", "none"), bytes_received=self.bytes_in, bytes_sent=self.bytes_out,
-            started_at=r["started_at"], finished_at=utc_now(), transcript=tuple(self.transcript),
-            pex_peers=tuple(self.pex.peers.values()),
-        )
+        return result_from_state(self.ip, self.port, self.infohash, self.r, self.bytes_in, self.bytes_out,
+                                 tuple(self.transcript), tuple(self.pex.peers.values()))
 
 
 class _Stop(Exception):
@@ -478,8 +481,8 @@ async def probe_peer(
         raise LocalProtocolError("infohash must be 20 bytes (v1 or truncated v2) or 32 bytes (v2)")
     if encryption not in ("off", "prefer", "require"):
         raise LocalProtocolError(f"encryption must be off, prefer or require, not {encryption!r}")
-    if metainfo is not None and metainfo.infohash != infohash[:20]:
-        raise LocalProtocolError("metainfo does not belong to this infohash")
+    if metainfo is not None and infohash[:20] not in metainfo.dht_ids:
+        raise LocalProtocolError("metainfo does not belong to this infohash")  # a hybrid has two ids (BEP 52)
     if metainfo is not None and metainfo.version is TorrentVersion.V2 and len(infohash) == 20:
         infohash = metainfo.infohash_v2 or infohash
     our_id = peer_id if peer_id is not None else PEER_ID_PREFIX + os.urandom(12)

@@ -63,6 +63,8 @@ class ProbeResult:
     started_at: str = ""
     finished_at: str = ""
     transcript: tuple[TranscriptEntry, ...] = ()
+    #: v2 piece layers this peer handed over by BEP 52 hash requests, each verified against its pieces root
+    piece_layers: dict[bytes, bytes] = field(default_factory=dict)
     #: peers this peer listed over BEP 11 ut_pex during the probe (claims, level 0; bounded)
     pex_peers: tuple[PexPeer, ...] = ()
 
@@ -81,3 +83,19 @@ class ProbeResult:
             "started_at": self.started_at, "finished_at": self.finished_at,
             "pex_peers": [p.to_json() for p in self.pex_peers],
         }
+
+
+def result_from_state(ip: str, port: int, infohash: bytes, r: dict[str, Any], bytes_in: int, bytes_out: int,
+                      transcript: tuple[TranscriptEntry, ...], pex_peers: tuple[PexPeer, ...] = ()) -> ProbeResult:
+    """The :class:`ProbeResult` of a finished probe from its state (``r`` holds what the steps found)."""
+    return ProbeResult(
+        ip=ip, port=port, infohash=infohash, level=r["level"], client=r.get("client"),
+        peer_id=r.get("peer_id"), have_fraction=r.get("have_fraction"),
+        metadata_verified=r.get("metadata_verified", False), metadata=r.get("metadata"),
+        piece_verified=r.get("piece_verified"), piece_hash=r.get("piece_hash"),
+        piece_hash_algorithm=r.get("piece_hash_algorithm"), piece_sha1=r.get("piece_sha1"),
+        flagged=r.get("flagged"), error=r.get("error"), encrypted=r.get("encrypted", False),
+        encryption=r.get("encryption", "none"), bytes_received=bytes_in, bytes_sent=bytes_out,
+        started_at=r["started_at"], finished_at=utc_now(), transcript=transcript,
+        piece_layers=r.get("piece_layers", {}), pex_peers=pex_peers,
+    )

@@ -10,8 +10,10 @@ Nothing leaves 127.0.0.0/8 (netguard is set to loopback only for the run).
 from __future__ import annotations
 
 import functools
+import json
 import tempfile
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,7 @@ class DemoResult:
     status: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     triage: dict[str, int] = field(default_factory=dict)  # the monitor's triage and content counters
+    exported: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> bundle.json torrent record
 
 
 def demo_config() -> MonitorConfig:
@@ -76,7 +79,7 @@ def demo_config() -> MonitorConfig:
 
 def _progress(engine: Engine, demo: DemoSwarm) -> tuple[dict[str, str], set[str]]:
     """Which demo torrents are matched (label -> method) and which of those have a level-3 observation."""
-    by_hash = {t.infohash: t.label for t in demo.torrents}
+    by_hash = {ident: t.label for t in demo.torrents for ident in t.dht_ids}
     with writer_sessionmaker(engine)() as session:
         matched = {by_hash.get(dht, dht): method for dht, method in session.execute(
             select(Torrent.dht_id, Match.method).join(Torrent, Torrent.id == Match.torrent_id))}
@@ -121,7 +124,8 @@ async def run_demo(workdir: Path, console: Console, *, timeout: float = 150.0) -
         await announce_absent_peer(demo, ABSENT_PEER_IP, 9)
         lap("swarm up")
         console.print(f"• local swarm: {len(demo.sessions)} libtorrent DHT nodes on 127.0.44.2-9 seeding "
-                      f"{len(demo.torrents)} torrents (exact, renamed multi-file, re-encoded, decoy), and "
+                      f"{len(demo.torrents)} torrents (exact, renamed multi-file, re-encoded, decoy, hybrid, v2), "
+                      "and "
                       f"{ABSENT_PEER_IP}:9 listed in the DHT with nothing listening")
         await _monitor(engine, demo, home, console, result, timeout, lap)
         await _report(engine, demo, home, console, result, lap)
@@ -165,7 +169,7 @@ async def _monitor(engine: Engine, demo: DemoSwarm, home: Path, console: Console
 
 async def _report(engine: Engine, demo: DemoSwarm, home: Path, console: Console, result: DemoResult,
                   lap: Any) -> None:
-    by_hash = {t.infohash: t for t in demo.torrents}
+    by_hash = {ident: t for t in demo.torrents for ident in t.dht_ids}
     with writer_sessionmaker(engine)() as session:
         table = Table(title="matches")
         for column in ("torrent", "file", "method", "bytes fetched", "expected"):
@@ -205,13 +209,26 @@ async def _report(engine: Engine, demo: DemoSwarm, home: Path, console: Console,
     verdict = await trio.to_thread.run_sync(verify_bundle, bundle)
     result.bundle = bundle
     result.verified = verdict.exit_code == 0
+    result.exported = _exported_torrents(bundle, by_hash)
     lap("bundle verified")
     console.print(f"• evidence bundle: {bundle} ({summary.size:,} bytes, {summary.observations} observations, "
                   f"{summary.distribution_peers} peers at level 3–4, key {summary.key_fingerprint[:16]}…)")
+    for label, record in sorted(result.exported.items()):
+        layers = record.get("piece_layers", {})
+        held = f"; piece layers held for {len(layers['present'])} file(s)" if layers.get("present") else ""
+        held += f"; not held for {len(layers['missing'])} file(s)" if layers.get("missing") else ""
+        console.print(f"    {label}: {record['version']} torrent as {record['file']} ({record['metainfo']}{held})")
     for check in verdict.checks:
         console.print(f"    {check.status:>4}  {check.name}")
     console.print(f"• verify: {'[green]bundle intact[/green]' if result.verified else '[red]FAILED[/red]'} — "
                   f"police can run `python -m evidence verify {bundle.name}` with the standard library alone")
+
+
+def _exported_torrents(bundle: Path, by_hash: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """bundle.json's torrent records by demo label: what metainfo each copy was exported with."""
+    with zipfile.ZipFile(bundle) as z:
+        records = json.loads(z.read("bundle.json"))["torrents"]
+    return {by_hash[r["infohash"]].label if r["infohash"] in by_hash else r["infohash"]: r for r in records}
 
 
 def main_demo(workdir: Path | None, keep: bool, timeout: float = 150.0) -> DemoResult:

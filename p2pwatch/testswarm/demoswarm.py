@@ -7,6 +7,12 @@ Content is generated with ffmpeg's lavfi sources (never real media). The swarm, 
 * ``renamed``: the same bytes renamed, behind a small text file in a multi-file v1 torrent (unaligned);
 * ``reencoded``: the video scaled down and re-encoded at a lower quality;
 * ``decoy``: a different video whose name carries the case keyword;
+* ``hybrid``: the registered video again, as a v1+v2 hybrid torrent made by libtorrent (BEP 52): found on the
+  DHT under its v1 or its truncated v2 id, its metadata comes over BEP 9 without ``piece layers``, it is matched
+  by its pieces root and exported as the info dict alone;
+* ``v2``: the registered video again, as a v2-only torrent (BEP 52): every piece needs the piece layer BEP 9
+  does not carry, so the monitor's probes fetch it by hash requests before they can prove a seeder, and the
+  bundle carries it;
 * a listed-but-absent peer: an address announced into the DHT for ``exact`` where nothing listens.
 
 Eight libtorrent sessions run the DHT; the monitor finds the torrents by BEP 51 crawling alone.
@@ -23,7 +29,7 @@ import trio
 from p2pwatch.dht.node import DHTConfig, open_dht_node
 from p2pwatch.errors import MediaError
 from p2pwatch.match.media import ffmpeg_exe
-from p2pwatch.testswarm.localswarm import LocalSwarm, SwarmSession
+from p2pwatch.testswarm.localswarm import LocalSwarm, SwarmSession, create_torrent
 from p2pwatch.torrent.maker import make_v1_torrent
 from p2pwatch.torrent.metainfo import Metainfo, parse_torrent
 
@@ -78,6 +84,10 @@ class DemoContent:
         (renamed / "b_beach.mp4").write_bytes(original.read_bytes())
         (root / "reencoded").mkdir(exist_ok=True)
         reencode(original, root / "reencoded" / "small_version.mp4")
+        (root / "hybrid").mkdir(exist_ok=True)
+        (root / "hybrid" / "clip_0412_hd.mp4").write_bytes(original.read_bytes())
+        (root / "v2").mkdir(exist_ok=True)
+        (root / "v2" / "clip_0412_v2.mp4").write_bytes(original.read_bytes())
         (root / "decoy").mkdir(exist_ok=True)
         make_video(root / "decoy" / "kim_jiyoung_fancam.mp4", [
             "cellauto=rule=110:seed=5:{s},boxblur=2", "zoneplate=kt=8:kx2=8:ky2=8:{s},boxblur=2"])
@@ -96,6 +106,11 @@ class DemoTorrent:
     def infohash(self) -> str:
         return self.metainfo.infohash.hex()
 
+    @property
+    def dht_ids(self) -> set[str]:
+        """Every id the torrent goes by on the DHT (a hybrid's v1 and truncated v2 ids)."""
+        return {h[:20].hex() for h in (self.metainfo.infohash_v1, self.metainfo.infohash_v2) if h}
+
 
 def demo_torrents(content: DemoContent) -> list[DemoTorrent]:
     root = content.root
@@ -111,12 +126,16 @@ def demo_torrents(content: DemoContent) -> list[DemoTorrent]:
         ("decoy", make_v1_torrent("kim_jiyoung_fancam.mp4", [
             ("kim_jiyoung_fancam.mp4", root / "decoy" / "kim_jiyoung_fancam.mp4")], piece_length=PIECE,
             single_file=True), None),
+        ("hybrid", create_torrent(root / "hybrid" / "clip_0412_hd.mp4", version="hybrid", piece_length=PIECE),
+         "exact-metadata"),
+        ("v2", create_torrent(root / "v2" / "clip_0412_v2.mp4", version="v2", piece_length=PIECE), "exact-metadata"),
     ]
     return [DemoTorrent(label, parse_torrent(raw), raw, expected) for label, raw, expected in specs]
 
 
-SAVE_PATHS = {"exact": "exact", "renamed": "renamed", "reencoded": "reencoded", "decoy": "decoy"}
-SEEDERS = {"exact": [0, 1], "renamed": [2], "reencoded": [3], "decoy": [4]}
+SAVE_PATHS = {"exact": "exact", "renamed": "renamed", "reencoded": "reencoded", "decoy": "decoy", "hybrid": "hybrid",
+              "v2": "v2"}
+SEEDERS = {"exact": [0, 1], "renamed": [2], "reencoded": [3], "decoy": [4], "hybrid": [1], "v2": [2]}
 
 
 @dataclass

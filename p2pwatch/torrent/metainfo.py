@@ -109,6 +109,12 @@ class Metainfo:
         return self.infohashes.dht_id
 
     @property
+    def dht_ids(self) -> frozenset[bytes]:
+        """Every 20-byte id the torrent goes by on the DHT and the wire: v1 and truncated v2 (a hybrid has
+        both, BEP 52; libtorrent announces under both)."""
+        return frozenset(h[:20] for h in (self.infohash_v1, self.infohash_v2) if h is not None)
+
+    @property
     def infohashes(self) -> InfoHash:
         return InfoHash(v1=self.infohash_v1, v2=self.infohash_v2)
 
@@ -188,6 +194,12 @@ class Metainfo:
         layer = self.piece_layers.get(file.pieces_root)
         return None if layer is None else tuple(merkle.split_hashes(layer))
 
+    def piece_verifiable(self, index: int) -> bool:
+        """Whether :meth:`verify_piece` can check piece ``index``: always with v1 hashes; for a v2-only
+        torrent when its file fits in one piece or its piece layer is known."""
+        self._check_piece(index)
+        return bool(self.piece_hashes) or self.v2_piece_hashes(self._file_at_piece(index)) is not None
+
     def verify_piece_v2(self, file: FileEntry, piece_in_file: int, data: bytes) -> bool:
         """Check ``data``, the bytes of piece ``piece_in_file`` of ``file`` (no padding), against the v2
         hashes. Raises :class:`LocalProtocolError` when those hashes are not known."""
@@ -208,10 +220,36 @@ class Metainfo:
 
     def with_piece_layers(self, layers: Mapping[bytes, bytes]) -> Metainfo:
         """A copy with v2 piece layers obtained elsewhere (e.g. BEP 52 hash requests), checked against
-        the pieces roots; raises :class:`MetainfoError` when one does not match."""
+        the pieces roots; raises :class:`MetainfoError` when one does not match. When a layer was added and
+        the metainfo came from a .torrent, ``torrent_bytes`` is that .torrent with the merged ``piece layers``
+        (every other key kept, the info dict spliced in byte for byte); otherwise None."""
         merged = dict(self.piece_layers)
         merged.update(check_piece_layers(dict(layers), self.files, self.piece_length, require=False))
-        return dataclasses.replace(self, piece_layers=MappingProxyType(merged))
+        if merged.keys() == self.piece_layers.keys():
+            return self
+        torrent = None if self.torrent_bytes is None else _with_layers(self.torrent_bytes, self.info_bytes, merged)
+        return dataclasses.replace(self, piece_layers=MappingProxyType(merged), torrent_bytes=torrent)
+
+    @property
+    def layer_files(self) -> tuple[FileEntry, ...]:
+        """The v2 files larger than one piece: the ones whose piece hashes live in ``piece layers``."""
+        return tuple(f for f in self.files if f.pieces_root is not None and f.length > self.piece_length)
+
+    @property
+    def missing_layers(self) -> tuple[FileEntry, ...]:
+        """The :attr:`layer_files` whose piece layer is not known (all of them for a bare BEP 9 info dict)."""
+        return tuple(f for f in self.layer_files if f.pieces_root not in self.piece_layers)
+
+    def stored_bytes(self) -> bytes:
+        """What the evidence store keeps: the .torrent (as given, or with the layers added by
+        :meth:`with_piece_layers`), else a bencoded dict of the info dict exactly as received (BEP 9) and the
+        piece layers known so far (BEP 52 keys sort ``info`` first)."""
+        if self.torrent_bytes is not None:
+            return self.torrent_bytes
+        out = b"d4:info" + self.info_bytes
+        if self.piece_layers:
+            out += b"12:piece layers" + bencoding.encode(dict(self.piece_layers))
+        return out + b"e"
 
     def to_magnet(self) -> str:
         trackers = tuple(dict.fromkeys(url for tier in self.trackers for url in tier))
@@ -220,8 +258,13 @@ class Metainfo:
         ).to_uri()
 
 
-def parse_torrent(data: bytes) -> Metainfo:
-    """Parse a whole .torrent file; its v2 piece layers are checked against the pieces roots."""
+def parse_torrent(data: bytes, *, require_layers: bool = True) -> Metainfo:
+    """Parse a whole .torrent file; its v2 piece layers are checked against the pieces roots.
+
+    A .torrent must hold the layer of every v2 file larger than a piece (BEP 52). What the evidence store
+    keeps (:meth:`Metainfo.stored_bytes`) may hold fewer: an info dict received by BEP 9 has none, and
+    layers fetched by hash requests come one file at a time; read it with ``require_layers=False`` (a layer
+    that is present is still checked)."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise MetainfoError("a .torrent must be bytes")
     data = bytes(data)
@@ -237,7 +280,7 @@ def parse_torrent(data: bytes) -> Metainfo:
     if info_bytes is None:
         raise MetainfoError("the .torrent has no 'info' dict")
     meta = _build(info_bytes, _tiers_from_torrent(top))
-    layers = check_piece_layers(top.get(b"piece layers"), meta.files, meta.piece_length, require=True)
+    layers = check_piece_layers(top.get(b"piece layers"), meta.files, meta.piece_length, require=require_layers)
     return dataclasses.replace(
         meta,
         piece_layers=MappingProxyType(layers),
@@ -345,6 +388,18 @@ def _build(info_bytes: bytes, trackers: tuple[tuple[str, ...], ...]) -> Metainfo
         trackers=trackers,
         private=info.get(b"private") == 1,
     )
+
+
+def _with_layers(torrent: bytes, info_bytes: bytes, layers: dict[bytes, bytes]) -> bytes:
+    """``torrent`` re-encoded with ``piece layers`` replaced: keys in sorted order (BEP 3), the info dict's
+    raw bytes as they were (its hashes must not change)."""
+    top = bencoding.decode(torrent, max_size=limits.MAX_TORRENT_FILE)
+    top[b"piece layers"] = layers
+    out = [b"d"]
+    for key in sorted(top):
+        out.append(bencoding.encode(key))
+        out.append(info_bytes if key == b"info" else bencoding.encode(top[key]))
+    return b"".join(out) + b"e"
 
 
 def _tiers_from_torrent(top: dict[bytes, Any]) -> tuple[tuple[str, ...], ...]:

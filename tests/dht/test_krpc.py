@@ -537,6 +537,7 @@ def _normalise(m: Message) -> Message:
             nodes=tuple(NodeInfo(n.id, _canonical_ip(n.ip), n.port) for n in m.nodes),
             nodes6=tuple(NodeInfo(n.id, _canonical_ip(n.ip), n.port) for n in m.nodes6),
             values=tuple((_canonical_ip(ip), p) for ip, p in m.values),
+            external_ip=None if m.external_ip is None else (_canonical_ip(m.external_ip[0]), m.external_ip[1]),
         )
     return m
 
@@ -646,3 +647,12 @@ def test_fast_response_encoder_equals_the_dict_encoder(tid: bytes, sender: bytes
     if ip is not None:
         reference[b"ip"] = krpc.compact_address(*ip)
     assert krpc.encode(message, client_version=version, external_ip=ip) == bencoding.encode(reference)
+
+
+def test_round_trip_of_an_ipv4_mapped_external_ip() -> None:
+    """inet_ntop writes ::ffff:0:0 as ::ffff:0.0.0.0: the same address (found by hypothesis)."""
+    message = Response(b"t1", b"\x01" * 20, external_ip=("::ffff:0:0", 1))
+    decoded = krpc.decode(krpc.encode(message))
+    assert isinstance(decoded, Response) and decoded.external_ip is not None
+    assert ipaddress.ip_address(decoded.external_ip[0]) == ipaddress.ip_address("::ffff:0:0")
+    assert _normalise(decoded) == _normalise(message)

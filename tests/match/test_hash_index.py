@@ -7,7 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from p2pwatch.match import hash_probe
 from p2pwatch.match.hash_index import HashIndex, Hit, flip_masks
+from tests.conftest import require_component
+
+#: The numpy probe always; the compiled one where numba is installed (a dependency: CI has it).
+COMPILED = [False, True] if hash_probe.AVAILABLE else [False]
 
 
 def brute(registered: dict[int, list[int]], query: int, r: int) -> set[tuple[int, int, int]]:
@@ -40,8 +45,9 @@ def operations(bits: int) -> st.SearchStrategy[list[tuple[str, int, list[int], i
 
 
 def run_against_brute_force(bits: int, ops: list[tuple[str, int, list[int], int]], buffer_rows: int,
-                            scan_factor: float) -> None:
-    index: HashIndex[int] = HashIndex(bits, buffer_rows=buffer_rows, merge_ratio=2, scan_factor=scan_factor)
+                            scan_factor: float, compiled: bool = False) -> None:
+    index: HashIndex[int] = HashIndex(bits, buffer_rows=buffer_rows, merge_ratio=2, scan_factor=scan_factor,
+                                      compiled=compiled)
     registered: dict[int, list[int]] = {}
     for op, item, hashes, r in ops:
         if op == "add":
@@ -73,10 +79,10 @@ def run_against_brute_force(bits: int, ops: list[tuple[str, int, list[int], int]
 
 @settings(max_examples=200, deadline=None)
 @given(ops=operations(64), buffer_rows=st.sampled_from([1, 3, 8, 1000]),
-       scan_factor=st.sampled_from([1.0, float("inf")]))
+       scan_factor=st.sampled_from([1.0, float("inf")]), compiled=st.sampled_from(COMPILED))
 def test_phash_index_equals_brute_force(ops: list[tuple[str, int, list[int], int]], buffer_rows: int,
-                                        scan_factor: float) -> None:
-    run_against_brute_force(64, ops, buffer_rows, scan_factor)
+                                        scan_factor: float, compiled: bool) -> None:
+    run_against_brute_force(64, ops, buffer_rows, scan_factor, compiled)
 
 
 @settings(max_examples=100, deadline=None)
@@ -87,10 +93,11 @@ def test_pdq_index_equals_brute_force(ops: list[tuple[str, int, list[int], int]]
     run_against_brute_force(256, ops, buffer_rows, scan_factor)
 
 
-def test_large_index_matches_numpy_brute_force_at_matcher_thresholds() -> None:
+@pytest.mark.parametrize("compiled", COMPILED)
+def test_large_index_matches_numpy_brute_force_at_matcher_thresholds(compiled: bool) -> None:
     rng = np.random.default_rng(13)
     codes = rng.integers(0, 2**64 - 1, 60_000, dtype=np.uint64, endpoint=True)
-    index: HashIndex[int] = HashIndex(64, buffer_rows=4096)
+    index: HashIndex[int] = HashIndex(64, buffer_rows=4096, compiled=compiled)
     for item in range(0, len(codes), 100):
         index.add(item, codes[item : item + 100])
     flips = rng.integers(0, 64, (300, 6)).astype(np.uint64)
@@ -150,3 +157,9 @@ def test_flip_masks_count_every_mask_once() -> None:
     masks = flip_masks(10, 2)
     assert len(masks) == 1 + 10 + 45 == len(set(masks.tolist()))
     assert max(int(m).bit_count() for m in masks) == 2
+
+
+def test_the_compiled_probe_is_the_default_for_phash() -> None:
+    require_component("numba", hash_probe.AVAILABLE, "pip install numba")
+    assert HashIndex(64).compiled is hash_probe.AVAILABLE
+    assert not HashIndex(256).compiled

@@ -47,22 +47,32 @@ async def test_demo_run_confirms_every_copy_and_no_decoy(tmp_path: Path) -> None
     _require()
     result = await run_demo(tmp_path, Console(file=open(os.devnull, "w")), timeout=120)  # noqa: SIM115
     found = {m["label"]: m for m in result.matches}
-    assert set(found) == {"exact", "renamed", "reencoded"}, result.matches
+    assert set(found) == {"exact", "renamed", "reencoded", "hybrid", "v2"}, result.matches
     for match in found.values():
         assert match["method"] == match["expected"], match
     assert found["exact"]["bytes_fetched"] == 0
     assert 0 < found["renamed"]["bytes_fetched"] <= 64 * 1024 * 101 // 100  # one 64 KiB piece
     assert "decoy" not in found
-    # every torrent went through triage; the three copies were confirmed behind it (issue 13)
+    # every torrent went through triage; the copies were confirmed behind it (issue 13)
     assert result.triage.get("p2pwatch_triage_confirmed_total", 0) >= 3, result.triage
     assert result.triage.get("p2pwatch_triage_queued_total", 0) >= 3, result.triage
-    for label in ("exact", "renamed", "reencoded"):
+    for label in ("exact", "renamed", "reencoded", "hybrid", "v2"):
         levels = {f"{p['ip']}:{p['port']}": p["level"] for p in result.peers[label]}
         assert levels and all(v == 3 for k, v in levels.items() if not k.startswith("127.0.44.200")), levels
         assert result.status[label] == "alive"
     absent = [p for p in result.peers["exact"] if p["ip"] == "127.0.44.200"]
     assert [(p["port"], p["level"], p["sources"]) for p in absent] == [(9, 0, ["dht"])]
     assert result.verified and result.bundle is not None and result.bundle.exists()
+    # the hybrid copy's metadata came over BEP 9: exported as its info dict alone, the layer it lacks listed
+    hybrid = result.exported["hybrid"]
+    assert (hybrid["version"], hybrid["metainfo"]) == ("hybrid", "info-dict"), hybrid
+    assert hybrid["file"].endswith(".info") and hybrid["piece_layers"]["missing"] == ["clip_0412_hd.mp4"]
+    assert result.exported["exact"]["metainfo"] == "info-dict"  # a v1 copy found on the DHT: the same
+    # the v2 copy's seeders were proven only after the probes fetched its piece layer (BEP 52 hash requests),
+    # which the store kept: exported as a .torrent holding it
+    v2 = result.exported["v2"]
+    assert (v2["version"], v2["metainfo"]) == ("v2", "torrent"), v2
+    assert v2["piece_layers"] == {"present": ["clip_0412_v2.mp4"], "missing": []}
 
 
 def _cli(home: Path, *args: str, **kw: object) -> subprocess.Popen[str]:

@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from p2pwatch.probe.peer_probe import probe_peer
-from p2pwatch.torrent.metainfo import Metainfo, parse_torrent
+from p2pwatch.torrent.metainfo import Metainfo, parse_info, parse_torrent
 from tests.conftest import loopback_address, require_component
 
 try:
@@ -132,6 +132,38 @@ async def test_v2_piece_of_a_multi_piece_file_with_piece_layers(seeders: dict[st
     a_bin = next(f for f in metainfo.files if f.path[-1] == "a.bin")
     layer = metainfo.v2_piece_hashes(a_bin)
     assert layer is not None and result.piece_hash == layer[1].hex()
+
+
+@pytest.mark.parametrize("given", ["bare-info", "bep9"])
+async def test_v2_piece_layer_fetched_by_hash_requests(seeders: dict[str, Seeder], given: str) -> None:
+    """Issue 10: from the info dict alone (BEP 9: no piece layers) a piece of a multi-piece v2 file is
+    verified after BEP 52 hash requests fetch its file's layer; the layer equals the .torrent's."""
+    seeder = seeders["v2"]
+    await seeder.wait_ready()
+    full = seeder.metainfo
+    a_bin = next(f for f in full.files if f.path[-1] == "a.bin")
+    bare = parse_info(full.info_bytes) if given == "bare-info" else None
+    with trio.fail_after(60):
+        result = await probe_peer(seeder.ip, seeder.port, full.infohash, metainfo=bare, piece=1, encryption="off")
+    assert result.error is None and result.flagged is None, result.transcript[-4:]
+    assert result.level == 3 and result.piece_verified == 1 and result.piece_hash_algorithm == "sha256-merkle"
+    assert a_bin.pieces_root is not None
+    assert result.piece_layers == {a_bin.pieces_root: full.piece_layers[a_bin.pieces_root]}
+    assert result.piece_hash == full.piece_layers[a_bin.pieces_root][32:64].hex()
+    notes = [t for t in result.transcript if t.message == "piece_layer"]
+    assert notes and notes[0].detail["hashes"] == 5
+    assert [t.message for t in result.transcript if t.direction == "out"].count("hash_request") == 1
+
+
+async def test_hybrid_under_its_truncated_v2_id_with_its_metainfo(seeders: dict[str, Seeder]) -> None:
+    """A hybrid goes by two DHT ids (BEP 52); probing it under the v2 one with its metainfo is no misuse."""
+    seeder = seeders["hybrid"]
+    await seeder.wait_ready()
+    v2 = seeder.metainfo.infohash_v2
+    assert v2 is not None
+    with trio.fail_after(60):
+        result = await probe_peer(seeder.ip, seeder.port, v2[:20], metainfo=seeder.metainfo, encryption="off")
+    assert result.error is None and result.level == 3 and result.piece_hash_algorithm == "sha1", result.transcript[-3:]
 
 
 async def test_v2_full_infohash_verifies_metadata_with_sha256(seeders: dict[str, Seeder]) -> None:

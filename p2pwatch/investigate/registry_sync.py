@@ -1,0 +1,133 @@
+"""Keep the matcher's :class:`RegistryIndex` in step with the store, reading only what changed.
+
+Reloading the whole registry whenever one item is registered or withdrawn parses every stored fingerprint
+again: O(registry) per registration, minutes at 100,000 items. Instead :meth:`RegistrySync.read` (run in a
+worker thread, since it reads the database and parses fingerprints) collects the changes since the last read
+and :meth:`RegistrySync.apply` (in the thread that matches, so the index never changes under a lookup)
+applies them, each costing the changed items' own hashes:
+
+- content rows are only ever deleted by withdrawing their case (:func:`p2pwatch.investigate.registry.withdraw_case`
+  deletes them and marks the case withdrawn in one transaction), so a case newly withdrawn removes its items;
+- new rows are those with an id above the highest one still held. SQLite may hand a deleted top id out again,
+  which is why the bound is recomputed after withdrawals, from the rows still held;
+- keywords are few: re-read whole whenever their count or highest id changes;
+- as a safety net, when the count of active content rows differs from the rows held after applying all
+  that, the ids are compared (integers only, no fingerprint parsed) and the difference is resynchronised.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from p2pwatch.errors import FingerprintError
+from p2pwatch.match.fingerprint import Fingerprint
+from p2pwatch.match.matcher import RegisteredContent, RegistryIndex
+from p2pwatch.storage.models import Case, Content, Keyword
+
+log = logging.getLogger(__name__)
+
+#: What is read of a content row: plain columns streamed in batches, no ORM objects kept in the session.
+_COLUMNS = (Content.id, Content.case_id, Content.fingerprint, Case.name)
+
+
+@dataclass
+class RegistryChanges:
+    """What :meth:`RegistrySync.read` found: row ids to drop, rows to add (parsed, with their pieces roots),
+    and the keywords when they changed."""
+
+    removed: list[int] = field(default_factory=list)
+    # row, case, item and pieces root (item None: a stored fingerprint that does not parse, held unindexed)
+    added: list[tuple[int, int, RegisteredContent | None, bytes]] = field(default_factory=list)
+    keywords: dict[str, list[str]] | None = None
+    keyword_version: tuple[int, int] | None = None
+    withdrawn: set[int] = field(default_factory=set)  # every withdrawn case id, as read
+
+    def __bool__(self) -> bool:
+        return bool(self.removed or self.added or self.keywords is not None)
+
+
+class RegistrySync:
+    """The registry index of every active case, updated incrementally from the store."""
+
+    def __init__(self) -> None:
+        self.index = RegistryIndex([])
+        self._rows: dict[int, int] = {}  # content row id -> case id
+        self._withdrawn: set[int] = set()
+        self._keyword_version: tuple[int, int] | None = None
+
+    def read(self, session: Session) -> RegistryChanges:
+        """The changes since the last :meth:`apply` (reads only; safe in a worker thread while the index is
+        being queried elsewhere)."""
+        changes = RegistryChanges()
+        changes.withdrawn = set(session.execute(select(Case.id).where(Case.withdrawn_at.is_not(None))).scalars())
+        newly = changes.withdrawn - self._withdrawn
+        if newly:
+            changes.removed = [row for row, case in self._rows.items() if case in newly]
+        held = set(self._rows) - set(changes.removed)
+        bound = max(held, default=0)
+        active = Case.withdrawn_at.is_(None)
+        query = (select(*_COLUMNS).join(Case, Content.case_id == Case.id)
+                 .where(Content.id > bound, active).order_by(Content.id))
+        for row_id, case_id, doc, case in session.execute(query.execution_options(yield_per=1000)):
+            if row_id not in held:
+                changes.added.append(self._parse(row_id, case_id, doc, case))
+        stored = session.scalar(select(func.count()).select_from(Content).join(Case, Content.case_id == Case.id)
+                                .where(active)) or 0
+        if stored != len(held) + len(changes.added):
+            log.warning("registry: %d active content rows, %d held: comparing ids", stored,
+                        len(held) + len(changes.added))
+            self._resync(session, held, changes)
+        version = session.execute(select(func.count(), func.max(Keyword.id)).select_from(Keyword)).one()
+        keyword_version = (int(version[0]), int(version[1] or 0))
+        if keyword_version != self._keyword_version or newly:
+            changes.keywords = {}
+            for case, text in session.execute(select(Case.name, Keyword.text).join(Case, Keyword.case_id == Case.id)
+                                              .where(active).order_by(Keyword.id)):
+                changes.keywords.setdefault(case, []).append(text)
+            changes.keyword_version = keyword_version
+        return changes
+
+    @staticmethod
+    def _parse(row_id: int, case_id: int, doc: Any, case: str) -> tuple[int, int, RegisteredContent | None, bytes]:
+        try:
+            fp = Fingerprint.from_json(doc)
+        except FingerprintError as exc:
+            log.warning("registry: content %d of case %s is not matched: %s", row_id, case, exc)
+            return row_id, case_id, None, b""
+        return row_id, case_id, RegisteredContent(str(row_id), case, fp), fp.pieces_root()
+
+    def _resync(self, session: Session, held: set[int], changes: RegistryChanges) -> None:
+        joined = select(Content.id).join(Case, Content.case_id == Case.id).where(Case.withdrawn_at.is_(None))
+        ids = set(session.execute(joined).scalars())
+        changes.removed += sorted(held - ids)
+        have = held | {added[0] for added in changes.added}
+        missing = sorted(ids - have)
+        for lo in range(0, len(missing), 500):
+            query = (select(*_COLUMNS).join(Case, Content.case_id == Case.id)
+                     .where(Content.id.in_(missing[lo : lo + 500])))
+            for row_id, case_id, doc, case in session.execute(query):
+                changes.added.append(self._parse(row_id, case_id, doc, case))
+
+    def apply(self, changes: RegistryChanges) -> None:
+        """Apply what :meth:`read` found (in the thread that queries the index)."""
+        for row_id in changes.removed:
+            if self._rows.pop(row_id, None) is not None:
+                self.index.remove(str(row_id))
+        for row_id, case_id, item, root in changes.added:
+            if row_id in self._rows:
+                continue
+            if item is not None:
+                self.index.add(item, pieces_root=root)
+            self._rows[row_id] = case_id
+        if changes.keywords is not None:
+            self.index.keywords = changes.keywords
+            self._keyword_version = changes.keyword_version
+        self._withdrawn = changes.withdrawn
+
+    def __len__(self) -> int:
+        return len(self._rows)
