@@ -362,7 +362,7 @@ def threshold_sweep(index: RegistryIndex, candidates: list[Candidate], registere
         hashes = [h for h in c.keyframes]
         if not hashes:
             continue
-        near = lookup.near(ContentKind.VIDEO, hashes, 32)
+        near = lookup.near(ContentKind.VIDEO, hashes, max(thresholds))
         if c.source is None:
             decoys.append(min(near.values(), default=65))
         else:
@@ -433,6 +433,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         base = trio.run(baseline_pieces, index, sample, piece_length, args.jobs, perceptual)
         lap["baseline"] = time.perf_counter() - began
         sweep = threshold_sweep(index, candidates, registered, [6, 8, 10, 12, 14, 16])
+        lap["sweep"] = time.perf_counter() - began
     metas = metadata_decoys(meta_decoys)
     triage = Triage(index)
     started = time.perf_counter()
