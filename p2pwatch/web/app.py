@@ -37,6 +37,7 @@ from p2pwatch.web.accounts import Account, load_account
 from p2pwatch.web.security import COOKIE, CSRF_FIELD, SessionStore, SignInLimiter, WebSession, csrf_ok
 
 LANG_COOKIE = "p2pwatch_lang"
+DRAIN_FACTOR = 4  # an oversized upload up to this many times the limit is read and discarded, then refused
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 T = TypeVar("T")
 
@@ -161,6 +162,11 @@ def view(permission: str | None = "cases", *, max_form_bytes: int = 1 << 20
                 except ValueError:
                     declared = 0
                 if declared > limit:
+                    if declared <= DRAIN_FACTOR * limit:
+                        # read the refused body to its end, so a client that sends it all before reading (urllib,
+                        # curl) gets the 413 instead of a broken pipe; far larger ones are cut off at once
+                        async for _chunk in request.stream():
+                            pass
                     return _finish(page.error(413, i18n.tr("The upload is larger than the %(n)s MB this server "
                                                            "accepts.", n=state.config.web.max_upload_mb)),
                                    state, page, new_token)
