@@ -106,6 +106,27 @@ class MatcherSettings:
 
 
 @dataclass
+class TriageSettings:
+    """Issue 13: triage from the metainfo, the one-keyframe screen and the budget of the content stages."""
+
+    enabled: bool = True  # false: every media torrent goes to the sampled perceptual stage (before issue 13)
+    bytes_per_day: int = 2 * 1024**3  # content bytes asked of swarms in any 24 hours, all torrents together
+    torrents_per_hour: int = 600  # torrents whose content stages start in any hour
+    concurrent_readers: int = 4  # torrents read at once
+    queue_size: int = 1000  # torrents waiting; when full the lowest score is dropped
+    keyframe_threshold: int = 10  # pHash bits from a key frame to the nearest registered frame
+    image_threshold: int = 10  # pHash bits from an image to the nearest registered image
+    preview_pieces: int = 2  # pieces of an image read by the screen
+    keyframe_attempts: int = 3  # key frames tried when the first ones are flat
+    keyframe_corroborate: bool = True  # a key frame near registered frames is checked against a second one
+    min_video_kbps: float = 16.0  # plausible bit rates of a re-encoded copy
+    max_video_kbps: float = 20000.0
+    min_clip_seconds: float = 4.0  # shortest trimmed copy looked for
+    duration_slack: float = 1.25  # a copy may last this much longer than the original
+    max_files: int = 8  # files of one torrent examined, highest score first
+
+
+@dataclass
 class AlertSettings:
     webhook: str = ""
     command: str = ""
@@ -144,6 +165,7 @@ class MonitorConfig:
     metadata: MetadataSettings = field(default_factory=MetadataSettings)
     watcher: WatcherSettings = field(default_factory=WatcherSettings)
     matcher: MatcherSettings = field(default_factory=MatcherSettings)
+    triage: TriageSettings = field(default_factory=TriageSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     web: WebSettings = field(default_factory=WebSettings)

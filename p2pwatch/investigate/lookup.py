@@ -2,8 +2,9 @@
 
 DHT peers (with the nodes that listed them) and tracker counts, then the metadata (from a listed peer,
 verified against the infohash; libtorrent's magnet fetch as fallback), the file list, the registry match
-(all four matcher stages), and probes of some peers with the level each reached. With ``record`` it is
-all stored: the torrent, matches, level-0 listings and probe observations, a swarm sample.
+(all four matcher stages, behind triage and the one-keyframe screen: p2pwatch/match/screened.py), and probes
+of some peers with the level each reached. With ``record`` it is all stored: the torrent, matches, level-0
+listings and probe observations, a swarm sample.
 """
 
 from __future__ import annotations
@@ -20,8 +21,13 @@ from p2pwatch.dht.node import DHTConfig, open_dht_node
 from p2pwatch.investigate.examine import Examination, harvest_dht, harvest_trackers, probe_listed, probe_pex_listed
 from p2pwatch.investigate.geoip import GeoLookup
 from p2pwatch.investigate.metadata_fetch import fetch_metadata
+from p2pwatch.match.content_budget import BudgetSettings, ContentBudget
+from p2pwatch.match.frame_lookup import FrameLookup
+from p2pwatch.match.keyframe import KeyframeSettings
 from p2pwatch.match.matcher import MatchReport, RegistryIndex, match_torrent
 from p2pwatch.match.perceptual import PerceptualSettings, perceptual_matches
+from p2pwatch.match.screened import budgeted, screened_match, skipped_report
+from p2pwatch.match.triage import Triage, TriageDecision, TriageRules
 from p2pwatch.probe.bulk_fetch import FetchOptions, open_torrent_reader
 from p2pwatch.probe.trackers import TrackerConfig
 from p2pwatch.torrent.metainfo import Metainfo
@@ -48,9 +54,70 @@ def perceptual_settings(config: MonitorConfig) -> PerceptualSettings:
                               min_fetch_bytes=m.min_fetch_bytes, strict_budget=m.strict_budget)
 
 
+def triage_rules(config: MonitorConfig) -> TriageRules:
+    t = config.triage
+    return TriageRules(min_video_kbps=t.min_video_kbps, max_video_kbps=t.max_video_kbps,
+                       min_clip_seconds=t.min_clip_seconds, duration_slack=t.duration_slack,
+                       max_image_bytes=config.matcher.max_image_bytes, max_files=t.max_files)
+
+
+def keyframe_settings(config: MonitorConfig) -> KeyframeSettings:
+    t = config.triage
+    return KeyframeSettings(threshold=t.keyframe_threshold, image_threshold=t.image_threshold,
+                            preview_pieces=t.preview_pieces, attempts=t.keyframe_attempts,
+                            corroborate=t.keyframe_corroborate,
+                            piece_timeout=config.matcher.fetch_timeout)
+
+
+def budget_settings(config: MonitorConfig) -> BudgetSettings:
+    t = config.triage
+    return BudgetSettings(bytes_per_day=t.bytes_per_day, torrents_per_hour=t.torrents_per_hour,
+                          concurrent_readers=t.concurrent_readers, queue_size=t.queue_size)
+
+
+@dataclass
+class Screening:
+    """What the triaged content stages need, built once per registry: the triage, every registered frame hash
+    (p2pwatch/match/frame_lookup.py) and, in the monitor, the budget shared by all torrents."""
+
+    triage: Triage
+    lookup: FrameLookup
+    budget: ContentBudget | None = None
+
+    @classmethod
+    def for_index(cls, index: RegistryIndex, config: MonitorConfig, budget: ContentBudget | None = None
+                  ) -> Screening:
+        return cls(Triage(index, triage_rules(config), preview_pieces=config.triage.preview_pieces),
+                   FrameLookup(index), budget)
+
+
 async def run_matcher(index: RegistryIndex, metainfo: Metainfo, peers: list[tuple[str, int]], config: MonitorConfig,
-                      *, bind_ip: str | None, allow_local: bool) -> MatchReport:
-    """All matcher stages; content stages read through one libtorrent reader fed with the listed peers."""
+                      *, bind_ip: str | None, allow_local: bool, screening: Screening | None = None,
+                      decision: TriageDecision | None = None) -> MatchReport:
+    """All matcher stages; content stages read through one libtorrent reader fed with the listed peers.
+
+    With ``triage.enabled`` (the default) the torrent is first triaged from its metainfo (``decision``, when
+    the caller triaged it already); a skipped torrent gets the zero-byte stages only, a queued one the
+    exact-piece stage, the one-keyframe screen and the sampled confirmation of the survivors
+    (p2pwatch/match/screened.py), every piece charged to ``screening.budget`` when there is one."""
+    if not config.triage.enabled:
+        return await _run_unscreened(index, metainfo, peers, config, bind_ip=bind_ip, allow_local=allow_local)
+    screening = screening or Screening.for_index(index, config)
+    decision = decision or screening.triage.decide(metainfo)
+    if not decision.queued or not peers:
+        return skipped_report(await match_torrent(index, metainfo, None), decision)
+    options = FetchOptions(bind_ip=bind_ip or "0.0.0.0", peers=tuple(peers), allow_local=allow_local,
+                           timeout=config.matcher.fetch_timeout)
+    async with open_torrent_reader(metainfo, options) as reader:
+        source = budgeted(reader, metainfo, screening.budget)
+        return await screened_match(index, screening.lookup, metainfo, source, decision,
+                                    perceptual=perceptual_settings(config), keyframe=keyframe_settings(config),
+                                    timeout=config.matcher.fetch_timeout)
+
+
+async def _run_unscreened(index: RegistryIndex, metainfo: Metainfo, peers: list[tuple[str, int]],
+                          config: MonitorConfig, *, bind_ip: str | None, allow_local: bool) -> MatchReport:
+    """Before issue 13: every image or video torrent goes to the sampled perceptual stage."""
     needs_content = any(index.by_size.get(f.length) for f in metainfo.files) or index.has_media()
     if not needs_content or not peers:
         return await match_torrent(index, metainfo, None)
@@ -153,6 +220,7 @@ def outcome_json(outcome: LookupOutcome, geo: GeoLookup | None) -> dict[str, Any
                      "bytes_fetched": m.bytes_fetched} for m in (report.matches if report else [])],
         "candidates": [{"case": c.case, "keyword": c.keyword, "text": c.text}
                        for c in (report.candidates if report else [])],
+        "triage": report.triage if report else None,
         "notes": outcome.notes + (report.errors if report else []),
         "timed_out": outcome.timed_out,
     }

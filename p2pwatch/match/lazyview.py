@@ -59,6 +59,11 @@ class BadRange(Exception):
     pass
 
 
+class PieceWithheld(OSError):
+    """The piece source declines a piece the reader asked for (the one-keyframe screen caps what ffmpeg may
+    read): the response ends there, as at the end of the file, and nothing is logged."""
+
+
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """``bytes=a-b`` / ``bytes=a-`` / ``bytes=-n`` to an inclusive (start, end), None for no header."""
     if header is None:
@@ -194,8 +199,8 @@ async def serve_lazy_file(lazy: LazyFile, host: str = "127.0.0.1") -> AsyncItera
             stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, 1)
         try:
             await _handle(stream, lazy)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
-            pass  # the reader closed the connection to seek elsewhere: stop fetching for it
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError, PieceWithheld):
+            pass  # the reader closed the connection to seek elsewhere, or the source withheld the piece
         except Exception as exc:  # a failed piece fetch ends this response; ffmpeg sees a short read
             log.info("lazy view: %s", exc)
         finally:

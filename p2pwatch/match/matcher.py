@@ -358,6 +358,8 @@ class MatchReport:
     matches: list[Match] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    #: triage and screen of the content stages (p2pwatch/match/screened.py): decision, reason, pieces read
+    triage: dict[str, Any] | None = None
 
 
 PerceptualStage = Callable[[RegistryIndex, Metainfo, PieceSource, set[tuple[int, str]]], Awaitable[list[Match]]]

@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -150,21 +150,26 @@ class Wanted:
     matched to it, and only those of the matched kind when an earlier stage proved it an exact copy (its
     bytes are known: no sniffing needed to tell its kind). Decided per item, never by listing the registry."""
 
-    def __init__(self, index: RegistryIndex, file_index: int, done: set[tuple[int, str]]) -> None:
+    def __init__(self, index: RegistryIndex, file_index: int, done: set[tuple[int, str]], *,
+                 only: Collection[str] | None = None) -> None:
         self.index = index
         self.excluded = {content for f, content in done if f == file_index}
         self.kinds = {index.item(seq).fingerprint.kind for content in self.excluded
                       for seq in index.seqs_of(content)} if self.excluded else None
+        self.only = None if only is None else set(only)  # the screen's survivors: only these content ids
 
     def __call__(self, seq: int, kind: ContentKind) -> bool:
         """Is item ``seq`` wanted for a candidate of ``kind``?"""
-        return (self.index.comparable(seq, kind) and self.index.item(seq).content_id not in self.excluded
-                and (self.kinds is None or kind in self.kinds))
+        content = self.index.item(seq).content_id
+        return (self.index.comparable(seq, kind) and content not in self.excluded
+                and (self.only is None or content in self.only) and (self.kinds is None or kind in self.kinds))
 
     def any(self, kind: ContentKind) -> bool:
         """Is any registered item wanted for a candidate of ``kind``?"""
         if self.kinds is not None and kind not in self.kinds:
             return False
+        if self.only is not None:
+            return any(self(seq, kind) for content in self.only for seq in self.index.seqs_of(content))
         excluded = sum(1 for content in self.excluded for seq in self.index.seqs_of(content)
                        if self.index.comparable(seq, kind))
         return self.index.comparable_count(kind) > excluded
@@ -175,15 +180,19 @@ class Wanted:
 
 
 async def perceptual_matches(index: RegistryIndex, metainfo: Metainfo, source: PieceSource,
-                             done: set[tuple[int, str]], settings: PerceptualSettings | None = None) -> list[Match]:
+                             done: set[tuple[int, str]], settings: PerceptualSettings | None = None, *,
+                             files: Collection[int] | None = None, items: Collection[str] | None = None
+                             ) -> list[Match]:
+    """Perceptual matches of the torrent's files (only ``files`` when given) with the registered media (only
+    the content ids ``items`` when given: the one-keyframe screen's survivors, p2pwatch/match/keyframe.py)."""
     settings = settings or PerceptualSettings()
     if not index.has_media():
         return []
     matches: list[Match] = []
     for f in metainfo.files:
-        if f.pad or f.length < settings.min_file_bytes:
+        if f.pad or f.length < settings.min_file_bytes or (files is not None and f.index not in files):
             continue
-        wanted = Wanted(index, f.index, done)
+        wanted = Wanted(index, f.index, done, only=items)
         if not (wanted.any(ContentKind.IMAGE) or wanted.any(ContentKind.VIDEO)):
             continue
         before = source.downloaded()

@@ -3,10 +3,11 @@ watcher and the writer, joined by bounded channels (a slow stage pushes back; me
 
 Flow (DESIGN.md): crawler discoveries → metadata pipeline (:mod:`p2pwatch.monitor.pipeline`: the node that
 sampled the infohash is asked for peers first, BEP 9 from several peers at once, then a lookup, then
-libtorrent) → matcher →
-confirmed matches enter the watch list → the watcher examines watched swarms on a schedule → observations
-through the one writer. Only torrents that match (or are watched) are stored: the metadata of every other
-torrent the crawler sees is dropped after matching (data minimisation).
+libtorrent) → triage from the metainfo (zero bytes; issue 13) → the content queue under the budget
+(p2pwatch/monitor/content_queue.py: exact-piece, one-keyframe screen, sampled confirmation) → confirmed
+matches enter the watch list → the watcher examines watched swarms on a schedule → observations through
+the one writer. Only torrents that match (or are watched) are stored: the metadata of every other torrent
+the crawler sees is dropped after matching (data minimisation).
 
 SIGINT/SIGTERM cancel the nursery: in-flight work stops, the writer commits what was queued, the DHT node
 saves its id and routing table. The database holds the watch list and each watch's next due time, so a
@@ -15,6 +16,7 @@ restart (also after SIGKILL) resumes where it stopped; our own stale claims are 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import signal
@@ -37,8 +39,10 @@ from p2pwatch.investigate.geoip import GeoLookup
 from p2pwatch.investigate.lookup import run_matcher
 from p2pwatch.investigate.registry import record_match, upsert_torrent
 from p2pwatch.investigate.registry_sync import RegistryChanges, RegistrySync
-from p2pwatch.match.matcher import Match, RegistryIndex
+from p2pwatch.match.matcher import Match, MatchReport, RegistryIndex, match_torrent
+from p2pwatch.match.screened import skipped_report
 from p2pwatch.monitor.alerts import Alerter
+from p2pwatch.monitor.content_queue import ContentJob, ContentStages
 from p2pwatch.monitor.metadata_sources import ProbeFetcher
 from p2pwatch.monitor.metrics import Metrics, PerMinute, serve_metrics
 from p2pwatch.monitor.pipeline import OK, DHTPeerSource, Lead, MetadataOutcome, MetadataPipeline, PipelineStats
@@ -120,6 +124,8 @@ class Monitor:
         self.ready = trio.Event()
         self.metrics_port: int | None = None
         self._registry_version: tuple[Any, ...] | None = None
+        self.writer: ObservationWriter | None = None
+        self.content = ContentStages(config, self.metrics, bind_ip=bind_ip, allow_local=dht.allow_local)
         self.registry = RegistrySync()
 
     async def _read(self) -> None:
@@ -139,6 +145,7 @@ class Monitor:
         if changes is not None:  # applied here, between lookups: the index never changes under one
             self.registry.apply(changes)
         self.state.index = self.registry.index
+        self.content.update_index(self.state.index, changed=changes is not None)  # the triage's size profile
         self.state.known |= known
         self.state.watched = watched
 
@@ -155,6 +162,7 @@ class Monitor:
 
     async def _run(self) -> None:
         async with open_writer(self.engine, batch_size=self.config.store.batch_size) as writer:
+            self.writer = writer
             released = await writer.run(lambda s: release_own_claims(s, self.worker_id))
             if released:
                 log.info("released %d claims left by an earlier run of this monitor", released)
@@ -191,6 +199,7 @@ class Monitor:
             for _ in range(MATCH_WORKERS):
                 nursery.start_soon(self._match_worker, outcomes.clone(), writer)
             nursery.start_soon(self.watcher.run)
+            nursery.start_soon(self.content.run)
             nursery.start_soon(self._refresh_index)
             self.ready.set()
 
@@ -275,7 +284,26 @@ class Monitor:
         index = self.state.index
         if not len(index) and not index.keywords:
             return
-        report = await run_matcher(index, metainfo, peers, self.config, bind_ip=self.bind_ip, allow_local=allow_local)
+        finish = functools.partial(self._finish, infohash, metainfo, outcome, probes)
+        if not self.config.triage.enabled:
+            await finish(await run_matcher(index, metainfo, peers, self.config, bind_ip=self.bind_ip,
+                                           allow_local=allow_local))
+            return
+        self.content.update_index(index)
+        decision = self.content.triage(metainfo)
+        if decision.queued:
+            self.content.submit(ContentJob(infohash, metainfo, peers, decision, finish))
+            return
+        report = skipped_report(await match_torrent(index, metainfo, None), decision)
+        assert report.triage is not None
+        self.metrics.decision(report.triage["decision"], infohash.hex(), report.triage["reason"])
+        await finish(report)
+
+    async def _finish(self, infohash: bytes, metainfo: Metainfo, outcome: MetadataOutcome, probes: list[ProbeResult],
+                      report: MatchReport) -> None:
+        """Log the candidates; store a matched torrent, its matches and observations; alert."""
+        writer = self.writer
+        assert writer is not None
         for candidate in report.candidates:
             log.info("keyword candidate %s in %s (case %s): %r", candidate.keyword, infohash.hex(), candidate.case,
                      candidate.text)

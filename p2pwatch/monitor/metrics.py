@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 
@@ -12,6 +13,11 @@ from p2pwatch.errors import BindError
 METRICS_HOST = "127.0.0.1"
 #: What the listening socket is for, in a BindError (the CLI keys its advice on it).
 SOCKET_PURPOSE = "the metrics endpoint"
+
+triage_log = logging.getLogger("p2pwatch.triage")
+
+#: The decisions of issue 13's triage, each counted as ``p2pwatch_triage_<decision>_total``.
+TRIAGE_DECISIONS = ("skipped", "queued", "dropped", "rejected", "confirmed", "budget")
 
 HELP = {
     "p2pwatch_dht_queries_received_total": "KRPC queries received by our DHT node",
@@ -27,6 +33,14 @@ HELP = {
     "p2pwatch_matches_total": "matches confirmed",
     "p2pwatch_observations_total": "observations recorded, by level",
     "p2pwatch_examinations_total": "watched torrents examined",
+    "p2pwatch_triage_skipped_total": "torrents triage gave no content byte (metainfo alone)",
+    "p2pwatch_triage_queued_total": "torrents triage queued for the content stages",
+    "p2pwatch_triage_dropped_total": "queued torrents dropped from a full queue (lowest score first)",
+    "p2pwatch_triage_rejected_total": "torrents ruled out by the one-keyframe screen or the sampled confirmation",
+    "p2pwatch_triage_confirmed_total": "torrents with a confirmed match",
+    "p2pwatch_triage_budget_total": "torrents whose content stages stopped at the content budget",
+    "p2pwatch_content_pieces_total": "pieces the content stages asked of swarms",
+    "p2pwatch_content_bytes_total": "bytes the content stages asked of swarms (charged to the budget)",
     "p2pwatch_examination_errors_total": "examinations that failed with an unexpected error (logged, retried)",
 }
 
@@ -36,6 +50,11 @@ class Metrics:
         self.counters: Counter[str] = Counter()
         self.by_level: Counter[int] = Counter()
         self.gauges: dict[str, Callable[[], float]] = {}
+
+    def decision(self, decision: str, infohash: str, reason: str) -> None:
+        """Count one triage decision and log it with its reason."""
+        self.counters[f"p2pwatch_triage_{decision}_total"] += 1
+        triage_log.info("triage %s %s: %s", decision, infohash, reason)
 
     def render(self) -> str:
         lines = []

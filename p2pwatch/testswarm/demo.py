@@ -58,6 +58,7 @@ class DemoResult:
     peers: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     status: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    triage: dict[str, int] = field(default_factory=dict)  # the monitor's triage and content counters
     exported: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> bundle.json torrent record
 
 
@@ -161,6 +162,8 @@ async def _monitor(engine: Engine, demo: DemoSwarm, home: Path, console: Console
                 lap("all matches confirmed and seeders proven")
                 break
         nursery.cancel_scope.cancel()
+    result.triage = {name: int(value) for name, value in monitor.metrics.counters.items()
+                     if name.startswith(("p2pwatch_triage_", "p2pwatch_content_"))}
     console.print(f"• monitor stopped cleanly ({monitor.state.checked} torrents' metadata checked)")
 
 

@@ -53,6 +53,9 @@ async def test_demo_run_confirms_every_copy_and_no_decoy(tmp_path: Path) -> None
     assert found["exact"]["bytes_fetched"] == 0
     assert 0 < found["renamed"]["bytes_fetched"] <= 64 * 1024 * 101 // 100  # one 64 KiB piece
     assert "decoy" not in found
+    # every torrent went through triage; the copies were confirmed behind it (issue 13)
+    assert result.triage.get("p2pwatch_triage_confirmed_total", 0) >= 3, result.triage
+    assert result.triage.get("p2pwatch_triage_queued_total", 0) >= 3, result.triage
     for label in ("exact", "renamed", "reencoded", "hybrid", "v2"):
         levels = {f"{p['ip']}:{p['port']}": p["level"] for p in result.peers[label]}
         assert levels and all(v == 3 for k, v in levels.items() if not k.startswith("127.0.44.200")), levels

@@ -1,0 +1,522 @@
+"""What a torrent costs before it is known to matter (issue 13): triage, the one-keyframe screen, the index.
+
+    python scripts/bench_triage.py --quick --json     # under 10 minutes on 2 cores, 1,000,000 indexed hashes
+    python scripts/bench_triage.py --json             # the full run: more content, 10,000,000 indexed hashes
+
+Corpus (ffmpeg lavfi sources only, generated into a temporary directory, nothing kept): ``videos`` registered
+videos (tests/media_fixtures.py: three generated scenes, 12 s, 320x240, 10 fps, H.264) and ``images``
+registered images, each with planted copies: the same bytes (``exact``), the same bytes renamed behind a text
+file in a multi-file torrent (``renamed``), re-encoded (CRF 32), resized (176 px wide), trimmed and
+re-encoded (6 s from 3.3 s), trimmed by stream copy into Matroska (6 s from 4 s); images resized and
+recompressed (JPEG q70 at half size, JPEG q30, WebP q50 at 3/4), among ``decoy_videos`` and ``decoy_images``
+unrelated generated ones. The registry is padded with synthetic items (p2pwatch/testswarm/synthetic_registry.py:
+random fingerprints, frame-like hashes from p2pwatch/match/hash_index_measure.py, durations of 30 s to 20 min)
+up to ``index_hashes`` registered hashes, so every key frame is looked up among that many.
+
+Every candidate is a single-file v1 torrent (the renamed copies: a two-file one) with ``piece_kib`` pieces
+(64 KiB: a piece holds 1.5-2 s of these videos, as libtorrent's automatic piece size does for real videos,
+256 KiB for a 300 MB episode, 512 KiB for a 1.5 GB film), read through a file-backed piece source by
+exactly the code the monitor runs (p2pwatch/match/screened.py: triage, exact stages, the one-keyframe screen,
+the sampled confirmation of the survivors). ``nonmatch_pieces_*``: distinct pieces read per decoy torrent
+that reached the content stages. Precision and recall count (candidate, registered item) pairs: a candidate
+matching its own source is a true positive, matching any other item a false positive.
+
+Also: triage of ``metadata_decoys`` metainfo-only torrents shaped like what a crawler sees (albums,
+software, e-books, TV packs, films, photo sets), which never cost a byte; the pieces today's stage (no
+triage, no screen) reads for a sample of decoys; a sweep of the screen's threshold over the recorded key
+frame hashes (false rejections of copies against decoys surviving); the index figures of
+p2pwatch/match/hash_index_measure.py; and a flood of torrents replayed under trio's MockClock against the
+content budget (``budget_respected``: no 24-hour window asks more than the byte budget of the swarms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("P2PWATCH_NETGUARD_ALLOW", "127.0.0.0/8")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import trio
+import trio.testing
+
+from p2pwatch.match import media
+from p2pwatch.match.content_budget import BudgetedSource, BudgetExhausted, BudgetSettings, ContentBudget
+from p2pwatch.match.fingerprint import Fingerprint, fingerprint_file
+from p2pwatch.match.frame_lookup import FrameLookup
+from p2pwatch.match.hash_index_measure import MATCHER_RADIUS, measure_index, synthetic_frame_hashes
+from p2pwatch.match.keyframe import KeyframeSettings
+from p2pwatch.match.matcher import RegisteredContent, RegistryIndex
+from p2pwatch.match.media_types import ContentKind, FrameHash, MediaFingerprint
+from p2pwatch.match.perceptual import PerceptualSettings, perceptual_matches
+from p2pwatch.match.screened import screened_match
+from p2pwatch.match.triage import Triage
+from p2pwatch.testswarm.synthetic_registry import synthetic_fingerprint
+from p2pwatch.torrent import bencoding
+from p2pwatch.torrent.maker import make_v1_torrent
+from p2pwatch.torrent.metainfo import Metainfo, parse_torrent
+from tests import media_fixtures as mf
+
+VIDEO_VARIANTS = {
+    "reencoded": lambda s, d: mf.transcode(s, d / "reencoded.mp4", crf=32),
+    "resized": lambda s, d: mf.transcode(s, d / "resized.mp4", width=176, crf=23),
+    "trimmed": lambda s, d: mf.transcode(s, d / "trimmed.mp4", start=3.3, duration=6.0, crf=26),
+    "trimmed-remux": lambda s, d: mf.remux(s, d / "trimmed.mkv", start=4.0, duration=6.0),
+}
+IMAGE_VARIANTS = {
+    "resized": lambda s, d: mf.resize_recompress(s, d / "half.jpg", scale=0.5, quality=70),
+    "recompressed": lambda s, d: mf.resize_recompress(s, d / "q30.jpg", scale=1.0, quality=30),
+    "webp": lambda s, d: mf.resize_recompress(s, d / "w.webp", scale=0.75, quality=50),
+}
+
+
+@dataclass
+class Candidate:
+    kind: str  # "video" or "image"
+    label: str  # exact, renamed, reencoded, ..., decoy
+    source: str | None  # the registered item it derives from
+    files: list[tuple[str, Path]]
+    meta: Metainfo | None = None
+    decision: str = ""
+    matched: set[str] = field(default_factory=set)
+    pieces: int = 0
+    screens: list[dict[str, Any]] = field(default_factory=list)
+    keyframes: list[int] = field(default_factory=list)
+    reason: str = ""
+    seconds: float = 0.0
+
+
+# --- the corpus ---------------------------------------------------------------------------------------
+
+def build_corpus(workdir: Path, videos: int, images: int, decoy_videos: int, decoy_images: int, jobs: int
+                 ) -> tuple[dict[str, Path], list[Candidate]]:
+    readme = workdir / "readme.txt"
+    readme.write_text("notes\n" * 300)
+
+    def job(kind: str, seed: int, registered: bool) -> tuple[str, Path, list[Candidate]]:
+        folder = workdir / f"{kind}{seed}"
+        folder.mkdir(exist_ok=True)
+        key = f"{kind}{seed}"
+        if kind == "video":
+            source = mf.make_video(folder / "source.mp4", seed)
+        else:
+            source = mf.make_image(folder / "source.png", seed)
+        if not registered:
+            return key, source, [Candidate(kind, "decoy", None, [(f"{key}{source.suffix}", source)])]
+        out = [Candidate(kind, "exact", key, [(f"{key}{source.suffix}", source)]),
+               Candidate(kind, "renamed", key, [("readme.txt", readme), (f"copy{source.suffix}", source)])]
+        for label, make in (VIDEO_VARIANTS if kind == "video" else IMAGE_VARIANTS).items():
+            path = make(source, folder)
+            out.append(Candidate(kind, label, key, [(f"{key}-{label}{path.suffix}", path)]))
+        return key, source, out
+
+    specs = ([("video", i, True) for i in range(videos)] + [("image", 20_000 + i, True) for i in range(images)]
+             + [("video", 10_000 + i, False) for i in range(decoy_videos)]
+             + [("image", 30_000 + i, False) for i in range(decoy_images)])
+    with ThreadPoolExecutor(jobs) as pool:
+        made = list(pool.map(lambda s: job(*s), specs))
+    sources = {key: path for key, path, cands in made if cands[0].label != "decoy"}
+    return sources, [c for _, _, cands in made for c in cands]
+
+
+def fingerprints(sources: dict[str, Path], jobs: int) -> dict[str, Fingerprint]:
+    with ThreadPoolExecutor(jobs) as pool:
+        return dict(zip(sources, pool.map(fingerprint_file, sources.values()), strict=True))
+
+
+def pad_registry(index: RegistryIndex, target: int, seed: int = 13) -> int:
+    """Synthetic registered videos (random fingerprints, frame-like hashes) until ``target`` hashes."""
+    have = len(index.frames) + len(index.image_phashes)
+    missing = max(0, target - have)
+    rng = random.Random(seed)
+    codes = synthetic_frame_hashes(missing, np.random.default_rng(seed))
+    per_item = 100
+    for n, lo in enumerate(range(0, missing, per_item)):
+        chunk = codes[lo : lo + per_item].tolist()
+        duration = rng.uniform(30.0, 1200.0)
+        step = duration / len(chunk)
+        video = MediaFingerprint(ContentKind.VIDEO, 640, 360, duration, "h264",
+                                 tuple(FrameHash(round(i * step, 3), int(h)) for i, h in enumerate(chunk)))
+        fp = synthetic_fingerprint(rng, 100_000 + n, video)  # small: its leaf hashes cost memory
+        index.add(RegisteredContent(f"synthetic-{n}", "synthetic", fp))
+    return missing
+
+
+# --- running the candidates -------------------------------------------------------------------------------
+
+class StreamSource:
+    """Pieces of a torrent's data read from its files (the torrent's byte stream, pad-free v1)."""
+
+    def __init__(self, paths: Sequence[Path], piece_length: int) -> None:
+        self.paths = list(paths)
+        self.sizes = [p.stat().st_size for p in self.paths]
+        self.piece_length = piece_length
+        self.pieces: set[int] = set()
+
+    async def read_pieces_async(self, wanted: Iterable[int], timeout: float | None = None) -> dict[int, bytes]:
+        out = {}
+        for index in wanted:
+            out[index] = self._read(index * self.piece_length, self.piece_length)
+            self.pieces.add(index)
+        return out
+
+    def _read(self, offset: int, length: int) -> bytes:
+        chunks = []
+        for path, size in zip(self.paths, self.sizes, strict=True):
+            if offset >= size:
+                offset -= size
+                continue
+            with open(path, "rb") as handle:
+                handle.seek(offset)
+                chunk = handle.read(length)
+            chunks.append(chunk)
+            length -= len(chunk)
+            offset = 0
+            if length <= 0:
+                break
+        return b"".join(chunks)
+
+    def downloaded(self) -> int:
+        total = sum(self.sizes)
+        return sum(min(self.piece_length, total - i * self.piece_length) for i in self.pieces)
+
+
+def torrent_of(c: Candidate, piece_length: int) -> Metainfo:
+    single = len(c.files) == 1
+    name = c.files[0][0] if single else "pack"
+    return parse_torrent(make_v1_torrent(name, c.files, piece_length=piece_length, single_file=single))
+
+
+async def run_candidates(index: RegistryIndex, candidates: list[Candidate], piece_length: int, jobs: int,
+                         keyframe: KeyframeSettings, perceptual: PerceptualSettings) -> None:
+    triage = Triage(index)
+    lookup = FrameLookup(index)
+    limiter = trio.CapacityLimiter(jobs)
+
+    async def one(c: Candidate) -> None:
+        async with limiter:
+            c.meta = await trio.to_thread.run_sync(torrent_of, c, piece_length)
+            decision = triage.decide(c.meta)
+            started = time.perf_counter()
+            if not decision.queued:
+                c.decision, c.reason = "skipped", decision.reason
+                return
+            source = BudgetedSource(StreamSource([p for _, p in c.files], piece_length), None, piece_length,
+                                    sum(f.length for f in c.meta.files))
+            report = await screened_match(index, lookup, c.meta, source, decision, perceptual=perceptual,
+                                          keyframe=keyframe, timeout=60)
+            assert report.triage is not None
+            c.decision = report.triage["decision"]
+            c.matched = {m.content_id for m in report.matches}
+            c.pieces = source.pieces_read
+            c.screens = report.triage["screens"]
+            c.reason = report.triage["reason"]
+            c.seconds = time.perf_counter() - started
+
+    async with trio.open_nursery() as nursery:
+        for c in candidates:
+            nursery.start_soon(one, c)
+
+
+async def baseline_pieces(index: RegistryIndex, candidates: list[Candidate], piece_length: int, jobs: int,
+                          perceptual: PerceptualSettings) -> list[int]:
+    """Pieces today's perceptual stage (no triage, no screen) reads for each of ``candidates``."""
+    out: list[int] = []
+    limiter = trio.CapacityLimiter(jobs)
+
+    async def one(c: Candidate) -> None:
+        async with limiter:
+            assert c.meta is not None
+            source = StreamSource([p for _, p in c.files], piece_length)
+            await perceptual_matches(index, c.meta, source, set(), perceptual)
+            out.append(len(source.pieces))
+
+    async with trio.open_nursery() as nursery:
+        for c in candidates:
+            nursery.start_soon(one, c)
+    return out
+
+
+# --- metainfo-only torrents ----------------------------------------------------------------------------------
+
+def metadata_decoys(n: int, seed: int = 7) -> list[Metainfo]:
+    """Torrents shaped like what a crawler sees, described by their metainfo only (no data behind them)."""
+    rng = random.Random(seed)
+    shapes = [
+        ("album", lambda: [(f"{i:02d} track.flac", rng.randint(20, 60) * 10**6) for i in range(12)]
+         + [("cover.jpg", rng.randint(100, 900) * 1000), ("album.cue", 2000)]),
+        ("software", lambda: [("setup.exe", rng.randint(50, 4000) * 10**6), ("readme.txt", 4000)]),
+        ("ebooks", lambda: [(f"book{i}.epub", rng.randint(200, 5000) * 1000) for i in range(rng.randint(1, 40))]),
+        ("tv-pack", lambda: [(f"S01E{i:02d}.mkv", rng.randint(250, 1500) * 10**6) for i in range(10)]
+         + [(f"S01E{i:02d}.srt", 50_000) for i in range(10)]),
+        ("film", lambda: [("film.mkv", rng.randint(1500, 60_000) * 10**6), ("film.nfo", 3000)]),
+        ("iso", lambda: [("linux.iso", rng.randint(700, 5000) * 10**6)]),
+        ("photos", lambda: [(f"IMG_{i:04d}.JPG", rng.randint(2, 9) * 10**6) for i in range(rng.randint(5, 80))]),
+        ("game", lambda: [(f"data{i}.bin", rng.randint(100, 4000) * 10**6) for i in range(rng.randint(1, 6))]),
+    ]
+    out = []
+    for i in range(n):
+        name, files = shapes[i % len(shapes)][0], shapes[i % len(shapes)][1]()
+        total = sum(length for _, length in files)
+        piece = max(1 << 18, 1 << (max(1, total // 1500)).bit_length())  # 1,000-2,000 pieces, as clients pick
+        info = {b"name": f"{name}-{i}".encode(), b"piece length": piece,
+                b"pieces": rng.randbytes(20) * (-(-total // piece)),
+                b"files": [{b"length": length, b"path": [p.encode()]} for p, length in files]}
+        out.append(parse_torrent(bencoding.encode({b"info": info})))
+    return out
+
+
+# --- the budget under a flood ---------------------------------------------------------------------------------
+
+def flood(costs: list[int], piece_length: int, torrents: int, settings: BudgetSettings) -> dict[str, Any]:
+    """Replay ``torrents`` torrents (costs drawn from ``costs``, in pieces) arriving far faster than the
+    budget allows, for three simulated days; every piece asked of the swarms is recorded with its time."""
+    asked: list[tuple[float, int]] = []
+    refused = started = 0
+
+    async def main() -> None:
+        nonlocal refused, started
+        budget = ContentBudget(settings)
+        from p2pwatch.match.content_budget import PriorityQueue
+
+        queue: PriorityQueue[int] = PriorityQueue(settings.queue_size)
+        rng = random.Random(3)
+
+        class Nothing:
+            async def read_pieces_async(self, wanted: Iterable[int], timeout: float | None = None) -> dict[int, bytes]:
+                return {i: b"" for i in wanted}
+
+            def downloaded(self) -> int:
+                return 0
+
+        async def worker() -> None:
+            nonlocal refused, started
+            while True:
+                _, cost = await queue.pop()
+                await budget.admit(2 * piece_length)
+                started += 1
+                async with budget.readers:
+                    source = BudgetedSource(Nothing(), budget, piece_length, cost * piece_length)
+                    try:
+                        for index in range(cost):
+                            await source.read_pieces_async([index])
+                            asked.append((trio.current_time(), piece_length))
+                            await trio.sleep(0.2)
+                    except BudgetExhausted:
+                        refused += 1
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(settings.concurrent_readers):
+                nursery.start_soon(worker)
+            for i in range(torrents):
+                queue.push(rng.random(), costs[i % len(costs)])
+                if i % 100 == 99:
+                    await trio.sleep(1.0)  # 100 torrents a second
+            await trio.sleep(3 * 86_400.0)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    times = [t for t, _ in asked]
+    amounts = [b for _, b in asked]
+    worst, lo, window = 0, 0, 0
+    for hi, t in enumerate(times):  # the most bytes in any 24-hour window (times are non-decreasing)
+        window += amounts[hi]
+        while times[lo] <= t - 86_400.0:
+            window -= amounts[lo]
+            lo += 1
+        worst = max(worst, window)
+    return {"flood_torrents": torrents, "flood_started": started, "flood_refused_mid_read": refused,
+            "flood_bytes_asked": sum(amounts), "flood_worst_day_bytes": worst,
+            "flood_bytes_per_day": settings.bytes_per_day, "budget_respected": worst <= settings.bytes_per_day}
+
+
+# --- reporting ----------------------------------------------------------------------------------------------
+
+def percentile(values: Sequence[int], q: float) -> float:
+    return float(np.percentile(values, q)) if values else 0.0
+
+
+def threshold_sweep(index: RegistryIndex, candidates: list[Candidate], registered: dict[str, str],
+                    thresholds: Sequence[int]) -> list[str]:
+    """From the key frames the screen hashed: copies whose key frame is farther than t from every frame of
+    their own source (false rejections), decoys with a key frame within t of any registered frame."""
+    lookup = FrameLookup(index)
+    copies, decoys = [], []
+    for c in candidates:
+        if c.kind != "video" or not c.screens or c.label in ("exact", "renamed"):
+            continue
+        hashes = [h for h in c.keyframes]
+        if not hashes:
+            continue
+        near = lookup.near(ContentKind.VIDEO, hashes, max(thresholds))
+        if c.source is None:
+            decoys.append(min(near.values(), default=65))
+        else:
+            copies.append(near.get(registered[c.source], 65))
+    rows = ["| threshold | copies rejected (false) | decoys surviving |", "| --- | --- | --- |"]
+    for t in thresholds:
+        fr = sum(1 for d in copies if d > t)
+        ds = sum(1 for d in decoys if d <= t)
+        rows.append(f"| {t} | {fr} of {len(copies)} ({100 * fr / max(1, len(copies)):.1f} %) | "
+                    f"{ds} of {len(decoys)} ({100 * ds / max(1, len(decoys)):.1f} %) |")
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print the JSON object last (always printed)")
+    parser.add_argument("--videos", type=int)
+    parser.add_argument("--images", type=int)
+    parser.add_argument("--decoy-videos", type=int)
+    parser.add_argument("--decoy-images", type=int)
+    parser.add_argument("--metadata-decoys", type=int)
+    parser.add_argument("--index-hashes", type=int)
+    parser.add_argument("--piece-kib", type=int, default=64)
+    parser.add_argument("--threshold", type=int, default=KeyframeSettings().threshold)
+    parser.add_argument("--baseline", type=int, default=20, help="decoys also run through today's stage")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--workdir", type=Path)
+    args = parser.parse_args(argv)
+    quick = args.quick
+    videos = args.videos or (20 if quick else 40)
+    images = args.images or (16 if quick else 30)
+    decoy_videos = args.decoy_videos or (250 if quick else 600)
+    decoy_images = args.decoy_images or (100 if quick else 200)
+    meta_decoys = args.metadata_decoys or (4000 if quick else 20_000)
+    index_hashes = args.index_hashes or (1_000_000 if quick else 10_000_000)
+    piece_length = args.piece_kib * 1024
+    if not media.ffmpeg_available():
+        parser.error("ffmpeg is needed (pip install imageio-ffmpeg)")
+    began = time.perf_counter()
+    figures: dict[str, Any] = {"quick": quick, "piece_length": piece_length, "keyframe_threshold": args.threshold}
+    lap: dict[str, float] = {}
+
+    measured = measure_index(index_hashes, radius=MATCHER_RADIUS, lookups=20_000)
+    screen_index = measure_index(index_hashes, radius=args.threshold, lookups=5_000, exact_sample=100)
+    lap["index measured"] = time.perf_counter() - began
+    with tempfile.TemporaryDirectory(prefix="p2pwatch-bench-triage-") as temp:
+        workdir = args.workdir or Path(temp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        sources, candidates = build_corpus(workdir, videos, images, decoy_videos, decoy_images, args.jobs)
+        lap["corpus generated"] = time.perf_counter() - began
+        fps = fingerprints(sources, args.jobs)
+        registered = {key: fp.fingerprint_id for key, fp in fps.items()}
+        index = RegistryIndex([RegisteredContent(fp.fingerprint_id, key, fp) for key, fp in fps.items()])
+        real_hashes = len(index.frames) + len(index.image_phashes)
+        padded = pad_registry(index, index_hashes)
+        gc.collect()
+        gc.freeze()  # the registry's million frame objects: out of every collection what follows triggers
+        lap["registered and padded"] = time.perf_counter() - began
+        keyframe = KeyframeSettings(threshold=args.threshold)
+        perceptual = PerceptualSettings()
+        trio.run(run_candidates, index, candidates, piece_length, args.jobs, keyframe, perceptual)
+        lap["candidates matched"] = time.perf_counter() - began
+        for c in candidates:  # the key frame hashes the screen took, for the sweep
+            c.keyframes = [int(s["hash"], 16) for s in c.screens if s.get("hash")]
+        decoys_reached = [c for c in candidates if c.source is None and c.decision != "skipped"]
+        sample = decoys_reached[: args.baseline]
+        base = trio.run(baseline_pieces, index, sample, piece_length, args.jobs, perceptual)
+        lap["baseline"] = time.perf_counter() - began
+        sweep = threshold_sweep(index, candidates, registered, [6, 8, 10, 12, 14, 16])
+        lap["sweep"] = time.perf_counter() - began
+    metas = metadata_decoys(meta_decoys)
+    triage = Triage(index)
+    started = time.perf_counter()
+    meta_decisions = Counter(triage.decide(m).action for m in metas)
+    triage_rate = len(metas) / (time.perf_counter() - started)
+    lap["metainfo-only triage"] = time.perf_counter() - began
+    costs = [c.pieces for c in decoys_reached] or [2]
+    budget = BudgetSettings(bytes_per_day=1 << 30, torrents_per_hour=600, concurrent_readers=4, queue_size=1000)
+    flooded = flood(costs, 1 << 20, 30_000 if quick else 100_000, budget)
+    lap["flood replayed"] = time.perf_counter() - began
+
+    # --- tallies
+    tp = fp_ = fn = 0
+    rows: dict[tuple[str, str], list[Candidate]] = {}
+    for c in candidates:
+        rows.setdefault((c.kind, c.label), []).append(c)
+        own = registered.get(c.source) if c.source else None
+        tp += own in c.matched if own else 0
+        fn += (own not in c.matched) if own else 0
+        fp_ += len(c.matched - ({own} if own else set()))
+    misses = [c for c in candidates if c.source and registered[c.source] not in c.matched]
+    recall = tp / max(1, tp + fn)
+    precision = tp / max(1, tp + fp_)
+    nonmatch = [c.pieces for c in decoys_reached]
+    print(f"\ncorpus: {videos} registered videos and {images} images with planted copies, {decoy_videos} decoy videos, "
+          f"{decoy_images} decoy images (lavfi), {args.piece_kib} KiB pieces; registry: {len(fps)} real items "
+          f"({real_hashes:,} hashes) + {padded:,} synthetic hashes = {len(index.frames) + len(index.image_phashes):,}")
+    print("\n| kind | candidates | torrents | skipped | rejected at screen | confirmed | TP | FN | FP | pieces median |"
+          " pieces p95 | pieces max |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for (kind, label), cs in sorted(rows.items()):
+        pieces = [c.pieces for c in cs if c.decision != "skipped"]
+        at_screen = sum(1 for c in cs if c.screens and not any(s["survived"] for s in c.screens))
+        own = [registered[c.source] if c.source else None for c in cs]
+        t = sum(1 for c, o in zip(cs, own, strict=True) if o and o in c.matched)
+        n = sum(1 for c, o in zip(cs, own, strict=True) if o and o not in c.matched)
+        f = sum(len(c.matched - ({o} if o else set())) for c, o in zip(cs, own, strict=True))
+        print(f"| {kind} | {label} | {len(cs)} | {sum(c.decision == 'skipped' for c in cs)} | {at_screen} | "
+              f"{sum(c.decision == 'confirmed' for c in cs)} | {t} | {n} | {f} | "
+              f"{statistics.median(pieces) if pieces else 0:g} | {percentile(pieces, 95):g} | "
+              f"{max(pieces, default=0)} |")
+    print("\nmissed copies:" if misses else "\nno copy missed")
+    for c in misses:
+        size = sum(f.length for f in c.meta.files) if c.meta else 0
+        why = "; ".join(s["reason"] for s in c.screens) or c.reason
+        print(f"- {c.kind} {c.label} of {c.source} ({size:,} bytes): {c.decision}: {why}")
+    print(f"\nscreen threshold sweep (key frames the screen hashed; the screen ran at {args.threshold}):\n")
+    print("\n".join(sweep))
+    print(f"\ntoday's stage (no triage, no screen) on {len(base)} of those decoys: pieces median "
+          f"{statistics.median(base) if base else 0:g}, p95 {percentile(base, 95):g}, max {max(base, default=0)}")
+    print(f"metainfo-only torrents ({len(metas)}, 8 shapes): {dict(meta_decisions)}; {triage_rate:,.0f} triaged/s")
+    for m in (measured, screen_index):
+        print(f"index ({m['index_hashes']:,} synthetic frame-like hashes, radius {m['index_radius']}): "
+              f"{m['index_lookups_per_s']:,} lookups/s single on one core, {m['index_batch_lookups_per_s']:,} "
+              f"batched, exact {m['index_exact']} on {m['index_exact_sample']}, {m['index_bytes_per_hash']} "
+              f"bytes/hash, built in {m['index_build_s']} s")
+    print(f"flood: {flooded['flood_torrents']:,} torrents at 100/s against {budget.bytes_per_day:,} bytes/day: "
+          f"{flooded['flood_started']:,} started in 3 simulated days, worst 24 h asked "
+          f"{flooded['flood_worst_day_bytes']:,} bytes; respected {flooded['budget_respected']}")
+    print("timings (s since start): " + ", ".join(f"{k} {v:.0f}" for k, v in lap.items()))
+    false_rejections = sum(1 for c in candidates if c.source and c.screens
+                           and not any(s["survived"] for s in c.screens))
+    screened_copies = sum(1 for c in candidates if c.source and c.screens)
+    figures.update({
+        "nonmatch_pieces_median": statistics.median(nonmatch) if nonmatch else 0,
+        "nonmatch_pieces_p95": percentile(nonmatch, 95), "nonmatch_pieces_max": max(nonmatch, default=0),
+        "nonmatch_torrents": len(nonmatch),
+        "nonmatch_rejected_at_screen": sum(1 for c in decoys_reached if c.screens
+                                           and not any(s["survived"] for s in c.screens)),
+        "recall": round(recall, 4), "precision": round(precision, 4), "tp": tp, "fn": fn, "fp": fp_,
+        "false_rejections_at_screen": false_rejections, "copies_screened": screened_copies,
+        "baseline_pieces_median": statistics.median(base) if base else 0,
+        "index_hashes": len(index.frames) + len(index.image_phashes),
+        "index_lookups_per_s": measured["index_lookups_per_s"], "index_radius": measured["index_radius"],
+        "index_exact": measured["index_exact"] and screen_index["index_exact"],
+        "screen_radius_lookups_per_s": screen_index["index_lookups_per_s"],
+        "index_measured_hashes": measured["index_hashes"],
+        "metadata_skipped": meta_decisions.get("skip", 0), "metadata_queued": meta_decisions.get("queue", 0),
+        "budget_respected": flooded["budget_respected"], "flood_worst_day_bytes": flooded["flood_worst_day_bytes"],
+        "seconds": round(time.perf_counter() - began, 1),
+    })
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
