@@ -40,7 +40,7 @@ class DHTSettings:
     #: a lookup ends when this many closest responders have answered, plus 4 per dead node passed
     lookup_width: int = 12
     #: a slow query that would be among the k closest responders still holds the end this long after sending
-    slow_grace: float = 0.8
+    slow_grace: float = 0.9
     #: libtorrent's extended routing table: the farthest four buckets hold 128, 64, 32, 16 nodes
     extended_routing_table: bool = True
 
