@@ -67,7 +67,9 @@ _address_counter = itertools.count(2)
 def loopback_address() -> str:
     """A fresh 127.0.0.x / 127.0.y.x address per caller, so every node and peer has its own IP."""
     n = next(_address_counter) + (os.getpid() % 200) * 256
-    return f"127.{(n // 65536) % 250 + 1}.{(n // 256) % 256}.{n % 256 or 1}"
+    while n % 256 == 0:  # x.y.z.0 is skipped, not mapped to .1: that gave two callers one address
+        n = next(_address_counter) + (os.getpid() % 200) * 256
+    return f"127.{(n // 65536) % 250 + 1}.{(n // 256) % 256}.{n % 256}"
 
 
 def free_port(host: str, kind: int = socket.SOCK_DGRAM) -> int:

@@ -75,3 +75,12 @@ def test_cached_verdicts_match_fresh_decisions_and_stay_bounded(monkeypatch: pyt
     # the cache is per policy: another policy decides afresh
     assert not netguard.NetworkPolicy.from_specs(["10.0.0.0/8"]).allows("127.0.0.1")
     assert policy == netguard.NetworkPolicy.from_specs(["127.0.0.0/8"], refused=["127.9.0.0/16"])
+
+
+def test_loopback_addresses_of_the_tests_are_distinct() -> None:
+    """Every node and peer of a test has its own IP (conftest.loopback_address), across the .0 boundary too."""
+    from tests.conftest import loopback_address
+
+    seen = [loopback_address() for _ in range(1200)]
+    assert len(set(seen)) == len(seen)
+    assert all(a.startswith("127.") and not a.endswith(".0") for a in seen)
