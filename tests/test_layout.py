@@ -180,3 +180,18 @@ def test_no_pointer_to_a_shared_folder_outside_the_repository() -> None:
         if readable and path != Path(__file__) and "../shared" in path.read_text(encoding="utf-8", errors="replace"):
             offenders.append(str(rel))
     assert offenders == []
+
+
+def test_no_merge_conflict_markers_are_committed() -> None:
+    """A merge left ``<<<<<<< HEAD`` … ``>>>>>>> main`` in the README once; no text file may hold them."""
+    suffixes = {".py", ".md", ".toml", ".sh", ".cfg", ".txt", ".service", ".html", ".po", ".ini", ".mako"}
+    markers = ("<<<<<<< ", ">>>>>>> ")
+    offenders = []
+    for path in ROOT.rglob("*"):
+        rel = path.relative_to(ROOT)
+        if rel.parts[0] in (".git", ".venv", "build", "node_modules") or rel.parts[0].endswith(".egg-info") \
+                or not path.is_file() or (path.suffix not in suffixes and path.name != "run"):
+            continue
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        offenders += [f"{rel}:{i}" for i, line in enumerate(lines, 1) if line.startswith(markers)]
+    assert offenders == []
