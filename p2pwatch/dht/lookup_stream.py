@@ -15,6 +15,7 @@ The channel is bounded: a consumer that does not keep up holds back the reply ha
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -236,42 +237,36 @@ async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[N
         if reply is not None and not ended:
             await deliver(peer_node, use, reply)
 
-    def launch(peer_node: NodeInfo) -> tuple[NodeInfo, Callable[[bytes], krpc.Query], Any, list[bool]] | None:
-        """Send the query to ``peer_node`` now if the driver can (without yielding); None if it cannot."""
-        if starter is None:
-            return None
+    def launch(peer_node: NodeInfo) -> Callable[[], Awaitable[None]] | None:
+        """Send the query to ``peer_node`` now if the driver can (without yielding); the task that waits for
+        its reply (or sends it, when it could not be sent at once), or None when netguard refused it."""
         use = build if sample_allowed is None or sample_allowed(peer_node.addr) else route_only
-        done: list[bool] = []
-        try:
-            started = starter.start_query(peer_node.addr, use, on_reply=in_receive_loop(peer_node, use, done))
-        except netguard.NetworkRefused:
-            started = False
-        return None if started is None else (peer_node, use, started, done)
+        if starter is not None:
+            done: list[bool] = []
+            try:
+                started = starter.start_query(peer_node.addr, use, on_reply=in_receive_loop(peer_node, use, done))
+            except netguard.NetworkRefused:
+                failed(peer_node)
+                return None
+            if started is not None:
+                return functools.partial(finish, peer_node, use, started, done)
+        return functools.partial(ask, peer_node, use)
 
-    Launched = tuple[NodeInfo, Callable[[bytes], krpc.Query], Any, list[bool]] | None
-
-    def wait_for(queries: trio.Nursery, peer_node: NodeInfo, launched: Launched) -> None:
-        """The task that waits for a launched query (or sends it, when it could not be sent at once)."""
-        if launched is None:
-            use = build if sample_allowed is None or sample_allowed(peer_node.addr) else route_only
-            queries.start_soon(ask, peer_node, use)
-        elif launched[2] is False:
-            failed(peer_node)
-        else:
-            queries.start_soon(finish, *launched)
-
-    async def drive(first_round: list[tuple[NodeInfo, Launched]]) -> None:
+    async def drive(first_round: list[Callable[[], Awaitable[None]] | None]) -> None:
         with send:  # closed without a checkpoint, so a Cancelled never replaces a failure of the nursery
             async with trio.open_nursery() as queries:
-                for peer_node, launched in first_round:
-                    wait_for(queries, peer_node, launched)
+                for waiter in first_round:
+                    if waiter is not None:
+                        queries.start_soon(waiter)
                 while True:
                     at = trio.current_time()
                     traversal.on_tick(at)
                     if traversal.done:
                         break
                     for peer_node in traversal.next_queries(at):
-                        wait_for(queries, peer_node, launch(peer_node))
+                        waiter = launch(peer_node)
+                        if waiter is not None:
+                            queries.start_soon(waiter)
                     deadline = traversal.next_deadline()
                     with trio.move_on_at(deadline if deadline is not None else at + config.query_timeout):
                         await wake_recv.receive()
@@ -284,7 +279,7 @@ async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[N
     async with trio.open_nursery() as nursery:
         # the first round leaves before the caller gets the stream (a task would send a scheduler pass later);
         # their waits start with the driver, which always runs (a trio task runs to its first checkpoint)
-        nursery.start_soon(drive, [(peer_node, launch(peer_node)) for peer_node in traversal.next_queries(now)])
+        nursery.start_soon(drive, [launch(peer_node) for peer_node in traversal.next_queries(now)])
         try:
             yield LookupStream(receive, traversal, result)
         finally:
