@@ -60,9 +60,7 @@ async def node_config(net: NetworkOptions, home: Path, state_name: str = "dht-cl
     bootstrap = await resolve_bootstrap(net.bootstrap_or_default())
     if not bootstrap:
         raise BootstrapFailed("no bootstrap node could be resolved; pass --bootstrap IP:PORT")
-    return DHTConfig(bind_host=host, bind_port=port, bootstrap=bootstrap, allow_local=net.allow_local,
-                     state_file=home / state_name, query_timeout=min(5.0, net.timeout / 2),
-                     short_timeout=min(0.5, net.timeout / 10))
+    return cli_dht_config(net, host, port, bootstrap, home / state_name)
 
 
 async def node_config6(net: NetworkOptions, home: Path, bind6: str | None,
@@ -80,8 +78,14 @@ async def node_config6(net: NetworkOptions, home: Path, bind6: str | None,
     bootstrap = await resolve_bootstrap(net.bootstrap_or_default(), socket.AF_INET6)
     if not bootstrap:
         raise BootstrapFailed("no IPv6 bootstrap node could be resolved; pass --bootstrap [IPV6]:PORT")
+    return cli_dht_config(net, host, port, bootstrap, home / state_name)
+
+
+def cli_dht_config(net: NetworkOptions, host: str, port: int, bootstrap: tuple[tuple[str, int], ...],
+                   state_file: Path) -> DHTConfig:
+    """One CLI node's settings: timeouts scaled to ``--timeout`` (at most 5 s per query, 0.5 s until slow)."""
     return DHTConfig(bind_host=host, bind_port=port, bootstrap=bootstrap, allow_local=net.allow_local,
-                     state_file=home / state_name, query_timeout=min(5.0, net.timeout / 2),
+                     state_file=state_file, query_timeout=min(5.0, net.timeout / 2),
                      short_timeout=min(0.5, net.timeout / 10))
 
 
