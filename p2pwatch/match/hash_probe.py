@@ -25,7 +25,7 @@ _M4 = np.uint64(0x0F0F0F0F0F0F0F0F)
 _H01 = np.uint64(0x0101010101010101)
 
 
-def _popcount64(x: Any) -> Any:
+def _popcount64_py(x: Any) -> Any:
     """Bits set in a uint64 (SWAR; numba has no popcount intrinsic for numpy integers)."""
     x = x - ((x >> np.uint64(1)) & _M1)
     x = (x & _M2) + ((x >> np.uint64(2)) & _M2)
@@ -78,24 +78,35 @@ def _probe(queries: Any, shifts: Any, masks: Any, radii: Any, part_of: Any, flip
     return out_q[:count], out_r[:count], out_d[:count]
 
 
-def _grow(array: Any, capacity: int) -> Any:
+def _grow_py(array: Any, capacity: int) -> Any:
     bigger = np.empty(capacity, array.dtype)
     bigger[: array.shape[0]] = array
     return bigger
 
 
-if AVAILABLE:
-    from numba import njit
+# what _probe calls by name: the compiled versions once _kernel has run (numba resolves them when it compiles)
+_popcount64: Any = _popcount64_py
+_grow: Any = _grow_py
+_compiled_probe: Any = None
 
-    _popcount64 = njit(cache=True, nogil=True, inline="always")(_popcount64)
-    _grow = njit(cache=True, nogil=True)(_grow)
-    _probe = njit(cache=True, nogil=True)(_probe)
+
+def _kernel() -> Any:
+    """The compiled _probe, built on the first lookup: importing numba costs ~0.2 s, which every command that
+    imports the matcher (lookup, register, web) would otherwise pay at start-up."""
+    global _popcount64, _grow, _compiled_probe
+    if _compiled_probe is None:
+        from numba import njit
+
+        _popcount64 = njit(cache=True, nogil=True, inline="always")(_popcount64_py)
+        _grow = njit(cache=True, nogil=True)(_grow_py)
+        _compiled_probe = njit(cache=True, nogil=True)(_probe)
+    return _compiled_probe
 
 
 def probe(queries: np.ndarray, shifts: np.ndarray, masks: np.ndarray, radii: np.ndarray, part_of: np.ndarray,
           flips: np.ndarray, offsets: np.ndarray, positions: np.ndarray, sorted_codes: np.ndarray, radius: int,
           start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(query number, row, distance) of every entry within ``radius`` of 1-D uint64 ``queries``, each once."""
-    result: tuple[np.ndarray, np.ndarray, np.ndarray] = _probe(queries, shifts, masks, radii, part_of, flips,
-                                                               offsets, positions, sorted_codes, radius, start)
+    result: tuple[np.ndarray, np.ndarray, np.ndarray] = _kernel()(queries, shifts, masks, radii, part_of, flips,
+                                                                  offsets, positions, sorted_codes, radius, start)
     return result
