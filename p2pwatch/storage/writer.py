@@ -11,11 +11,12 @@ Usage::
 
 Records travel over a bounded trio memory channel. The task takes the first waiting item, then whatever
 else is already queued (up to ``batch_size`` rows), and commits it in one transaction through
-``trio.to_thread.run_sync`` (not cancellable: a started commit always finishes). Observations get their
-``seq`` and chain hashes there (p2pwatch.storage.ledger.append_observations), so only this task extends the
-chain in a process; the chain-head lock keeps it linear across processes. ``on_commit`` is called after
-every committed batch with its ``CommitReport``: a reported seq is durable (SQLite ``synchronous=FULL``,
-PostgreSQL's commit). A ``flush`` or ``run`` ends the current batch, so ordering is the channel's order.
+``trio.to_thread.run_sync``, shielded from cancellation: a batch taken off the channel is always committed.
+Observations get their ``seq`` and chain hashes there (p2pwatch.storage.ledger.append_observations), so
+only this task extends the chain in a process; the chain-head lock keeps it linear across processes.
+``on_commit`` is called after every committed batch with its ``CommitReport``: a reported seq is durable
+(SQLite ``synchronous=FULL``, PostgreSQL's commit). A ``flush`` or ``run`` ends the current batch, so
+ordering is the channel's order.
 
 Leaving ``open_writer`` (normally, by an exception or by cancellation) closes the channel and, shielded
 from cancellation, commits what was already queued before the task ends. If a batch fails, the task
@@ -185,6 +186,12 @@ class ObservationWriter:
         marker = last if isinstance(last, _Marker) else None
         if marker is not None:
             items.pop()
+        # Off the channel, the batch exists nowhere else: a cancel must not drop it before the thread starts
+        # (trio.to_thread.run_sync checks for a pending cancel first), so it is committed shielded.
+        with trio.CancelScope(shield=True):
+            await self._commit_batch(items, marker)
+
+    async def _commit_batch(self, items: list[Item], marker: _Marker[Any] | None) -> None:
         if items:
             try:
                 await self._commit(items)
