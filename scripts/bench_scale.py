@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from p2pwatch.config import DHTSettings
 from p2pwatch.sim.population import PopulationSettings
 from p2pwatch.sim.scenario import ScaleRun, run_scale
 
@@ -62,9 +63,16 @@ def main() -> None:
     parser.add_argument("--crawl-seconds", type=float, help="override the simulated crawl time")
     parser.add_argument("--loss", type=float, default=0.0, help="datagram loss probability (default 0)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--slow-grace", type=float, help="override the [dht] slow_grace (seconds)")
+    parser.add_argument("--lookup-width", type=int, help="override the [dht] lookup_width")
     args = parser.parse_args()
     nodes = args.nodes or (100_000 if args.quick else 1_000_000)
-    run = ScaleRun(population=PopulationSettings(nodes=nodes, loss=args.loss, seed=args.seed),
+    dht = DHTSettings()
+    if args.slow_grace is not None:
+        dht.slow_grace = args.slow_grace
+    if args.lookup_width is not None:
+        dht.lookup_width = args.lookup_width
+    run = ScaleRun(population=PopulationSettings(nodes=nodes, loss=args.loss, seed=args.seed), dht=dht,
                    lookups=args.lookups or (300 if args.quick else 500),
                    crawl_s=args.crawl_seconds or (180.0 if args.quick else 300.0))
     report = run_scale(run)
