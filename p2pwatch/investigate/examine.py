@@ -199,8 +199,9 @@ async def probe_pex_listed(exam: Examination, metainfo: Metainfo | None, setting
     add_pex_listings(exam, allow_local=allow_local)
 
 
-async def examine(exam: Examination, *, node: DHTNode | Sequence[DHTNode] | None, trackers: Sequence[str], metainfo: Metainfo | None,
-                  settings: ProbeSettings, tracker_config: TrackerConfig, probe_limit: int, pieces_budget: int,
+async def examine(exam: Examination, *, node: DHTNode | Sequence[DHTNode] | None, trackers: Sequence[str],
+                  metainfo: Metainfo | None, settings: ProbeSettings, tracker_config: TrackerConfig,
+                  probe_limit: int, pieces_budget: int,
                   bind_ip: str | None = None, allow_local: bool = False,
                   remembered_pex: Sequence[tuple[Endpoint, str | None]] = ()) -> Examination:
     async with trio.open_nursery() as nursery:
