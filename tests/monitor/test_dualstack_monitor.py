@@ -200,3 +200,31 @@ def test_bind6_key_must_be_ipv6(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == ["p2pwatch: error: [dht] bind6 '127.0.0.1:0' is not an IPv6 address "
                                                "(write it as [ADDR]:PORT)"]
+
+
+async def test_watch_examination_harvests_both_dhts() -> None:
+    """The watcher's examine() given both nodes: listings of both families, dht_peers added up."""
+    from datetime import UTC, datetime
+
+    from p2pwatch.config import ProbeSettings
+    from p2pwatch.investigate.examine import Examination, examine
+    from p2pwatch.probe.trackers import TrackerConfig
+
+    class Harvest:
+        def __init__(self, peers: dict[tuple[str, int], set[tuple[str, int]]]) -> None:
+            self.peers, self.asked = peers, 0
+
+        async def get_peers(self, infohash: bytes, *, scrape: bool = False, seeds: object = None) -> Any:
+            self.asked += 1
+            return SimpleNamespace(peers={} if scrape else self.peers, closest=[], bf_seeds=[], bf_peers=[])
+
+    v4 = Harvest({("10.1.1.1", 1): {("10.0.0.1", 6881)}})
+    v6 = Harvest({("2001:db8::1", 1): {("2001:db8::5", 6881)}, ("2001:db8::2", 2): {("2001:db8::5", 6881)}})
+    exam = Examination(IH, datetime.now(UTC))
+    await examine(exam, node=[v4, v6], trackers=[], metainfo=None, settings=ProbeSettings(),  # type: ignore[list-item]
+                  tracker_config=TrackerConfig(), probe_limit=0, pieces_budget=0)
+    assert v4.asked == 2 and v6.asked == 2  # get_peers and the BEP 33 scrape on each DHT
+    assert exam.dht_peers == 3
+    assert exam.listed == {("10.1.1.1", 1): {("dht", "10.0.0.1:6881")},
+                           ("2001:db8::1", 1): {("dht", "2001:db8::5:6881")},
+                           ("2001:db8::2", 2): {("dht", "2001:db8::5:6881")}}
