@@ -23,6 +23,9 @@ from p2pwatch.errors import ConfigError
 class DHTSettings:
     bind: str = "0.0.0.0"
     port: int = 6881
+    #: "[IPV6]:PORT" runs an IPv6 DHT node too (BEP 32: its own socket, routing table and BEP 42 id; IPv6
+    #: bootstrap entries go to it); empty: the IPv4 DHT only
+    bind6: str = ""
     bootstrap: list[str] = field(default_factory=lambda: [
         "router.bittorrent.com:6881", "dht.transmissionbt.com:6881", "router.utorrent.com:6881",
         "dht.libtorrent.org:25401"])

@@ -213,4 +213,8 @@ async def open_tcp_stream(
     except ValueError as exc:
         raise NetworkRefused(f"netguard connects to IP addresses only, not {host!r}") from exc
     current_policy().check(host, port)
+    if local_address is not None and (":" in local_address) != (":" in host):
+        # dual stack (BEP 32): --bind names the IPv4 source address; a connection to an IPv6 peer (or the
+        # converse) cannot leave from it and goes out from the system's choice of that family instead
+        local_address = None
     return await trio.open_tcp_stream(host, port, local_address=local_address)

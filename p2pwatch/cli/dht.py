@@ -63,18 +63,24 @@ async def node_config(net: NetworkOptions, home: Path, state_name: str = "dht-cl
     return cli_dht_config(net, host, port, bootstrap, home / state_name)
 
 
+def parse_bind6(bind6: str, what: str = "--bind6") -> tuple[str, int]:
+    """``[IPV6]:PORT`` (port 0 when left out) for an IPv6 DHT node; ConfigError naming ``what`` otherwise."""
+    host, port = parse_host_port(bind6, default_port=0, what=what)
+    try:
+        if ipaddress.ip_address(host).version != 6:
+            raise ConfigError(f"{what} {bind6!r} is not an IPv6 address (write it as [ADDR]:PORT)")
+    except ValueError:
+        raise ConfigError(f"{what} {bind6!r} is not an IPv6 address (write it as [ADDR]:PORT)") from None
+    return host, port
+
+
 async def node_config6(net: NetworkOptions, home: Path, bind6: str | None,
                        state_name: str = "dht-cli-ipv6.json") -> DHTConfig | None:
     """The IPv6 node's configuration for ``--bind6`` (None without it): its own socket, table, id and state
     file, bootstrapped from the IPv6 entries of ``--bootstrap`` (or the routers' IPv6 addresses)."""
     if bind6 is None:
         return None
-    host, port = parse_host_port(bind6, default_port=0, what="--bind6")
-    try:
-        if ipaddress.ip_address(host).version != 6:
-            raise ConfigError(f"--bind6 {bind6!r} is not an IPv6 address (write it as [ADDR]:PORT)")
-    except ValueError:
-        raise ConfigError(f"--bind6 {bind6!r} is not an IPv6 address (write it as [ADDR]:PORT)") from None
+    host, port = parse_bind6(bind6)
     bootstrap = await resolve_bootstrap(net.bootstrap_or_default(), socket.AF_INET6)
     if not bootstrap:
         raise BootstrapFailed("no IPv6 bootstrap node could be resolved; pass --bootstrap [IPV6]:PORT")

@@ -107,6 +107,9 @@ DHT6_BIND_REMEDY = ("pass --bind6 [IPV6]:PORT with an IPv6 address of this machi
 MONITOR_DHT_BIND_REMEDY = ("pass --bind IP:PORT with an address of this machine and a free port (port 0 picks "
                            "any free one), or set bind and port under [dht] in the configuration file (or "
                            "P2PWATCH_DHT_BIND, P2PWATCH_DHT_PORT)")
+MONITOR_DHT6_BIND_REMEDY = ("pass --bind6 [IPV6]:PORT with an IPv6 address of this machine and a free port (port 0 "
+                            "picks any free one), or set bind6 under [dht] in the configuration file (or "
+                            "P2PWATCH_DHT_BIND6; empty runs the IPv4 DHT only)")
 METRICS_BIND_REMEDY = ("pass --metrics-port PORT with a free port, or change metrics_port in the configuration "
                        "file (or P2PWATCH_METRICS_PORT; 0 turns the endpoint off)")
 #: probe commands never listen: --bind only chooses the source address of their datagrams and connections.

@@ -96,19 +96,22 @@ async def harvest_dht(node: DHTNode, exam: Examination, *, scrape: bool = True, 
     for peer, reporters in result.peers.items():
         for ip, port in reporters:
             exam.add_listing(peer, "dht", f"{ip}:{port}")
+    before = len(exam.listed_as)
     for other in other_ids:
         for peer, reporters in (await node.get_peers(other)).peers.items():
             if peer not in exam.listed:
                 exam.listed_as[peer] = other
             for ip, port in reporters:
                 exam.add_listing(peer, "dht", f"{ip}:{port}")
-    exam.dht_peers = len(result.peers) + len(exam.listed_as)
+    # added up over the nodes that harvest (BEP 32: the IPv4 and the IPv6 DHT list disjoint peers)
+    exam.dht_peers = (exam.dht_peers or 0) + len(result.peers) + len(exam.listed_as) - before
     if scrape:
         counted = await node.get_peers(exam.infohash, scrape=True, seeds=result.closest)
         if counted.bf_seeds or counted.bf_peers:
-            exam.dht_seeds_estimate = round(bloom_estimate(bloom_union(counted.bf_seeds))) if counted.bf_seeds else 0
-            exam.dht_leechers_estimate = round(bloom_estimate(bloom_union(counted.bf_peers))) if counted.bf_peers \
-                else 0
+            seeds = round(bloom_estimate(bloom_union(counted.bf_seeds))) if counted.bf_seeds else 0
+            leechers = round(bloom_estimate(bloom_union(counted.bf_peers))) if counted.bf_peers else 0
+            exam.dht_seeds_estimate = (exam.dht_seeds_estimate or 0) + seeds
+            exam.dht_leechers_estimate = (exam.dht_leechers_estimate or 0) + leechers
 
 
 async def harvest_trackers(urls: Sequence[str], exam: Examination, config: TrackerConfig) -> None:
@@ -196,14 +199,16 @@ async def probe_pex_listed(exam: Examination, metainfo: Metainfo | None, setting
     add_pex_listings(exam, allow_local=allow_local)
 
 
-async def examine(exam: Examination, *, node: DHTNode | None, trackers: Sequence[str], metainfo: Metainfo | None,
-                  settings: ProbeSettings, tracker_config: TrackerConfig, probe_limit: int, pieces_budget: int,
+async def examine(exam: Examination, *, node: DHTNode | Sequence[DHTNode] | None, trackers: Sequence[str],
+                  metainfo: Metainfo | None, settings: ProbeSettings, tracker_config: TrackerConfig,
+                  probe_limit: int, pieces_budget: int,
                   bind_ip: str | None = None, allow_local: bool = False,
                   remembered_pex: Sequence[tuple[Endpoint, str | None]] = ()) -> Examination:
     async with trio.open_nursery() as nursery:
-        if node is not None:
-            others = sorted(metainfo.dht_ids - {exam.infohash}) if metainfo is not None else []
-            nursery.start_soon(functools.partial(harvest_dht, node, exam, other_ids=others))
+        nodes = [] if node is None else list(node) if isinstance(node, Sequence) else [node]
+        others = sorted(metainfo.dht_ids - {exam.infohash}) if metainfo is not None else []
+        for one in nodes:  # a dual-stack monitor (BEP 32) harvests the IPv4 and the IPv6 DHT at once
+            nursery.start_soon(functools.partial(harvest_dht, one, exam, other_ids=others))
         if trackers:
             nursery.start_soon(harvest_trackers, trackers, exam, tracker_config)
     await probe_listed(exam, metainfo, settings, limit=probe_limit, pieces_budget=pieces_budget, bind_ip=bind_ip)

@@ -9,6 +9,11 @@ matches enter the watch list → the watcher examines watched swarms on a schedu
 the one writer. Only torrents that match (or are watched) are stored: the metadata of every other torrent
 the crawler sees is dropped after matching (data minimisation).
 
+Dual stack (BEP 32, ``[dht] bind6``): an IPv6 node runs beside the IPv4 one (its own socket, routing table,
+BEP 42 id and state file), each with its own crawler and per-IP rate limiter, both feeding the same
+discoveries channel; the pipeline asks a sampled-from node through the node of its family, and fallback
+lookups and the watcher's lookups run on both DHTs, their peers merged.
+
 SIGINT/SIGTERM cancel the nursery: in-flight work stops, the writer commits what was queued, the DHT node
 saves its id and routing table. The database holds the watch list and each watch's next due time, so a
 restart (also after SIGKILL) resumes where it stopped; our own stale claims are released at start.
@@ -32,7 +37,8 @@ from sqlalchemy.orm import Session
 
 from p2pwatch.config import MonitorConfig
 from p2pwatch.dht.crawler import AnnouncedPeer, Crawler, DiscoveredInfohash, Discovery
-from p2pwatch.dht.node import DHTConfig, DHTNode, open_dht_node
+from p2pwatch.dht.dualstack import open_dual_stack
+from p2pwatch.dht.node import DHTConfig, DHTNode
 from p2pwatch.errors import P2PWatchError
 from p2pwatch.investigate.examine import Examination, observation_records
 from p2pwatch.investigate.geoip import GeoLookup
@@ -106,10 +112,11 @@ def load_monitor_state(session: Session, previous: tuple[Any, ...] | None, regis
 
 class Monitor:
     def __init__(self, config: MonitorConfig, engine: Engine, dht: DHTConfig, *, home: Path,
-                 bind_ip: str | None = None) -> None:
+                 bind_ip: str | None = None, dht6: DHTConfig | None = None) -> None:
         self.config = config
         self.engine = engine
         self.dht_config = dht
+        self.dht6_config = dht6  # None: the IPv4 DHT only
         self.home = home
         self.bind_ip = bind_ip
         self.worker_id = worker_id_for(home)
@@ -120,6 +127,7 @@ class Monitor:
         self.alerter = Alerter(config.alerts.webhook, config.alerts.command)
         self.geo = GeoLookup([config.geoip_mmdb] if config.geoip_mmdb else None)
         self.node: DHTNode | None = None
+        self.node6: DHTNode | None = None
         self.watcher: Watcher | None = None
         self.ready = trio.Event()
         self.metrics_port: int | None = None
@@ -169,31 +177,37 @@ class Monitor:
             await writer.audit("monitor", "monitor.start", {"worker": self.worker_id,
                                                            "config_sha256": self.config.digest()})
             await self._read()
-            async with open_dht_node(self.dht_config) as node:
-                self.node = node
-                log.info("DHT node %s on %s:%d, %d nodes known", node.own_id.hex(), *node.address,
-                         len(node.table))
+            async with open_dual_stack(self.dht_config, self.dht6_config) as pair:
+                assert pair.v4 is not None
+                node, self.node, self.node6 = pair.v4, pair.v4, pair.v6
+                for one in pair.nodes:
+                    log.info("DHT node %s on %s, %d nodes known", one.own_id.hex(), _format(one.address),
+                             len(one.table))
                 await self._run_stages(writer, node)
 
     async def _run_stages(self, writer: ObservationWriter, node: DHTNode) -> None:
         m = self.metrics
+        node6 = self.node6
         m.gauges["p2pwatch_dht_nodes"] = lambda: float(len(node.table))
+        if node6 is not None:
+            m.gauges["p2pwatch_dht6_nodes"] = lambda: float(len(node6.table))
         m.gauges["p2pwatch_watched_torrents"] = lambda: float(len(set(self.state.watched.values())))
         discoveries_send, discoveries = trio.open_memory_channel[Discovery](self.config.crawler.channel_size)
         metadata_send, metadata_receive = trio.open_memory_channel[Lead](64)
         outcomes_send, outcomes = trio.open_memory_channel[MetadataOutcome](64)
         fetcher = ProbeFetcher(self.config.probe, bind_ip=self.bind_ip, allow_local=self.dht_config.allow_local)
-        self.pipeline = MetadataPipeline(DHTPeerSource(node), fetcher, self.config.metadata,
+        self.pipeline = MetadataPipeline(DHTPeerSource(node, node6), fetcher, self.config.metadata,
                                          max_peers=self.config.probe.metadata_peers)
         self.per_minute.install(m)
         self.watcher = Watcher(self.config, writer, node, worker_id=self.worker_id, alerter=self.alerter,
-                               metrics=m, geo=self.geo, bind_ip=self.bind_ip)
+                               metrics=m, geo=self.geo, bind_ip=self.bind_ip, node6=node6)
         async with trio.open_nursery() as nursery:
-            crawler = Crawler(node, discoveries_send, segments=self.config.crawler.segments,
-                              passive=self.config.crawler.passive,
-                              sweep_interval=self.config.crawler.sweep_interval)
+            crawlers = [Crawler(one, discoveries_send, segments=self.config.crawler.segments,
+                                passive=self.config.crawler.passive,
+                                sweep_interval=self.config.crawler.sweep_interval)
+                        for one in (node, node6) if one is not None]  # one per DHT (BEP 32), one channel
             if self.config.crawler.enabled:
-                nursery.start_soon(self._crawl, crawler)
+                nursery.start_soon(self._crawl, crawlers)
             nursery.start_soon(self._discoveries, discoveries, metadata_send, writer)
             nursery.start_soon(self.pipeline.run, metadata_receive, outcomes_send)
             for _ in range(MATCH_WORKERS):
@@ -212,22 +226,24 @@ class Monitor:
                 scope.cancel()
                 return
 
-    async def _crawl(self, crawler: Crawler) -> None:
+    async def _crawl(self, crawlers: list[Crawler]) -> None:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(crawler.run)  # sweeps every crawler.sweep_interval, passive capture throughout
+            for crawler in crawlers:  # sweeps every crawler.sweep_interval, passive capture throughout
+                nursery.start_soon(crawler.run)
             while True:
                 await trio.sleep(5)
-                self._update_metrics(crawler)
+                self._update_metrics(crawlers)
 
-    def _update_metrics(self, crawler: Crawler) -> None:
+    def _update_metrics(self, crawlers: list[Crawler]) -> None:
         m = self.metrics
-        m.counters["p2pwatch_infohashes_discovered_total"] = crawler.stats.discovered
+        m.counters["p2pwatch_infohashes_discovered_total"] = sum(c.stats.discovered for c in crawlers)
         if self.pipeline is not None:
             export_pipeline(m, self.pipeline.stats)
         self.per_minute.sample(m, trio.current_time())
-        if self.node is not None:
-            m.counters["p2pwatch_dht_queries_received_total"] = self.node.stats.queries_in
-            m.counters["p2pwatch_dht_queries_sent_total"] = self.node.stats.queries_out
+        nodes = [n for n in (self.node, self.node6) if n is not None]  # both DHTs added up
+        if nodes:
+            m.counters["p2pwatch_dht_queries_received_total"] = sum(n.stats.queries_in for n in nodes)
+            m.counters["p2pwatch_dht_queries_sent_total"] = sum(n.stats.queries_out for n in nodes)
 
     async def _refresh_index(self) -> None:
         while True:
@@ -248,7 +264,8 @@ class Monitor:
             elif isinstance(event, AnnouncedPeer):
                 torrent_id = self.state.watched.get(event.infohash)
                 if torrent_id is not None:
-                    reporter = f"announce to {self.node.address[0]}:{self.node.address[1]}" if self.node else None
+                    to = self.node6 if ":" in event.ip else self.node  # announced over the socket of its family
+                    reporter = f"announce to {to.address[0]}:{to.address[1]}" if to else None
                     await writer.write(ObservationRecord(torrent_id, event.ip, event.port, 0, "announce",
                                                          event.at, reporter=reporter))
                     self.metrics.by_level[0] += 1
@@ -331,6 +348,10 @@ class Monitor:
         for match in matches:
             record_match(session, match, torrent, actor="monitor")
         return torrent.id
+
+
+def _format(addr: tuple[str, int]) -> str:
+    return f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
 
 
 def export_pipeline(metrics: Metrics, stats: PipelineStats) -> None:

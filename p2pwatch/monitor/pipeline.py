@@ -107,28 +107,57 @@ class MetadataFetcher(Protocol):
 
 
 class DHTPeerSource:
-    """:class:`PeerSource` over a running :class:`~p2pwatch.dht.node.DHTNode` (real or simulated network)."""
+    """:class:`PeerSource` over running :class:`~p2pwatch.dht.node.DHTNode` s (real or simulated network).
 
-    def __init__(self, node: DHTNode) -> None:
+    Dual stack (BEP 32): with an IPv6 node (``node6``) a sampled-from node is asked through the node of its
+    own address family (the IPv4 and the IPv6 DHT are two DHTs, each node with its own socket and its own
+    per-IP rate limiter), and a lookup runs on both DHTs at once, each seeded with its own family's nodes;
+    their peers are merged (each listing keeps its reporter, so its family stays known).
+    """
+
+    def __init__(self, node: DHTNode, node6: DHTNode | None = None) -> None:
         self.node = node
+        self.node6 = node6
+
+    @property
+    def nodes(self) -> list[DHTNode]:
+        return [n for n in (self.node, self.node6) if n is not None]
+
+    def node_for(self, addr: Addr) -> DHTNode | None:
+        """The node of ``addr``'s address family; None for an IPv6 address without an IPv6 node."""
+        return self.node6 if ":" in addr[0] else self.node
 
     async def ask_node(self, node: Addr, infohash: bytes) -> PeersReply:
-        me = self.node
+        me = self.node_for(node)
+        if me is None:
+            return PeersReply()
+        asker, want = me, ((b"n6",) if me is self.node6 else ())
         try:
-            reply = await me.query(node, lambda t: krpc.GetPeers(t, me.own_id, infohash,
-                                                                 read_only=me.config.read_only))
+            reply = await me.query(node, lambda t: krpc.GetPeers(t, asker.own_id, infohash, want=want,
+                                                                 read_only=asker.config.read_only))
         except (QueryTimeout, KRPCError, netguard.NetworkRefused, OSError):
             return PeersReply()
-        return PeersReply(reply.values, reply.nodes)
+        return PeersReply(reply.values, reply.nodes6 if me is self.node6 else reply.nodes)
 
     async def lookup(self, infohash: bytes, seeds: Iterable[object]) -> dict[Addr, set[Addr]]:
-        start = [s for s in seeds if isinstance(s, NodeInfo)] + self.node.table.closest(infohash, self.node.config.k)
-        try:
-            found = await self.node.get_peers(infohash, seeds=start)
-        except (netguard.NetworkRefused, OSError) as exc:
-            log.debug("lookup of %s failed: %s", infohash.hex(), exc)
-            return {}
-        return found.peers
+        infos = [s for s in seeds if isinstance(s, NodeInfo)]
+        merged: dict[Addr, set[Addr]] = {}
+
+        async def one(node: DHTNode) -> None:
+            v6 = node is self.node6
+            start = [s for s in infos if (":" in s.ip) == v6] + node.table.closest(infohash, node.config.k)
+            try:
+                found = await node.get_peers(infohash, seeds=start)
+            except (netguard.NetworkRefused, OSError) as exc:
+                log.debug("lookup of %s failed: %s", infohash.hex(), exc)
+                return
+            for peer, reporters in found.peers.items():
+                merged.setdefault(peer, set()).update(reporters)
+
+        async with trio.open_nursery() as nursery:
+            for node in self.nodes:
+                nursery.start_soon(one, node)
+        return merged
 
 
 @dataclass

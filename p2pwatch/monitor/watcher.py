@@ -97,10 +97,12 @@ def release_own_claims(session: Session, worker_id: str) -> int:
 
 class Watcher:
     def __init__(self, config: MonitorConfig, writer: ObservationWriter, node: DHTNode | None, *, worker_id: str,
-                 alerter: Alerter, metrics: Metrics, geo: GeoLookup, bind_ip: str | None, poll: float = 2.0) -> None:
+                 alerter: Alerter, metrics: Metrics, geo: GeoLookup, bind_ip: str | None, poll: float = 2.0,
+                 node6: DHTNode | None = None) -> None:
         self.config = config
         self.writer = writer
         self.node = node
+        self.node6 = node6  # dual stack (BEP 32): watched swarms are looked up on the IPv6 DHT too
         self.worker_id = worker_id
         self.alerter = alerter
         self.metrics = metrics
@@ -137,7 +139,8 @@ class Watcher:
         exam = Examination(target.dht_id, datetime.now(UTC))
         tracker_config = TrackerConfig(timeout=20.0, local_address=self.bind_ip)
         try:
-            await examine(exam, node=self.node, trackers=target.trackers, metainfo=target.metainfo,
+            nodes = [n for n in (self.node, self.node6) if n is not None]
+            await examine(exam, node=nodes, trackers=target.trackers, metainfo=target.metainfo,
                           settings=self.config.probe, tracker_config=tracker_config,
                           probe_limit=self.config.watcher.probes_per_torrent,
                           pieces_budget=self.config.watcher.verified_pieces_per_torrent, bind_ip=self.bind_ip,
