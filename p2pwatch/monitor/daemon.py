@@ -40,7 +40,7 @@ from p2pwatch.dht.crawler import AnnouncedPeer, Crawler, DiscoveredInfohash, Dis
 from p2pwatch.dht.dualstack import open_dual_stack
 from p2pwatch.dht.node import DHTConfig, DHTNode
 from p2pwatch.errors import P2PWatchError
-from p2pwatch.investigate.examine import Examination, observation_records
+from p2pwatch.investigate.examine import Examination, add_pex_listings, observation_records
 from p2pwatch.investigate.geoip import GeoLookup
 from p2pwatch.investigate.lookup import run_matcher
 from p2pwatch.investigate.registry import record_match, upsert_torrent
@@ -76,6 +76,11 @@ def worker_id_for(home: Path) -> str:
     """Stable per host and data directory, so a restart recognises (and releases) its own claims."""
     digest = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:8]
     return f"{socket.gethostname()}:{digest}"
+
+
+def outcome_probes(outcome: MetadataOutcome) -> list[ProbeResult]:
+    """The BEP 9 probes of a metadata outcome: each is evidence (levels 1-2, and what its peer said over PEX)."""
+    return [a.evidence for a in outcome.attempts if isinstance(a.evidence, ProbeResult)]
 
 
 @dataclass
@@ -288,8 +293,7 @@ class Monitor:
         infohash = outcome.infohash
         peers = sorted(outcome.peers)
         allow_local = self.dht_config.allow_local
-        probes = [a.evidence for a in outcome.attempts if isinstance(a.evidence, ProbeResult)]
-        layers = {root: layer for probe in probes for root, layer in probe.piece_layers.items()}
+        layers = {root: layer for probe in outcome_probes(outcome) for root, layer in probe.piece_layers.items()}
         metainfo = metainfo.with_piece_layers(layers)  # level-3 rows on v2 pieces rest on them: stored together
         other_ids = set(metainfo.dht_ids) - {infohash}
         if other_ids & self.state.checked_ids:
@@ -301,7 +305,7 @@ class Monitor:
         index = self.state.index
         if not len(index) and not index.keywords:
             return
-        finish = functools.partial(self._finish, infohash, metainfo, outcome, probes)
+        finish = functools.partial(self._finish, infohash, metainfo, outcome)
         if not self.config.triage.enabled:
             await finish(await run_matcher(index, metainfo, peers, self.config, bind_ip=self.bind_ip,
                                            allow_local=allow_local))
@@ -316,8 +320,8 @@ class Monitor:
         self.metrics.decision(report.triage["decision"], infohash.hex(), report.triage["reason"])
         await finish(report)
 
-    async def _finish(self, infohash: bytes, metainfo: Metainfo, outcome: MetadataOutcome, probes: list[ProbeResult],
-                      report: MatchReport) -> None:
+    async def _finish(self, infohash: bytes, metainfo: Metainfo, outcome: MetadataOutcome, report: MatchReport
+                      ) -> None:
         """Log the candidates; store a matched torrent, its matches and observations; alert."""
         writer = self.writer
         assert writer is not None
@@ -333,7 +337,8 @@ class Monitor:
         for peer, reporters in outcome.peers.items():
             for ip, port in reporters:
                 exam.add_listing(peer, "dht", f"{ip}:{port}")
-        exam.probes.extend(probes)
+        exam.probes.extend(outcome_probes(outcome))
+        add_pex_listings(exam, allow_local=self.dht_config.allow_local)  # BEP 11 heard during the metadata stage
         exam.finished_at = datetime.now(UTC)
         await writer.write_many(observation_records(torrent_id, exam, self.geo))
         for match in report.matches:
