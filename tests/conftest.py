@@ -11,6 +11,7 @@ import itertools
 import os
 import shutil
 import socket
+import subprocess
 
 import pytest
 
@@ -34,6 +35,12 @@ def require_component(name: str, available: bool, hint: str = "") -> None:
     if in_ci():
         pytest.fail(f"CI requires {message}")
     pytest.skip(message)  # a developer machine without the component; CI never gets here
+
+
+def require_ipv6_loopback() -> None:
+    """The IPv6 tests need ::1 on lo (BEP 32 nodes and libtorrent sessions bind there)."""
+    out = subprocess.run(["ip", "-6", "addr", "show", "lo"], capture_output=True, text=True, check=False).stdout
+    require_component("IPv6 loopback ::1", "::1/128" in out, "enable IPv6 on lo")
 
 
 @pytest.hookimpl(hookwrapper=True)

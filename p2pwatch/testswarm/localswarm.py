@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,10 +133,11 @@ class LocalSwarm:
         node.torrents.append(handle)
         return handle
 
-    def connect_dht(self) -> None:
-        """Tell every DHT session about every other one."""
-        for a in self.sessions:
-            for b in self.sessions:
+    def connect_dht(self, group: Sequence[SwarmSession] | None = None) -> None:
+        """Tell every DHT session (or every one of ``group``) about every other one."""
+        sessions = self.sessions if group is None else group
+        for a in sessions:
+            for b in sessions:
                 if a is not b:
                     a.session.add_dht_node(b.endpoint)
 

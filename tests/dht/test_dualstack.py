@@ -23,7 +23,7 @@ from p2pwatch.dht import krpc
 from p2pwatch.dht.dualstack import open_dual_stack
 from p2pwatch.dht.node_types import DHTConfig
 from p2pwatch.errors import ConfigError
-from tests.conftest import loopback_address, require_component
+from tests.conftest import loopback_address, require_component, require_ipv6_loopback
 from tests.dht_helpers import node_config
 
 try:
@@ -34,18 +34,6 @@ except ImportError:  # pragma: no cover - reported by require_component below
     lt = None
 
 pytestmark = pytest.mark.interop
-
-
-def _has_ipv6_loopback() -> bool:
-    out = subprocess.run(["ip", "-6", "addr", "show", "lo"], capture_output=True, text=True, check=False).stdout
-    return "::1/128" in out
-
-
-def _wire(group: list[SwarmSession]) -> None:
-    for a in group:
-        for b in group:
-            if a is not b:
-                a.session.add_dht_node(b.endpoint)
 
 
 @dataclass
@@ -59,7 +47,7 @@ class DualSwarm:
 def dual_swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DualSwarm]:
     """Six libtorrent nodes on 127.x and six on ::1, one seeder of the torrent in each family."""
     require_component("libtorrent", lt is not None, "pip install libtorrent")
-    require_component("IPv6 loopback ::1", _has_ipv6_loopback(), "enable IPv6 on lo")
+    require_ipv6_loopback()
     tmp_path = tmp_path_factory.mktemp("dualstack")
     data, torrent, infohash = random_torrent(tmp_path, 150_000)
     with LocalSwarm(tmp_path) as local:
@@ -67,8 +55,8 @@ def dual_swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DualSwarm]:
         v6 = [local.start_session("::1", settings={"outgoing_interfaces": ""}) for _ in range(6)]
         local.seed(v4[0], torrent, data)
         local.seed(v6[0], torrent, data)
-        _wire(v4)
-        _wire(v6)
+        local.connect_dht(v4)
+        local.connect_dht(v6)
         local.wait_dht_ready(min_nodes=3, timeout=30)
         local.wait_seeding(timeout=30)
         local.force_announce()

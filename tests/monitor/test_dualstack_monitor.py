@@ -31,7 +31,7 @@ from p2pwatch.dht.nodeinfo import NodeInfo
 from p2pwatch.monitor.daemon import Monitor
 from p2pwatch.monitor.pipeline import DHTPeerSource
 from p2pwatch.storage.db import default_url, make_engine, upgrade_database
-from tests.conftest import loopback_address, require_component
+from tests.conftest import loopback_address, require_component, require_ipv6_loopback
 
 try:
     import libtorrent as lt
@@ -109,11 +109,6 @@ async def test_ipv4_only_source_never_sends_to_ipv6() -> None:
     assert await source.lookup(IH, []) == v4.found and len(v4.lookups) == 1
 
 
-def _has_ipv6_loopback() -> bool:
-    out = subprocess.run(["ip", "-6", "addr", "show", "lo"], capture_output=True, text=True, check=False).stdout
-    return "::1/128" in out
-
-
 @dataclass
 class SixSwarm:
     infohash: bytes
@@ -124,16 +119,13 @@ class SixSwarm:
 def six_swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SixSwarm]:
     """Six libtorrent DHT nodes on ::1 only, one of them seeding the torrent: it is on no IPv4 DHT."""
     require_component("libtorrent", lt is not None, "pip install libtorrent")
-    require_component("IPv6 loopback ::1", _has_ipv6_loopback(), "enable IPv6 on lo")
+    require_ipv6_loopback()
     tmp_path = tmp_path_factory.mktemp("six")
     data, torrent, infohash = random_torrent(tmp_path, 150_000)
     with LocalSwarm(tmp_path) as local:
         nodes = [local.start_session("::1", settings={"outgoing_interfaces": ""}) for _ in range(6)]
         local.seed(nodes[0], torrent, data)
-        for a in nodes:
-            for b in nodes:
-                if a is not b:
-                    a.session.add_dht_node(b.endpoint)
+        local.connect_dht(nodes)
         local.wait_dht_ready(min_nodes=3, timeout=30)
         local.wait_seeding(timeout=30)
         local.force_announce()
@@ -178,7 +170,7 @@ def _monitor(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[
 
 
 def test_busy_ipv6_port_is_one_line_naming_option_and_key(tmp_path: Path) -> None:
-    require_component("IPv6 loopback ::1", _has_ipv6_loopback(), "enable IPv6 on lo")
+    require_ipv6_loopback()
     assert _monitor(tmp_path, "db", "upgrade").returncode == 0
     with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as busy:
         busy.bind(("::1", 0))
