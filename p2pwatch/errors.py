@@ -30,6 +30,12 @@ class MetainfoError(RemoteProtocolError):
     """A .torrent file, info dict or magnet URI is malformed."""
 
 
+class CompactAddressError(RemoteProtocolError):
+    """A compact peer or node string (BEP 23, 7, 32, 5) has the wrong length (p2pwatch.torrent.compact).
+
+    Each protocol codec re-raises it as its own type (PexError, KRPCError, TrackerError)."""
+
+
 class KRPCError(RemoteProtocolError):
     """A KRPC message is malformed, or a node replied with a KRPC error.
 

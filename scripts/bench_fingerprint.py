@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from p2pwatch.match import media
 from p2pwatch.match.fingerprint import fingerprint_file
 from p2pwatch.match.fingerprint_hash import hash_file_object
-from tests import media_fixtures as mf
+from p2pwatch.testswarm import media as mf
 
 VIDEO_VARIANTS: dict[str, Callable[[Path, Path], Path]] = {
     "scale-176-crf23": lambda s, d: mf.transcode(s, d / "scale176.mp4", width=176, crf=23),

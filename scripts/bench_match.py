@@ -76,9 +76,9 @@ from p2pwatch.match import media
 from p2pwatch.match.fingerprint import Fingerprint, fingerprint_file
 from p2pwatch.match.matcher import RegisteredContent, RegistryIndex, match_torrent
 from p2pwatch.match.perceptual import PerceptualSettings, perceptual_matches
+from p2pwatch.testswarm import media as mf
 from p2pwatch.torrent.maker import make_v1_torrent
 from p2pwatch.torrent.metainfo import Metainfo, parse_torrent
-from tests import media_fixtures as mf
 
 MiB = 1024 * 1024
 

@@ -4,7 +4,7 @@
     python scripts/bench_triage.py --json             # the full run: more content, 10,000,000 indexed hashes
 
 Corpus (ffmpeg lavfi sources only, generated into a temporary directory, nothing kept): ``videos`` registered
-videos (tests/media_fixtures.py: three generated scenes, 12 s, 320x240, 10 fps, H.264) and ``images``
+videos (p2pwatch/testswarm/media.py: three generated scenes, 12 s, 320x240, 10 fps, H.264) and ``images``
 registered images, each with planted copies: the same bytes (``exact``), the same bytes renamed behind a text
 file in a multi-file torrent (``renamed``), re-encoded (CRF 32), resized (176 px wide), trimmed and
 re-encoded (6 s from 3.3 s), trimmed by stream copy into Matroska (6 s from 4 s); images resized and

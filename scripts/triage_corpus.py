@@ -1,5 +1,5 @@
 """The corpus of scripts/bench_triage.py (issue 13): registered videos and images with planted copies among
-decoys, all generated with ffmpeg's lavfi sources (tests/media_fixtures.py) into a temporary directory; the
+decoys, all generated with ffmpeg's lavfi sources (p2pwatch/testswarm/media.py) into a temporary directory; the
 registry padded with synthetic items; and metainfo-only torrents shaped like what a crawler sees.
 """
 
@@ -17,10 +17,10 @@ from p2pwatch.match.fingerprint import Fingerprint, fingerprint_file
 from p2pwatch.match.hash_index_measure import synthetic_frame_hashes
 from p2pwatch.match.matcher import RegisteredContent, RegistryIndex
 from p2pwatch.match.media_types import ContentKind, FrameHash, MediaFingerprint
+from p2pwatch.testswarm import media as mf
 from p2pwatch.testswarm.synthetic_registry import synthetic_fingerprint
 from p2pwatch.torrent import bencoding
 from p2pwatch.torrent.metainfo import Metainfo, parse_torrent
-from tests import media_fixtures as mf
 
 VIDEO_VARIANTS = {
     "reencoded": lambda s, d: mf.transcode(s, d / "reencoded.mp4", crf=32),

@@ -30,8 +30,6 @@ Where this codec departs from the letter of the BEPs, on purpose:
 
 from __future__ import annotations
 
-import socket
-import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -56,7 +54,8 @@ from p2pwatch.dht.krpc_messages import (
     UnknownQuery,
 )
 from p2pwatch.dht.nodeinfo import NodeInfo
-from p2pwatch.errors import DecodeError, KRPCError
+from p2pwatch.errors import CompactAddressError, DecodeError, KRPCError
+from p2pwatch.torrent import compact
 
 __all__ = [
     "BLOOM_FILTER_SIZE",
@@ -84,9 +83,6 @@ __all__ = [
 
 _WANT_FLAGS = (b"n4", b"n6")
 
-_AF_INET = socket.AF_INET
-_AF_INET6 = socket.AF_INET6
-_ntop = socket.inet_ntop
 _MAX_TID = limits.MAX_KRPC_TRANSACTION_ID
 _MAX_TOKEN = limits.MAX_KRPC_TOKEN
 _MAX_SAMPLES_LEN = limits.MAX_SAMPLES_PER_REPLY * 20
@@ -193,31 +189,20 @@ def _decode_query(msg: dict[bytes, Any], tid: bytes) -> Query:
     return UnknownQuery(tid, sender, method, target, read_only)
 
 
-_NODE4 = struct.Struct("!20s4sH")
-_NODE6 = struct.Struct("!20s16sH")
-_PEER4 = struct.Struct("!4sH").unpack
-_PEER6 = struct.Struct("!16sH").unpack
-
-
 def _nodes(blob: Any, tid: bytes, v6: bool) -> tuple[NodeInfo, ...]:
-    layout, family, key = (_NODE6, _AF_INET6, "nodes6") if v6 else (_NODE4, _AF_INET, "nodes")
-    if type(blob) is not bytes or len(blob) % layout.size:
-        raise _bad(f"'{key}' must be a string of {layout.size}-byte entries", tid, False)
-    ntop = _ntop
-    return tuple([NodeInfo(nid, ntop(family, ip), port) for nid, ip, port in layout.iter_unpack(blob)])
+    if type(blob) is bytes:
+        try:
+            entries = compact.decode_node_list(blob, ipv6=v6)
+        except CompactAddressError:
+            pass
+        else:
+            return tuple([NodeInfo(nid, ip, port) for nid, ip, port in entries])
+    size = compact.NODE6_LEN if v6 else compact.NODE4_LEN
+    raise _bad(f"'{'nodes6' if v6 else 'nodes'}' must be a string of {size}-byte entries", tid, False)
 
 
-def _peer4(blob: bytes) -> tuple[str, int]:
-    ip, port = _PEER4(blob)
-    return _ntop(_AF_INET, ip), port
-
-
-def _peer6(blob: bytes) -> tuple[str, int]:
-    ip, port = _PEER6(blob)
-    return _ntop(_AF_INET6, ip), port
-
-
-_PEER_DECODERS = {6: _peer4, 18: _peer6}
+# BEP 5/32 compact peers (``values`` entries, the BEP 42 ``ip``) by length: p2pwatch.torrent.compact's decoders
+_PEER_DECODERS = {compact.PEER4_LEN: compact.decode_peer4, compact.PEER6_LEN: compact.decode_peer6}
 
 
 def _values(values: Any, tid: bytes) -> tuple[tuple[tuple[str, int], ...], int]:

@@ -3,17 +3,17 @@
 * compact peer info: 4-byte IPv4 + 2-byte port (6 bytes), or 16-byte IPv6 + port (18 bytes, BEP 32);
 * compact node info: 20-byte id + compact peer info (26 bytes IPv4, 38 bytes IPv6).
 
-All decoders check lengths first and raise :class:`~p2pwatch.errors.KRPCError` (a RemoteProtocolError).
+The byte layouts are :mod:`p2pwatch.torrent.compact`'s; these decoders raise :class:`~p2pwatch.errors.KRPCError`
+(a RemoteProtocolError) for a bad length, as the DHT code expects.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import socket
 from dataclasses import dataclass
 
-from p2pwatch.errors import KRPCError
+from p2pwatch.errors import CompactAddressError, KRPCError
+from p2pwatch.torrent import compact
 
 ID_LEN = 20
 ID_BITS = 160
@@ -42,34 +42,27 @@ def random_id() -> bytes:
 
 
 def encode_peer(ip: str, port: int) -> bytes:
-    """Compact peer info: 6 bytes for IPv4, 18 for IPv6."""
-    packed = ipaddress.ip_address(ip).packed
-    return packed + port.to_bytes(2, "big")
+    """Compact peer info: 6 bytes for IPv4, 18 for IPv6 (:func:`p2pwatch.torrent.compact.encode_peer`)."""
+    return compact.encode_peer(ip, port)
 
 
 def decode_peer(data: bytes) -> tuple[str, int]:
-    if len(data) == 6:
-        return socket.inet_ntop(socket.AF_INET, data[:4]), int.from_bytes(data[4:], "big")
-    if len(data) == 18:
-        return socket.inet_ntop(socket.AF_INET6, data[:16]), int.from_bytes(data[16:], "big")
-    raise KRPCError(f"compact peer info must be 6 or 18 bytes, got {len(data)}")
+    """One 6- or 18-byte compact peer info; :class:`KRPCError` for any other length."""
+    try:
+        return compact.decode_peer(data)
+    except CompactAddressError as exc:
+        raise KRPCError(str(exc)) from exc
 
 
 def encode_nodes(nodes: list[NodeInfo] | tuple[NodeInfo, ...]) -> bytes:
     """Concatenated compact node infos (caller keeps IPv4 and IPv6 apart: ``nodes`` vs ``nodes6``)."""
-    return b"".join(n.id + encode_peer(n.ip, n.port) for n in nodes)
+    return b"".join([compact.encode_node(n.id, n.ip, n.port) for n in nodes])
 
 
 def decode_nodes(data: bytes, *, ipv6: bool = False) -> tuple[NodeInfo, ...]:
     """Parse a ``nodes`` (26-byte entries) or ``nodes6`` (38-byte entries) string."""
-    size = 38 if ipv6 else 26
-    if len(data) % size:
-        raise KRPCError(f"compact node list length {len(data)} is not a multiple of {size}")
-    family = socket.AF_INET6 if ipv6 else socket.AF_INET
-    iplen = size - 22
-    out = []
-    for off in range(0, len(data), size):
-        ip = socket.inet_ntop(family, data[off + 20 : off + 20 + iplen])
-        port = int.from_bytes(data[off + size - 2 : off + size], "big")
-        out.append(NodeInfo(data[off : off + 20], ip, port))
-    return tuple(out)
+    try:
+        entries = compact.decode_node_list(data, ipv6=ipv6)
+    except CompactAddressError as exc:
+        raise KRPCError(str(exc)) from exc
+    return tuple([NodeInfo(node_id, ip, port) for node_id, ip, port in entries])

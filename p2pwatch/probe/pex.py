@@ -22,7 +22,8 @@ Departures, all on the strict side: a contact string whose length is not a multi
 an ``added.f`` whose length differs from the number of added contacts, rejects the whole message
 (:class:`PexError`; libtorrent silently truncates or ignores the flags); a message with none of the four
 contact fields is rejected as BEP 11 requires. Contacts with port 0 and the unspecified or multicast
-addresses are skipped and counted. IPv4-mapped IPv6 contacts are read as IPv4. The probe advertises
+addresses are skipped and counted. IPv4-mapped IPv6 contacts are read as IPv4 (:func:`compact.unmap`; the
+contact layouts are :mod:`p2pwatch.torrent.compact`'s, which keeps the mapped form as IPv6). The probe advertises
 ``ut_pex`` so that peers send it, but never sends PEX itself: it has no swarm to report, and it does not
 give its listen port, so peers do not list it to others.
 """
@@ -30,17 +31,15 @@ give its listen port, so peers do not list it to others.
 from __future__ import annotations
 
 import ipaddress
-import socket
-import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntFlag
 from typing import Any
 
 from p2pwatch import limits, netguard
-from p2pwatch.errors import DecodeError
+from p2pwatch.errors import CompactAddressError, DecodeError
 from p2pwatch.probe.wire_messages import UT_PEX, ExtensionError
-from p2pwatch.torrent import bencoding
+from p2pwatch.torrent import bencoding, compact
 
 __all__ = [
     "UT_PEX", "PexCollector", "PexError", "PexFlags", "PexMessage", "PexPeer", "decode_pex", "encode_pex",
@@ -48,9 +47,6 @@ __all__ = [
 ]
 
 Endpoint = tuple[str, int]
-
-_V4 = struct.Struct(">4sH")
-_V6 = struct.Struct(">16sH")
 
 
 class PexFlags(IntFlag):
@@ -94,19 +90,13 @@ class PexMessage:
 
 
 def _contacts(raw: bytes, size: int, name: str) -> list[Endpoint]:
-    if len(raw) % size:
-        raise PexError(f"ut_pex {name!r} has {len(raw)} bytes, not a multiple of {size}")
-    unpack = (_V4 if size == 6 else _V6).unpack_from
-    out: list[Endpoint] = []
-    for offset in range(0, len(raw), size):
-        packed, port = unpack(raw, offset)
-        if size == 6:
-            out.append((socket.inet_ntop(socket.AF_INET, packed), port))
-            continue
-        addr = ipaddress.IPv6Address(packed)
-        mapped = addr.ipv4_mapped
-        out.append((str(mapped) if mapped is not None else socket.inet_ntop(socket.AF_INET6, packed), port))
-    return out
+    try:
+        found = compact.decode_peer_list(raw, ipv6=size == compact.PEER6_LEN)
+    except CompactAddressError as exc:
+        raise PexError(f"ut_pex {name!r}: {exc}") from exc
+    if size == compact.PEER4_LEN:
+        return found
+    return [(compact.unmap(ip), port) for ip, port in found]  # the mapped form counts as the IPv4 address
 
 
 def _usable(ip: str, port: int) -> bool:
@@ -170,10 +160,8 @@ def decode_pex(payload: bytes, *, max_peers: int = limits.MAX_PEX_PEERS_PER_MESS
 
 
 def _pack(endpoint: Endpoint) -> tuple[int, bytes]:
-    addr = ipaddress.ip_address(endpoint[0])
-    if not 0 <= endpoint[1] <= 0xFFFF:
-        raise ValueError(f"port {endpoint[1]} out of range")
-    return addr.version, addr.packed + struct.pack(">H", endpoint[1])
+    packed = compact.encode_peer(*endpoint)  # LocalProtocolError for a bad address or port
+    return (4 if len(packed) == compact.PEER4_LEN else 6), packed
 
 
 def encode_pex(added: Sequence[PexPeer] = (), dropped: Sequence[Endpoint] = ()) -> bytes:

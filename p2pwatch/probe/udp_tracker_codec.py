@@ -13,13 +13,13 @@ Peers, scrape counts and the announce ``event`` are shared with the HTTP tracker
 
 from __future__ import annotations
 
-import socket
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
 from p2pwatch import limits
-from p2pwatch.errors import LocalProtocolError, TrackerError, TrackerFailure
+from p2pwatch.errors import CompactAddressError, LocalProtocolError, TrackerError, TrackerFailure
+from p2pwatch.torrent import compact
 
 PROTOCOL_ID = 0x41727101980
 #: Longest error message text kept from an error packet.
@@ -205,10 +205,7 @@ def encode_response(message: UDPResponse, *, ipv6: bool = False) -> bytes:
     if isinstance(message, AnnounceResponse):
         head = _ANNOUNCE_REPLY.pack(Action.ANNOUNCE, message.transaction_id, message.interval,
                                     message.leechers, message.seeders)
-        family = socket.AF_INET6 if ipv6 else socket.AF_INET
-        return head + b"".join(
-            socket.inet_pton(family, p.ip) + p.port.to_bytes(2, "big") for p in message.peers
-        )
+        return head + compact.encode_peer_list([(p.ip, p.port) for p in message.peers], ipv6=ipv6)
     if isinstance(message, ScrapeResponse):
         return HEADER.pack(Action.SCRAPE, message.transaction_id) + b"".join(
             _SCRAPE_ENTRY.pack(s.seeders, s.completed, s.leechers) for s in message.stats
@@ -244,18 +241,15 @@ def decode_response(data: bytes, *, ipv6: bool = False) -> UDPResponse:
 
 
 def decode_compact_peers(data: bytes, *, ipv6: bool = False) -> tuple[Peer, ...]:
-    """Concatenated compact peers (BEP 23 / BEP 7): 6 bytes each, or 18 for IPv6."""
-    stride = 18 if ipv6 else 6
-    if len(data) % stride:
-        raise TrackerError(f"compact peer list of {len(data)} bytes is not a multiple of {stride}")
+    """Concatenated compact peers (BEP 23 / BEP 7): 6 bytes each, or 18 for IPv6 (:mod:`p2pwatch.torrent.compact`)."""
+    stride = compact.PEER6_LEN if ipv6 else compact.PEER4_LEN
     if len(data) // stride > limits.MAX_TRACKER_PEERS:
         raise TrackerError(f"tracker listed more than {limits.MAX_TRACKER_PEERS} peers")
-    family, iplen = (socket.AF_INET6, 16) if ipv6 else (socket.AF_INET, 4)
-    return tuple(
-        Peer(socket.inet_ntop(family, data[off : off + iplen]),
-             int.from_bytes(data[off + iplen : off + stride], "big"))
-        for off in range(0, len(data), stride)
-    )
+    try:
+        found = compact.decode_peer_list(data, ipv6=ipv6)
+    except CompactAddressError as exc:
+        raise TrackerError(str(exc)) from exc
+    return tuple([Peer(ip, port) for ip, port in found])
 
 
 def encode_url_data(url_data: bytes) -> bytes:

@@ -32,9 +32,9 @@ from p2pwatch.match.fingerprint import (
     load_fingerprints,
 )
 from p2pwatch.match.media import ContentKind
+from p2pwatch.testswarm.media import have_ffmpeg, make_video
 from p2pwatch.torrent import bencoding, merkle
 from tests.conftest import require_component
-from tests.media_fixtures import have_ffmpeg, make_video
 
 K = 16384
 

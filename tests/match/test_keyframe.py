@@ -21,10 +21,18 @@ from p2pwatch.match.frame_lookup import FrameLookup
 from p2pwatch.match.keyframe import KeyframeSettings, screen_file
 from p2pwatch.match.matcher import RegisteredContent, RegistryIndex
 from p2pwatch.match.media_types import ContentKind
+from p2pwatch.testswarm.media import (
+    have_ffmpeg,
+    make_image,
+    make_video,
+    remux,
+    resize_recompress,
+    run_ffmpeg,
+    transcode,
+)
 from p2pwatch.torrent.maker import make_v1_torrent
 from p2pwatch.torrent.metainfo import Metainfo, parse_torrent
 from tests.conftest import loopback_address, require_component
-from tests.media_fixtures import have_ffmpeg, make_image, make_video, remux, resize_recompress, run_ffmpeg, transcode
 
 try:
     import libtorrent as lt

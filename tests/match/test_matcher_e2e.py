@@ -50,11 +50,11 @@ from p2pwatch.match.perceptual import (
     sample_order,
 )
 from p2pwatch.probe.bulk_fetch import FetchOptions, open_torrent_reader
+from p2pwatch.testswarm.media import have_ffmpeg, make_image, make_video, remux, resize_recompress, transcode
 from p2pwatch.torrent.maker import make_v1_torrent
 from p2pwatch.torrent.metainfo import Metainfo, parse_torrent
 from tests.conftest import loopback_address, require_component
 from tests.dht_helpers import node_config
-from tests.media_fixtures import have_ffmpeg, make_image, make_video, remux, resize_recompress, transcode
 
 try:
     import libtorrent as lt

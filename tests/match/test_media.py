@@ -15,8 +15,8 @@ from p2pwatch.errors import MediaError
 from p2pwatch.match import media
 from p2pwatch.match.fingerprint import fingerprint_file
 from p2pwatch.match.media import ContentKind, FrameHash, MediaFingerprint, sniff_kind
+from p2pwatch.testswarm.media import have_ffmpeg, make_image, make_video, remux, resize_recompress, transcode
 from tests.conftest import require_component
-from tests.media_fixtures import have_ffmpeg, make_image, make_video, remux, resize_recompress, transcode
 
 
 @pytest.mark.parametrize("head, kind", [

@@ -16,10 +16,10 @@ import trio
 from p2pwatch.match.fingerprint import fingerprint_file
 from p2pwatch.match.matcher import RegisteredContent, RegistryIndex
 from p2pwatch.match.perceptual import POINT_SECONDS, PerceptualSettings, perceptual_matches, plan_samples
+from p2pwatch.testswarm.media import have_ffmpeg, make_video, transcode
 from p2pwatch.torrent.maker import make_v1_torrent
 from p2pwatch.torrent.metainfo import parse_torrent
 from tests.conftest import require_component
-from tests.media_fixtures import have_ffmpeg, make_video, transcode
 
 MiB = 1024 * 1024
 

@@ -1,4 +1,5 @@
-"""Synthetic media for tests and benchmarks: ffmpeg lavfi sources only (no real content is ever used or kept).
+"""Synthetic media for tests and benchmarks (scripts/bench_*.py, triage_corpus.py): ffmpeg lavfi sources only
+(no real content is ever used or kept).
 
 Videos are built from two or three segments of generated sources (mandelbrot, life, cellauto, gradients,
 sierpinski, zoneplate, geq patterns) with seed-dependent parameters, so that each has scene cuts and no two
