@@ -250,10 +250,7 @@ class DHTNode:
             if delay > 0:
                 await trio.sleep(max(delay, 1e-3))
             await self._outstanding.acquire()
-            if self._outbound.delay(addr[0], trio.current_time()) > 0:
-                self._outstanding.release()
-                continue
-            pending = self._send_query(addr, build, on_reply)
+            pending = self._send_if_allowed(addr, build, on_reply)
         return await self.finish_query(pending, timeout)
 
     def start_query(self, addr: tuple[str, int], build: Callable[[bytes], krpc.Query], *,
@@ -265,10 +262,19 @@ class DHTNode:
         """
         netguard.current_policy().check(addr[0], addr[1])
         if self._outbound.delay(addr[0], trio.current_time()) > 0:
-            return None
+            return None  # checked before taking a slot too: a rate-limited IP must not take and give back slots
         try:
             self._outstanding.acquire_nowait()
         except trio.WouldBlock:
+            return None
+        return self._send_if_allowed(addr, build, on_reply)
+
+    def _send_if_allowed(self, addr: tuple[str, int], build: Callable[[bytes], krpc.Query],
+                         on_reply: ReplyCallback | None) -> _Pending | None:
+        """With an outstanding slot held: send if the IP's token is there (no await between this check and
+        the datagram), else give the slot back and return None."""
+        if self._outbound.delay(addr[0], trio.current_time()) > 0:
+            self._outstanding.release()
             return None
         return self._send_query(addr, build, on_reply)
 
