@@ -147,10 +147,7 @@ def main() -> None:
         seeders, asker = sessions[:3], sessions[-1]
         for s in seeders:
             local.seed(s, torrent, data)
-        local.connect_dht()
-        local.wait_dht_ready(min_nodes=8, timeout=60)
-        local.wait_seeding(timeout=60)
-        local.force_announce()
+        local.start_dht(min_nodes=8, timeout=60)
         swarm = [s.endpoint for s in sessions]
         silent = trio.run(lambda: plant_dead_contact(ip(200), infohash, swarm))
         want = {s.endpoint for s in seeders}

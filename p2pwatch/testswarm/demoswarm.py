@@ -159,10 +159,7 @@ def start_demo_swarm(content: DemoContent, *, prefix: str = "127.0.44", nodes: i
         for index in SEEDERS[torrent.label]:
             swarm.seed(sessions[index], torrent.raw, content.root / SAVE_PATHS[torrent.label])
             torrent.seeders.append(sessions[index])
-    swarm.connect_dht()
-    swarm.wait_dht_ready(min_nodes=4)
-    swarm.wait_seeding()
-    swarm.force_announce()
+    swarm.start_dht(min_nodes=4)
     return DemoSwarm(swarm, sessions, torrents)
 
 

@@ -156,6 +156,16 @@ class LocalSwarm:
             for handle in s.torrents:
                 handle.force_dht_announce()
 
+    def start_dht(self, *, min_nodes: int, timeout: float = 30.0,
+                  groups: Sequence[Sequence[SwarmSession]] | None = None) -> None:
+        """Wire the DHT (every session, or each of ``groups`` apart: one DHT per address family), wait until
+        every session knows ``min_nodes`` nodes and every torrent seeds, then announce every torrent."""
+        for group in groups if groups is not None else [self.sessions]:
+            self.connect_dht(group)
+        self.wait_dht_ready(min_nodes=min_nodes, timeout=timeout)
+        self.wait_seeding(timeout=timeout)
+        self.force_announce()
+
     def close(self) -> None:
         for s in self.sessions:
             with contextlib.suppress(RuntimeError):

@@ -38,10 +38,7 @@ def test_dht_peers_and_sample_against_libtorrent(tmp_path: Path) -> None:
         sessions = [swarm.start_session(loopback_address()) for _ in range(8)]
         for s in sessions[:2]:
             swarm.seed(s, torrent, data)
-        swarm.connect_dht()
-        swarm.wait_dht_ready(min_nodes=4)
-        swarm.wait_seeding()
-        swarm.force_announce()
+        swarm.start_dht(min_nodes=4)
         net = [f"--bootstrap={sessions[3].ip}:{sessions[3].port}", "--allow-local", f"--bind={loopback_address()}",
                "--timeout=15"]
         want = {f"{s.ip}:{s.port}" for s in sessions[:2]}

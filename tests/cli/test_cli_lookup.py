@@ -49,10 +49,7 @@ def test_lookup_finds_peers_metadata_match_and_records(tmp_path: Path) -> None:
         sessions = [swarm.start_session(loopback_address()) for _ in range(8)]
         for s in sessions[:2]:
             swarm.seed(s, torrent, tmp_path)
-        swarm.connect_dht()
-        swarm.wait_dht_ready(min_nodes=4)
-        swarm.wait_seeding()
-        swarm.force_announce()
+        swarm.start_dht(min_nodes=4)
         net = [f"--bootstrap={sessions[4].ip}:{sessions[4].port}", "--allow-local", f"--bind={loopback_address()}"]
         doc: dict[str, object] = {}
         for _ in range(5):

@@ -63,10 +63,7 @@ def test_lookup_record_export_verify(tmp_path: Path, version: str, given: str) -
         sessions = [swarm.start_session(loopback_address()) for _ in range(6)]
         for s in sessions[:2]:
             swarm.seed(s, torrent, pack if one_file else pack.parent)
-        swarm.connect_dht()
-        swarm.wait_dht_ready(min_nodes=3)
-        swarm.wait_seeding()
-        swarm.force_announce()
+        swarm.start_dht(min_nodes=3)
         net = [f"--bootstrap={sessions[3].ip}:{sessions[3].port}", "--allow-local", f"--bind={loopback_address()}"]
         doc: dict[str, object] = {}
         for _ in range(5):

@@ -68,10 +68,7 @@ def swarm(tmp_path: Path) -> Iterator[tuple[LocalSwarm, dict[bytes, list[SwarmSe
                 local.seed(sessions[s_index], torrents[t_index], data)
             for infohash in _infohashes(torrents[t_index]):
                 expected[infohash] = [sessions[i] for i in seeders]
-        local.connect_dht()
-        local.wait_dht_ready(min_nodes=4, timeout=30)
-        local.wait_seeding(timeout=30)
-        local.force_announce()
+        local.start_dht(min_nodes=4, timeout=30)
         yield local, expected
 
 

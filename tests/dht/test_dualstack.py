@@ -55,11 +55,7 @@ def dual_swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DualSwarm]:
         v6 = [local.start_session("::1", settings={"outgoing_interfaces": ""}) for _ in range(6)]
         local.seed(v4[0], torrent, data)
         local.seed(v6[0], torrent, data)
-        local.connect_dht(v4)
-        local.connect_dht(v6)
-        local.wait_dht_ready(min_nodes=3, timeout=30)
-        local.wait_seeding(timeout=30)
-        local.force_announce()
+        local.start_dht(min_nodes=3, timeout=30, groups=[v4, v6])
         yield DualSwarm(infohash, v4, v6)
 
 

@@ -37,10 +37,7 @@ async def test_streaming_get_peers_with_a_dead_contact(tmp_path: Path) -> None:
         seeders = sessions[:3]
         for s in seeders:
             local.seed(s, torrent, data)
-        local.connect_dht()
-        await trio.to_thread.run_sync(lambda: local.wait_dht_ready(min_nodes=8, timeout=30))
-        await trio.to_thread.run_sync(lambda: local.wait_seeding(timeout=30))
-        local.force_announce()
+        await trio.to_thread.run_sync(lambda: local.start_dht(min_nodes=8, timeout=30))
         swarm = [s.endpoint for s in sessions]
         silent = await plant_dead_contact(loopback_address(), infohash, swarm)
         try:

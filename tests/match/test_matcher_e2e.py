@@ -237,10 +237,7 @@ async def test_matcher_end_to_end_through_the_dht(tmp_path: Path) -> None:
             case.seeders = {s.endpoint for s in pairs[n % 2]}
             for seeder in pairs[n % 2]:
                 swarm.seed(seeder, case.torrent, case.data_dir)
-        swarm.connect_dht()
-        await trio.to_thread.run_sync(lambda: swarm.wait_dht_ready(min_nodes=3, timeout=60))
-        await trio.to_thread.run_sync(lambda: swarm.wait_seeding(timeout=60))
-        swarm.force_announce()
+        await trio.to_thread.run_sync(lambda: swarm.start_dht(min_nodes=3, timeout=60))
         with trio.fail_after(240):
             async with open_dht_node(node_config(bootstrap=tuple(s.endpoint for s in sessions[4:]))) as node:
                 for case in cases.values():

@@ -125,10 +125,7 @@ def six_swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SixSwarm]:
     with LocalSwarm(tmp_path) as local:
         nodes = [local.start_session("::1", settings={"outgoing_interfaces": ""}) for _ in range(6)]
         local.seed(nodes[0], torrent, data)
-        local.connect_dht(nodes)
-        local.wait_dht_ready(min_nodes=3, timeout=30)
-        local.wait_seeding(timeout=30)
-        local.force_announce()
+        local.start_dht(min_nodes=3, timeout=30, groups=[nodes])
         yield SixSwarm(infohash, nodes)
 
 
