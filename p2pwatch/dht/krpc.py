@@ -190,15 +190,13 @@ def _decode_query(msg: dict[bytes, Any], tid: bytes) -> Query:
 
 
 def _nodes(blob: Any, tid: bytes, v6: bool) -> tuple[NodeInfo, ...]:
-    if type(blob) is bytes:
-        try:
-            entries = compact.decode_node_list(blob, ipv6=v6)
-        except CompactAddressError:
-            pass
-        else:
-            return tuple([NodeInfo(nid, ip, port) for nid, ip, port in entries])
-    size = compact.NODE6_LEN if v6 else compact.NODE4_LEN
-    raise _bad(f"'{'nodes6' if v6 else 'nodes'}' must be a string of {size}-byte entries", tid, False)
+    try:
+        if type(blob) is not bytes:
+            raise CompactAddressError("not a string")
+        return tuple([NodeInfo(nid, ip, port) for nid, ip, port in compact.decode_node_list(blob, ipv6=v6)])
+    except CompactAddressError:
+        size = compact.NODE6_LEN if v6 else compact.NODE4_LEN
+        raise _bad(f"'{'nodes6' if v6 else 'nodes'}' must be a string of {size}-byte entries", tid, False) from None
 
 
 # BEP 5/32 compact peers (``values`` entries, the BEP 42 ``ip``) by length: p2pwatch.torrent.compact's decoders

@@ -12,9 +12,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from p2pwatch.errors import CompactAddressError, KRPCError
-from p2pwatch.torrent import compact
-
 ID_LEN = 20
 ID_BITS = 160
 
@@ -39,30 +36,3 @@ def distance(a: bytes, b: bytes) -> int:
 
 def random_id() -> bytes:
     return os.urandom(ID_LEN)
-
-
-def encode_peer(ip: str, port: int) -> bytes:
-    """Compact peer info: 6 bytes for IPv4, 18 for IPv6 (:func:`p2pwatch.torrent.compact.encode_peer`)."""
-    return compact.encode_peer(ip, port)
-
-
-def decode_peer(data: bytes) -> tuple[str, int]:
-    """One 6- or 18-byte compact peer info; :class:`KRPCError` for any other length."""
-    try:
-        return compact.decode_peer(data)
-    except CompactAddressError as exc:
-        raise KRPCError(str(exc)) from exc
-
-
-def encode_nodes(nodes: list[NodeInfo] | tuple[NodeInfo, ...]) -> bytes:
-    """Concatenated compact node infos (caller keeps IPv4 and IPv6 apart: ``nodes`` vs ``nodes6``)."""
-    return b"".join([compact.encode_node(n.id, n.ip, n.port) for n in nodes])
-
-
-def decode_nodes(data: bytes, *, ipv6: bool = False) -> tuple[NodeInfo, ...]:
-    """Parse a ``nodes`` (26-byte entries) or ``nodes6`` (38-byte entries) string."""
-    try:
-        entries = compact.decode_node_list(data, ipv6=ipv6)
-    except CompactAddressError as exc:
-        raise KRPCError(str(exc)) from exc
-    return tuple([NodeInfo(node_id, ip, port) for node_id, ip, port in entries])
