@@ -204,6 +204,15 @@ def check_local_address(host: str, *, purpose: str = "") -> None:
             raise BindError("TCP", host, 0, exc, purpose=purpose) from exc
 
 
+def source_address_for(host: str, local_address: str | None) -> str | None:
+    """The source address a connection to ``host`` leaves from: ``local_address`` when it is of ``host``'s
+    family, else None (the system's choice). Dual stack (BEP 32): ``--bind`` names the IPv4 source address; a
+    connection to an IPv6 peer (or the converse) cannot leave from it."""
+    if local_address is not None and (":" in local_address) != (":" in host):
+        return None
+    return local_address
+
+
 async def open_tcp_stream(
     host: str, port: int, *, local_address: str | None = None
 ) -> trio.SocketStream:
@@ -213,8 +222,4 @@ async def open_tcp_stream(
     except ValueError as exc:
         raise NetworkRefused(f"netguard connects to IP addresses only, not {host!r}") from exc
     current_policy().check(host, port)
-    if local_address is not None and (":" in local_address) != (":" in host):
-        # dual stack (BEP 32): --bind names the IPv4 source address; a connection to an IPv6 peer (or the
-        # converse) cannot leave from it and goes out from the system's choice of that family instead
-        local_address = None
-    return await trio.open_tcp_stream(host, port, local_address=local_address)
+    return await trio.open_tcp_stream(host, port, local_address=source_address_for(host, local_address))

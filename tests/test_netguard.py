@@ -84,3 +84,12 @@ def test_loopback_addresses_of_the_tests_are_distinct() -> None:
     seen = [loopback_address() for _ in range(1200)]
     assert len(set(seen)) == len(seen)
     assert all(a.startswith("127.") and not a.endswith(".0") for a in seen)
+
+
+def test_a_source_address_of_the_other_family_is_not_used() -> None:
+    """Dual stack (BEP 32): --bind names an IPv4 source; a connection to an IPv6 peer leaves from the system's
+    choice, and a probe's transcript names what was used (netguard.source_address_for)."""
+    assert netguard.source_address_for("::1", "127.0.0.5") is None
+    assert netguard.source_address_for("127.0.0.9", "::1") is None
+    assert netguard.source_address_for("127.0.0.9", "127.0.0.5") == "127.0.0.5"
+    assert netguard.source_address_for("::1", None) is None
