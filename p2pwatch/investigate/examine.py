@@ -96,15 +96,16 @@ async def harvest_dht(node: DHTNode, exam: Examination, *, scrape: bool = True, 
     for peer, reporters in result.peers.items():
         for ip, port in reporters:
             exam.add_listing(peer, "dht", f"{ip}:{port}")
-    before = len(exam.listed_as)
+    only_other = 0  # counted here, not as a difference of exam.listed_as: another node's harvest adds to it too
     for other in other_ids:
         for peer, reporters in (await node.get_peers(other)).peers.items():
             if peer not in exam.listed:
                 exam.listed_as[peer] = other
+                only_other += 1
             for ip, port in reporters:
                 exam.add_listing(peer, "dht", f"{ip}:{port}")
     # added up over the nodes that harvest (BEP 32: the IPv4 and the IPv6 DHT list disjoint peers)
-    exam.dht_peers = (exam.dht_peers or 0) + len(result.peers) + len(exam.listed_as) - before
+    exam.dht_peers = (exam.dht_peers or 0) + len(result.peers) + only_other
     if scrape:
         counted = await node.get_peers(exam.infohash, scrape=True, seeds=result.closest)
         if counted.bf_seeds or counted.bf_peers:
