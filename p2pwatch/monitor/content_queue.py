@@ -19,11 +19,10 @@ import trio
 
 from p2pwatch.config import MonitorConfig
 from p2pwatch.errors import P2PWatchError
-from p2pwatch.investigate.lookup import Screening, budget_settings, run_matcher, triage_rules
+from p2pwatch.investigate.lookup import Screening, budget_settings, run_matcher
 from p2pwatch.match.content_budget import ContentBudget, PriorityQueue
-from p2pwatch.match.frame_lookup import FrameLookup
 from p2pwatch.match.matcher import MatchReport, RegistryIndex
-from p2pwatch.match.triage import Triage, TriageDecision
+from p2pwatch.match.triage import TriageDecision
 from p2pwatch.monitor.metrics import Metrics
 from p2pwatch.torrent.metainfo import Metainfo
 
@@ -48,7 +47,7 @@ class ContentStages:
         self.budget = ContentBudget(budget_settings(config))
         self.queue: PriorityQueue[ContentJob] = PriorityQueue(config.triage.queue_size)
         self._index: RegistryIndex | None = None
-        self.screening = Screening(Triage(RegistryIndex([])), FrameLookup(RegistryIndex([])), self.budget)
+        self.screening = Screening.for_index(RegistryIndex([]), config, self.budget)
         metrics.gauges["p2pwatch_content_queue_length"] = lambda: float(len(self.queue))
         metrics.gauges["p2pwatch_content_bytes_last_day"] = self._spent_today
 
@@ -63,9 +62,7 @@ class ContentStages:
         the triage's size profile is rebuilt)."""
         if index is self._index and not changed:
             return
-        self.screening = Screening(Triage(index, triage_rules(self.config),
-                                          preview_pieces=self.config.triage.preview_pieces),
-                                   FrameLookup(index), self.budget)
+        self.screening = Screening.for_index(index, self.config, self.budget)
         self._index = index
 
     def triage(self, metainfo: Metainfo) -> TriageDecision:
