@@ -18,7 +18,7 @@ import heapq
 import itertools
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -131,11 +131,13 @@ class BudgetedSource:
 
     ``pieces_read`` counts the distinct pieces asked of the wrapped source (what the benchmark reports)."""
 
-    def __init__(self, source: Any, budget: ContentBudget | None, piece_length: int, total_length: int) -> None:
+    def __init__(self, source: Any, budget: ContentBudget | None, piece_length: int, total_length: int, *,
+                 piece_size: Callable[[int], int] | None = None) -> None:
         self.source = source
         self.budget = budget
         self.piece_length = piece_length
         self.total_length = total_length
+        self.piece_size = piece_size  # a torrent's own sizes (Metainfo.piece_size: v2 file tails are short)
         self.paid: set[int] = set()
         self.charged = 0
         self.refused = False  # the budget refused a piece
@@ -145,6 +147,8 @@ class BudgetedSource:
         return len(self.paid)
 
     def _piece_size(self, index: int) -> int:
+        if self.piece_size is not None:
+            return self.piece_size(index)
         return max(0, min(self.piece_length, self.total_length - index * self.piece_length))
 
     async def read_pieces_async(self, wanted: Iterable[int], timeout: float | None = None) -> dict[int, Any]:

@@ -40,12 +40,11 @@ class ScreenLog:
     budget_refused: bool = False
 
 
-def _total_length(metainfo: Metainfo) -> int:
-    return sum(f.length for f in metainfo.files)
-
-
 def budgeted(source: Any, metainfo: Metainfo, budget: ContentBudget | None) -> BudgetedSource:
-    return BudgetedSource(source, budget, metainfo.piece_length, _total_length(metainfo))
+    """Pieces are charged at their own size (:meth:`Metainfo.piece_size`; in a v2 torrent each file's pieces
+    start at a piece boundary, so the sum of file lengths would leave the last pieces uncharged)."""
+    return BudgetedSource(source, budget, metainfo.piece_length, metainfo.total_length,
+                          piece_size=metainfo.piece_size)
 
 
 async def screened_match(index: RegistryIndex, lookup: FrameLookup, metainfo: Metainfo, source: BudgetedSource,

@@ -21,9 +21,10 @@ from p2pwatch.match.content_budget import (
 from p2pwatch.match.fingerprint import Fingerprint
 from p2pwatch.match.matcher import RegisteredContent, RegistryIndex
 from p2pwatch.match.media_types import ContentKind, FrameHash, MediaFingerprint
+from p2pwatch.match.screened import budgeted
 from p2pwatch.match.triage import DECISION_QUEUE, DECISION_SKIP, Triage, TriageRules, kind_by_extension
 from p2pwatch.torrent import bencoding
-from p2pwatch.torrent.metainfo import Metainfo, parse_torrent
+from p2pwatch.torrent.metainfo import Metainfo, parse_info, parse_torrent
 
 MB = 1_000_000
 
@@ -218,3 +219,18 @@ def test_priority_queue_keeps_the_best() -> None:
     assert queue.push(0.5, "lower") == "lower"  # no room and worse than all
     assert queue.push(3.0, "mid") == "low"
     assert queue.pop_nowait() == (5.0, "high") and queue.pop_nowait() == (3.0, "mid") and len(queue) == 0
+
+
+async def test_a_v2_torrent_s_pieces_are_charged_at_their_own_size() -> None:
+    """BEP 52: each file's pieces start at a piece boundary, so the last piece of the last file lies beyond
+    the sum of the file lengths; the budget charges it at its size (Metainfo.piece_size), not at zero."""
+    info = {b"name": b"t", b"piece length": 16384, b"meta version": 2,
+            b"file tree": {b"a.bin": {b"": {b"length": 20000, b"pieces root": b"\x01" * 32}},
+                           b"b.bin": {b"": {b"length": 20000, b"pieces root": b"\x02" * 32}}}}
+    meta = parse_info(bencoding.encode(info))
+    assert meta.num_pieces == 4
+    source = budgeted(CountingSource(), meta, None)
+    await source.read_pieces_async([3])
+    assert source.charged == 20000 - 16384  # the tail of b.bin (the old sum-of-lengths rule charged 0)
+    await source.read_pieces_async([0, 1, 2])
+    assert source.charged == 2 * 20000
