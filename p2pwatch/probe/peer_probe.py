@@ -83,8 +83,7 @@ class _Probe:
         self.metainfo, self.fetch_metadata = metainfo, fetch_metadata
         self.piece, self.fetch_piece = piece, fetch_piece
         self.t, self.encryption = timeouts, encryption
-        # the evidence names the source address the connection really leaves from (none of the wrong family)
-        self.local_address, self.our_peer_id = netguard.source_address_for(ip, local_address), peer_id
+        self.local_address, self.our_peer_id = netguard.source_address_for(ip, local_address), peer_id  # as used
         self.transcript: list[TranscriptEntry] = []
         self.r: dict[str, Any] = {"level": 0, "started_at": utc_now()}
         self.bytes_in = self.bytes_out = 0
