@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -164,6 +165,24 @@ def _monitor(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[
     environ = dict(os.environ, P2PWATCH_HOME=str(home), **env)
     return subprocess.run([sys.executable, "-m", "p2pwatch", *args], env=environ, text=True, capture_output=True,
                           timeout=120)
+
+
+@pytest.mark.interop
+def test_monitor_command_with_bind6_fetches_from_the_ipv6_dht(six_swarm: SixSwarm, tmp_path: Path) -> None:
+    """``p2pwatch monitor --bind6 [::1]:0`` end to end: the command line's IPv6 node bootstraps from the
+    IPv6-only libtorrent swarm, discovers the torrent by BEP 51 and fetches its metadata."""
+    assert _monitor(tmp_path, "db", "upgrade").returncode == 0
+    host, port = six_swarm.nodes[3].endpoint
+    out = _monitor(tmp_path, "monitor", "--duration", "25", "--json", "--allow-local",
+                   f"--bind={loopback_address()}:0", "--bind6=[::1]:0", f"--bootstrap=[{host}]:{port}",
+                   P2PWATCH_DHT_OUTBOUND_RATE_PER_IP="50", P2PWATCH_CRAWLER_SWEEP_INTERVAL="3",
+                   P2PWATCH_CRAWLER_SEGMENTS="16", P2PWATCH_PROBE_LIBTORRENT_FALLBACK="false")
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["torrents_checked"] >= 1, out.stderr
+    assert summary["metrics"]["p2pwatch_metadata_fetched_total"] >= 1, summary["metrics"]
+    state6 = json.loads((tmp_path / "dht-node-ipv6.json").read_text())
+    assert state6, "the IPv6 node saved no state"
 
 
 def test_busy_ipv6_port_is_one_line_naming_option_and_key(tmp_path: Path) -> None:
