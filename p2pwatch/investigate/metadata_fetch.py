@@ -79,12 +79,12 @@ async def fetch_metadata(infohash: bytes, peers: Sequence[tuple[str, int]], sett
 
 
 async def fetch_with_libtorrent(infohash: bytes, peers: Sequence[tuple[str, int]], settings: ProbeSettings, *,
-                                bind_ip: str | None = None, allow_local: bool = False,
+                                bind_ip: str | None = None, bind_ip6: str = "::", allow_local: bool = False,
                                 dht_bootstrap: tuple[tuple[str, int], ...] = ()) -> Metainfo:
     """libtorrent's magnet fetch (the last resort). Raises :class:`P2PWatchError` when it finds nothing, and
     :class:`RemoteProtocolError` when what it found is another torrent (not taken on libtorrent's word)."""
     magnet = f"magnet:?xt=urn:btih:{infohash.hex()}"
-    options = FetchOptions(bind_ip=bind_ip or "0.0.0.0", peers=tuple(peers), allow_local=allow_local,
+    options = FetchOptions(bind_ip=bind_ip or "0.0.0.0", bind_ip6=bind_ip6, peers=tuple(peers), allow_local=allow_local,
                            enable_dht=bool(dht_bootstrap), dht_bootstrap=dht_bootstrap,
                            timeout=settings.libtorrent_timeout)
     async with open_torrent_reader(magnet, options) as reader:

@@ -200,7 +200,9 @@ class Monitor:
         discoveries_send, discoveries = trio.open_memory_channel[Discovery](self.config.crawler.channel_size)
         metadata_send, metadata_receive = trio.open_memory_channel[Lead](64)
         outcomes_send, outcomes = trio.open_memory_channel[MetadataOutcome](64)
-        fetcher = ProbeFetcher(self.config.probe, bind_ip=self.bind_ip, allow_local=self.dht_config.allow_local)
+        bind_ip6 = self.dht6_config.bind_host if self.dht6_config is not None else "::"
+        fetcher = ProbeFetcher(self.config.probe, bind_ip=self.bind_ip, bind_ip6=bind_ip6,
+                               allow_local=self.dht_config.allow_local)
         self.pipeline = MetadataPipeline(DHTPeerSource(node, node6), fetcher, self.config.metadata,
                                          max_peers=self.config.probe.metadata_peers)
         self.per_minute.install(m)

@@ -21,9 +21,11 @@ log = logging.getLogger(__name__)
 class ProbeFetcher:
     """:class:`~p2pwatch.monitor.pipeline.MetadataFetcher` over real peer connections."""
 
-    def __init__(self, settings: ProbeSettings, *, bind_ip: str | None = None, allow_local: bool = False) -> None:
+    def __init__(self, settings: ProbeSettings, *, bind_ip: str | None = None, bind_ip6: str = "::",
+                 allow_local: bool = False) -> None:
         self.settings = settings
         self.bind_ip = bind_ip
+        self.bind_ip6 = bind_ip6  # the libtorrent fallback's IPv6 address (the IPv6 DHT node's, when it runs)
         self.allow_local = allow_local
         self.timeouts = probe_timeouts(settings)
 
@@ -45,7 +47,7 @@ class ProbeFetcher:
             return None
         try:
             return await fetch_with_libtorrent(infohash, peers, self.settings, bind_ip=self.bind_ip,
-                                               allow_local=self.allow_local)
+                                               bind_ip6=self.bind_ip6, allow_local=self.allow_local)
         except P2PWatchError as exc:
             log.info("%s: libtorrent found no metadata: %s", infohash.hex(), exc)
             return None

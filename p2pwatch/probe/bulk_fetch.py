@@ -85,6 +85,9 @@ class FetchResult:
 @dataclass(frozen=True)
 class FetchOptions:
     bind_ip: str = "0.0.0.0"
+    #: the IPv6 address to listen and connect from ("::" any, None: IPv4 only). libtorrent makes outgoing
+    #: connections from a listen socket of the peer's family, so without one no IPv6 peer is ever reached.
+    bind_ip6: str | None = "::"
     dht_bootstrap: tuple[tuple[str, int], ...] = ()
     enable_dht: bool = False
     allow_local: bool = False
@@ -111,9 +114,17 @@ def _ip_filter(policy: netguard.NetworkPolicy) -> Any:
     return filt
 
 
-def _settings(options: FetchOptions) -> dict[str, Any]:
+def listen_interfaces(options: FetchOptions) -> str:
+    """libtorrent's ``listen_interfaces``: the IPv4 address and, unless turned off, the IPv6 one (BEP 7)."""
+    interfaces = [f"{options.bind_ip}:0"]
+    if options.bind_ip6:
+        interfaces.append(f"[{options.bind_ip6}]:0")
+    return ",".join(interfaces)
+
+
+def bulk_settings(options: FetchOptions) -> dict[str, Any]:
     pack: dict[str, Any] = {
-        "listen_interfaces": f"{options.bind_ip}:0",
+        "listen_interfaces": listen_interfaces(options),
         "enable_dht": options.enable_dht,
         "enable_lsd": False,
         "enable_upnp": False,
@@ -133,8 +144,10 @@ def _settings(options: FetchOptions) -> dict[str, Any]:
         | lt.alert_category.piece_progress | lt.alert_category.peer | lt.alert_category.storage
         | lt.alert_category.connect,
     }
-    if options.bind_ip != "0.0.0.0":
-        pack["outgoing_interfaces"] = options.bind_ip
+    if options.bind_ip != "0.0.0.0" and options.bind_ip6 != "::":
+        # an IPv4-only list would keep every IPv6 connection from leaving; with "::" the connections are
+        # bound to the listen sockets' addresses instead
+        pack["outgoing_interfaces"] = ",".join(a for a in (options.bind_ip, options.bind_ip6) if a)
     if options.allow_local:
         pack.update({"dht_restrict_routing_ips": False, "dht_restrict_search_ips": False,
                      "dht_enforce_node_id": False, "dht_prefer_verified_node_ids": False,
@@ -193,7 +206,7 @@ class TorrentReader:
         for ip, port in self.options.peers:
             policy.check(ip, port)
         self._scratch = Path(tempfile.mkdtemp(prefix="p2pwatch-fetch-", dir=self.options.scratch_dir))
-        self._session = lt.session(_settings(self.options))  # type: ignore[call-overload]
+        self._session = lt.session(bulk_settings(self.options))  # type: ignore[call-overload]
         self._session.set_ip_filter(_ip_filter(policy))
         self._handle = self._session.add_torrent(_add_params(self.source, self._scratch, self.options))
         if self.metainfo is None:  # the metadata has to come from a peer; otherwise connect on the first request

@@ -161,6 +161,30 @@ async def test_monitor_finds_and_fetches_a_torrent_only_on_the_ipv6_dht(six_swar
     assert (tmp_path / "dht-node-ipv6.json").exists() and (tmp_path / "dht-node.json").exists()
 
 
+@pytest.mark.interop
+async def test_libtorrent_fallback_reaches_an_ipv6_only_seeder(six_swarm: SixSwarm) -> None:
+    """libtorrent connects out from a listen socket of the peer's family: the fallback listens on IPv6 too,
+    and an IPv4 ``--bind`` no longer keeps IPv6 connections from leaving (it used to time out)."""
+    from p2pwatch.config import ProbeSettings
+    from p2pwatch.monitor.metadata_sources import ProbeFetcher
+
+    fetcher = ProbeFetcher(ProbeSettings(libtorrent_timeout=20.0), bind_ip=loopback_address(), bind_ip6="::1",
+                           allow_local=True)
+    metainfo = await fetcher.fallback(six_swarm.infohash, [six_swarm.nodes[0].endpoint])
+    assert metainfo is not None and six_swarm.infohash in metainfo.dht_ids
+
+
+def test_fallback_listen_and_outgoing_interfaces() -> None:
+    from p2pwatch.probe.bulk_fetch import FetchOptions, bulk_settings
+
+    assert bulk_settings(FetchOptions())["listen_interfaces"] == "0.0.0.0:0,[::]:0"
+    assert "outgoing_interfaces" not in bulk_settings(FetchOptions(bind_ip="127.0.0.5"))
+    pinned = bulk_settings(FetchOptions(bind_ip="127.0.0.5", bind_ip6="::1"))
+    assert pinned["listen_interfaces"] == "127.0.0.5:0,[::1]:0" and pinned["outgoing_interfaces"] == "127.0.0.5,::1"
+    four = bulk_settings(FetchOptions(bind_ip="127.0.0.5", bind_ip6=None))
+    assert four["listen_interfaces"] == "127.0.0.5:0" and four["outgoing_interfaces"] == "127.0.0.5"
+
+
 def _monitor(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environ = dict(os.environ, P2PWATCH_HOME=str(home), **env)
     return subprocess.run([sys.executable, "-m", "p2pwatch", *args], env=environ, text=True, capture_output=True,
