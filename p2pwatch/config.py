@@ -44,6 +44,9 @@ class DHTSettings:
     lookup_width: int = 12
     #: a slow query that would be among the k closest responders still holds the end this long after sending
     slow_grace: float = 0.9
+    #: a new candidate with fewer than this many responders or in-flight queries closer is sent at once,
+    #: even when all alpha queries are in flight (0: never)
+    lookup_eager: int = 0
     #: libtorrent's extended routing table: the farthest four buckets hold 128, 64, 32, 16 nodes
     extended_routing_table: bool = True
 
