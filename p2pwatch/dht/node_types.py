@@ -65,8 +65,8 @@ class DHTConfig:
     #: a slow query that would be among the k closest responders still holds the end this long after it
     #: was sent (0: it never does, the issue 12 rule); see :class:`~p2pwatch.dht.traversal.Traversal`
     slow_grace: float = 0.0
-    #: a not-yet-queried candidate with fewer than this many responders and in-flight queries closer to the
-    #: target is sent at once, even with all alpha slots taken (0: never); see :class:`~p2pwatch.dht.traversal.Traversal`
+    #: a not-yet-queried candidate with fewer than this many responders and in-flight queries closer to
+    #: the target is sent at once, even with all alpha slots taken (0: never); see ``Traversal``
     eager: int = 0
     #: libtorrent's extended routing table (the farthest four buckets hold 16, 8, 4, 2 times k)
     extended_table: bool = False
