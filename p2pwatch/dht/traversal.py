@@ -18,6 +18,11 @@ transitions are the table ``TRANSITIONS`` (events not in the table are ignored, 
   (libtorrent's branch-factor widening).
 * Walking the candidates closest first, a query goes to the first not-yet-queried ones before ``k``
   responding nodes have been passed (failed nodes are skipped, in-flight ones do not count).
+* ``eager`` (default 0: off): a not-yet-queried candidate with fewer than ``eager`` responders and
+  in-flight (not slow) queries closer to the target is sent at once even when every alpha slot is taken,
+  so the nodes nearest the target are asked as soon as they are learnt, not when a farther query frees
+  its slot (issue 12: the lookup's end is about the send time of the last near-target node plus the
+  grace). Each such send counts as ahead of the next candidates, so at most ``eager`` go beyond alpha.
 * ``done`` (converged): walking closest first, ``width`` (default ``k``) responding nodes are passed with
   nothing queryable or in flight before them (a slow node does not hold the end back, unless
   ``wait_for_slow``: the lookup ends when the k closest *responding* nodes have answered, issue 12) —
