@@ -38,12 +38,15 @@ class DHTSettings:
     #: a query unanswered this long is slow: the lookup asks the next node and no longer waits for it
     #: (these lookup settings were measured in the simulated DHT, scripts/bench_scale.py; DECISIONS.md)
     short_timeout: float = 0.2
-    alpha: int = 24
+    alpha: int = 16
     k: int = 8
     #: a lookup ends when this many closest responders have answered, plus 4 per dead node passed
     lookup_width: int = 12
     #: a slow query that would be among the k closest responders still holds the end this long after sending
-    slow_grace: float = 0.9
+    slow_grace: float = 1.1
+    #: a new candidate with fewer than this many responders or in-flight queries closer is sent at once,
+    #: even when all alpha queries are in flight (0: never)
+    lookup_eager: int = 32
     #: libtorrent's extended routing table: the farthest four buckets hold 128, 64, 32, 16 nodes
     extended_routing_table: bool = True
 

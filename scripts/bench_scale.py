@@ -65,11 +65,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--slow-grace", type=float, help="override the [dht] slow_grace (seconds)")
     parser.add_argument("--lookup-width", type=int, help="override the [dht] lookup_width")
+    parser.add_argument("--eager", type=int, help="override the [dht] lookup_eager")
+    parser.add_argument("--alpha", type=int, help="override the [dht] alpha")
     args = parser.parse_args()
     nodes = args.nodes or (100_000 if args.quick else 1_000_000)
     dht = DHTSettings()
     if args.slow_grace is not None:
         dht.slow_grace = args.slow_grace
+    if args.eager is not None:
+        dht.lookup_eager = args.eager
+    if args.alpha is not None:
+        dht.alpha = args.alpha
     if args.lookup_width is not None:
         dht.lookup_width = args.lookup_width
     run = ScaleRun(population=PopulationSettings(nodes=nodes, loss=args.loss, seed=args.seed), dht=dht,

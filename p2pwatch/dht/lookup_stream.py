@@ -148,7 +148,7 @@ async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[N
     traversal = Traversal(target, seeds, alpha=config.alpha, k=config.k, short_timeout=config.short_timeout,
                           full_timeout=config.query_timeout, now=now, allow_local=config.allow_local,
                           max_queries=max_queries, own_id=node.own_id, width=config.width, widen=config.widen,
-                          slow_grace=config.slow_grace)
+                          slow_grace=config.slow_grace, eager=config.eager)
     result = LookupResult(target, [], {}, {})
     build = builder(node, kind, target, scrape)
     route_only = builder(node, "find_node", target, False)

@@ -65,6 +65,9 @@ class DHTConfig:
     #: a slow query that would be among the k closest responders still holds the end this long after it
     #: was sent (0: it never does, the issue 12 rule); see :class:`~p2pwatch.dht.traversal.Traversal`
     slow_grace: float = 0.0
+    #: a not-yet-queried candidate with fewer than this many responders and in-flight queries closer to
+    #: the target is sent at once, even with all alpha slots taken (0: never); see ``Traversal``
+    eager: int = 0
     #: libtorrent's extended routing table (the farthest four buckets hold 16, 8, 4, 2 times k)
     extended_table: bool = False
 
@@ -76,7 +79,8 @@ def config_from_settings(settings: DHTSettings, **fields: object) -> DHTConfig:
         bind_host=settings.bind, bind_port=settings.port, allow_local=settings.allow_local,
         query_timeout=settings.query_timeout, short_timeout=settings.short_timeout, alpha=settings.alpha,
         k=settings.k, inbound_rate=settings.inbound_rate_per_ip, outbound_rate=settings.outbound_rate_per_ip,
-        width=settings.lookup_width, slow_grace=settings.slow_grace, extended_table=settings.extended_routing_table)
+        width=settings.lookup_width, slow_grace=settings.slow_grace,
+        eager=settings.lookup_eager, extended_table=settings.extended_routing_table)
     base.update(fields)
     return DHTConfig(**base)  # type: ignore[arg-type]
 

@@ -18,6 +18,11 @@ transitions are the table ``TRANSITIONS`` (events not in the table are ignored, 
   (libtorrent's branch-factor widening).
 * Walking the candidates closest first, a query goes to the first not-yet-queried ones before ``k``
   responding nodes have been passed (failed nodes are skipped, in-flight ones do not count).
+* ``eager`` (default 0: off): a not-yet-queried candidate with fewer than ``eager`` responders and
+  in-flight (not slow) queries closer to the target is sent at once even when every alpha slot is taken,
+  so the nodes nearest the target are asked as soon as they are learnt, not when a farther query frees
+  its slot (issue 12: the lookup's end is about the send time of the last near-target node plus the
+  grace). Each such send counts as ahead of the next candidates, so at most ``eager`` go beyond alpha.
 * ``done`` (converged): walking closest first, ``width`` (default ``k``) responding nodes are passed with
   nothing queryable or in flight before them (a slow node does not hold the end back, unless
   ``wait_for_slow``: the lookup ends when the k closest *responding* nodes have answered, issue 12) —
@@ -125,6 +130,7 @@ class Traversal:
         widen: int | None = None,
         wait_for_slow: bool = False,
         slow_grace: float = 0.0,
+        eager: int = 0,
     ) -> None:
         if len(target) != ID_LEN:
             raise LocalProtocolError(f"target must be {ID_LEN} bytes, got {len(target)}")
@@ -132,6 +138,8 @@ class Traversal:
             raise LocalProtocolError("alpha and k must be >= 1, width >= k, widen >= 0")
         if max_queries is not None and max_queries < 0:
             raise LocalProtocolError("max_queries must be >= 0")
+        if eager < 0:
+            raise LocalProtocolError("eager must be >= 0")
         self.target = target
         self.alpha = alpha
         self.k = k
@@ -140,6 +148,7 @@ class Traversal:
         self.short_timeout = short_timeout
         self.wait_for_slow = wait_for_slow
         self.slow_grace = slow_grace
+        self.eager = eager
         self._now = now
         self.full_timeout = full_timeout
         self.allow_local = allow_local
@@ -254,6 +263,7 @@ class Traversal:
         extra = 2 * self.width  # at most this many more responders are asked for because of failures
         blocked = False  # something closer than the k-th responder is still open
         answered = 0
+        ahead = 0  # responders and in-flight (not slow) queries passed: an eager send needs < eager of them
         for c in self._order:
             st = c.state
             if st is S.FAILED or st is S.SLOW:  # a slow node is likely dead: widen, do not wait for it
@@ -266,11 +276,12 @@ class Traversal:
                     blocked = True  # (or: it would be in the result, and its grace has not run out)
             elif st is S.RESPONDED:
                 answered += 1
+                ahead += 1
                 needed -= 1
                 if needed == 0:
                     break
             elif st is S.NEW:
-                if send and slots > 0 and budget > 0:
+                if send and budget > 0 and (slots > 0 or ahead < self.eager):
                     self._transition(c, E.SEND)
                     c.sent_at = now
                     self._outstanding[c.node.addr] = c
@@ -278,11 +289,13 @@ class Traversal:
                     slots -= 1
                     budget -= 1
                     sent.append(c.node)
+                    ahead += 1
                     blocked = True
                 elif budget > 0:
                     blocked = True  # a closer node is still to be queried; nothing more to send now
                     break
             elif st in _OUTSTANDING:
+                ahead += st is S.IN_FLIGHT
                 blocked = True
         converged = not blocked  # k responders with nothing open before them, or nothing left at all
         exhausted_budget = budget <= 0 and not self._outstanding
