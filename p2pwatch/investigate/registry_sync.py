@@ -11,6 +11,9 @@ applies them, each costing the changed items' own hashes:
 - new rows are those with an id above the highest one still held. SQLite may hand a deleted top id out again,
   which is why the bound is recomputed after withdrawals, from the rows still held;
 - keywords are few: re-read whole whenever their count or highest id changes;
+- with a session factory, items are held slim (:class:`p2pwatch.match.registered.SlimFingerprint`: no leaf
+  hashes, no v1 tables) and the index reads the full fingerprints of the items a torrent's file sizes select
+  through :func:`store_tables`, cached (:class:`p2pwatch.match.registered.TableCache`);
 - as a safety net, when the count of active content rows differs from the rows held after applying all
   that, the ids are compared (integers only, no fingerprint parsed) and the difference is resynchronised.
 """
@@ -18,6 +21,8 @@ applies them, each costing the changed items' own hashes:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,13 +31,36 @@ from sqlalchemy.orm import Session
 
 from p2pwatch.errors import FingerprintError
 from p2pwatch.match.fingerprint import Fingerprint
-from p2pwatch.match.matcher import RegisteredContent, RegistryIndex
+from p2pwatch.match.matcher import RegistryIndex
+from p2pwatch.match.registered import RegisteredContent, SlimFingerprint, TableCache, TableLoader
 from p2pwatch.storage.models import Case, Content, Keyword
 
 log = logging.getLogger(__name__)
 
 #: What is read of a content row: plain columns streamed in batches, no ORM objects kept in the session.
 _COLUMNS = (Content.id, Content.case_id, Content.fingerprint, Case.name)
+
+Sessions = Callable[[], AbstractContextManager[Session]]
+
+
+def store_tables(sessions: Sessions) -> TableLoader:
+    """A :data:`TableLoader` reading full fingerprints by content row id, each call in a session of its own
+    (so it may run in a worker thread); rows gone or unparsable are left out."""
+
+    def load(content_ids: Sequence[str]) -> dict[str, Fingerprint]:
+        ids = sorted({int(c) for c in content_ids if c.isdigit()})
+        out: dict[str, Fingerprint] = {}
+        with sessions() as session:
+            for lo in range(0, len(ids), 500):
+                query = select(Content.id, Content.fingerprint).where(Content.id.in_(ids[lo : lo + 500]))
+                for row_id, doc in session.execute(query):
+                    try:
+                        out[str(row_id)] = Fingerprint.from_json(doc)
+                    except FingerprintError as exc:
+                        log.warning("registry: content %d is not matched: %s", row_id, exc)
+        return out
+
+    return load
 
 
 @dataclass
@@ -54,8 +82,12 @@ class RegistryChanges:
 class RegistrySync:
     """The registry index of every active case, updated incrementally from the store."""
 
-    def __init__(self) -> None:
+    def __init__(self, sessions: Sessions | None = None, *, cache_items: int = 512) -> None:
+        """``sessions``: where the full fingerprints of slim items are read from (None: items are held whole)."""
         self.index = RegistryIndex([])
+        self._slim = sessions is not None
+        if sessions is not None:
+            self.index.tables = TableCache(store_tables(sessions), max_items=cache_items)
         self._rows: dict[int, int] = {}  # content row id -> case id
         self._withdrawn: set[int] = set()
         self._keyword_version: tuple[int, int] | None = None
@@ -75,7 +107,7 @@ class RegistrySync:
                  .where(Content.id > bound, active).order_by(Content.id))
         for row_id, case_id, doc, case in session.execute(query.execution_options(yield_per=1000)):
             if row_id not in held:
-                changes.added.append(self._parse(row_id, case_id, doc, case))
+                changes.added.append(self._parse(row_id, case_id, doc, case, self._slim))
         stored = session.scalar(select(func.count()).select_from(Content).join(Case, Content.case_id == Case.id)
                                 .where(active)) or 0
         if stored != len(held) + len(changes.added):
@@ -93,9 +125,10 @@ class RegistrySync:
         return changes
 
     @staticmethod
-    def _parse(row_id: int, case_id: int, doc: Any, case: str) -> tuple[int, int, RegisteredContent | None, bytes]:
+    def _parse(row_id: int, case_id: int, doc: Any, case: str, slim: bool
+               ) -> tuple[int, int, RegisteredContent | None, bytes]:
         try:
-            fp = Fingerprint.from_json(doc)
+            fp: Fingerprint | SlimFingerprint = SlimFingerprint.from_json(doc) if slim else Fingerprint.from_json(doc)
         except FingerprintError as exc:
             log.warning("registry: content %d of case %s is not matched: %s", row_id, case, exc)
             return row_id, case_id, None, b""
@@ -111,7 +144,7 @@ class RegistrySync:
             query = (select(*_COLUMNS).join(Case, Content.case_id == Case.id)
                      .where(Content.id.in_(missing[lo : lo + 500])))
             for row_id, case_id, doc, case in session.execute(query):
-                changes.added.append(self._parse(row_id, case_id, doc, case))
+                changes.added.append(self._parse(row_id, case_id, doc, case, self._slim))
 
     def apply(self, changes: RegistryChanges) -> None:
         """Apply what :meth:`read` found (in the thread that queries the index)."""

@@ -24,21 +24,13 @@ from p2pwatch.match.fingerprint import Fingerprint
 from p2pwatch.match.hash_index import HashIndex
 from p2pwatch.match.keywords import keyword_hits
 from p2pwatch.match.media_types import ContentKind
+from p2pwatch.match.registered import RegisteredContent, TableCache
 from p2pwatch.torrent.merkle import BLOCK_SIZE
 from p2pwatch.torrent.metainfo import FileEntry, Metainfo
 
 METHOD_EXACT_METADATA = "exact-metadata"
 METHOD_EXACT_PIECE = "exact-piece"
 METHOD_PERCEPTUAL = "perceptual"
-
-
-@dataclass(frozen=True)
-class RegisteredContent:
-    """One registered item as the matcher sees it: hashes only."""
-
-    content_id: str  # the fingerprint id (SHA-256 hex)
-    case: str
-    fingerprint: Fingerprint
 
 
 @dataclass(frozen=True)
@@ -104,6 +96,8 @@ class RegistryIndex:
         self._media_kinds: dict[int, ContentKind] = {}  # the media kind of each image or video
         self._kind_counts: dict[ContentKind, int] = {}
         self._next = 0
+        #: where the leaf hashes and v1 tables of slim items come from (None: every item is held whole)
+        self.tables: TableCache | None = None
         for item in contents:
             self.add(item)
 
@@ -147,6 +141,8 @@ class RegistryIndex:
             if kind is not None and self.comparable(seq, kind):
                 self._kind_counts[kind] -= 1
             self._media_kinds.pop(seq, None)
+            if self.tables is not None:
+                self.tables.discard(item.content_id)
             for hashes in (self.frames, self.image_phashes, self.image_pdqs):
                 hashes.remove(seq)
         return len(seqs)
@@ -178,6 +174,21 @@ class RegistryIndex:
 
     def seqs_of(self, content_id: str) -> list[int]:
         return list(self._by_content.get(content_id, ()))
+
+    def full(self, item: RegisteredContent) -> Fingerprint | None:
+        """The item's full fingerprint (leaf hashes, v1 tables): held, or read from :attr:`tables`; None when
+        the store no longer has it."""
+        if isinstance(item.fingerprint, Fingerprint):
+            return item.fingerprint
+        return self.tables.full(item) if self.tables is not None else None
+
+    async def prefetch(self, metainfo: Metainfo) -> None:
+        """Read, in a worker thread, the full fingerprints the exact stages will compare for this torrent:
+        the registered items of a v1 file's size (v2 files match by pieces root, which the slim entry holds)."""
+        if self.tables is None or not metainfo.piece_hashes:
+            return
+        sizes = {f.length for f in metainfo.files if not f.pad and f.length > 0}
+        await self.tables.prefetch(item for size in sizes for item in self.by_size.get(size, ()))
 
     def has_media(self) -> bool:
         return bool(self._media_kinds)
@@ -243,9 +254,12 @@ def exact_metadata_matches(index: RegistryIndex, metainfo: Metainfo) -> list[Mat
         if not metainfo.piece_hashes or f.offset % P:
             continue
         for item in index.by_size.get(f.length, []):
-            if item.content_id in seen or not item.fingerprint.has_v1_table(P):
+            if item.content_id in seen:
                 continue
-            proof = _v1_aligned_proof(metainfo, f, item.fingerprint)
+            fp = index.full(item)
+            if fp is None or not fp.has_v1_table(P):
+                continue
+            proof = _v1_aligned_proof(metainfo, f, fp)
             if proof is not None:
                 seen.add(item.content_id)
                 matches.append(Match(item.case, item.content_id, infohash, f.index, f.display_path,
@@ -326,7 +340,10 @@ async def exact_piece_matches(index: RegistryIndex, metainfo: Metainfo, source: 
             lo = b * BLOCK_SIZE - base
             observed.append(hashlib.sha256(data[lo : lo + min(BLOCK_SIZE, f.length - b * BLOCK_SIZE)]).digest())
         for item in items:
-            leaves = item.fingerprint.leaves()
+            full = index.full(item)
+            if full is None:
+                continue
+            leaves = full.leaves()
             registered = [leaves[b] for b in block_indices]
             if registered != observed:
                 rejections.append(Rejection(item.content_id, f.display_path,
@@ -370,6 +387,7 @@ async def match_torrent(index: RegistryIndex, metainfo: Metainfo, source: PieceS
     """Run every stage on one torrent; stages that need content are skipped when ``source`` is None."""
     report = MatchReport(metainfo.infohash.hex())
     report.candidates = name_candidates(index, metainfo)
+    await index.prefetch(metainfo)
     report.matches = exact_metadata_matches(index, metainfo)
     if source is None:
         return report

@@ -139,7 +139,7 @@ class Monitor:
         self._registry_version: tuple[Any, ...] | None = None
         self.writer: ObservationWriter | None = None
         self.content = ContentStages(config, self.metrics, bind_ip=bind_ip, allow_local=dht.allow_local)
-        self.registry = RegistrySync()
+        self.registry = RegistrySync(session_factory(engine))  # slim items, tables read on demand
 
     async def _read(self) -> None:
         sessions = session_factory(self.engine)

@@ -117,3 +117,40 @@ def test_rows_changed_behind_its_back_are_resynchronised_and_a_bad_fingerprint_i
     _register(engine, "a", [synthetic_fingerprint(rng, 25_000)])
     assert _sync(engine, sync) == 1
     assert len(sync) == 5 and len(sync.index) == 4
+
+
+def test_slim_registry_reads_tables_only_for_selected_sizes(engine: Engine) -> None:
+    """With a session factory the index holds no leaf hashes or v1 tables; the exact stages read them (cached)
+    for the items of a torrent file's size and still match a registered v1 file."""
+    import trio
+
+    from p2pwatch.match.matcher import exact_metadata_matches
+    from p2pwatch.match.registered import SlimFingerprint
+    from p2pwatch.torrent.maker import make_v1_torrent
+    from p2pwatch.torrent.metainfo import parse_torrent
+
+    rng = random.Random(9)
+    data = rng.randbytes(70_000)
+    path = engine.url.database
+    assert path is not None
+    real = Path(path).parent / "real.bin"
+    real.write_bytes(data)
+    from p2pwatch.match.fingerprint import fingerprint_file
+
+    fp = fingerprint_file(real)
+    _register(engine, "a", [fp, *(synthetic_fingerprint(rng, 30_000 + i) for i in range(5))])
+    sync = RegistrySync(session_factory(engine), cache_items=2)
+    assert _sync(engine, sync) == 6
+    assert all(isinstance(c.fingerprint, SlimFingerprint) for c in sync.index.contents)
+    meta = parse_torrent(make_v1_torrent("t", [("real.bin", real)], piece_length=16384))
+    tables = sync.index.tables
+    assert tables is not None and len(tables) == 0
+    trio.run(sync.index.prefetch, meta)
+    assert tables.loads == 1 and len(tables) == 1
+    found = exact_metadata_matches(sync.index, meta)
+    assert [m.method for m in found] == ["exact-metadata"] and tables.loads == 1
+    with session_factory(engine)() as session:
+        withdraw_case(session, "a")
+        session.commit()
+    _sync(engine, sync)
+    assert len(tables) == 0 and exact_metadata_matches(sync.index, meta) == []
