@@ -24,6 +24,7 @@ from p2pwatch.cli.options import (
 from p2pwatch.dht.crawler import Crawler, DiscoveredInfohash, Discovery
 from p2pwatch.dht.node import DHTConfig, DHTNode, PeersFound, open_dht_node
 from p2pwatch.errors import ConfigError, P2PWatchError
+from p2pwatch.torrent.compact import format_addr
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +94,6 @@ def cli_dht_config(net: NetworkOptions, host: str, port: int, bootstrap: tuple[t
     return DHTConfig(bind_host=host, bind_port=port, bootstrap=bootstrap, allow_local=net.allow_local,
                      state_file=state_file, query_timeout=min(5.0, net.timeout / 2),
                      short_timeout=min(0.5, net.timeout / 10))
-
-
-def format_addr(addr: tuple[str, int]) -> str:
-    """``ip:port``, with an IPv6 address in brackets."""
-    return f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
 
 
 async def _ensure_bootstrapped(node: DHTNode) -> None:

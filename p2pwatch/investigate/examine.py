@@ -34,6 +34,7 @@ from p2pwatch.probe.peer_probe import ProbeResult, probe_peer
 from p2pwatch.probe.pex import PexPeer, pex_candidates
 from p2pwatch.probe.trackers import TrackerConfig, TrackerProbe, probe_tracker
 from p2pwatch.storage.ledger import ObservationRecord, SwarmSampleRecord
+from p2pwatch.torrent.compact import format_addr
 from p2pwatch.torrent.metainfo import Metainfo
 
 log = logging.getLogger(__name__)
@@ -43,12 +44,8 @@ Endpoint = tuple[str, int]
 MAX_PEX_ROUNDS = 2
 
 
-def endpoint_text(ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-
-
 def parse_endpoint_text(text: str | None) -> Endpoint | None:
-    """The inverse of :func:`endpoint_text`; None for anything else."""
+    """The inverse of :func:`p2pwatch.torrent.compact.format_addr`; None for anything else."""
     host, sep, port = (text or "").rpartition(":")
     if not sep or not port.isdigit():
         return None
@@ -165,7 +162,7 @@ def add_pex_listings(exam: Examination, *, allow_local: bool) -> None:
     for probe in exam.probes:
         for peer in probe.pex_peers:
             if is_acceptable_remote(peer.ip, allow_local):
-                exam.add_listing(peer.endpoint, "pex", endpoint_text(probe.ip, probe.port))
+                exam.add_listing(peer.endpoint, "pex", format_addr((probe.ip, probe.port)))
 
 
 def _remembered_reports(remembered: Sequence[tuple[Endpoint, str | None]]) -> list[tuple[Endpoint, list[PexPeer]]]:

@@ -24,7 +24,7 @@ from p2pwatch.investigate.metadata_fetch import fetch_metadata
 from p2pwatch.match.content_budget import BudgetSettings, ContentBudget
 from p2pwatch.match.frame_lookup import FrameLookup
 from p2pwatch.match.keyframe import KeyframeSettings
-from p2pwatch.match.matcher import MatchReport, RegistryIndex, match_torrent
+from p2pwatch.match.matcher import MatchReport, RegistryIndex, match_torrent, zero_byte_stages
 from p2pwatch.match.perceptual import PerceptualSettings, perceptual_matches
 from p2pwatch.match.screened import budgeted, screened_match, skipped_report
 from p2pwatch.match.triage import Triage, TriageDecision, TriageRules
@@ -93,34 +93,38 @@ class Screening:
 
 async def run_matcher(index: RegistryIndex, metainfo: Metainfo, peers: list[tuple[str, int]], config: MonitorConfig,
                       *, bind_ip: str | None, allow_local: bool, screening: Screening | None = None,
-                      decision: TriageDecision | None = None) -> MatchReport:
+                      decision: TriageDecision | None = None, zero_byte: MatchReport | None = None) -> MatchReport:
     """All matcher stages; content stages read through one libtorrent reader fed with the listed peers.
+    ``zero_byte``: the names and exact-metadata stages' report when the caller ran them already
+    (:func:`~p2pwatch.match.matcher.zero_byte_stages`); each stage runs once.
 
     With ``triage.enabled`` (the default) the torrent is first triaged from its metainfo (``decision``, when
     the caller triaged it already); a skipped torrent gets the zero-byte stages only, a queued one the
     exact-piece stage, the one-keyframe screen and the sampled confirmation of the survivors
     (p2pwatch/match/screened.py), every piece charged to ``screening.budget`` when there is one."""
     if not config.triage.enabled:
-        return await _run_unscreened(index, metainfo, peers, config, bind_ip=bind_ip, allow_local=allow_local)
+        return await _run_unscreened(index, metainfo, peers, config, bind_ip=bind_ip, allow_local=allow_local,
+                                     zero_byte=zero_byte)
     screening = screening or Screening.for_index(index, config)
     decision = decision or screening.triage.decide(metainfo)
     if not decision.queued or not peers:
-        return skipped_report(await match_torrent(index, metainfo, None), decision)
+        return skipped_report(zero_byte_stages(index, metainfo, zero_byte), decision)
     options = FetchOptions(bind_ip=bind_ip or "0.0.0.0", peers=tuple(peers), allow_local=allow_local,
                            timeout=config.matcher.fetch_timeout)
     async with open_torrent_reader(metainfo, options) as reader:
         source = budgeted(reader, metainfo, screening.budget)
         return await screened_match(index, screening.lookup, metainfo, source, decision,
                                     perceptual=perceptual_settings(config), keyframe=keyframe_settings(config),
-                                    timeout=config.matcher.fetch_timeout)
+                                    timeout=config.matcher.fetch_timeout, zero_byte=zero_byte)
 
 
 async def _run_unscreened(index: RegistryIndex, metainfo: Metainfo, peers: list[tuple[str, int]],
-                          config: MonitorConfig, *, bind_ip: str | None, allow_local: bool) -> MatchReport:
+                          config: MonitorConfig, *, bind_ip: str | None, allow_local: bool,
+                          zero_byte: MatchReport | None) -> MatchReport:
     """Before issue 13: every image or video torrent goes to the sampled perceptual stage."""
     needs_content = any(index.by_size.get(f.length) for f in metainfo.files) or index.has_media()
     if not needs_content or not peers:
-        return await match_torrent(index, metainfo, None)
+        return zero_byte_stages(index, metainfo, zero_byte)
     options = FetchOptions(bind_ip=bind_ip or "0.0.0.0", peers=tuple(peers), allow_local=allow_local,
                            timeout=config.matcher.fetch_timeout)
     settings = perceptual_settings(config)
@@ -129,7 +133,8 @@ async def _run_unscreened(index: RegistryIndex, metainfo: Metainfo, peers: list[
         return await perceptual_matches(idx, meta, source, done, settings)
 
     async with open_torrent_reader(metainfo, options) as reader:
-        return await match_torrent(index, metainfo, reader, perceptual, timeout=config.matcher.fetch_timeout)
+        return await match_torrent(index, metainfo, reader, perceptual, timeout=config.matcher.fetch_timeout,
+                                   zero_byte=zero_byte)
 
 
 async def lookup(infohash: bytes, *, config: MonitorConfig, dht: DHTConfig | None, trackers: list[str],
@@ -163,9 +168,9 @@ async def lookup(infohash: bytes, *, config: MonitorConfig, dht: DHTConfig | Non
         if outcome.metainfo is not None and index is not None:
             # the zero-byte stages first: peers that vanish or stall the content stages until the timeout
             # must not cost the matches the metadata alone proves
-            outcome.report = await match_torrent(index, outcome.metainfo, None)
+            outcome.report = zero_byte_stages(index, outcome.metainfo)
             outcome.report = await run_matcher(index, outcome.metainfo, peers, config, bind_ip=bind_ip,
-                                               allow_local=allow_local)
+                                               allow_local=allow_local, zero_byte=outcome.report)
         # peers already proven to level 3 (or flagged) are not probed again; metadata-only probes are
         probed = {(p.ip, p.port) for p in exam.probes if p.level >= 3 or p.flagged}
         await probe_listed(exam, outcome.metainfo, config.probe, limit=probe_limit,

@@ -382,13 +382,29 @@ class MatchReport:
 PerceptualStage = Callable[[RegistryIndex, Metainfo, PieceSource, set[tuple[int, str]]], Awaitable[list[Match]]]
 
 
-async def match_torrent(index: RegistryIndex, metainfo: Metainfo, source: PieceSource | None,
-                        perceptual: PerceptualStage | None = None, *, timeout: float = 60.0) -> MatchReport:
-    """Run every stage on one torrent; stages that need content are skipped when ``source`` is None."""
+def zero_byte_stages(index: RegistryIndex, metainfo: Metainfo, done: MatchReport | None = None) -> MatchReport:
+    """A fresh report of stages 1 and 2 (names, exact-metadata; no content byte). ``done``: those stages'
+    report for this torrent, when the caller ran them already; its candidates and matches are copied (the
+    caller's report is never changed) rather than computed again."""
     report = MatchReport(metainfo.infohash.hex())
-    report.candidates = name_candidates(index, metainfo)
-    await index.prefetch(metainfo)
-    report.matches = exact_metadata_matches(index, metainfo)
+    if done is None:
+        report.candidates = name_candidates(index, metainfo)
+        report.matches = exact_metadata_matches(index, metainfo)
+        return report
+    if done.infohash != report.infohash:
+        raise ValueError(f"the zero-byte report is for {done.infohash}, not {report.infohash}")
+    report.candidates, report.matches = list(done.candidates), list(done.matches)
+    return report
+
+
+async def match_torrent(index: RegistryIndex, metainfo: Metainfo, source: PieceSource | None,
+                        perceptual: PerceptualStage | None = None, *, timeout: float = 60.0,
+                        zero_byte: MatchReport | None = None) -> MatchReport:
+    """Run every stage on one torrent; stages that need content are skipped when ``source`` is None.
+    ``zero_byte``: stages 1 and 2 as run earlier on this torrent (:func:`zero_byte_stages`), not run again."""
+    if zero_byte is None:
+        await index.prefetch(metainfo)  # a slim index reads the tables of the items the file sizes select
+    report = zero_byte_stages(index, metainfo, zero_byte)
     if source is None:
         return report
     done = {(m.file_index, m.content_id) for m in report.matches}

@@ -49,8 +49,10 @@ def budgeted(source: Any, metainfo: Metainfo, budget: ContentBudget | None) -> B
 
 async def screened_match(index: RegistryIndex, lookup: FrameLookup, metainfo: Metainfo, source: BudgetedSource,
                          decision: TriageDecision, *, perceptual: PerceptualSettings | None = None,
-                         keyframe: KeyframeSettings | None = None, timeout: float = 60.0) -> MatchReport:
-    """Every content stage on the files ``decision`` chose; the report's ``triage`` says what was decided."""
+                         keyframe: KeyframeSettings | None = None, timeout: float = 60.0,
+                         zero_byte: MatchReport | None = None) -> MatchReport:
+    """Every content stage on the files ``decision`` chose; the report's ``triage`` says what was decided.
+    ``zero_byte``: the names and exact-metadata stages as run earlier (not run again)."""
     screens = ScreenLog([])
     settings = perceptual or PerceptualSettings()
     chosen = set(decision.files)
@@ -84,7 +86,7 @@ async def screened_match(index: RegistryIndex, lookup: FrameLookup, metainfo: Me
             screens.budget_refused = True
             raise
 
-    report = await match_torrent(index, metainfo, source, stage, timeout=timeout)
+    report = await match_torrent(index, metainfo, source, stage, timeout=timeout, zero_byte=zero_byte)
     refused = screens.budget_refused or source.refused
     if report.matches:
         outcome, reason = CONFIRMED, ", ".join(sorted({m.method for m in report.matches}))

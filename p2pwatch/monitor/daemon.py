@@ -58,6 +58,7 @@ from p2pwatch.storage.db import session_factory
 from p2pwatch.storage.ledger import ObservationRecord
 from p2pwatch.storage.models import Case, Content, Keyword, Torrent, Watch
 from p2pwatch.storage.writer import ObservationWriter, open_writer
+from p2pwatch.torrent.compact import format_addr
 from p2pwatch.torrent.metainfo import Metainfo
 
 log = logging.getLogger("p2pwatch.monitor")
@@ -186,7 +187,7 @@ class Monitor:
                 assert pair.v4 is not None
                 node, self.node, self.node6 = pair.v4, pair.v4, pair.v6
                 for one in pair.nodes:
-                    log.info("DHT node %s on %s, %d nodes known", one.own_id.hex(), _format(one.address),
+                    log.info("DHT node %s on %s, %d nodes known", one.own_id.hex(), format_addr(one.address),
                              len(one.table))
                 await self._run_stages(writer, node)
 
@@ -355,10 +356,6 @@ class Monitor:
         for match in matches:
             record_match(session, match, torrent, actor="monitor")
         return torrent.id
-
-
-def _format(addr: tuple[str, int]) -> str:
-    return f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
 
 
 def export_pipeline(metrics: Metrics, stats: PipelineStats) -> None:

@@ -31,7 +31,7 @@ from p2pwatch.errors import CompactAddressError, LocalProtocolError
 __all__ = [
     "ID_LEN", "NODE4_LEN", "NODE6_LEN", "PEER4_LEN", "PEER6_LEN", "Endpoint", "decode_node_list", "decode_peer",
     "decode_peer4", "decode_peer6", "decode_peer_list", "encode_node", "encode_node_list", "encode_peer",
-    "encode_peer_list", "unmap",
+    "encode_peer_list", "format_addr", "unmap",
 ]
 
 Endpoint = tuple[str, int]
@@ -161,7 +161,13 @@ def encode_node_list(nodes: Iterable[tuple[bytes, str, int]], *, ipv6: bool = Fa
     return b"".join(out)
 
 
-# ------------------------------------------------------------------------------------------ mapped form
+# ------------------------------------------------------------------------------------ text and mapped form
+
+
+def format_addr(addr: Endpoint) -> str:
+    """``ip:port``, an IPv6 address in brackets (``[::1]:6881``): the one text form of an endpoint in logs,
+    command output and listings (:func:`p2pwatch.investigate.examine.parse_endpoint_text` reads it back)."""
+    return f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
 
 
 def unmap(ip: str) -> str:

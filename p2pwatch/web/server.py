@@ -15,12 +15,9 @@ import trio
 
 from p2pwatch.config import MonitorConfig
 from p2pwatch.storage.db import open_database
+from p2pwatch.torrent.compact import format_addr
 
 GRACEFUL_SECONDS = 5.0
-
-
-def hypercorn_bind(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def serve(obj: dict[str, Any], config: MonitorConfig, host: str, port: int,
@@ -38,7 +35,7 @@ def serve(obj: dict[str, Any], config: MonitorConfig, host: str, port: int,
 
         app = ProxyFixMiddleware(app, mode="legacy", trusted_hops=config.web.trusted_proxy_hops)
     settings = Config()
-    settings.bind = [hypercorn_bind(host, port)]
+    settings.bind = [format_addr((host, port))]
     settings.graceful_timeout = GRACEFUL_SECONDS
     settings.accesslog = None
     settings.errorlog = "-"
@@ -58,7 +55,7 @@ def serve(obj: dict[str, Any], config: MonitorConfig, host: str, port: int,
         async with trio.open_nursery() as nursery:
             await nursery.start(on_signal)
             if on_ready is not None:
-                on_ready(f"http://{hypercorn_bind(host, port)}/")
+                on_ready(f"http://{format_addr((host, port))}/")
             await hypercorn_serve(app, settings, shutdown_trigger=stop.wait)
             nursery.cancel_scope.cancel()
 

@@ -167,3 +167,20 @@ def test_pex_round_trip_through_the_codec(listed: list[tuple[str, int, int]]) ->
     assert [(ipaddress.ip_address(p.ip), p.port, p.flags) for p in decoded.added] == [
         (ipaddress.ip_address(p.ip), p.port, p.flags) for p in v4_first
     ]
+
+
+def test_format_addr_brackets_ipv6_only() -> None:
+    """The one text form of an endpoint (the CLI, the monitor's log, PEX listings, the web bind)."""
+    assert compact.format_addr(("10.1.2.3", 6881)) == "10.1.2.3:6881"
+    assert compact.format_addr(("::1", 6881)) == "[::1]:6881"
+    assert compact.format_addr(("::ffff:10.1.2.3", 1)) == "[::ffff:10.1.2.3]:1"  # the codec's rule: no unmapping
+
+
+def test_the_monitor_formats_addresses_without_the_cli() -> None:
+    """The monitor daemon must not import the command line (it formats through the codec module)."""
+    import subprocess
+    import sys
+
+    code = "import sys, p2pwatch.monitor.daemon; print(sorted(m for m in sys.modules if m.startswith('p2pwatch.cli')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
