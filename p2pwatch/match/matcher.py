@@ -402,8 +402,7 @@ async def match_torrent(index: RegistryIndex, metainfo: Metainfo, source: PieceS
                         zero_byte: MatchReport | None = None) -> MatchReport:
     """Run every stage on one torrent; stages that need content are skipped when ``source`` is None.
     ``zero_byte``: stages 1 and 2 as run earlier on this torrent (:func:`zero_byte_stages`), not run again."""
-    if zero_byte is None:
-        await index.prefetch(metainfo)  # a slim index reads the tables of the items the file sizes select
+    await index.prefetch(metainfo)  # a slim index reads the tables of the items the file sizes select (cached)
     report = zero_byte_stages(index, metainfo, zero_byte)
     if source is None:
         return report
