@@ -51,12 +51,9 @@ def layer_requests(metainfo: Metainfo, file: FileEntry) -> list[wire.HashRequest
 def file_needing_layer(metainfo: Metainfo, pieces: Iterable[int]) -> FileEntry | None:
     """Among the files of ``pieces`` whose layer is missing, the one with the fewest pieces (the cheapest
     layer that makes one of those pieces verifiable); None when no such file."""
-    missing = {f.index: f for f in metainfo.missing_layers}
-    if not missing:
-        return None
     best: FileEntry | None = None
     wanted = set(pieces)
-    for f in missing.values():
+    for f in metainfo.missing_layers:
         if wanted.intersection(metainfo.file_pieces(f)) and (best is None or f.length < best.length):
             best = f
     return best
