@@ -263,6 +263,11 @@ class TorrentReader:
             return self.result.payload_downloaded
         return int(self._handle.status().total_payload_download)
 
+    def redundant(self) -> int:
+        """Of :meth:`downloaded`, the bytes libtorrent received twice (a block from two peers, or again after a
+        request timed out); 0 before the torrent is added."""
+        return 0 if self._handle is None else int(self._handle.status().total_redundant_bytes)
+
     # ------------------------------------------------------------------ the alert loop (background thread)
 
     def _loop(self) -> None:
