@@ -51,7 +51,15 @@ from p2pwatch.monitor.alerts import Alerter
 from p2pwatch.monitor.content_queue import ContentJob, ContentStages
 from p2pwatch.monitor.metadata_sources import ProbeFetcher
 from p2pwatch.monitor.metrics import Metrics, PerMinute, serve_metrics
-from p2pwatch.monitor.pipeline import OK, DHTPeerSource, Lead, MetadataOutcome, MetadataPipeline, PipelineStats
+from p2pwatch.monitor.pipeline import (
+    OK,
+    DHTPeerSource,
+    Lead,
+    MetadataOutcome,
+    MetadataPipeline,
+    PipelineStats,
+    node_of_family,
+)
 from p2pwatch.monitor.watcher import Watcher, release_own_claims
 from p2pwatch.probe.probe_result import ProbeResult
 from p2pwatch.storage.db import session_factory
@@ -272,7 +280,7 @@ class Monitor:
             elif isinstance(event, AnnouncedPeer):
                 torrent_id = self.state.watched.get(event.infohash)
                 if torrent_id is not None:
-                    to = self.node6 if ":" in event.ip else self.node  # announced over the socket of its family
+                    to = node_of_family(event.ip, self.node, self.node6) if self.node else None  # its socket
                     reporter = f"announce to {to.address[0]}:{to.address[1]}" if to else None
                     await writer.write(ObservationRecord(torrent_id, event.ip, event.port, 0, "announce",
                                                          event.at, reporter=reporter))

@@ -106,6 +106,11 @@ class MetadataFetcher(Protocol):
         """The last resort (libtorrent): metadata, or None."""
 
 
+def node_of_family(ip: str, node: DHTNode, node6: DHTNode | None) -> DHTNode | None:
+    """BEP 32: the node whose socket is of ``ip``'s family (None for IPv6 when only IPv4 runs)."""
+    return node6 if ":" in ip else node
+
+
 class DHTPeerSource:
     """:class:`PeerSource` over running :class:`~p2pwatch.dht.node.DHTNode` s (real or simulated network).
 
@@ -125,7 +130,7 @@ class DHTPeerSource:
 
     def node_for(self, addr: Addr) -> DHTNode | None:
         """The node of ``addr``'s address family; None for an IPv6 address without an IPv6 node."""
-        return self.node6 if ":" in addr[0] else self.node
+        return node_of_family(addr[0], self.node, self.node6)
 
     async def ask_node(self, node: Addr, infohash: bytes) -> PeersReply:
         me = self.node_for(node)
