@@ -55,6 +55,16 @@ FORMAT_VERSION = 1
 _SHA1_SIZE = 20
 
 
+def check_document_header(doc: Any) -> None:
+    """The ``format`` and ``version`` of a fingerprint document (docs/fingerprint-format.md), checked before
+    anything else is read; raises :class:`FingerprintError`."""
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
+        raise FingerprintError("not a p2pwatch fingerprint (no \"format\": \"p2pwatch-fingerprint\")")
+    if doc.get("version") != FORMAT_VERSION:
+        raise FingerprintError(f"fingerprint format version {doc.get('version')!r} is not supported "
+                               f"(this p2pwatch reads version {FORMAT_VERSION}; upgrade p2pwatch)")
+
+
 @dataclass(frozen=True)
 class Fingerprint:
     """Hashes of one file; no byte of its content. ``leaf_hashes`` concatenates the 32-byte v2 block hashes;
@@ -124,11 +134,7 @@ class Fingerprint:
     @classmethod
     def from_json(cls, doc: Any) -> Fingerprint:
         """Parse and check a fingerprint document; raises :class:`FingerprintError` on anything wrong."""
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
-            raise FingerprintError("not a p2pwatch fingerprint (no \"format\": \"p2pwatch-fingerprint\")")
-        if doc.get("version") != FORMAT_VERSION:
-            raise FingerprintError(f"fingerprint format version {doc.get('version')!r} is not supported "
-                                   f"(this p2pwatch reads version {FORMAT_VERSION}; upgrade p2pwatch)")
+        check_document_header(doc)
         try:
             size = int(doc["size"])
             leaves = _unpack(doc["v2"]["leaf_hashes"])

@@ -19,7 +19,7 @@ from typing import Any
 import trio
 
 from p2pwatch.errors import FingerprintError
-from p2pwatch.match.fingerprint import FORMAT_NAME, FORMAT_VERSION, Fingerprint
+from p2pwatch.match.fingerprint import Fingerprint, check_document_header
 from p2pwatch.match.media_types import ContentKind, MediaFingerprint
 
 #: content ids -> their full fingerprints (ids no longer stored are left out)
@@ -48,8 +48,7 @@ class SlimFingerprint:
     def from_json(cls, doc: Any) -> SlimFingerprint:
         """The slim part of a stored fingerprint document (docs/fingerprint-format.md), without inflating
         its packed hashes; raises :class:`FingerprintError` on a malformed document."""
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME or doc.get("version") != FORMAT_VERSION:
-            raise FingerprintError("not a p2pwatch fingerprint of a version this p2pwatch reads")
+        check_document_header(doc)
         try:
             root = bytes.fromhex(doc["v2"]["pieces_root"])
             if len(root) != 32:
