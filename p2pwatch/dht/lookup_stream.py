@@ -153,8 +153,6 @@ async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[N
     build = builder(node, kind, target, scrape)
     route_only = builder(node, "find_node", target, False)
     ipv6 = is_ipv6(config)
-    send, receive = trio.open_memory_channel[LookupEvent](buffer)
-    wake_send, wake_recv = trio.open_memory_channel[None](math.inf)
     starter: StartingQuerier | None = node if hasattr(node, "start_query") else None  # type: ignore[assignment]
 
     def process(peer_node: NodeInfo, use: Callable[[bytes], krpc.Query], reply: krpc.Response,
@@ -186,7 +184,8 @@ async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[N
         at = trio.current_time()
         traversal.on_failure(peer_node, at)
         node.table.failed(peer_node.id, at)
-        wake_send.send_nowait(None)
+        if started_driving:  # in the first round, the driver's first tick sees it
+            wake_send.send_nowait(None)
 
     def in_receive_loop(peer_node: NodeInfo, use: Callable[[bytes], krpc.Query], done: list[bool]
                         ) -> Callable[[krpc.Response, float], None]:
@@ -276,10 +275,16 @@ async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[N
                 for scope in list(waits):
                     scope.cancel()
 
+    # the first round leaves before the caller gets the stream (a task would send a scheduler pass later), and
+    # before the channels are made: after an idle spell every first-run line costs (issue 12, ~40 us here).
+    # Their waits start with the driver, which always runs (a trio task runs to its first checkpoint)
+    started_driving = False
+    first_round = [launch(peer_node) for peer_node in traversal.next_queries(now)]
+    started_driving = True
+    send, receive = trio.open_memory_channel[LookupEvent](buffer)
+    wake_send, wake_recv = trio.open_memory_channel[None](math.inf)
     async with trio.open_nursery() as nursery:
-        # the first round leaves before the caller gets the stream (a task would send a scheduler pass later);
-        # their waits start with the driver, which always runs (a trio task runs to its first checkpoint)
-        nursery.start_soon(drive, [launch(peer_node) for peer_node in traversal.next_queries(now)])
+        nursery.start_soon(drive, first_round)
         try:
             yield LookupStream(receive, traversal, result)
         finally:
