@@ -162,14 +162,19 @@ def builder(node: Querier, kind: str, target: bytes, scrape: bool) -> Callable[[
 async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[NodeInfo], *,
                       scrape: bool = False, max_queries: int | None = None,
                       sample_allowed: Callable[[Addr], bool] | None = None,
-                      buffer: int = STREAM_BUFFER) -> AsyncIterator[LookupStream]:
+                      buffer: int = STREAM_BUFFER, closest_first: bool = False) -> AsyncIterator[LookupStream]:
     """Run a lookup towards ``target`` for the duration of the block, streaming its events.
 
-    Leaving the block early cancels the lookup (its queries are abandoned).
+    Leaving the block early cancels the lookup (its queries are abandoned). ``closest_first``: ``seeds`` are
+    sorted by distance to ``target`` (a routing table's closest), so the first round, which is the first
+    ``alpha + eager`` of them, is sent before the traversal takes in the rest.
     """
     config = node.config
     now = trio.current_time()
-    traversal = Traversal(target, seeds, alpha=config.alpha, k=config.k, short_timeout=config.short_timeout,
+    seeds = list(seeds)
+    split = config.alpha + config.eager if closest_first else len(seeds)
+    later = seeds[split:]
+    traversal = Traversal(target, seeds[:split], alpha=config.alpha, k=config.k, short_timeout=config.short_timeout,
                           full_timeout=config.query_timeout, now=now, allow_local=config.allow_local,
                           max_queries=max_queries, own_id=node.own_id, width=config.width, widen=config.widen,
                           slow_grace=config.slow_grace, eager=config.eager)
@@ -355,7 +360,12 @@ async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[N
     # before the channels are made: after an idle spell every first-run line costs (issue 12, ~40 us here).
     # Their waits start with the driver, which always runs (a trio task runs to its first checkpoint)
     started_driving = False
-    first_round = [launch(peer_node, now) for peer_node in traversal.next_queries(now)]
+    first = traversal.next_queries(now)
+    first_round = [launch(peer_node, now) for peer_node in first]
+    if later:
+        traversal.add_seeds(later)
+        if len(first) < config.alpha:  # some of the first seeds were unusable: the rest's turn is now
+            first_round += [launch(peer_node, now) for peer_node in traversal.next_queries(now)]
     started_driving = True
     outbox = EventQueue[LookupEvent](buffer)
     wake = Wakeup()

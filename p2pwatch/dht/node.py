@@ -361,7 +361,7 @@ class DHTNode:
         if not seed_list:
             seed_list = [NodeInfo(b"", ip, port) for ip, port in self.config.bootstrap]
         return open_lookup(self, target, kind, seed_list, scrape=scrape, max_queries=max_queries,
-                           sample_allowed=sample_allowed)
+                           sample_allowed=sample_allowed, closest_first=not seeds)
 
     def open_get_peers(self, info_hash: bytes, *, scrape: bool = False, seeds: Iterable[NodeInfo] = ()
                        ) -> AbstractAsyncContextManager[LookupStream]:

@@ -290,3 +290,18 @@ async def test_a_driver_bug_is_raised_not_swallowed_as_an_early_end(autojump_clo
     leaves = caught.value.exceptions if isinstance(caught.value, BaseExceptionGroup) else [caught.value]
     flat = [e for leaf in leaves for e in (leaf.exceptions if isinstance(leaf, BaseExceptionGroup) else [leaf])]
     assert any(isinstance(e, RuntimeError) and str(e) == "driver bug" for e in flat), caught.value
+
+
+async def test_closest_first_sends_alpha_at_once_even_past_an_unusable_seed(
+        autojump_clock: trio.testing.MockClock) -> None:
+    net = StartingFakeNet()
+    ring(net, list(range(1, 13)))
+    unusable = NodeInfo(N(1).id, N(1).ip, 0)  # port 0: never a valid contact
+    seeds = [unusable] + [N(d) for d in range(2, 12)]
+    start = trio.current_time()
+    async with open_lookup(net, TARGET, "find_node", seeds, closest_first=True) as stream:
+        assert net.started == 3  # N(2), N(3), and N(4) from the seeds taken in after the first ones
+        result = await stream.drain()
+    assert sorted(d for t, d in net.asked if t == start) == [2, 3, 4]
+    assert [int.from_bytes(n.id, "big") for n in result.closest][:3] == [1, 2, 3]
+    assert net.released == net.started
