@@ -117,7 +117,7 @@ class DHTNode:
         sock = self.sock
         while True:
             handled = 0
-            drained = woke_consumer = False
+            drained = False
             while handled < BATCH:
                 item = sock.try_recvfrom(limits.MAX_DATAGRAM)
                 if item is None:
@@ -129,16 +129,11 @@ class DHTNode:
                     await self._send(reply, item[1])
                 if self._callback_ran:  # a lookup's consumer was just woken: it runs before the rest is read
                     self._callback_ran = False
-                    woke_consumer = True
                     break
             if drained:
                 await sock.wait_readable()
             else:
                 await trio.lowlevel.checkpoint()
-                if woke_consumer:
-                    # trio runs a batch in either order: after one checkpoint this loop may run before the
-                    # consumer it woke (and read the next reply first, ~60-100 us); after two it never does
-                    await trio.lowlevel.checkpoint()
 
     def datagram_received(self, data: bytes, addr: tuple[str, int], now: float) -> bytes | None:
         """Handle one datagram; returns the reply to send, if any. Never raises for remote input."""
