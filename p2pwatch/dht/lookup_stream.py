@@ -15,8 +15,8 @@ The channel is bounded: a consumer that does not keep up holds back the reply ha
 
 from __future__ import annotations
 
+import collections
 import functools
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -26,6 +26,7 @@ import trio
 
 from p2pwatch import netguard
 from p2pwatch.dht import krpc
+from p2pwatch.dht.event_queue import EventQueue, Wakeup
 from p2pwatch.dht.node_types import DHTConfig, LookupResult
 from p2pwatch.dht.nodeinfo import NodeInfo
 from p2pwatch.dht.routing import RoutingTable
@@ -72,20 +73,43 @@ class Querier(Protocol):
                     timeout: float | None = None) -> krpc.Response: ...
 
 
+class StartedQuery(Protocol):
+    """A query :meth:`StartingQuerier.start_query` returned: ``unsent`` is its datagram while the socket
+    buffer was full (a task must then :meth:`~StartingQuerier.finish_query` it), else None."""
+
+    unsent: bytes | None
+
+
 class StartingQuerier(Querier, Protocol):
-    """A driver that can also send a query without yielding and run a callback on its reply in the receive
-    loop (:meth:`~p2pwatch.dht.node.DHTNode.start_query`); lookups then skip two task switches per reply."""
+    """A driver that can also send a query without yielding and run callbacks on its reply or error in the
+    receive loop (:meth:`~p2pwatch.dht.node.DHTNode.start_query`): a lookup's queries then need no task
+    each, and a reply reaches the consumer with no task switch between (issue 12)."""
 
     def start_query(self, addr: Addr, build: Callable[[bytes], krpc.Query], *,
-                    on_reply: Callable[[krpc.Response, float], None] | None = None) -> Any: ...
+                    on_reply: Callable[[krpc.Response, float], None] | None = None,
+                    on_error: Callable[[krpc.Error, float], None] | None = None) -> StartedQuery | None: ...
+
+    def release_query(self, pending: Any, *, timed_out: bool = False) -> None: ...
 
     async def finish_query(self, pending: Any, timeout: float | None = None) -> krpc.Response: ...
+
+
+class _Flight:
+    """A lookup's query sent without a task: to whom, which query, when, and the driver's handle."""
+
+    __slots__ = ("node", "pending", "sent_at", "use")
+
+    def __init__(self, node: NodeInfo, use: Callable[[bytes], krpc.Query], sent_at: float) -> None:
+        self.node = node
+        self.use = use
+        self.sent_at = sent_at
+        self.pending: Any = None
 
 
 class LookupStream:
     """Async iterator over a running lookup's events; ``result`` once iteration has ended."""
 
-    def __init__(self, receive: trio.MemoryReceiveChannel[LookupEvent], traversal: Traversal,
+    def __init__(self, receive: EventQueue[LookupEvent], traversal: Traversal,
                  result: LookupResult) -> None:
         self._receive = receive
         self.traversal = traversal
@@ -138,14 +162,19 @@ def builder(node: Querier, kind: str, target: bytes, scrape: bool) -> Callable[[
 async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[NodeInfo], *,
                       scrape: bool = False, max_queries: int | None = None,
                       sample_allowed: Callable[[Addr], bool] | None = None,
-                      buffer: int = STREAM_BUFFER) -> AsyncIterator[LookupStream]:
+                      buffer: int = STREAM_BUFFER, closest_first: bool = False) -> AsyncIterator[LookupStream]:
     """Run a lookup towards ``target`` for the duration of the block, streaming its events.
 
-    Leaving the block early cancels the lookup (its queries are abandoned).
+    Leaving the block early cancels the lookup (its queries are abandoned). ``closest_first``: ``seeds`` are
+    sorted by distance to ``target`` (a routing table's closest), so the first round, which is the first
+    ``alpha + eager`` of them, is sent before the traversal takes in the rest.
     """
     config = node.config
     now = trio.current_time()
-    traversal = Traversal(target, seeds, alpha=config.alpha, k=config.k, short_timeout=config.short_timeout,
+    seeds = list(seeds)
+    split = config.alpha + config.eager if closest_first else len(seeds)
+    later = seeds[split:]
+    traversal = Traversal(target, seeds[:split], alpha=config.alpha, k=config.k, short_timeout=config.short_timeout,
                           full_timeout=config.query_timeout, now=now, allow_local=config.allow_local,
                           max_queries=max_queries, own_id=node.own_id, width=config.width, widen=config.widen,
                           slow_grace=config.slow_grace, eager=config.eager)
@@ -153,8 +182,6 @@ async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[N
     build = builder(node, kind, target, scrape)
     route_only = builder(node, "find_node", target, False)
     ipv6 = is_ipv6(config)
-    send, receive = trio.open_memory_channel[LookupEvent](buffer)
-    wake_send, wake_recv = trio.open_memory_channel[None](math.inf)
     starter: StartingQuerier | None = node if hasattr(node, "start_query") else None  # type: ignore[assignment]
 
     def process(peer_node: NodeInfo, use: Callable[[bytes], krpc.Query], reply: krpc.Response,
@@ -186,23 +213,41 @@ async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[N
         at = trio.current_time()
         traversal.on_failure(peer_node, at)
         node.table.failed(peer_node.id, at)
-        wake_send.send_nowait(None)
+        if started_driving:  # in the first round, the driver's first tick sees it
+            wake.set()
 
-    def in_receive_loop(peer_node: NodeInfo, use: Callable[[bytes], krpc.Query], done: list[bool]
-                        ) -> Callable[[krpc.Response, float], None]:
-        """The reply callback: with room in the channel, the reply is applied and its events queued right in
-        the node's receive loop (the consumer wakes without the asking task in between); otherwise the
-        asking task does it and waits for room (back-pressure)."""
+    def in_receive_loop(flight: _Flight) -> tuple[Callable[[krpc.Response, float], None],
+                                                  Callable[[krpc.Error, float], None]]:
+        """The reply and error callbacks of a query without a waiting task: they run in the node's receive
+        loop. With room in the channel the reply is applied and its events queued right there (the consumer
+        wakes with no task in between); otherwise the driver takes it and waits for room (back-pressure)."""
+        def taken(at: float) -> bool:
+            if flying.get(flight.node.addr) is not flight:
+                return False  # abandoned at the end, or a query a task finishes (its datagram was not sent)
+            del flying[flight.node.addr]
+            assert starter is not None
+            starter.release_query(flight.pending)
+            return not ended
+
         def on_reply(reply: krpc.Response, at: float) -> None:
-            if ended or send.statistics().current_buffer_used + 2 > buffer:
-                return  # after the end, or no room: the asking task takes it (and waits for room)
-            for event in process(peer_node, use, reply, at):
-                send.send_nowait(event)
-            done.append(True)
-            wake_send.send_nowait(None)
-        return on_reply
+            if not taken(at):
+                return
+            if deferred or outbox.room() < 2:
+                deferred.append((flight.node, flight.use, reply, at))
+            else:
+                for event in process(flight.node, flight.use, reply, at):
+                    outbox.put_nowait(event)
+            wake.set()
 
-    waits: set[trio.CancelScope] = set()  # queries still waiting for their reply (cancelled at the end)
+        def on_error(error: krpc.Error, at: float) -> None:
+            if taken(at):
+                failed(flight.node)
+        return on_reply, on_error
+
+    flying: dict[Addr, _Flight] = {}  # queries sent without a task: their replies come by callback
+    deferred: collections.deque[tuple[NodeInfo, Callable[[bytes], krpc.Query], krpc.Response, float]] = \
+        collections.deque()  # replies that found the channel full: the driver delivers them
+    waits: set[trio.CancelScope] = set()  # tasks still waiting for their reply (cancelled at the end)
     ended: list[bool] = []
 
     async def wait_reply(peer_node: NodeInfo, get: Callable[[], Awaitable[krpc.Response]]) -> krpc.Response | None:
@@ -220,40 +265,60 @@ async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[N
                 waits.discard(scope)
         return None
 
-    async def finish(peer_node: NodeInfo, use: Callable[[bytes], krpc.Query], started: Any,
-                     done: list[bool]) -> None:
-        assert starter is not None
-        reply = await wait_reply(peer_node, lambda: starter.finish_query(started, timeout=config.query_timeout))
-        if reply is not None and not done and not ended:
-            await deliver(peer_node, use, reply)
+    async def deliver(peer_node: NodeInfo, use: Callable[[bytes], krpc.Query], reply: krpc.Response,
+                      at: float | None = None) -> None:
+        for event in process(peer_node, use, reply, trio.current_time() if at is None else at):
+            await outbox.put(event)
+        wake.set()  # after the events, so the last reply's are queued before the end
 
-    async def deliver(peer_node: NodeInfo, use: Callable[[bytes], krpc.Query], reply: krpc.Response) -> None:
-        for event in process(peer_node, use, reply, trio.current_time()):
-            await send.send(event)
-        wake_send.send_nowait(None)  # after the events, so the last reply's are queued before the end
-
-    async def ask(peer_node: NodeInfo, use: Callable[[bytes], krpc.Query]) -> None:
-        reply = await wait_reply(peer_node, lambda: node.query(peer_node.addr, use, timeout=config.query_timeout))
+    async def ask(peer_node: NodeInfo, use: Callable[[bytes], krpc.Query], started: Any = None) -> None:
+        """Send (when not yet sent) and wait in a task: a rate-limited IP, a full socket buffer, or a driver
+        without ``start_query``."""
+        if started is not None:
+            assert starter is not None
+            reply = await wait_reply(peer_node, lambda: starter.finish_query(started, timeout=config.query_timeout))
+        else:
+            reply = await wait_reply(peer_node, lambda: node.query(peer_node.addr, use, timeout=config.query_timeout))
         if reply is not None and not ended:
             await deliver(peer_node, use, reply)
 
-    def launch(peer_node: NodeInfo) -> Callable[[], Awaitable[None]] | None:
-        """Send the query to ``peer_node`` now if the driver can (without yielding); the task that waits for
-        its reply (or sends it, when it could not be sent at once), or None when netguard refused it."""
+    def launch(peer_node: NodeInfo, at: float) -> Callable[[], Awaitable[None]] | None:
+        """Send the query to ``peer_node`` now if the driver can (without yielding; its reply then comes by
+        callback, no task waits for it); else the task that sends it and waits. None when netguard refused."""
         use = build if sample_allowed is None or sample_allowed(peer_node.addr) else route_only
         if starter is not None:
-            done: list[bool] = []
+            flight = _Flight(peer_node, use, at)
+            on_reply, on_error = in_receive_loop(flight)
             try:
-                started = starter.start_query(peer_node.addr, use, on_reply=in_receive_loop(peer_node, use, done))
+                started = starter.start_query(peer_node.addr, use, on_reply=on_reply, on_error=on_error)
             except netguard.NetworkRefused:
                 failed(peer_node)
                 return None
             if started is not None:
-                return functools.partial(finish, peer_node, use, started, done)
+                if started.unsent is not None:  # the socket buffer was full: a task sends it and waits
+                    return functools.partial(ask, peer_node, use, started)
+                flight.pending = started
+                flying[peer_node.addr] = flight
+                return None
         return functools.partial(ask, peer_node, use)
 
+    def expire(at: float) -> None:
+        """Queries without a task that reached the full timeout: failed, and their slots freed."""
+        assert starter is not None
+        for addr, flight in [(a, f) for a, f in flying.items() if at >= f.sent_at + config.query_timeout]:
+            del flying[addr]
+            starter.release_query(flight.pending, timed_out=True)
+            traversal.on_failure(flight.node, at)
+            node.table.failed(flight.node.id, at)
+
     async def drive(first_round: list[Callable[[], Awaitable[None]] | None]) -> None:
-        with send:  # closed without a checkpoint, so a Cancelled never replaces a failure of the nursery
+        try:
+            if not any(first_round):
+                # every first query is out without a task: nothing to do before a reply or a timeout, and this
+                # task's first step often runs just before the receive loop's, so it stays short (issue 12)
+                with trio.move_on_at(traversal.next_deadline() or now + config.query_timeout):
+                    await wake.wait()
+                    await trio.lowlevel.checkpoint()
             async with trio.open_nursery() as queries:
                 for waiter in first_round:
                     if waiter is not None:
@@ -261,26 +326,52 @@ async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[N
                 while True:
                     at = trio.current_time()
                     traversal.on_tick(at)
+                    if flying:
+                        expire(at)
+                    while deferred:
+                        await deliver(*deferred.popleft())
                     if traversal.done:
                         break
                     for peer_node in traversal.next_queries(at):
-                        waiter = launch(peer_node)
+                        waiter = launch(peer_node, at)
                         if waiter is not None:
                             queries.start_soon(waiter)
                     deadline = traversal.next_deadline()
                     with trio.move_on_at(deadline if deadline is not None else at + config.query_timeout):
-                        await wake_recv.receive()
-                        # the consumer, woken by the same reply, runs first: it acts on the peers, we route on
+                        await wake.wait()
+                        # the consumer, woken by the same reply, runs first: it acts on the peers, we route
                         await trio.lowlevel.checkpoint()
                 ended.append(True)
                 for scope in list(waits):
                     scope.cancel()
+        finally:  # none of it is a checkpoint, so a Cancelled never replaces a failure of the nursery
+            ended.append(True)
+            abandon()
+            outbox.close()
 
+    def abandon() -> None:
+        """Free the slots of the queries still without a reply (the lookup ended, or was cancelled)."""
+        if starter is not None:
+            for flight in flying.values():
+                starter.release_query(flight.pending)
+        flying.clear()
+
+    # the first round leaves before the caller gets the stream (a task would send a scheduler pass later), and
+    # before the channels are made: after an idle spell every first-run line costs (issue 12, ~40 us here).
+    # Their waits start with the driver, which always runs (a trio task runs to its first checkpoint)
+    started_driving = False
+    first = traversal.next_queries(now)
+    first_round = [launch(peer_node, now) for peer_node in first]
+    if later:
+        traversal.add_seeds(later)
+        if len(first) < config.alpha:  # some of the first seeds were unusable: the rest's turn is now
+            first_round += [launch(peer_node, now) for peer_node in traversal.next_queries(now)]
+    started_driving = True
+    outbox = EventQueue[LookupEvent](buffer)
+    wake = Wakeup()
     async with trio.open_nursery() as nursery:
-        # the first round leaves before the caller gets the stream (a task would send a scheduler pass later);
-        # their waits start with the driver, which always runs (a trio task runs to its first checkpoint)
-        nursery.start_soon(drive, [launch(peer_node) for peer_node in traversal.next_queries(now)])
+        nursery.start_soon(drive, first_round)
         try:
-            yield LookupStream(receive, traversal, result)
+            yield LookupStream(outbox, traversal, result)
         finally:
             nursery.cancel_scope.cancel()

@@ -30,9 +30,11 @@ from p2pwatch.dht.lookup_stream import LookupStream, NodeAnswered, PeersFound, o
 from p2pwatch.dht.node_types import (
     DatagramSocket,
     DHTConfig,
+    ErrorCallback,
     IncomingQuery,
     LookupResult,
     NodeStats,
+    ReplyCallback,
     atomic_write,
     load_state,
 )
@@ -56,21 +58,19 @@ SOCKET_PURPOSE = "the DHT node"
 SOCKET_PURPOSE6 = "the IPv6 DHT node"  # BEP 32: its own socket (dht peers/sample --bind6)
 
 
-#: called in the receive loop with a query's response and the time (see :meth:`DHTNode.query`)
-ReplyCallback = Callable[[krpc.Response, float], None]
-
-
 class _Pending:
     """One query in flight: its address, the wake-up of the asking task, the reply and an optional callback."""
 
-    __slots__ = ("addr", "event", "on_reply", "result", "tid", "unsent")
+    __slots__ = ("addr", "event", "on_error", "on_reply", "result", "tid", "unsent")
 
-    def __init__(self, tid: bytes, addr: tuple[str, int], on_reply: ReplyCallback | None) -> None:
+    def __init__(self, tid: bytes, addr: tuple[str, int], on_reply: ReplyCallback | None,
+                 on_error: ErrorCallback | None = None) -> None:
         self.tid = tid
         self.addr = addr
-        self.event = trio.Event()
+        self.event: trio.Event | None = None  # made by finish_query, if a task waits for the reply
         self.result: krpc.Response | krpc.Error | None = None
         self.on_reply = on_reply
+        self.on_error = on_error
         self.unsent: bytes | None = None  # the datagram, while the socket buffer was full
 
 
@@ -175,15 +175,18 @@ class DHTNode:
             self.stats.responses += 1
             if message.external_ip is not None:
                 self._vote_external_ip(message.external_ip[0], addr[0])
-            if pending.on_reply is not None:
-                self._callback_ran = True
-                try:
-                    pending.on_reply(message, now)
-                except Exception:  # a bug of the caller's must not stop the receive loop; the asker sees the reply
-                    log.exception("reply callback for %s failed", addr)
+            callback: ReplyCallback | ErrorCallback | None = pending.on_reply
         else:
             self.stats.errors_in += 1
-        pending.event.set()
+            callback = pending.on_error
+        if callback is not None:
+            self._callback_ran = True
+            try:
+                callback(message, now)  # type: ignore[arg-type]
+            except Exception:  # a bug of the caller's must not stop the receive loop; the asker sees the reply
+                log.exception("reply callback for %s failed", addr)
+        if pending.event is not None:
+            pending.event.set()
 
     def _vote_external_ip(self, ip: str, voter: str) -> None:
         voters = self._ip_votes.setdefault(ip, set())
@@ -254,11 +257,15 @@ class DHTNode:
         return await self.finish_query(pending, timeout)
 
     def start_query(self, addr: tuple[str, int], build: Callable[[bytes], krpc.Query], *,
-                    on_reply: ReplyCallback | None = None) -> _Pending | None:
+                    on_reply: ReplyCallback | None = None, on_error: ErrorCallback | None = None
+                    ) -> _Pending | None:
         """Send ``build(tid)`` now, without yielding, when an outstanding slot is free and the per-IP rate
         allows (issue 12: a lookup's first queries leave at once); None otherwise (use :meth:`query`).
 
-        Every query started here must be passed to :meth:`finish_query` exactly once (it frees the slot).
+        Every query started here must be passed exactly once to :meth:`finish_query` (which waits for the
+        reply) or to :meth:`release_query` (for a caller that takes the reply or error from ``on_reply`` /
+        ``on_error`` in the receive loop, and judges the timeout itself); either frees the slot. One whose
+        ``unsent`` is not None (the socket buffer was full) must go to :meth:`finish_query`, which sends it.
         """
         netguard.current_policy().check(addr[0], addr[1])
         if self._outbound.delay(addr[0], trio.current_time()) > 0:
@@ -267,23 +274,33 @@ class DHTNode:
             self._outstanding.acquire_nowait()
         except trio.WouldBlock:
             return None
-        return self._send_if_allowed(addr, build, on_reply)
+        return self._send_if_allowed(addr, build, on_reply, on_error)
+
+    def release_query(self, pending: _Pending, *, timed_out: bool = False) -> None:
+        """Free a started query's slot without waiting for it (see :meth:`start_query`); a reply that comes
+        later is counted as unexpected. ``timed_out``: the caller gave up on it (counted as a timeout)."""
+        if self._pending.get(pending.tid) is pending:
+            del self._pending[pending.tid]
+        if timed_out:
+            self.stats.timeouts += 1
+        self._outstanding.release()
 
     def _send_if_allowed(self, addr: tuple[str, int], build: Callable[[bytes], krpc.Query],
-                         on_reply: ReplyCallback | None) -> _Pending | None:
+                         on_reply: ReplyCallback | None, on_error: ErrorCallback | None = None
+                         ) -> _Pending | None:
         """With an outstanding slot held: send if the IP's token is there (no await between this check and
         the datagram), else give the slot back and return None."""
         if self._outbound.delay(addr[0], trio.current_time()) > 0:
             self._outstanding.release()
             return None
-        return self._send_query(addr, build, on_reply)
+        return self._send_query(addr, build, on_reply, on_error)
 
     def _send_query(self, addr: tuple[str, int], build: Callable[[bytes], krpc.Query],
-                    on_reply: ReplyCallback | None) -> _Pending:
+                    on_reply: ReplyCallback | None, on_error: ErrorCallback | None) -> _Pending:
         """Register and send one query; its outstanding slot is already held."""
         self._outbound.allow(addr[0], trio.current_time())
         tid = self._new_tid()
-        pending = self._pending[tid] = _Pending(tid, addr, on_reply)
+        pending = self._pending[tid] = _Pending(tid, addr, on_reply, on_error)
         self.stats.queries_out += 1
         data = krpc.encode(build(tid), client_version=CLIENT_VERSION)
         if not self._send_now(data, addr):
@@ -296,8 +313,12 @@ class DHTNode:
             try:
                 if pending.unsent is not None:
                     await self._send(pending.unsent, pending.addr)
-                with trio.move_on_after(timeout if timeout is not None else self.config.query_timeout):
-                    await pending.event.wait()
+                if pending.result is None:
+                    pending.event = trio.Event()
+                    with trio.move_on_after(timeout if timeout is not None else self.config.query_timeout):
+                        await pending.event.wait()
+                else:
+                    await trio.lowlevel.checkpoint()
             finally:
                 if self._pending.get(pending.tid) is pending:
                     del self._pending[pending.tid]
@@ -335,7 +356,7 @@ class DHTNode:
         if not seed_list:
             seed_list = [NodeInfo(b"", ip, port) for ip, port in self.config.bootstrap]
         return open_lookup(self, target, kind, seed_list, scrape=scrape, max_queries=max_queries,
-                           sample_allowed=sample_allowed)
+                           sample_allowed=sample_allowed, closest_first=not seeds)
 
     def open_get_peers(self, info_hash: bytes, *, scrape: bool = False, seeds: Iterable[NodeInfo] = ()
                        ) -> AbstractAsyncContextManager[LookupStream]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -19,7 +20,14 @@ from p2pwatch.config import DHTSettings
 from p2pwatch.dht import krpc
 from p2pwatch.dht.nodeinfo import NodeInfo
 
-__all__ = ["DHTConfig", "DatagramSocket", "IncomingQuery", "LookupResult", "NodeStats"]
+__all__ = [
+    "DHTConfig", "DatagramSocket", "ErrorCallback", "IncomingQuery", "LookupResult", "NodeStats", "ReplyCallback",
+]
+
+#: called in the receive loop with a query's response and the time (see :meth:`DHTNode.start_query`)
+ReplyCallback = Callable[[krpc.Response, float], None]
+#: called in the receive loop with a query's error reply and the time (see :meth:`DHTNode.start_query`)
+ErrorCallback = Callable[[krpc.Error, float], None]
 
 # Logged under the driver's name, as before the split.
 log = logging.getLogger("p2pwatch.dht.node")

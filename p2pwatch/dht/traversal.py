@@ -239,6 +239,13 @@ class Traversal:
         self._by_addr[node.addr] = cand
         return cand
 
+    def add_seeds(self, seeds: Iterable[NodeInfo]) -> None:
+        """More seeds (depth 0), as if given to the constructor: a driver may start with the first few and
+        add the rest once their queries are out (issue 12: a lookup's first datagram leaves sooner)."""
+        for seed in seeds:
+            self._add(seed, 0, unknown_id_ok=True)
+        self._update_done()
+
     def _forget(self, c: _Candidate) -> None:
         if self._by_id.get(c.node.id) is c:
             del self._by_id[c.node.id]

@@ -68,26 +68,50 @@ class FakeNet:
                              token=b"tok" if isinstance(q, krpc.GetPeers) else None)
 
 
+class FakePending:
+    """A query a StartingFakeNet started: released once by the lookup."""
+
+    def __init__(self, addr: tuple[str, int]) -> None:
+        self.addr = addr
+        self.unsent: bytes | None = None
+        self.released = False
+
+
 @dataclass
 class StartingFakeNet(FakeNet):
-    """FakeNet with the driver's fast path: ``start_query`` sends, ``finish_query`` runs the reply callback
-    (in DHTNode it runs in the receive loop) before the asking task gets the reply."""
+    """FakeNet with the driver's fast path: ``start_query`` sends, and the reply comes by callback after the
+    node's round-trip time from a task of the fake network (in DHTNode: from the receive loop); the lookup
+    frees every started query with ``release_query`` exactly once (checked)."""
 
     started: int = 0
+    released: int = 0
+    timed_out: int = 0
 
     def start_query(self, addr: tuple[str, int], build: Callable[[bytes], krpc.Query], *,
-                    on_reply: Callable[[krpc.Response, float], None] | None = None
-                    ) -> tuple[tuple[str, int], Callable[[bytes], krpc.Query], object]:
+                    on_reply: Callable[[krpc.Response, float], None] | None = None,
+                    on_error: Callable[[krpc.Error, float], None] | None = None) -> FakePending:
         self.started += 1
-        return addr, build, on_reply
+        pending = FakePending(addr)
+        trio.lowlevel.spawn_system_task(self._answer, pending, build, on_reply)
+        return pending
 
-    async def finish_query(self, pending: tuple[tuple[str, int], Callable[[bytes], krpc.Query], object],
-                           timeout: float | None = None) -> krpc.Response:
-        addr, build, on_reply = pending
-        reply = await self.query(addr, build, timeout)
-        if callable(on_reply):
+    async def _answer(self, pending: FakePending, build: Callable[[bytes], krpc.Query],
+                      on_reply: Callable[[krpc.Response, float], None] | None) -> None:
+        try:
+            reply = await self.query(pending.addr, build)
+        except QueryTimeout:
+            return
+        if not pending.released and on_reply is not None:
             on_reply(reply, trio.current_time())
-        return reply
+
+    def release_query(self, pending: FakePending, *, timed_out: bool = False) -> None:
+        assert not pending.released, "a started query released twice"
+        pending.released = True
+        self.released += 1
+        self.timed_out += timed_out
+
+    async def finish_query(self, pending: FakePending, timeout: float | None = None) -> krpc.Response:
+        raise AssertionError("no datagram is left unsent here: finish_query is never needed")
 
 
 @pytest.fixture(params=[FakeNet, StartingFakeNet], ids=["query", "start_query"])
@@ -199,8 +223,32 @@ async def test_fast_path_sends_every_query_without_a_task(autojump_clock: trio.t
         # the first round is sent before the caller holds the stream
         assert net.started == 3 and len(net.asked) == 0  # FakeNet records when the reply is awaited
         result = await stream.drain()
-    assert net.started == len(net.asked) == result.queries
+    assert net.started == len(net.asked) == result.queries == net.released
     assert ("9.9.9.1", 1) in result.peers
+
+
+@pytest.mark.parametrize("leave_early", [False, True])
+async def test_every_started_query_is_released_once(autojump_clock: trio.testing.MockClock,
+                                                     leave_early: bool) -> None:
+    """Queries without a task: the ones answered, the dead ones past the full timeout (counted as timeouts,
+    and as failures in the routing table), and the ones still out when the lookup ends or is left."""
+    net = StartingFakeNet(config=DHTConfig(short_timeout=0.5, query_timeout=2.0, slow_grace=3.0))
+    ring(net, list(range(1, 16)))
+    net.silent = {1, 2}  # among the closest: the grace holds the end until after their full timeout
+    net.values = {14: [("9.9.9.9", 9)]}
+    failed: list[bytes] = []
+    net.table.failed = lambda node_id, now: failed.append(node_id)  # type: ignore[method-assign]
+    async with open_lookup(net, TARGET, "get_peers", [N(15), N(14), N(13)]) as stream:
+        async for event in stream:
+            if leave_early and isinstance(event, PeersFound):
+                break
+    assert net.started == net.released > 0
+    if leave_early:
+        assert net.timed_out == 0 and not stream.finished
+    else:
+        assert net.timed_out == 2 and stream.finished
+        assert stream.result.responses == 13
+        assert sorted(failed) == [N(1).id, N(2).id]
 
 
 async def test_a_slow_consumer_holds_back_the_replies_not_memory(autojump_clock: trio.testing.MockClock,
@@ -242,3 +290,18 @@ async def test_a_driver_bug_is_raised_not_swallowed_as_an_early_end(autojump_clo
     leaves = caught.value.exceptions if isinstance(caught.value, BaseExceptionGroup) else [caught.value]
     flat = [e for leaf in leaves for e in (leaf.exceptions if isinstance(leaf, BaseExceptionGroup) else [leaf])]
     assert any(isinstance(e, RuntimeError) and str(e) == "driver bug" for e in flat), caught.value
+
+
+async def test_closest_first_sends_alpha_at_once_even_past_an_unusable_seed(
+        autojump_clock: trio.testing.MockClock) -> None:
+    net = StartingFakeNet()
+    ring(net, list(range(1, 13)))
+    unusable = NodeInfo(N(1).id, N(1).ip, 0)  # port 0: never a valid contact
+    seeds = [unusable] + [N(d) for d in range(2, 12)]
+    start = trio.current_time()
+    async with open_lookup(net, TARGET, "find_node", seeds, closest_first=True) as stream:
+        assert net.started == 3  # N(2), N(3), and N(4) from the seeds taken in after the first ones
+        result = await stream.drain()
+    assert sorted(d for t, d in net.asked if t == start) == [2, 3, 4]
+    assert [int.from_bytes(n.id, "big") for n in result.closest][:3] == [1, 2, 3]
+    assert net.released == net.started

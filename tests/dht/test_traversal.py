@@ -389,3 +389,19 @@ def test_slow_grace_waits_for_a_slow_node_that_would_be_in_the_result() -> None:
     far = Tiny(knows={d: list(range(1, 13)) for d in range(1, 13)}, silent={12})
     tail = Traversal(TARGET, [N(11), N(10)], k=8, short_timeout=0.5, full_timeout=5.0, now=0.0, slow_grace=1.2)
     assert drive(tail, far, rtt=0.05) < 0.5
+
+
+def test_seeds_added_after_the_first_round_give_the_same_lookup() -> None:
+    """A driver that starts with the first alpha of distance-sorted seeds and adds the rest once those queries
+    are out (lookup_stream's ``closest_first``) sends the same first round and then walks the same way."""
+    seeds = [N(d) for d in range(2, 18)]
+    whole = Traversal(TARGET, seeds, alpha=3, now=0.0)
+    split = Traversal(TARGET, seeds[:3], alpha=3, now=0.0)
+    assert whole.next_queries(0.0) == split.next_queries(0.0) == seeds[:3]
+    split.add_seeds(seeds[3:])
+    assert split.candidates() == whole.candidates()
+    for t in (whole, split):
+        t.on_response(N(2), 0.1, nodes=[N(1), N(30)])
+        t.on_failure(N(3), 0.2)
+    assert whole.next_queries(0.3) == split.next_queries(0.3)
+    assert split.candidates() == whole.candidates() and not split.done
