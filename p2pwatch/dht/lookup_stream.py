@@ -1,16 +1,23 @@
 """Streaming lookups (BEP 5 get_peers / find_node, BEP 51 sample_infohashes) for the trio DHT driver.
 
 :func:`open_lookup` runs one :class:`~p2pwatch.dht.traversal.Traversal` in a task of its own and delivers
-what each reply brings as it arrives, through a bounded trio memory channel: a :class:`PeersFound` for
-every reply carrying ``values`` (so a caller acts on the first seeders at once), a :class:`NodeAnswered` for
-every reply. Iteration ends when the traversal ends; the whole :class:`LookupResult` is then ``stream.result``.
+what each reply brings as it arrives, through a bounded queue (:class:`~p2pwatch.dht.event_queue.EventQueue`):
+a :class:`PeersFound` for every reply carrying ``values`` (so a caller acts on the first seeders at once), a
+:class:`NodeAnswered` for every reply. Iteration ends when the traversal ends; the whole
+:class:`LookupResult` is then ``stream.result``.
 
 The slow-contact rule lives in the sans-IO traversal: a query past ``short_timeout`` gives its slot to the
 next candidate and no longer holds the end back; it is still awaited (until ``query_timeout``) while the
 lookup goes on, and a late reply is still used. The lookup ends when the k closest *responding* nodes have
 answered (issue 12; libtorrent widens the branch factor the same way, but waits for slow nodes to fail).
 
-The channel is bounded: a consumer that does not keep up holds back the reply handlers, not memory.
+With a driver that has ``start_query`` (:class:`~p2pwatch.dht.node.DHTNode`) no task waits for a query: its
+reply or error comes by callback in the node's receive loop, which applies it and queues its events; the
+lookup's own task judges the full timeout and frees the query's slot. A task per query remains only for a
+query that could not leave at once (its IP's rate, a full socket buffer) or a driver with ``query`` alone.
+
+The queue is bounded: with no room, a reply waits for the lookup's task, which waits for room and sends no
+new query meanwhile, so a consumer that does not keep up holds back the lookup, not memory.
 """
 
 from __future__ import annotations
