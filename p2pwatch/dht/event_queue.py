@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import outcome
 import trio
@@ -27,6 +27,17 @@ __all__ = ["EventQueue", "Wakeup"]
 
 T = TypeVar("T")
 _END = object()  # handed to a waiting consumer by close()
+
+
+async def _park(owner: object, slot: str) -> Any:
+    """Sleep until rescheduled; the value it was rescheduled with. ``owner.<slot>`` holds this task; a
+    cancellation clears it (the waker then finds nobody waiting)."""
+
+    def abort(_: object) -> trio.lowlevel.Abort:
+        setattr(owner, slot, None)
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    return await trio.lowlevel.wait_task_rescheduled(abort)
 
 
 class EventQueue(Generic[T]):
@@ -86,12 +97,7 @@ class EventQueue(Generic[T]):
         if self._consumer is not None:
             raise trio.BusyResourceError("a lookup's event queue has one consumer")
         self._consumer = trio.lowlevel.current_task()
-
-        def abort(_: object) -> trio.lowlevel.Abort:
-            self._consumer = None
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        got = await trio.lowlevel.wait_task_rescheduled(abort)
+        got = await _park(self, "_consumer")
         if got is _END:
             raise trio.EndOfChannel
         return got
@@ -143,9 +149,4 @@ class Wakeup:
         if self._waiter is not None:
             raise trio.BusyResourceError("a wake-up has one waiting task")
         self._waiter = trio.lowlevel.current_task()
-
-        def abort(_: object) -> trio.lowlevel.Abort:
-            self._waiter = None
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
+        await _park(self, "_waiter")
