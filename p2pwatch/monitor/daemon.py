@@ -50,7 +50,7 @@ from p2pwatch.match.screened import skipped_report
 from p2pwatch.monitor.alerts import Alerter
 from p2pwatch.monitor.content_queue import ContentJob, ContentStages
 from p2pwatch.monitor.metadata_sources import ProbeFetcher
-from p2pwatch.monitor.metrics import Metrics, PerMinute, serve_metrics
+from p2pwatch.monitor.metrics import Metrics, PerMinute, series, serve_metrics
 from p2pwatch.monitor.pipeline import (
     OK,
     DHTPeerSource,
@@ -142,6 +142,7 @@ class Monitor:
         self.geo = GeoLookup([config.geoip_mmdb] if config.geoip_mmdb else None)
         self.node: DHTNode | None = None
         self.node6: DHTNode | None = None
+        self.crawlers: list[Crawler] = []
         self.watcher: Watcher | None = None
         self.ready = trio.Event()
         self.metrics_port: int | None = None
@@ -222,6 +223,7 @@ class Monitor:
                                 passive=self.config.crawler.passive,
                                 sweep_interval=self.config.crawler.sweep_interval)
                         for one in (node, node6) if one is not None]  # one per DHT (BEP 32), one channel
+            self.crawlers = crawlers
             if self.config.crawler.enabled:
                 nursery.start_soon(self._crawl, crawlers)
             nursery.start_soon(self._discoveries, discoveries, metadata_send, writer)
@@ -248,10 +250,11 @@ class Monitor:
                 nursery.start_soon(crawler.run)
             while True:
                 await trio.sleep(5)
-                self._update_metrics(crawlers)
+                self.update_metrics()
 
-    def _update_metrics(self, crawlers: list[Crawler]) -> None:
-        m = self.metrics
+    def update_metrics(self) -> None:
+        """Refresh the counters read from the stages (every 5 s while crawling)."""
+        m, crawlers = self.metrics, self.crawlers
         m.counters["p2pwatch_infohashes_discovered_total"] = sum(c.stats.discovered for c in crawlers)
         if self.pipeline is not None:
             export_pipeline(m, self.pipeline.stats)
@@ -260,6 +263,13 @@ class Monitor:
         if nodes:
             m.counters["p2pwatch_dht_queries_received_total"] = sum(n.stats.queries_in for n in nodes)
             m.counters["p2pwatch_dht_queries_sent_total"] = sum(n.stats.queries_out for n in nodes)
+        for family, one in (("ipv4", self.node), ("ipv6", self.node6)):  # and each DHT by itself (BEP 32)
+            if one is None:
+                continue
+            for metric, count in (("queries_sent", one.stats.queries_out), ("queries_received", one.stats.queries_in),
+                                  ("responses", one.stats.responses), ("timeouts", one.stats.timeouts),
+                                  ("discovered", sum(c.stats.discovered for c in crawlers if c.node is one))):
+                m.counters[series(f"p2pwatch_dht_family_{metric}_total", family=family)] = count
 
     async def _refresh_index(self) -> None:
         while True:

@@ -42,7 +42,17 @@ HELP = {
     "p2pwatch_content_pieces_total": "pieces the content stages asked of swarms",
     "p2pwatch_content_bytes_total": "bytes the content stages asked of swarms (charged to the budget)",
     "p2pwatch_examination_errors_total": "examinations that failed with an unexpected error (logged, retried)",
+    "p2pwatch_dht_family_queries_sent_total": "KRPC queries our DHT node of this address family sent (BEP 32)",
+    "p2pwatch_dht_family_queries_received_total": "KRPC queries our DHT node of this address family received",
+    "p2pwatch_dht_family_responses_total": "replies to our queries, by address family",
+    "p2pwatch_dht_family_timeouts_total": "our queries that got no reply in time, by address family",
+    "p2pwatch_dht_family_discovered_total": "infohashes the crawler of this address family saw first",
 }
+
+
+def series(name: str, **labels: str) -> str:
+    """The key of one labelled series in :attr:`Metrics.counters` (``name{label="value",...}``)."""
+    return name + "{" + ",".join(f'{key}="{value}"' for key, value in sorted(labels.items())) + "}"
 
 
 class Metrics:
@@ -58,10 +68,14 @@ class Metrics:
 
     def render(self) -> str:
         lines = []
+        described: set[str] = set()
         for name, value in sorted(self.counters.items()):
-            if name in HELP:
-                lines.append(f"# HELP {name} {HELP[name]}")
-            lines.append(f"# TYPE {name} counter")
+            base = name.partition("{")[0]  # a labelled series: one HELP and TYPE for its metric
+            if base not in described:
+                described.add(base)
+                if base in HELP:
+                    lines.append(f"# HELP {base} {HELP[base]}")
+                lines.append(f"# TYPE {base} counter")
             lines.append(f"{name} {value}")
         lines.append("# HELP p2pwatch_observations_total " + HELP["p2pwatch_observations_total"])
         lines.append("# TYPE p2pwatch_observations_total counter")

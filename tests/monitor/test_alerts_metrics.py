@@ -13,7 +13,7 @@ import trio
 from p2pwatch.errors import NetworkRefused
 from p2pwatch.investigate.swarmstatus import SwarmStatus, is_revival, swarm_status
 from p2pwatch.monitor.alerts import Alerter, post_json
-from p2pwatch.monitor.metrics import Metrics, serve_metrics
+from p2pwatch.monitor.metrics import Metrics, series, serve_metrics
 from tests.conftest import loopback_address
 
 
@@ -91,3 +91,15 @@ async def test_metrics_endpoint_serves_prometheus_text() -> None:
     assert "p2pwatch_matches_total 3" in text
     assert 'p2pwatch_observations_total{level="3"} 7' in text
     assert "p2pwatch_dht_nodes 42.0" in text
+
+
+def test_labelled_series_share_one_help_and_type_line() -> None:
+    metrics = Metrics()
+    metrics.counters[series("p2pwatch_dht_family_timeouts_total", family="ipv4")] = 2
+    metrics.counters[series("p2pwatch_dht_family_timeouts_total", family="ipv6")] = 5
+    text = metrics.render()
+    assert text.count("# TYPE p2pwatch_dht_family_timeouts_total counter") == 1
+    assert text.count("# HELP p2pwatch_dht_family_timeouts_total ") == 1
+    assert 'p2pwatch_dht_family_timeouts_total{family="ipv4"} 2' in text
+    assert 'p2pwatch_dht_family_timeouts_total{family="ipv6"} 5' in text
+    assert text.index("# TYPE p2pwatch_dht_family_timeouts_total") < text.index('{family="ipv4"}')

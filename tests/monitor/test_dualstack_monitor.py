@@ -155,6 +155,18 @@ async def test_monitor_finds_and_fetches_a_torrent_only_on_the_ipv6_dht(six_swar
                 t6 = list(mon.node6.table.nodes())
                 assert len(t6) >= 3 and all(n.ip == "::1" for n in t6)
                 assert mon.pipeline.stats.ok >= 1 and mon.metrics.counters["p2pwatch_metadata_fetched_total"] >= 1
+                mon.update_metrics()
+                family = {(name, value) for name, value in mon.metrics.counters.items() if "family=" in name}
+                sent6 = mon.metrics.counters['p2pwatch_dht_family_queries_sent_total{family="ipv6"}']
+                assert sent6 >= 1 and sent6 == mon.node6.stats.queries_out, family
+                # the IPv4 node had nobody to ask: every query it sent (none) or got is its own
+                assert mon.metrics.counters['p2pwatch_dht_family_responses_total{family="ipv4"}'] == 0, family
+                assert mon.metrics.counters['p2pwatch_dht_family_responses_total{family="ipv6"}'] >= 3, family
+                assert mon.metrics.counters["p2pwatch_dht_queries_sent_total"] == (
+                    mon.node.stats.queries_out + mon.node6.stats.queries_out)
+                text = mon.metrics.render()
+                assert text.count("# TYPE p2pwatch_dht_family_queries_sent_total counter") == 1
+                assert f'p2pwatch_dht_family_queries_sent_total{{family="ipv6"}} {sent6}' in text
                 nursery.cancel_scope.cancel()
     finally:
         engine.dispose()
