@@ -27,16 +27,27 @@ from p2pwatch.investigate.lookup import LookupOutcome, lookup, outcome_json
 from p2pwatch.torrent.magnet import parse_magnet
 
 
-def _registry(obj: dict[str, Any]) -> tuple[Any, str | None]:
-    """The registry index, or None with a note when there is no database yet (lookup still works)."""
-    from p2pwatch.cli.session import cli_session
-    from p2pwatch.investigate.registry import load_index
+def registry_for_lookup(obj: dict[str, Any]) -> tuple[Any, Any, str | None]:
+    """The open engine and the registry index, or (None, None, a note) when there is no database yet (lookup
+    still works). The index holds slim entries: the v1 piece tables are read from the store only for the
+    items a torrent's file sizes select (as the monitor does), so a lookup does not parse every registered
+    fingerprint whole. The caller disposes of the engine after the lookup."""
+    from p2pwatch.investigate.registry_sync import RegistrySync
+    from p2pwatch.storage.db import open_database, session_factory
 
     try:
-        with cli_session(obj) as session:
-            return load_index(session), None
+        engine = open_database(obj)
     except P2PWatchError as exc:
-        return None, f"no registry to match against ({exc})"
+        return None, None, f"no registry to match against ({exc})"
+    sessions = session_factory(engine)
+    sync = RegistrySync(sessions)
+    try:
+        with sessions() as session:
+            sync.apply(sync.read(session))
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine, sync.index, None
 
 
 def _record(obj: dict[str, Any], outcome: LookupOutcome, magnet: str | None, geo: GeoLookup) -> int:
@@ -65,7 +76,7 @@ def lookup_document(obj: dict[str, Any], dht_id: bytes, metainfo: Any, magnet: s
     if metainfo is not None:
         trackers += [url for tier in metainfo.trackers for url in tier]
     config = load_config(obj.get("config_file"), overrides={"dht.allow_local": net.allow_local or None})
-    index, note = _registry(obj)
+    engine, index, note = registry_for_lookup(obj)
     geo = GeoLookup([config.geoip_mmdb] if config.geoip_mmdb else None)
     bind_ip = net.bind.rsplit(":", 1)[0] if net.bind else None
     home = Path(str(obj["home"]))
@@ -75,8 +86,12 @@ def lookup_document(obj: dict[str, Any], dht_id: bytes, metainfo: Any, magnet: s
         return await lookup(dht_id, config=config, dht=dht, trackers=trackers, metainfo=metainfo, index=index,
                             timeout=net.timeout, probe_limit=probes, bind_ip=bind_ip, geo=geo)
 
-    with explain_bind(dht_bind_remedies()):
-        outcome = trio.run(run)
+    try:
+        with explain_bind(dht_bind_remedies()):
+            outcome = trio.run(run)
+    finally:
+        if engine is not None:
+            engine.dispose()
     doc = outcome_json(outcome, geo)
     if note:
         doc["notes"].append(note)

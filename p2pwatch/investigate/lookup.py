@@ -168,6 +168,7 @@ async def lookup(infohash: bytes, *, config: MonitorConfig, dht: DHTConfig | Non
         if outcome.metainfo is not None and index is not None:
             # the zero-byte stages first: peers that vanish or stall the content stages until the timeout
             # must not cost the matches the metadata alone proves
+            await index.prefetch(outcome.metainfo)  # a slim index: the piece tables the file sizes select
             outcome.report = zero_byte_stages(index, outcome.metainfo)
             outcome.report = await run_matcher(index, outcome.metainfo, peers, config, bind_ip=bind_ip,
                                                allow_local=allow_local, zero_byte=outcome.report)
