@@ -220,8 +220,10 @@ async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[N
         at = trio.current_time()
         traversal.on_failure(peer_node, at)
         node.table.failed(peer_node.id, at)
-        if started_driving:  # in the first round, the driver's first tick sees it
+        if started_driving:
             wake.set()
+        else:  # in the first round: the next candidate goes at once, before the driver starts
+            refused_first.append(peer_node)
 
     def in_receive_loop(flight: _Flight) -> tuple[Callable[[krpc.Response, float], None],
                                                   Callable[[krpc.Error, float], None]]:
@@ -367,12 +369,17 @@ async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[N
     # before the channels are made: after an idle spell every first-run line costs (issue 12, ~40 us here).
     # Their waits start with the driver, which always runs (a trio task runs to its first checkpoint)
     started_driving = False
+    refused_first: list[NodeInfo] = []
     first = traversal.next_queries(now)
     first_round = [launch(peer_node, now) for peer_node in first]
     if later:
         traversal.add_seeds(later)
-        if len(first) < config.alpha:  # some of the first seeds were unusable: the rest's turn is now
-            first_round += [launch(peer_node, now) for peer_node in traversal.next_queries(now)]
+    # some of the first seeds were unusable or refused: the next ones' turn is now, not at the first reply
+    again = bool(refused_first) or (bool(later) and len(first) < config.alpha)
+    while again:
+        refused_first.clear()
+        first_round += [launch(peer_node, now) for peer_node in traversal.next_queries(now)]
+        again = bool(refused_first)
     started_driving = True
     outbox = EventQueue[LookupEvent](buffer)
     wake = Wakeup()

@@ -21,7 +21,8 @@ from p2pwatch.dht.lookup_stream import NodeAnswered, PeersFound, open_lookup
 from p2pwatch.dht.node_types import DHTConfig
 from p2pwatch.dht.nodeinfo import NodeInfo
 from p2pwatch.dht.routing import RoutingTable
-from p2pwatch.errors import QueryTimeout
+from p2pwatch.dht.traversal import QueryState
+from p2pwatch.errors import NetworkRefused, QueryTimeout
 
 TARGET = bytes(20)
 OWN = b"\xff" * 20
@@ -86,10 +87,13 @@ class StartingFakeNet(FakeNet):
     started: int = 0
     released: int = 0
     timed_out: int = 0
+    refused: set[int] = field(default_factory=set)  # netguard refuses these
 
     def start_query(self, addr: tuple[str, int], build: Callable[[bytes], krpc.Query], *,
                     on_reply: Callable[[krpc.Response, float], None] | None = None,
                     on_error: Callable[[krpc.Error, float], None] | None = None) -> FakePending:
+        if self.by_addr.get(addr) in self.refused:
+            raise NetworkRefused(f"network policy refuses {addr[0]}")
         self.started += 1
         pending = FakePending(addr)
         trio.lowlevel.spawn_system_task(self._answer, pending, build, on_reply)
@@ -305,3 +309,20 @@ async def test_closest_first_sends_alpha_at_once_even_past_an_unusable_seed(
     assert sorted(d for t, d in net.asked if t == start) == [2, 3, 4]
     assert [int.from_bytes(n.id, "big") for n in result.closest][:3] == [1, 2, 3]
     assert net.released == net.started
+
+
+@pytest.mark.parametrize("closest_first", [False, True])
+async def test_a_refused_first_query_gives_its_place_at_once(autojump_clock: trio.testing.MockClock,
+                                                             closest_first: bool) -> None:
+    """A first-round query netguard refuses is recorded as failed and the next candidate is sent in its place
+    before the caller gets the stream, not when the first reply comes."""
+    net = StartingFakeNet(refused={2})
+    ring(net, list(range(1, 13)))
+    start = trio.current_time()
+    async with open_lookup(net, TARGET, "find_node", [N(d) for d in range(2, 12)],
+                           closest_first=closest_first) as stream:
+        assert net.started == 3  # 3 and 4, and 5 in 2's place
+        result = await stream.drain()
+    assert sorted(d for t, d in net.asked if t == start) == [3, 4, 5]
+    assert stream.traversal.state_of(N(2).id) is QueryState.FAILED
+    assert N(2) not in result.closest and net.released == net.started
