@@ -310,20 +310,16 @@ class DHTNode:
     async def finish_query(self, pending: _Pending, timeout: float | None = None) -> krpc.Response:
         """Wait for the reply of a started query (see :meth:`query` for what it raises); frees its slot."""
         try:
-            try:
-                if pending.unsent is not None:
-                    await self._send(pending.unsent, pending.addr)
-                if pending.result is None:
-                    pending.event = trio.Event()
-                    with trio.move_on_after(timeout if timeout is not None else self.config.query_timeout):
-                        await pending.event.wait()
-                else:
-                    await trio.lowlevel.checkpoint()
-            finally:
-                if self._pending.get(pending.tid) is pending:
-                    del self._pending[pending.tid]
+            if pending.unsent is not None:
+                await self._send(pending.unsent, pending.addr)
+            if pending.result is None:
+                pending.event = trio.Event()
+                with trio.move_on_after(timeout if timeout is not None else self.config.query_timeout):
+                    await pending.event.wait()
+            else:
+                await trio.lowlevel.checkpoint()
         finally:
-            self._outstanding.release()
+            self.release_query(pending)  # cancelled too: the slot is free again
         addr, result = pending.addr, pending.result
         if result is None:
             self.stats.timeouts += 1
