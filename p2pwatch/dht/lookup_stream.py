@@ -102,14 +102,13 @@ class StartingQuerier(Querier, Protocol):
 
 
 class _Flight:
-    """A lookup's query sent without a task: to whom, which query, when, and the driver's handle."""
+    """A lookup's query sent without a task: to whom, which query, and the driver's handle."""
 
-    __slots__ = ("node", "pending", "sent_at", "use")
+    __slots__ = ("node", "pending", "use")
 
-    def __init__(self, node: NodeInfo, use: Callable[[bytes], krpc.Query], sent_at: float) -> None:
+    def __init__(self, node: NodeInfo, use: Callable[[bytes], krpc.Query]) -> None:
         self.node = node
         self.use = use
-        self.sent_at = sent_at
         self.pending: Any = None
 
 
@@ -291,12 +290,12 @@ async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[N
         if reply is not None and not ended:
             await deliver(peer_node, use, reply)
 
-    def launch(peer_node: NodeInfo, at: float) -> Callable[[], Awaitable[None]] | None:
+    def launch(peer_node: NodeInfo) -> Callable[[], Awaitable[None]] | None:
         """Send the query to ``peer_node`` now if the driver can (without yielding; its reply then comes by
         callback, no task waits for it); else the task that sends it and waits. None when netguard refused."""
         use = build if sample_allowed is None or sample_allowed(peer_node.addr) else route_only
         if starter is not None:
-            flight = _Flight(peer_node, use, at)
+            flight = _Flight(peer_node, use)
             on_reply, on_error = in_receive_loop(flight)
             try:
                 started = starter.start_query(peer_node.addr, use, on_reply=on_reply, on_error=on_error)
@@ -311,14 +310,14 @@ async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[N
                 return None
         return functools.partial(ask, peer_node, use)
 
-    def expire(at: float) -> None:
-        """Queries without a task that reached the full timeout: failed, and their slots freed."""
+    def expire(timed_out: list[NodeInfo], at: float) -> None:
+        """Queries without a task that the traversal failed at the full timeout: their slots freed."""
         assert starter is not None
-        for addr, flight in [(a, f) for a, f in flying.items() if at >= f.sent_at + config.query_timeout]:
-            del flying[addr]
-            starter.release_query(flight.pending, timed_out=True)
-            traversal.on_failure(flight.node, at)
-            node.table.failed(flight.node.id, at)
+        for peer_node in timed_out:
+            flight = flying.pop(peer_node.addr, None)
+            if flight is not None:
+                starter.release_query(flight.pending, timed_out=True)
+                node.table.failed(peer_node.id, at)
 
     async def drive(first_round: list[Callable[[], Awaitable[None]] | None]) -> None:
         try:
@@ -334,15 +333,15 @@ async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[N
                         queries.start_soon(waiter)
                 while True:
                     at = trio.current_time()
-                    traversal.on_tick(at)
-                    if flying:
-                        expire(at)
+                    timed_out = traversal.on_tick(at)
+                    if timed_out and starter is not None:
+                        expire(timed_out, at)
                     while deferred:
                         await deliver(*deferred.popleft())
                     if traversal.done:
                         break
                     for peer_node in traversal.next_queries(at):
-                        waiter = launch(peer_node, at)
+                        waiter = launch(peer_node)
                         if waiter is not None:
                             queries.start_soon(waiter)
                     deadline = traversal.next_deadline()
@@ -371,14 +370,14 @@ async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[N
     started_driving = False
     refused_first: list[NodeInfo] = []
     first = traversal.next_queries(now)
-    first_round = [launch(peer_node, now) for peer_node in first]
+    first_round = [launch(peer_node) for peer_node in first]
     if later:
         traversal.add_seeds(later)
     # some of the first seeds were unusable or refused: the next ones' turn is now, not at the first reply
     again = bool(refused_first) or (bool(later) and len(first) < config.alpha)
     while again:
         refused_first.clear()
-        first_round += [launch(peer_node, now) for peer_node in traversal.next_queries(now)]
+        first_round += [launch(peer_node) for peer_node in traversal.next_queries(now)]
         again = bool(refused_first)
     started_driving = True
     outbox = EventQueue[LookupEvent](buffer)

@@ -323,15 +323,19 @@ class Traversal:
 
     # ----------------------------------------------------------------- events
 
-    def on_tick(self, now: float) -> None:
-        """Apply the short and full timeouts of outstanding queries at time ``now``."""
+    def on_tick(self, now: float) -> list[NodeInfo]:
+        """Apply the short and full timeouts of outstanding queries at time ``now``; returns the nodes whose
+        query reached the full timeout now (failed: a driver that keeps no timer per query gives up on them).
+        A driver that wants them calls this before :meth:`next_queries`, which ticks too."""
         before, self._now = self._now, max(self._now, now)
         expired = False
+        timed_out: list[NodeInfo] = []
         for addr, c in list(self._outstanding.items()):
             if now >= c.sent_at + self.full_timeout:
                 self._transition(c, E.FAILURE)
                 del self._outstanding[addr]
                 self.failures += 1
+                timed_out.append(c.node)
                 expired = True
             elif c.state is S.IN_FLIGHT and now >= c.sent_at + self.short_timeout:
                 self._transition(c, E.SHORT_TIMEOUT)
@@ -340,6 +344,7 @@ class Traversal:
                 expired = True  # its grace ran out: it no longer holds the end back
         if expired:
             self._update_done()
+        return timed_out
 
     def next_deadline(self) -> float | None:
         """When :meth:`on_tick` next has a timeout to apply (None when done or nothing is outstanding)."""

@@ -405,3 +405,13 @@ def test_seeds_added_after_the_first_round_give_the_same_lookup() -> None:
         t.on_failure(N(3), 0.2)
     assert whole.next_queries(0.3) == split.next_queries(0.3)
     assert split.candidates() == whole.candidates() and not split.done
+
+
+def test_on_tick_returns_the_queries_that_reached_the_full_timeout_once() -> None:
+    t = Traversal(TARGET, [N(d) for d in range(2, 6)], alpha=3, short_timeout=0.5, full_timeout=2.0, now=0.0)
+    sent = t.next_queries(0.0)
+    t.on_response(sent[0], 0.1)
+    assert t.on_tick(1.0) == []  # slow, not failed yet
+    assert t.on_tick(2.0) == sent[1:]
+    assert t.on_tick(3.0) == []  # each is reported once
+    assert t.state_of(sent[1].id) is QueryState.FAILED
