@@ -27,7 +27,7 @@ import bisect
 import dataclasses
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from functools import cached_property
 from types import MappingProxyType
@@ -87,6 +87,8 @@ class Metainfo:
     created_by: str | None = None
     creation_date: int | None = None
     torrent_bytes: bytes | None = None
+    #: ``torrent_bytes`` decoded (its top-level dict), kept so :meth:`with_piece_layers` need not decode again.
+    torrent_top: Mapping[bytes, Any] | None = field(default=None, repr=False, compare=False)
 
     def __hash__(self) -> int:
         return hash(self.info_bytes)
@@ -227,8 +229,13 @@ class Metainfo:
         merged.update(check_piece_layers(dict(layers), self.files, self.piece_length, require=False))
         if merged.keys() == self.piece_layers.keys():
             return self
-        torrent = None if self.torrent_bytes is None else _with_layers(self.torrent_bytes, self.info_bytes, merged)
-        return dataclasses.replace(self, piece_layers=MappingProxyType(merged), torrent_bytes=torrent)
+        if self.torrent_bytes is None:
+            return dataclasses.replace(self, piece_layers=MappingProxyType(merged))
+        if self.torrent_top is None:
+            raise LocalProtocolError("torrent_bytes without torrent_top: make a Metainfo with parse_torrent")
+        top = MappingProxyType({**self.torrent_top, b"piece layers": merged})
+        return dataclasses.replace(self, piece_layers=MappingProxyType(merged),
+                                   torrent_bytes=_with_layers(top, self.info_bytes), torrent_top=top)
 
     @property
     def layer_files(self) -> tuple[FileEntry, ...]:
@@ -279,7 +286,7 @@ def parse_torrent(data: bytes, *, require_layers: bool = True) -> Metainfo:
         raise MetainfoError(f"cannot locate the info dict: {exc}") from exc
     if info_bytes is None:
         raise MetainfoError("the .torrent has no 'info' dict")
-    meta = _build(info_bytes, _tiers_from_torrent(top))
+    meta = _build(info_bytes, _tiers_from_torrent(top), info=top[b"info"])
     layers = check_piece_layers(top.get(b"piece layers"), meta.files, meta.piece_length, require=require_layers)
     return dataclasses.replace(
         meta,
@@ -289,6 +296,7 @@ def parse_torrent(data: bytes, *, require_layers: bool = True) -> Metainfo:
         created_by=optional_text(top, b"created by"),
         creation_date=top.get(b"creation date") if type(top.get(b"creation date")) is int else None,
         torrent_bytes=data,
+        torrent_top=MappingProxyType(top),
     )
 
 
@@ -315,10 +323,13 @@ def _piece_length(info: dict[bytes, Any], v2: bool) -> int:
     return value
 
 
-def _build(info_bytes: bytes, trackers: tuple[tuple[str, ...], ...]) -> Metainfo:
+def _build(info_bytes: bytes, trackers: tuple[tuple[str, ...], ...], *, info: Any = None) -> Metainfo:
+    """The Metainfo of ``info_bytes``; ``info`` is their decoded value when the caller has it already (a
+    .torrent decoded whole holds its info dict decoded), so the bytes are decoded once."""
     if len(info_bytes) > limits.MAX_METADATA_SIZE:
         raise MetainfoError(f"info dict of {len(info_bytes)} bytes exceeds {limits.MAX_METADATA_SIZE}")
-    info = bencoding.decode(info_bytes, max_size=limits.MAX_METADATA_SIZE)
+    if info is None:
+        info = bencoding.decode(info_bytes, max_size=limits.MAX_METADATA_SIZE)
     if not isinstance(info, dict):
         raise MetainfoError("the info dict is not a dict")
     version = info.get(b"meta version")
@@ -390,11 +401,9 @@ def _build(info_bytes: bytes, trackers: tuple[tuple[str, ...], ...]) -> Metainfo
     )
 
 
-def _with_layers(torrent: bytes, info_bytes: bytes, layers: dict[bytes, bytes]) -> bytes:
-    """``torrent`` re-encoded with ``piece layers`` replaced: keys in sorted order (BEP 3), the info dict's
-    raw bytes as they were (its hashes must not change)."""
-    top = bencoding.decode(torrent, max_size=limits.MAX_TORRENT_FILE)
-    top[b"piece layers"] = layers
+def _with_layers(top: Mapping[bytes, Any], info_bytes: bytes) -> bytes:
+    """The decoded .torrent ``top`` (its ``piece layers`` already replaced) encoded again: keys in sorted order
+    (BEP 3), the info dict's raw bytes as they were (its hashes must not change)."""
     out = [b"d"]
     for key in sorted(top):
         out.append(bencoding.encode(key))
