@@ -91,7 +91,9 @@ def decode_with_span(data: bytes, key: bytes) -> tuple[Any, tuple[int, int] | No
         raise BencodeError(f"input of {len(data)} bytes exceeds {MAX_INPUT}")
     span: tuple[int, int] | None = None
     if key and data[:1] == b"d":
-        # Walk the top-level dict once to find the key's span, then decode the whole value.
+        # The top-level dict is decoded here, key by key, noting where the key's value lies (each value
+        # decoded once; the checks and messages are those of a walk before a whole decode).
+        top: dict[bytes, Any] = {}
         pos, previous = 1, None
         while pos < len(data) and data[pos] != 0x65:
             name, pos = _decode(data, pos, 1)
@@ -99,10 +101,14 @@ def decode_with_span(data: bytes, key: bytes) -> tuple[Any, tuple[int, int] | No
                 raise BencodeError("top-level dictionary keys unsorted, repeated or not strings")
             previous = name
             start = pos
-            _, pos = _decode(data, pos, 1)
+            top[name], pos = _decode(data, pos, 1)
             if name == key:
                 span = (start, pos)
-    value, end = _decode(data, 0, 0)
+        if pos >= len(data):
+            raise BencodeError("unterminated dictionary")
+        value, end = top, pos + 1
+    else:
+        value, end = _decode(data, 0, 0)
     if end != len(data):
         raise BencodeError(f"{len(data) - end} bytes follow the bencoded value")
     return value, span

@@ -255,10 +255,20 @@ def _v2_entries(tree: Any) -> list[tuple[tuple[str, ...], int, bytes | None]]:
 def parse_torrent(data: bytes) -> Torrent:
     """Parse a whole .torrent file (v1, v2 or hybrid) and check the v2 piece layers it holds; a layer it
     lacks is listed in :attr:`Torrent.missing_layers` (a piece hash that needs it cannot be checked)."""
+    return torrent_from_decoded(data, *decode_strict(data))
+
+
+def decode_strict(data: bytes) -> tuple[Any, tuple[int, int] | None]:
+    """``data`` decoded once, with the span of its top-level ``info`` value (:func:`decode_with_span`); for
+    the callers that look at the decoded value themselves and then hand it to the ``*_from_decoded`` parsers."""
     try:
-        top, span = decode_with_span(data, b"info")
+        return decode_with_span(data, b"info")
     except BencodeError as exc:
         raise TorrentError(f"not strict bencoding: {exc}") from exc
+
+
+def torrent_from_decoded(data: bytes, top: Any, span: tuple[int, int] | None) -> Torrent:
+    """:func:`parse_torrent` of ``data`` already decoded by :func:`decode_strict` (``top``, ``span``)."""
     if not isinstance(top, dict) or span is None or not isinstance(top.get(b"info"), dict):
         raise TorrentError("a .torrent must be a dict with an 'info' dict")
     return _parse_info(data[span[0] : span[1]], top[b"info"], top.get(b"piece layers", {}))
@@ -272,6 +282,12 @@ def parse_info_dict(data: bytes) -> Torrent:
         info = decode(data)
     except BencodeError as exc:
         raise TorrentError(f"not strict bencoding: {exc}") from exc
+    return info_dict_from_decoded(data, info)
+
+
+def info_dict_from_decoded(data: bytes, info: Any) -> Torrent:
+    """:func:`parse_info_dict` of ``data`` whose decoded value is ``info`` (decoded once by the caller, e.g.
+    as the ``info`` value of a dict that wraps it)."""
     if not isinstance(info, dict) or b"info" in info or b"piece length" not in info:
         raise TorrentError("an info dict must be a dict with 'piece length' (and not a whole .torrent)")
     return _parse_info(bytes(data), info, {})

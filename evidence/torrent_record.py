@@ -18,24 +18,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from evidence.bdecode import BencodeError, decode_with_span
-from evidence.torrent import Torrent, TorrentError, parse_info_dict, parse_torrent
+from evidence.torrent import (
+    Torrent,
+    TorrentError,
+    decode_strict,
+    info_dict_from_decoded,
+    parse_info_dict,
+    parse_torrent,
+    torrent_from_decoded,
+)
 
 INFO_DICT = "info-dict"
 TORRENT = "torrent"
 EXTENSIONS = {INFO_DICT: ".info", TORRENT: ".torrent"}
 
 
-def bundle_form(stored: bytes) -> tuple[str, bytes]:
-    """(kind, bytes to write) for metainfo as a centre stores it: a dict holding nothing but ``info`` (the
-    info dict of a BEP 9 fetch, wrapped) is written as the info dict alone; anything else as given."""
-    try:
-        top, span = decode_with_span(stored, b"info")
-    except BencodeError as exc:
-        raise TorrentError(f"not strict bencoding: {exc}") from exc
+def bundle_form(stored: bytes) -> tuple[str, bytes, Torrent]:
+    """(kind, bytes to write, their torrent) for metainfo as a centre stores it: a dict holding nothing but
+    ``info`` (the info dict of a BEP 9 fetch, wrapped) is written as the info dict alone; anything else as
+    given. ``stored`` is decoded once; the torrent is parsed from that decoded value."""
+    top, span = decode_strict(stored)
     if isinstance(top, dict) and span is not None and set(top) == {b"info"}:
-        return INFO_DICT, stored[span[0] : span[1]]
-    return TORRENT, stored
+        data = stored[span[0] : span[1]]
+        return INFO_DICT, data, info_dict_from_decoded(data, top[b"info"])
+    return TORRENT, stored, torrent_from_decoded(stored, top, span)
 
 
 def parse_metainfo(kind: str, data: bytes) -> Torrent:
@@ -87,7 +93,12 @@ def check_record(record: Any, data: bytes) -> tuple[str, Torrent, str]:
     name = str(record.get("file"))
     if kind not in EXTENSIONS or not name.endswith(EXTENSIONS[kind]):
         raise TorrentError(f"{name}: metainfo {str(kind)[:40]!r} but the file is named for another kind")
-    torrent = parse_metainfo(kind, data)
+    if kind == INFO_DICT:
+        torrent, only_layers = parse_info_dict(data), False
+    else:  # decoded once: the parse and the question of what else the .torrent holds share the value
+        top, span = decode_strict(data)
+        torrent = torrent_from_decoded(data, top, span)
+        only_layers = set(top) <= {b"info", b"piece layers"}
     key = str(record.get("infohash", "")).lower()
     if key not in torrent.ids() or len(key) not in (40, 64):
         raise TorrentError(f"{name}: its info dict hashes to {sorted(torrent.ids())}, not {key}")
@@ -96,5 +107,4 @@ def check_record(record: Any, data: bytes) -> tuple[str, Torrent, str]:
             raise TorrentError(f"{name}: {field} differs from the metainfo's")
     if "piece_layers" in record and record["piece_layers"] != layer_summary(torrent):
         raise TorrentError(f"{name}: bundle.json's piece_layers differ from the layers the file holds")
-    only_layers = kind == TORRENT and set(decode_with_span(data, b"info")[0]) <= {b"info", b"piece layers"}
     return key, torrent, describe(kind, torrent, only_layers=only_layers)

@@ -35,7 +35,7 @@ from evidence.hashchain import (
 )
 from evidence.proofs import ProofError, TorrentIndex, check_match
 from evidence.torrent import Torrent, TorrentError
-from evidence.torrent_record import EXTENSIONS, bundle_form, layer_summary, parse_metainfo
+from evidence.torrent_record import EXTENSIONS, bundle_form, layer_summary
 from evidence.zipcanon import DEFLATED, STORED, ZipWriter
 from p2pwatch.bundle import caseuco, keys, plot, report
 from p2pwatch.bundle.rows import ChunkPipe, ExportedRow, Observations
@@ -171,8 +171,7 @@ def _torrent_entries(records: list[TorrentRecord], index: TorrentIndex
     parsed = []
     for record in sorted(records, key=lambda r: r.infohash.lower()):
         try:
-            kind, data = bundle_form(record.metainfo_bytes)
-            torrent = parse_metainfo(kind, data)
+            kind, data, torrent = bundle_form(record.metainfo_bytes)
         except TorrentError as exc:
             raise BundleError(f"torrent {record.infohash}: {exc}") from exc
         if record.infohash.lower() not in torrent.ids() or len(record.infohash) not in (40, 64):
