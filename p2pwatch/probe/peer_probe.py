@@ -32,7 +32,8 @@ message (and the wait for the bitfield). The probe never raises for anything the
 From bare v2 metadata (BEP 9 gives no ``piece layers``) only pieces of one-piece files can be verified at
 once; when the peer claims none, the cheapest missing piece layer is asked of the peer by BEP 52 hash
 requests (:mod:`p2pwatch.probe.hash_layers`), checked against the file's pieces root, and returned in
-``piece_layers`` for the store. A peer whose layer does not re-compute the root is flagged.
+``piece_layers`` for the store. A peer whose layer does not re-compute the root is flagged. Which piece
+(and which layer) is chosen, from candidates taken once, is :mod:`p2pwatch.probe.piece_choice`.
 
 Departures: we never upload (requests are rejected under BEP 6, ignored otherwise) and announce no pieces
 (have_none when the peer is fast).
@@ -43,7 +44,6 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import deque
-from collections.abc import Iterable
 from typing import Any
 
 import trio
@@ -51,10 +51,11 @@ import trio
 from p2pwatch import limits, netguard
 from p2pwatch.errors import LocalProtocolError, P2PWatchError, PeerTimeout, PeerWireError, RemoteProtocolError
 from p2pwatch.probe import wire
-from p2pwatch.probe.hash_layers import fetch_layer, file_needing_layer
+from p2pwatch.probe.hash_layers import fetch_layer
 from p2pwatch.probe.mse import CRYPTO_PLAINTEXT, CRYPTO_RC4, MSEError, MSEInitiator
-from p2pwatch.probe.peer_steps import claimed_pieces, describe, os_error_text, piece_digest
+from p2pwatch.probe.peer_steps import describe, os_error_text, piece_digest
 from p2pwatch.probe.pex import PexCollector
+from p2pwatch.probe.piece_choice import candidate_pieces, choose_piece, claimed_pieces, layer_to_fetch
 from p2pwatch.probe.probe_result import ProbeResult, ProbeTimeouts, TranscriptEntry, result_from_state, utc_now
 from p2pwatch.torrent.metainfo import Metainfo, TorrentVersion, parse_info
 
@@ -365,30 +366,12 @@ class _Probe:
         except (PeerTimeout, PeerWireError) as exc:
             self.note("no_ut_pex", waited=self.t.pex, reason=str(exc))
 
-    def _choose_piece(self) -> int | None:
-        mi = self.metainfo
-        assert mi is not None
-        if self.piece is not None:
-            if not 0 <= self.piece < mi.num_pieces:
-                self.r["error"] = f"piece {self.piece} out of range 0..{mi.num_pieces - 1}"
-                return None
-            if not self._has(self.piece):
-                self.r["error"] = f"the peer does not claim piece {self.piece}"
-                return None
-            return self.piece
-        verifiable = [i for i in sorted(self._candidates()) if mi.piece_verifiable(i)]
-        if not verifiable:
-            self.note("no_verifiable_piece")
-            return None
-        return min(verifiable, key=mi.piece_size)  # the smallest, the lowest index among equals
-
-    async def _layer(self) -> None:
-        """BEP 52: when no claimed piece is verifiable from what the metainfo holds, ask this peer for the
+    async def _layer(self, candidates: list[int]) -> None:
+        """BEP 52: when no candidate piece is verifiable from what the metainfo holds, ask this peer for the
         cheapest missing piece layer (:mod:`p2pwatch.probe.hash_layers`)."""
         mi = self.metainfo
         assert mi is not None
-        wanted = [i for i in self._candidates() if 0 <= i < mi.num_pieces]
-        file = None if any(mi.piece_verifiable(i) for i in wanted) else file_needing_layer(mi, wanted)
+        file = layer_to_fetch(mi, candidates)
         if file is not None:
             deadline = trio.current_time() + self.t.piece
             got = await fetch_layer(mi, file, self.send, lambda: self.next_event(deadline, "a hash request"), self.note)
@@ -396,16 +379,18 @@ class _Probe:
             self.r["flagged"] = self.r.get("flagged") or got.flagged
             self.r.setdefault("piece_layers", {}).update(got.layers)
 
-    def _candidates(self) -> Iterable[int]:
-        mi = self.metainfo
-        assert mi is not None
-        return [self.piece] if self.piece is not None else range(mi.num_pieces) if self.have_all else self._claimed()
-
     async def _piece(self) -> None:
         if self.metainfo is None or not (self.fetch_piece or self.piece is not None):
             return
-        await self._layer()
-        index = self._choose_piece()
+        candidates = candidate_pieces(self.piece, self.metainfo.num_pieces, have_all=self.have_all,
+                                      claimed=self._claimed())  # once: the layer and the choice share them
+        await self._layer(candidates)
+        choice = choose_piece(self.metainfo, candidates, requested=self.piece, claims=self._has)
+        if choice.error is not None:
+            self.r["error"] = choice.error
+        if choice.note is not None:
+            self.note(choice.note)
+        index = choice.index
         if index is None:
             return
         size = self.metainfo.piece_size(index)

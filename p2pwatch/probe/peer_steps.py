@@ -4,7 +4,8 @@
 maps a piece to the file it belongs to, :func:`piece_digest` hashes a downloaded piece the way the
 metainfo does (BEP 3 SHA-1, or the BEP 52 SHA-256 merkle piece hash for v2-only torrents), and
 :func:`os_error_text` digs the real reason out of trio's connect errors. They hold no probe state;
-:mod:`p2pwatch.probe.peer_probe` drives the connection and re-uses them.
+:mod:`p2pwatch.probe.peer_probe` drives the connection and re-uses them (the choice of the piece to fetch
+is :mod:`p2pwatch.probe.piece_choice`).
 """
 
 from __future__ import annotations
@@ -39,21 +40,6 @@ def describe(event: wire.WireEvent) -> dict[str, Any]:
     fields = getattr(event, "__dataclass_fields__", {})
     return {name: getattr(event, name) for name in fields
             if isinstance(getattr(event, name), int) and not isinstance(getattr(event, name), bool)}
-
-
-def claimed_pieces(haves: set[int], bitfield: wire.Bitfield | None, num_pieces: int | None) -> set[int]:
-    """The piece indexes a peer claims by ``have`` messages and its bitfield (below ``num_pieces`` if known)."""
-    claimed = set(haves)
-    if bitfield is not None:
-        bits = int.from_bytes(bitfield.bits, "big")
-        width = 8 * len(bitfield.bits)
-        while bits:
-            low = bits & -bits
-            claimed.add(width - low.bit_length())
-            bits ^= low
-    if num_pieces is not None:
-        claimed = {i for i in claimed if i < num_pieces}
-    return claimed
 
 
 def file_of_piece(mi: Metainfo, index: int) -> Any:
