@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import errno
 
+from p2pwatch.endpoints import format_addr
+
 
 class P2PWatchError(Exception):
     """Root of every error p2pwatch raises on purpose."""
@@ -148,7 +150,8 @@ class BindError(P2PWatchError, OSError):
 
     @property
     def endpoint(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        """``host:port``, an IPv6 host in brackets (:func:`p2pwatch.endpoints.format_addr`)."""
+        return format_addr((self.host, self.port))
 
     @property
     def reason(self) -> str:

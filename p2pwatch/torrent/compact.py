@@ -12,7 +12,9 @@ lossless and never changes a family. An 18-byte entry always decodes to IPv6 tex
 (a mapped one as ``::ffff:a.b.c.d``), text with a ``:`` always encodes to 18 bytes, so
 ``encode(decode(b)) == b`` for every well-sized ``b``. A caller that compares or contacts peers by IP and wants
 the mapped form to count as the IPv4 address says so with :func:`unmap` (BEP 11 PEX does, as netguard and the
-BEP 42 check do); the DHT and tracker codecs keep the address as listed.
+BEP 42 check do); the DHT and tracker codecs keep the address as listed. :func:`unmap` and :func:`format_addr`
+(the ``ip:port`` text of an endpoint) live in :mod:`p2pwatch.endpoints`, which the error tree can import too;
+they are re-exported here.
 
 Errors: a decoder given a wrong length raises :class:`~p2pwatch.errors.CompactAddressError` (a
 RemoteProtocolError) and nothing else, whatever the bytes; an encoder given an invalid address, a port outside
@@ -26,6 +28,7 @@ import socket
 import struct
 from collections.abc import Iterable
 
+from p2pwatch.endpoints import Endpoint, format_addr, unmap
 from p2pwatch.errors import CompactAddressError, LocalProtocolError
 
 __all__ = [
@@ -33,8 +36,6 @@ __all__ = [
     "decode_peer4", "decode_peer6", "decode_peer_list", "encode_node", "encode_node_list", "encode_peer",
     "encode_peer_list", "format_addr", "unmap",
 ]
-
-Endpoint = tuple[str, int]
 
 ID_LEN = 20
 PEER4_LEN = 6
@@ -50,7 +51,6 @@ _PEER4 = struct.Struct("!4sH")
 _PEER6 = struct.Struct("!16sH")
 _NODE4 = struct.Struct("!20s4sH")
 _NODE6 = struct.Struct("!20s16sH")
-_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
 
 
 def _wrong_length(what: str, size: int, allowed: str) -> CompactAddressError:
@@ -159,27 +159,3 @@ def encode_node_list(nodes: Iterable[tuple[bytes, str, int]], *, ipv6: bool = Fa
             raise LocalProtocolError("a node id must be 20 bytes")
         out.append(node_id + _packed(ip, ipv6) + _port(port))
     return b"".join(out)
-
-
-# ------------------------------------------------------------------------------------ text and mapped form
-
-
-def format_addr(addr: Endpoint) -> str:
-    """``ip:port``, an IPv6 address in brackets (``[::1]:6881``): the one text form of an endpoint in logs,
-    command output and listings (:func:`p2pwatch.investigate.examine.parse_endpoint_text` reads it back)."""
-    return f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
-
-
-def unmap(ip: str) -> str:
-    """The IPv4 text of an IPv4-mapped IPv6 address (``::ffff:10.1.2.3`` gives ``10.1.2.3``); else ``ip``.
-
-    For callers that compare or contact peers by address (BEP 11 PEX); the codec itself never applies it.
-    Text that is not an IPv6 address is returned unchanged.
-    """
-    if ":" not in ip:
-        return ip
-    try:
-        packed = _pton(_AF_INET6, ip)
-    except (OSError, ValueError):
-        return ip
-    return _ntop(_AF_INET, packed[12:]) if packed[:12] == _MAPPED_PREFIX else ip
