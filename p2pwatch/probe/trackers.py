@@ -19,6 +19,9 @@ Choices beyond the BEPs:
   ``http_scrape_batch`` (default 64, opentracker's per-request maximum) per HTTP request.
 * BEP 12: a magnet's ``tr`` trackers get one tier each, in the order given (as libtorrent does); a tracker
   that answers is moved to the front of its tier. A ``failure reason`` moves on to the next tracker too.
+* A UDP tracker at an IPv4-mapped IPv6 address (``udp://[::ffff:a.b.c.d]:port``) is an IPv4 tracker reached
+  through an IPv6 socket: its replies come from the mapped address, its peer lists are IPv4 (BEP 15's 6-byte
+  entries). Addresses are compared unmapped (:func:`p2pwatch.endpoints.unmap`), on both sides.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from typing import Any, Protocol
 import trio
 
 from p2pwatch import limits, netguard
+from p2pwatch.endpoints import unmap
 from p2pwatch.errors import (
     ConfigError,
     LocalProtocolError,
@@ -176,7 +180,8 @@ class UDPTrackerSession:
         self.config = config
         self._sock = sock
         self._addr = addr
-        self._ip = ipaddress.ip_address(addr[0])
+        #: The tracker's address as IPv4 when it is IPv4-mapped: then its replies (and peer lists) are IPv4.
+        self._ip = ipaddress.ip_address(unmap(addr[0]))
         self._url_data = url_data
         self._lock = trio.Lock()
         bound = sock.getsockname()[0]
@@ -245,12 +250,12 @@ class UDPTrackerSession:
         return results
 
     def _from_tracker(self, source: tuple[str, int]) -> bool:
+        """Whether a datagram came from the tracker; an IPv4-mapped source (an IPv6 socket's view of an IPv4
+        sender, ``::ffff:a.b.c.d``) counts as its IPv4 address, on either side."""
         try:
-            ip = ipaddress.ip_address(source[0].split("%", 1)[0])
+            ip = ipaddress.ip_address(unmap(source[0].split("%", 1)[0]))
         except ValueError:
             return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
         return ip == self._ip and source[1] == self._addr[1]
 
 
