@@ -49,6 +49,8 @@ class DHTSettings:
     lookup_eager: int = 32
     #: libtorrent's extended routing table: the farthest four buckets hold 128, 64, 32, 16 nodes
     extended_routing_table: bool = True
+    #: the nodes that answered us most recently, kept as extra lookup seeds (0: off; about 200 bytes each)
+    responder_cache: int = 65_536
 
 
 @dataclass

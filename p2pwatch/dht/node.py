@@ -40,6 +40,7 @@ from p2pwatch.dht.node_types import (
 )
 from p2pwatch.dht.nodeinfo import NodeInfo, random_id
 from p2pwatch.dht.ratelimit import PerIPRateLimiter
+from p2pwatch.dht.responder_cache import ResponderCache
 from p2pwatch.dht.routing import RoutingTable
 from p2pwatch.dht.server import QueryHandler
 from p2pwatch.errors import KRPCError, LocalProtocolError, QueryTimeout
@@ -87,12 +88,8 @@ class DHTNode:
         own_id = config.node_id or (bytes.fromhex(saved_id) if isinstance(saved_id, str) else None)
         self.own_id = own_id or random_id()
         saved_table = state.get("routing_table")
-        if isinstance(saved_table, dict) and saved_id == self.own_id.hex():
-            self.table = RoutingTable.from_state(saved_table, own_id=self.own_id, k=config.k,
-                                                 allow_local=config.allow_local, extended=config.extended_table)
-        else:
-            self.table = RoutingTable(self.own_id, k=config.k, allow_local=config.allow_local,
-                                      extended=config.extended_table)
+        saved = saved_table if isinstance(saved_table, dict) and saved_id == self.own_id.hex() else None
+        self.table = self._new_table(ResponderCache(config.responder_cache), saved)
         self.handler = QueryHandler(self.own_id, self.table, now, k=config.k)
         self.stats = NodeStats()
         self._pending: dict[bytes, _Pending] = {}
@@ -199,14 +196,21 @@ class DHTNode:
             if self.config.node_id is None and not bep42.is_valid_node_id(self.own_id, ip):
                 self._adopt_node_id(bep42.node_id_for_ip(ip))
 
+    def _new_table(self, responders: ResponderCache, saved: dict[str, object] | None = None) -> RoutingTable:
+        """A routing table for our id (restored from ``saved``) that feeds ``responders``."""
+        c = self.config
+        options = dict(k=c.k, allow_local=c.allow_local, extended=c.extended_table, responders=responders)
+        if saved is not None:
+            return RoutingTable.from_state(saved, own_id=self.own_id, **options)  # type: ignore[arg-type]
+        return RoutingTable(self.own_id, **options)  # type: ignore[arg-type]
+
     def _adopt_node_id(self, new_id: bytes) -> None:
         """Switch to a BEP 42 id for our external address, keeping the nodes we know."""
         log.info("adopting BEP 42 node id %s", new_id.hex())
         now = trio.current_time()
         old_nodes = list(self.table.nodes())
         self.own_id = new_id
-        self.table = RoutingTable(new_id, k=self.config.k, allow_local=self.config.allow_local,
-                                  extended=self.config.extended_table)
+        self.table = self._new_table(self.table.responders)  # the cache outlives the id change
         for node in old_nodes:
             self.table.heard_from(node, now, responded=True)
         self.handler.own_id = new_id
@@ -343,12 +347,13 @@ class DHTNode:
                     ) -> AbstractAsyncContextManager[LookupStream]:
         """A streaming lookup (``async with node.open_lookup(...) as stream: async for event in stream``).
 
-        Seeds default to the routing table's closest nodes, else the bootstrap nodes (as routers of
-        unknown id, queried at once: no separate ping round first).
+        Seeds default to the routing table's closest nodes and as many from the responder cache, else the
+        bootstrap nodes (as routers of unknown id, queried at once: no separate ping round first).
         """
         if len(target) != 20:
             raise LocalProtocolError("a DHT target is 20 bytes")
-        seed_list = list(seeds) or self.table.closest(target, self.config.k * 2)
+        count = self.config.k * 2
+        seed_list = list(seeds) or self.table.responders.add_to(self.table.closest(target, count), target, count)
         if not seed_list:
             seed_list = [NodeInfo(b"", ip, port) for ip, port in self.config.bootstrap]
         return open_lookup(self, target, kind, seed_list, scrape=scrape, max_queries=max_queries,

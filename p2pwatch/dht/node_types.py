@@ -78,6 +78,8 @@ class DHTConfig:
     eager: int = 0
     #: libtorrent's extended routing table (the farthest four buckets hold 16, 8, 4, 2 times k)
     extended_table: bool = False
+    #: nodes that answered lately, kept as extra lookup seeds (0: none); see :mod:`~p2pwatch.dht.responder_cache`
+    responder_cache: int = 0
 
 
 def config_from_settings(settings: DHTSettings, **fields: object) -> DHTConfig:
@@ -88,7 +90,8 @@ def config_from_settings(settings: DHTSettings, **fields: object) -> DHTConfig:
         query_timeout=settings.query_timeout, short_timeout=settings.short_timeout, alpha=settings.alpha,
         k=settings.k, inbound_rate=settings.inbound_rate_per_ip, outbound_rate=settings.outbound_rate_per_ip,
         width=settings.lookup_width, slow_grace=settings.slow_grace,
-        eager=settings.lookup_eager, extended_table=settings.extended_routing_table)
+        eager=settings.lookup_eager, extended_table=settings.extended_routing_table,
+        responder_cache=settings.responder_cache)
     base.update(fields)
     return DHTConfig(**base)  # type: ignore[arg-type]
 

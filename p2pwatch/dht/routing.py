@@ -30,6 +30,7 @@ Where this departs from BEP 5, and why:
   refresh interval, not at every call.
 * ``extended=True`` (libtorrent's ``extended_routing_table``, on by default there) lets buckets 0-3 hold
   16, 8, 4 and 2 times ``k`` live entries: a lookup then starts about three bits closer to its target.
+* Every node that answers us also goes to ``responders`` (lookup seeds, issue 12), and leaves it on a failure.
 * Timestamps are the driver's clock (monotonic, not comparable across restarts), so :meth:`from_state`
   restores every node as QUESTIONABLE-but-once-responded: it is pinged soon and becomes good on reply.
 """
@@ -44,6 +45,7 @@ from itertools import chain
 from typing import Any
 
 from p2pwatch.dht.nodeinfo import ID_BITS, ID_LEN, NodeInfo
+from p2pwatch.dht.responder_cache import ResponderCache
 from p2pwatch.dht.routing_entries import (
     GOOD_FOR,
     Bucket,
@@ -87,6 +89,7 @@ class RoutingTable:
         ping_timeout: float = PING_TIMEOUT,
         rng: random.Random | None = None,
         extended: bool = False,
+        responders: ResponderCache | None = None,
     ) -> None:
         if len(own_id) != ID_LEN:
             raise LocalProtocolError(f"own id must be {ID_LEN} bytes, got {len(own_id)}")
@@ -95,6 +98,7 @@ class RoutingTable:
         self.own_id = own_id
         self.k = k
         self.extended = extended
+        self.responders = responders if responders is not None else ResponderCache(0)
         self.allow_local = allow_local
         self.replacement_size = replacement_size
         self.max_failures = max_failures
@@ -165,6 +169,8 @@ class RoutingTable:
         Returns whether the node is now in the table or in a replacement cache.
         """
         self._tick(now)
+        if responded and node.id != self.own_id:
+            self.responders.add(node)
         known = self._by_id.get(node.id)
         if known is not None and known.node.ip == node.ip and known.node.port == node.port:
             self._touch(known, now, responded)
@@ -200,6 +206,7 @@ class RoutingTable:
     def failed(self, node_id: bytes, now: float) -> None:
         """A query to ``node_id`` timed out or got an error reply."""
         self._tick(now)
+        self.responders.discard(node_id)
         e = self._by_id.get(node_id)
         if e is None:
             return
@@ -416,9 +423,8 @@ class RoutingTable:
         return [e.node for e in due]
 
     def next_deadline(self) -> float | None:
-        """The earliest time at which :meth:`refresh_targets` or :meth:`nodes_to_ping` has work.
-
-        May be in the past (work is due now). None only for a table with no buckets to refresh.
+        """The earliest time at which :meth:`refresh_targets` or :meth:`nodes_to_ping` has work; may be in the
+        past (work is due now). None only for a table with no buckets to refresh.
         """
         deadline = math.inf
         for b in self._buckets:
