@@ -79,6 +79,14 @@ class RegistryChanges:
         return bool(self.removed or self.added or self.keywords is not None)
 
 
+@dataclass
+class Applied:
+    """The items one :meth:`RegistrySync.apply` removed from the index and added to it."""
+
+    added: list[RegisteredContent] = field(default_factory=list)
+    removed: list[RegisteredContent] = field(default_factory=list)
+
+
 class RegistrySync:
     """The registry index of every active case, updated incrementally from the store."""
 
@@ -146,21 +154,27 @@ class RegistrySync:
             for row_id, case_id, doc, case in session.execute(query):
                 changes.added.append(self._parse(row_id, case_id, doc, case, self._slim))
 
-    def apply(self, changes: RegistryChanges) -> None:
-        """Apply what :meth:`read` found (in the thread that queries the index)."""
+    def apply(self, changes: RegistryChanges) -> Applied:
+        """Apply what :meth:`read` found (in the thread that queries the index); returns the items the index
+        lost and gained, for what follows the index incrementally (the triage's profile)."""
+        applied = Applied()
         for row_id in changes.removed:
             if self._rows.pop(row_id, None) is not None:
-                self.index.remove(str(row_id))
+                content_id = str(row_id)
+                applied.removed += [self.index.item(seq) for seq in self.index.seqs_of(content_id)]
+                self.index.remove(content_id)
         for row_id, case_id, item, root in changes.added:
             if row_id in self._rows:
                 continue
             if item is not None:
                 self.index.add(item, pieces_root=root)
+                applied.added.append(item)
             self._rows[row_id] = case_id
         if changes.keywords is not None:
             self.index.keywords = changes.keywords
             self._keyword_version = changes.keyword_version
         self._withdrawn = changes.withdrawn
+        return applied
 
     def __len__(self) -> int:
         return len(self._rows)

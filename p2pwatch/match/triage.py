@@ -21,12 +21,14 @@ the files worth reading and an estimate of the bytes the content stages will cos
 
 from __future__ import annotations
 
+import heapq
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, KeysView, Sequence
 from dataclasses import dataclass, field
 
 from p2pwatch.match.matcher import RegistryIndex, name_candidates
 from p2pwatch.match.media_types import ContentKind
+from p2pwatch.match.registered import RegisteredContent
 from p2pwatch.torrent.metainfo import FileEntry, Metainfo
 
 
@@ -104,40 +106,152 @@ def kind_by_extension(path: str) -> ContentKind | None:
     return None
 
 
-@dataclass(frozen=True)
 class RegistryProfile:
-    """What triage needs of the registry: sizes, and the byte ranges of plausible copies of its media."""
+    """What triage needs of the registry: sizes, and the byte ranges of plausible copies of its media.
 
-    sizes: frozenset[int]
-    video_ranges: tuple[tuple[int, int], ...]  # merged, sorted (low, high) byte ranges
-    has_images: bool
-    has_videos: bool
-    videos_without_duration: bool  # a registered video of unknown duration: any size is plausible
+    Kept incrementally: :meth:`add` and :meth:`remove` cost the item's own entry, never a pass over the
+    registry. Every video of a known duration contributes the range ``(low, high)`` of its plausible copies;
+    ranges are grouped by ``low`` (which depends only on ``min(duration, min_clip_seconds)``, so nearly every
+    video shares one), and within a group the range of the highest ``high`` contains all others. The merged
+    ranges are therefore the merge of one range per group, recomputed (over the groups only) when a group's
+    highest ``high`` changes."""
+
+    def __init__(self, settings: TriageRules) -> None:
+        self.settings = settings
+        self._sizes: dict[int, int] = {}  # registered size -> items of that size
+        self._groups: dict[int, _Group] = {}  # low -> the highs of the videos with that low
+        self._merged: tuple[tuple[int, int], ...] | None = ()
+        self._images = self._videos = self._unknown = 0
 
     @classmethod
     def build(cls, index: RegistryIndex, settings: TriageRules) -> RegistryProfile:
-        ranges: list[tuple[int, int]] = []
-        has_images = has_videos = unknown = False
+        """From scratch: O(registry); :meth:`add`/:meth:`remove` follow the changes after that."""
+        profile = cls(settings)
+        for size, items in index.by_size.items():
+            profile._sizes[size] = len(items)
         for item in index.media_items():
-            media = item.fingerprint.media
-            assert media is not None
-            if media.kind is ContentKind.IMAGE:
-                has_images = True
-            elif media.kind is ContentKind.VIDEO:
-                has_videos = True
-                if not media.duration or media.duration <= 0:
-                    unknown = True
-                    continue
-                shortest = min(media.duration, settings.min_clip_seconds)
-                low = int(settings.min_video_kbps * 125 * shortest)
-                high = int(settings.max_video_kbps * 125 * media.duration * settings.duration_slack)
-                ranges.append((low, max(high, item.fingerprint.size)))
-        return cls(frozenset(index.by_size), tuple(_merge(ranges)), has_images, has_videos, unknown)
+            profile._add_media(item, +1)
+        return profile
+
+    # --- following the registry ---
+
+    def add(self, item: RegisteredContent) -> None:
+        if item.fingerprint.size > 0:
+            self._sizes[item.fingerprint.size] = self._sizes.get(item.fingerprint.size, 0) + 1
+        if item.fingerprint.media is not None:
+            self._add_media(item, +1)
+
+    def remove(self, item: RegisteredContent) -> None:
+        """Forget an item :meth:`add` (or :meth:`build`) took in."""
+        size = item.fingerprint.size
+        if size > 0:
+            left = self._sizes.get(size, 0) - 1
+            if left > 0:
+                self._sizes[size] = left
+            else:
+                self._sizes.pop(size, None)
+        if item.fingerprint.media is not None:
+            self._add_media(item, -1)
+
+    def video_range(self, item: RegisteredContent) -> tuple[int, int] | None:
+        """The byte range of plausible copies of a registered video (None: duration unknown)."""
+        media = item.fingerprint.media
+        if media is None or not media.duration or media.duration <= 0:
+            return None
+        settings = self.settings
+        shortest = min(media.duration, settings.min_clip_seconds)
+        low = int(settings.min_video_kbps * 125 * shortest)
+        high = int(settings.max_video_kbps * 125 * media.duration * settings.duration_slack)
+        return low, max(high, item.fingerprint.size)
+
+    def _add_media(self, item: RegisteredContent, step: int) -> None:
+        media = item.fingerprint.media
+        assert media is not None
+        if media.kind is ContentKind.IMAGE:
+            self._images += step
+            return
+        if media.kind is not ContentKind.VIDEO:
+            return
+        self._videos += step
+        span = self.video_range(item)
+        if span is None:
+            self._unknown += step
+            return
+        low, high = span
+        group = self._groups.get(low)
+        if group is None:
+            group = self._groups[low] = _Group()
+        before = group.top()
+        group.change(high, step)
+        if group.empty():
+            del self._groups[low]
+        if group.top() != before:
+            self._merged = None
+
+    # --- reading ---
+
+    @property
+    def sizes(self) -> KeysView[int]:
+        return self._sizes.keys()
+
+    @property
+    def video_ranges(self) -> tuple[tuple[int, int], ...]:
+        """Merged, sorted (low, high) byte ranges."""
+        if self._merged is None:
+            self._merged = tuple(_merge([(low, group.top()) for low, group in self._groups.items()]))
+        return self._merged
+
+    @property
+    def has_images(self) -> bool:
+        return self._images > 0
+
+    @property
+    def has_videos(self) -> bool:
+        return self._videos > 0
+
+    @property
+    def videos_without_duration(self) -> bool:
+        """A registered video of unknown duration: any size is plausible."""
+        return self._unknown > 0
+
+    def snapshot(self) -> tuple[frozenset[int], tuple[tuple[int, int], ...], bool, bool, bool]:
+        """Everything a decision reads, to compare two profiles."""
+        return (frozenset(self.sizes), self.video_ranges, self.has_images, self.has_videos,
+                self.videos_without_duration)
 
     def plausible_video(self, length: int) -> bool:
         if self.videos_without_duration:
             return True
         return any(low <= length <= high for low, high in self.video_ranges)
+
+
+class _Group:
+    """The ``high`` ends of the ranges sharing one ``low``, counted, with the highest found in O(log n)
+    amortized: a max-heap whose entries of a count gone to zero are dropped when they reach the top."""
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+        self.heap: list[int] = []  # negated highs; may hold stale entries below the top
+
+    def change(self, high: int, step: int) -> None:
+        count = self.counts.get(high, 0) + step
+        if count > 0:
+            if high not in self.counts:
+                heapq.heappush(self.heap, -high)
+            self.counts[high] = count
+        else:
+            self.counts.pop(high, None)
+        while self.heap and -self.heap[0] not in self.counts:
+            heapq.heappop(self.heap)
+        if len(self.heap) > 2 * len(self.counts) + 16:  # many stale entries: compact
+            self.heap = [-h for h in self.counts]
+            heapq.heapify(self.heap)
+
+    def empty(self) -> bool:
+        return not self.counts
+
+    def top(self) -> int:
+        return -self.heap[0] if self.heap else -1
 
 
 def _merge(ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -191,7 +305,8 @@ def estimate_bytes(scores: Sequence[FileScore], piece_length: int, preview_piece
 
 
 class Triage:
-    """Triage of torrents against one registry (rebuild it when the registry changes)."""
+    """Triage of torrents against one registry; when the registry changes in place, :meth:`apply` the items
+    added and removed (or build a new one)."""
 
     def __init__(self, index: RegistryIndex, settings: TriageRules | None = None, *, preview_pieces: int = 2
                  ) -> None:
@@ -199,6 +314,13 @@ class Triage:
         self.settings = settings or TriageRules()
         self.preview_pieces = preview_pieces
         self.profile = RegistryProfile.build(index, self.settings)
+
+    def apply(self, added: Iterable[RegisteredContent] = (), removed: Iterable[RegisteredContent] = ()) -> None:
+        """Follow a change of the index: the items it lost and gained (each costs its own entry)."""
+        for item in removed:
+            self.profile.remove(item)
+        for item in added:
+            self.profile.add(item)
 
     def decide(self, metainfo: Metainfo) -> TriageDecision:
         infohash = metainfo.infohash.hex()

@@ -20,6 +20,7 @@ import trio
 from p2pwatch.config import MonitorConfig
 from p2pwatch.errors import P2PWatchError
 from p2pwatch.investigate.lookup import Screening, budget_settings, run_matcher
+from p2pwatch.investigate.registry_sync import Applied
 from p2pwatch.match.content_budget import ContentBudget, PriorityQueue
 from p2pwatch.match.matcher import MatchReport, RegistryIndex
 from p2pwatch.match.triage import TriageDecision
@@ -57,9 +58,13 @@ class ContentStages:
         except RuntimeError:  # rendered outside trio
             return 0.0
 
-    def update_index(self, index: RegistryIndex, *, changed: bool = False) -> None:
-        """Follow the registry, a new index or this one ``changed`` in place (its hash indexes are its own;
-        the triage's size profile is rebuilt)."""
+    def update_index(self, index: RegistryIndex, *, changed: bool = False, applied: Applied | None = None) -> None:
+        """Follow the registry: a new index (the triage's profile is built from it), or this one changed in
+        place, with the items it lost and gained (``applied``: the profile follows them, O(changes)). Changed
+        without ``applied`` rebuilds. The hash indexes are the index's own."""
+        if index is self._index and applied is not None:
+            self.screening.triage.apply(applied.added, applied.removed)
+            return
         if index is self._index and not changed:
             return
         self.screening = Screening.for_index(index, self.config, self.budget)

@@ -165,10 +165,11 @@ class Monitor:
             return changes, version, known, watched
 
         changes, self._registry_version, known, watched = await trio.to_thread.run_sync(load)
+        applied = None
         if changes is not None:  # applied here, between lookups: the index never changes under one
-            self.registry.apply(changes)
+            applied = self.registry.apply(changes)
         self.state.index = self.registry.index
-        self.content.update_index(self.state.index, changed=changes is not None)  # the triage's size profile
+        self.content.update_index(self.state.index, applied=applied)  # the triage's profile follows the changes
         self.state.known |= known
         self.state.watched = watched
 

@@ -83,6 +83,26 @@ def test_registration_and_withdrawal_are_followed_incrementally(engine: Engine) 
     assert sync.index.frames.radius(frame, 0) == []
 
 
+def test_apply_returns_the_items_the_index_lost_and_gained(engine: Engine) -> None:
+    """What the monitor's triage profile follows (p2pwatch/monitor/content_queue.py: update_index)."""
+    rng = random.Random(8)
+    sync = RegistrySync()
+    videos = [synthetic_fingerprint(rng, 50_000 + i, synthetic_video(rng, 4)) for i in range(3)]
+    _register(engine, "a", videos[:2])
+    with session_factory(engine)() as session:
+        applied = sync.apply(sync.read(session))
+    assert sorted(i.fingerprint.size for i in applied.added) == [50_000, 50_001] and applied.removed == []
+    _register(engine, "b", videos[2:])
+    with session_factory(engine)() as session:
+        withdraw_case(session, "a")
+        session.commit()
+    with session_factory(engine)() as session:
+        applied = sync.apply(sync.read(session))
+    assert [i.fingerprint.size for i in applied.added] == [50_002]
+    assert sorted(i.fingerprint.size for i in applied.removed) == [50_000, 50_001]
+    assert all(i.case == "a" for i in applied.removed)
+
+
 def test_a_reused_row_id_after_a_withdrawal_is_not_missed(engine: Engine) -> None:
     """SQLite hands the highest id out again once its row is deleted; the bound follows the rows held."""
     rng = random.Random(6)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import random
 
 import pytest
 import trio
@@ -22,7 +23,14 @@ from p2pwatch.match.fingerprint import Fingerprint
 from p2pwatch.match.matcher import RegisteredContent, RegistryIndex
 from p2pwatch.match.media_types import ContentKind, FrameHash, MediaFingerprint
 from p2pwatch.match.screened import budgeted
-from p2pwatch.match.triage import DECISION_QUEUE, DECISION_SKIP, Triage, TriageRules, kind_by_extension
+from p2pwatch.match.triage import (
+    DECISION_QUEUE,
+    DECISION_SKIP,
+    RegistryProfile,
+    Triage,
+    TriageRules,
+    kind_by_extension,
+)
 from p2pwatch.torrent import bencoding
 from p2pwatch.torrent.metainfo import Metainfo, parse_info, parse_torrent
 
@@ -128,6 +136,61 @@ def test_nothing_registered_and_only_images_registered() -> None:
 def test_video_of_unknown_duration_makes_every_size_plausible() -> None:
     unknown = index_of((5 * MB, MediaFingerprint(ContentKind.VIDEO, 1, 1, None, "h264", (FrameHash(0, 1),))))
     assert Triage(unknown).decide(torrent("big.mkv", [("big.mkv", 40_000 * MB)])).queued
+
+
+def test_incremental_profile_equals_a_rebuild_after_adds_and_removes() -> None:
+    """The profile follows adds and removes (Triage.apply) and equals one built from scratch at every step,
+    including ranges that share a low end, equal ranges, clips under min_clip_seconds, unknown durations,
+    images, non-media items and removing the widest range of a group."""
+    rng = random.Random(11)
+    rules = TriageRules()
+    index = RegistryIndex([])
+    triage = Triage(index, rules)
+    durations: list[float | None] = [1.5, 2.0, 3.9, 4.0, 30.0, 30.0, 600.0, 1200.0, None]
+    held: list[RegisteredContent] = []
+    for step in range(400):
+        if held and rng.random() < 0.45:
+            item = held.pop(rng.randrange(len(held)))
+            removed = [index.item(seq) for seq in index.seqs_of(item.content_id)]
+            index.remove(item.content_id)
+            triage.apply(removed=removed)
+        else:
+            roll = rng.random()
+            size = rng.choice([5 * MB, 20 * MB, 200 * MB, rng.randrange(1, 400) * MB])
+            if roll < 0.6:
+                d = rng.choice(durations)
+                media: MediaFingerprint | None = (video(d, step) if d is not None else MediaFingerprint(
+                    ContentKind.VIDEO, 1, 1, None, "h264", (FrameHash(0, step),)))
+            elif roll < 0.85:
+                media = image(step)
+            else:
+                media = None
+            fp = fake_fingerprint(size, media, step)
+            item = RegisteredContent(fp.fingerprint_id, "case", fp)
+            index.add(item)
+            held.append(item)
+            triage.apply(added=[item])
+        assert triage.profile.snapshot() == RegistryProfile.build(index, rules).snapshot(), step
+    assert triage.profile.video_ranges  # the sequence did hold videos at the end
+    for item in list(held):  # all gone: the empty profile
+        removed = [index.item(seq) for seq in index.seqs_of(item.content_id)]
+        index.remove(item.content_id)
+        triage.apply(removed=removed)
+    assert triage.profile.snapshot() == (frozenset(), (), False, False, False)
+
+
+def test_removing_the_widest_video_narrows_the_plausible_sizes() -> None:
+    long_one, short_one = index_of((200 * MB, video(600.0, 1)), (5 * MB, video(30.0, 2))).contents
+    index = RegistryIndex([long_one, short_one])
+    triage = Triage(index)
+    big = torrent("show.mkv", [("show.mkv", 350 * MB)])
+    assert triage.decide(big).queued
+    index.remove(long_one.content_id)
+    triage.apply(removed=[long_one])
+    assert not triage.decide(big).queued  # 350 MB is no copy of a 30 s video
+    index.add(long_one)
+    triage.apply(added=[long_one])
+    assert triage.decide(big).queued
 
 
 # --- the budget -------------------------------------------------------------------------------------
