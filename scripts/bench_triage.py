@@ -63,6 +63,7 @@ from p2pwatch.match.media_types import ContentKind
 from p2pwatch.match.perceptual import PerceptualSettings, perceptual_matches
 from p2pwatch.match.screened import screened_match
 from p2pwatch.match.triage import Triage
+from p2pwatch.testswarm.synthetic_registry import synthetic_fingerprint, synthetic_image, synthetic_video
 from p2pwatch.torrent.maker import make_v1_torrent
 from p2pwatch.torrent.metainfo import Metainfo, parse_torrent
 
@@ -227,9 +228,59 @@ def flood(costs: list[int], piece_length: int, torrents: int, settings: BudgetSe
             "flood_bytes_per_day": settings.bytes_per_day, "budget_respected": worst <= settings.bytes_per_day}
 
 
+# --- the triage's profile when the registry changes ----------------------------------------------------------
+
+def profile_updates(items: int, changes: int, seed: int = 17) -> dict[str, Any]:
+    """What following one registration or withdrawal costs the triage's profile, among ``items`` synthetic
+    registered videos (durations 30 s to 20 min) and images: a rebuild over the registry (``Triage(index)``, what
+    the monitor did per change) against applying the change (``Triage.apply``, absent before). Medians of
+    ``changes`` changes each, alternating a new item registered and withdrawn, in the same process."""
+    rng = random.Random(seed)
+    index = RegistryIndex([])
+
+    def item(n: int) -> RegisteredContent:
+        video = n % 5 != 4
+        media = synthetic_video(rng, 4, step=rng.uniform(7.5, 300.0)) if video else synthetic_image(rng, pdq=False)
+        size = rng.randrange(20_000, 300_000)  # small: the synthetic leaf hashes and tables cost memory
+        return RegisteredContent(f"profile-{n}", "synthetic", synthetic_fingerprint(rng, size, media))
+
+    for n in range(items):
+        index.add(item(n))
+    triage = Triage(index)
+    rebuild: list[float] = []
+    apply: list[float] = []
+    incremental = hasattr(triage, "apply")
+    for n in range(changes):
+        fresh = item(items + n)
+        for adding in (True, False):
+            if adding:
+                index.add(fresh)
+            else:
+                index.remove(fresh.content_id)
+            started = time.perf_counter()
+            Triage(index)
+            rebuild.append(time.perf_counter() - started)
+            if incremental:
+                started = time.perf_counter()
+                triage.apply(**({"added": [fresh]} if adding else {"removed": [fresh]}))
+                apply.append(time.perf_counter() - started)
+    out: dict[str, Any] = {"profile_items": len(index), "profile_changes": len(rebuild),
+                           "profile_rebuild_ms_median": round(1000 * statistics.median(rebuild), 3),
+                           "profile_rebuild_ms_p95": round(1000 * percentile_f(rebuild, 95), 3)}
+    if incremental:
+        out["profile_apply_us_median"] = round(1e6 * statistics.median(apply), 2)
+        out["profile_apply_us_p95"] = round(1e6 * percentile_f(apply, 95), 2)
+        assert triage.profile.snapshot() == Triage(index).profile.snapshot()
+    return out
+
+
 # --- reporting ----------------------------------------------------------------------------------------------
 
 def percentile(values: Sequence[int], q: float) -> float:
+    return float(np.percentile(values, q)) if values else 0.0
+
+
+def percentile_f(values: Sequence[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else 0.0
 
 
@@ -274,7 +325,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--baseline", type=int, default=20, help="decoys also run through today's stage")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--profile-only", action="store_true",
+                        help="only the cost of following a registry change in the triage's profile")
+    parser.add_argument("--profile-items", type=int, default=100_000)
+    parser.add_argument("--profile-changes", type=int, default=50)
     args = parser.parse_args(argv)
+    if args.profile_only:
+        figures = profile_updates(args.profile_items, args.profile_changes)
+        print(f"triage profile, {figures['profile_items']:,} registered items, {figures['profile_changes']} "
+              f"changes: rebuild median {figures['profile_rebuild_ms_median']} ms (p95 "
+              f"{figures['profile_rebuild_ms_p95']}); apply median {figures.get('profile_apply_us_median', '-')} µs "
+              f"(p95 {figures.get('profile_apply_us_p95', '-')})")
+        print(json.dumps(figures))
+        return
     quick = args.quick
     videos = args.videos or (20 if quick else 40)
     images = args.images or (16 if quick else 30)
