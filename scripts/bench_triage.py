@@ -42,6 +42,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -53,17 +54,22 @@ import trio
 import trio.testing
 from triage_corpus import Candidate, build_corpus, fingerprints, metadata_decoys, pad_registry
 
+from p2pwatch.config import MonitorConfig, TriageSettings
+from p2pwatch.investigate.lookup import Screening
 from p2pwatch.match import media
-from p2pwatch.match.content_budget import BudgetedSource, BudgetExhausted, BudgetSettings, ContentBudget
+from p2pwatch.match.content_budget import BudgetedSource, BudgetExhausted, BudgetSettings
 from p2pwatch.match.frame_lookup import FrameLookup
 from p2pwatch.match.hash_index_measure import MATCHER_RADIUS, measure_index
 from p2pwatch.match.keyframe import KeyframeSettings
-from p2pwatch.match.matcher import RegisteredContent, RegistryIndex
+from p2pwatch.match.matcher import MatchReport, RegisteredContent, RegistryIndex
 from p2pwatch.match.media_types import ContentKind
 from p2pwatch.match.perceptual import PerceptualSettings, perceptual_matches
-from p2pwatch.match.screened import screened_match
-from p2pwatch.match.triage import Triage
+from p2pwatch.match.screened import budgeted, screened_match
+from p2pwatch.match.triage import DECISION_QUEUE, Triage, TriageDecision
+from p2pwatch.monitor.content_queue import ContentJob, ContentStages
+from p2pwatch.monitor.metrics import Metrics
 from p2pwatch.testswarm.synthetic_registry import synthetic_fingerprint, synthetic_image, synthetic_video
+from p2pwatch.torrent import bencoding
 from p2pwatch.torrent.maker import make_v1_torrent
 from p2pwatch.torrent.metainfo import Metainfo, parse_torrent
 
@@ -104,6 +110,13 @@ class StreamSource:
     def downloaded(self) -> int:
         total = sum(self.sizes)
         return sum(min(self.piece_length, total - i * self.piece_length) for i in self.pieces)
+
+
+def torrent_of_length(name: str, length: int, piece_length: int) -> Metainfo:
+    """A single-file v1 torrent's metainfo with no data behind it (piece hashes of zeros)."""
+    info = {b"name": name.encode(), b"piece length": piece_length, b"length": length,
+            b"pieces": b"\0" * 20 * -(-length // piece_length)}
+    return parse_torrent(bencoding.encode({b"info": info}))
 
 
 def torrent_of(c: Candidate, piece_length: int) -> Metainfo:
@@ -168,46 +181,62 @@ async def baseline_pieces(index: RegistryIndex, candidates: list[Candidate], pie
 
 def flood(costs: list[int], piece_length: int, torrents: int, settings: BudgetSettings) -> dict[str, Any]:
     """Replay ``torrents`` torrents (costs drawn from ``costs``, in pieces) arriving far faster than the
-    budget allows, for three simulated days; every piece asked of the swarms is recorded with its time."""
+    budget allows, for three simulated days, through the monitor's own content stages
+    (p2pwatch/monitor/content_queue.py: its queue, admission, readers and accounting); only the reading is
+    replaced, by swarms that answer every piece after 0.2 s, charged to the budget through
+    p2pwatch/match/screened.py's ``budgeted``. Every piece asked of the swarms is recorded with its time."""
     asked: list[tuple[float, int]] = []
-    refused = started = 0
+    started = 0
+    triage = replace(TriageSettings(), bytes_per_day=settings.bytes_per_day,
+                     torrents_per_hour=settings.torrents_per_hour, concurrent_readers=settings.concurrent_readers,
+                     queue_size=settings.queue_size)
+    config = replace(MonitorConfig(), triage=triage)
+    metrics = Metrics()
+
+    class Instant:
+        async def read_pieces_async(self, wanted: Iterable[int], timeout: float | None = None) -> dict[int, bytes]:
+            pieces = list(wanted)
+            asked.extend((trio.current_time(), piece_length) for _ in pieces)
+            await trio.sleep(0.2)
+            return {i: b"" for i in pieces}
+
+        def downloaded(self) -> int:
+            return 0
+
+    async def swarms(index: RegistryIndex, metainfo: Metainfo, peers: list[tuple[str, int]], config: MonitorConfig,
+                     *, bind_ip: str | None, allow_local: bool, screening: Screening | None = None,
+                     decision: TriageDecision | None = None) -> MatchReport:
+        nonlocal started
+        started += 1
+        assert screening is not None and screening.budget is not None
+        source = budgeted(Instant(), metainfo, screening.budget)
+        report = MatchReport(metainfo.infohash.hex())
+        outcome = "rejected"
+        try:
+            for piece in range(len(metainfo.piece_hashes)):
+                await source.read_pieces_async([piece])
+        except BudgetExhausted:
+            outcome = "budget"
+        report.triage = {"decision": outcome, "reason": "flood", "pieces_read": source.pieces_read,
+                         "bytes_charged": source.charged}
+        return report
+
+    metainfos = {cost: torrent_of_length(f"flood-{cost}", cost * piece_length, piece_length) for cost in set(costs)}
 
     async def main() -> None:
-        nonlocal refused, started
-        budget = ContentBudget(settings)
-        from p2pwatch.match.content_budget import PriorityQueue
-
-        queue: PriorityQueue[int] = PriorityQueue(settings.queue_size)
+        stages = ContentStages(config, metrics, bind_ip=None, allow_local=True, matcher=swarms)
         rng = random.Random(3)
 
-        class Nothing:
-            async def read_pieces_async(self, wanted: Iterable[int], timeout: float | None = None) -> dict[int, bytes]:
-                return {i: b"" for i in wanted}
-
-            def downloaded(self) -> int:
-                return 0
-
-        async def worker() -> None:
-            nonlocal refused, started
-            while True:
-                _, cost = await queue.pop()
-                await budget.admit(2 * piece_length)
-                started += 1
-                async with budget.readers:
-                    source = BudgetedSource(Nothing(), budget, piece_length, cost * piece_length)
-                    try:
-                        for index in range(cost):
-                            await source.read_pieces_async([index])
-                            asked.append((trio.current_time(), piece_length))
-                            await trio.sleep(0.2)
-                    except BudgetExhausted:
-                        refused += 1
+        async def finish(report: MatchReport) -> None:
+            return None
 
         async with trio.open_nursery() as nursery:
-            for _ in range(settings.concurrent_readers):
-                nursery.start_soon(worker)
+            nursery.start_soon(stages.run)
             for i in range(torrents):
-                queue.push(rng.random(), costs[i % len(costs)])
+                meta = metainfos[costs[i % len(costs)]]
+                decision = TriageDecision(meta.infohash.hex(), DECISION_QUEUE, rng.random(), "flood", (0,),
+                                          2 * piece_length)
+                stages.submit(ContentJob(i.to_bytes(20, "big"), meta, [("127.0.0.1", 6881)], decision, finish))
                 if i % 100 == 99:
                     await trio.sleep(1.0)  # 100 torrents a second
             await trio.sleep(3 * 86_400.0)
@@ -223,6 +252,7 @@ def flood(costs: list[int], piece_length: int, torrents: int, settings: BudgetSe
             window -= amounts[lo]
             lo += 1
         worst = max(worst, window)
+    refused = metrics.counters["p2pwatch_triage_budget_total"]
     return {"flood_torrents": torrents, "flood_started": started, "flood_refused_mid_read": refused,
             "flood_bytes_asked": sum(amounts), "flood_worst_day_bytes": worst,
             "flood_bytes_per_day": settings.bytes_per_day, "budget_respected": worst <= settings.bytes_per_day}
@@ -331,12 +361,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--profile-changes", type=int, default=50)
     args = parser.parse_args(argv)
     if args.profile_only:
-        figures = profile_updates(args.profile_items, args.profile_changes)
-        print(f"triage profile, {figures['profile_items']:,} registered items, {figures['profile_changes']} "
-              f"changes: rebuild median {figures['profile_rebuild_ms_median']} ms (p95 "
-              f"{figures['profile_rebuild_ms_p95']}); apply median {figures.get('profile_apply_us_median', '-')} µs "
-              f"(p95 {figures.get('profile_apply_us_p95', '-')})")
-        print(json.dumps(figures))
+        profile = profile_updates(args.profile_items, args.profile_changes)
+        print(f"triage profile, {profile['profile_items']:,} registered items, {profile['profile_changes']} "
+              f"changes: rebuild median {profile['profile_rebuild_ms_median']} ms (p95 "
+              f"{profile['profile_rebuild_ms_p95']}); apply median {profile.get('profile_apply_us_median', '-')} µs "
+              f"(p95 {profile.get('profile_apply_us_p95', '-')})")
+        print(json.dumps(profile))
         return
     quick = args.quick
     videos = args.videos or (20 if quick else 40)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import trio
 
@@ -39,9 +40,21 @@ class ContentJob:
     finish: Callable[[MatchReport], Awaitable[None]]
 
 
+class Matcher(Protocol):
+    """The content stages of one torrent: :func:`~p2pwatch.investigate.lookup.run_matcher`'s signature."""
+
+    async def __call__(self, index: RegistryIndex, metainfo: Metainfo, peers: list[tuple[str, int]],
+                       config: MonitorConfig, *, bind_ip: str | None, allow_local: bool,
+                       screening: Screening | None = None, decision: TriageDecision | None = None) -> MatchReport: ...
+
+
 class ContentStages:
-    def __init__(self, config: MonitorConfig, metrics: Metrics, *, bind_ip: str | None, allow_local: bool) -> None:
+    def __init__(self, config: MonitorConfig, metrics: Metrics, *, bind_ip: str | None, allow_local: bool,
+                 matcher: Matcher = run_matcher) -> None:
+        """``matcher``: the monitor's is :func:`run_matcher` (libtorrent readers); scripts/bench_triage.py's
+        flood replaces it with swarms that answer at once, to drive these workers under trio's MockClock."""
         self.config = config
+        self.matcher = matcher
         self.metrics = metrics
         self.bind_ip = bind_ip
         self.allow_local = allow_local
@@ -97,8 +110,8 @@ class ContentStages:
 
     async def _examine(self, job: ContentJob) -> None:
         index = self._index or RegistryIndex([])
-        report = await run_matcher(index, job.metainfo, job.peers, self.config, bind_ip=self.bind_ip,
-                                   allow_local=self.allow_local, screening=self.screening, decision=job.decision)
+        report = await self.matcher(index, job.metainfo, job.peers, self.config, bind_ip=self.bind_ip,
+                                    allow_local=self.allow_local, screening=self.screening, decision=job.decision)
         triage = report.triage or {}
         self.metrics.counters["p2pwatch_content_pieces_total"] += int(triage.get("pieces_read", 0))
         self.metrics.counters["p2pwatch_content_bytes_total"] += int(triage.get("bytes_charged", 0))
