@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 import trio
+from sqlalchemy import Engine
 
 from p2pwatch.cli.cases import parse_target
 from p2pwatch.cli.dht import node_config
@@ -27,35 +29,46 @@ from p2pwatch.investigate.lookup import LookupOutcome, lookup, outcome_json
 from p2pwatch.torrent.magnet import parse_magnet
 
 
-def registry_for_lookup(obj: dict[str, Any]) -> tuple[Any, Any, str | None]:
+def registry_for_lookup(obj: dict[str, Any], engine: Engine | None = None) -> tuple[Any, Any, str | None]:
     """The open engine and the registry index, or (None, None, a note) when there is no database yet (lookup
     still works). The index holds slim entries: the v1 piece tables are read from the store only for the
     items a torrent's file sizes select (as the monitor does), so a lookup does not parse every registered
-    fingerprint whole. The caller disposes of the engine after the lookup."""
+    fingerprint whole. ``engine``: the caller's (the web app's), used and left open; without it one is
+    opened, which the caller disposes of after the lookup."""
     from p2pwatch.investigate.registry_sync import RegistrySync
     from p2pwatch.storage.db import open_database, session_factory
 
-    try:
-        engine = open_database(obj)
-    except P2PWatchError as exc:
-        return None, None, f"no registry to match against ({exc})"
+    owned = engine is None
+    if engine is None:
+        try:
+            engine = open_database(obj)
+        except P2PWatchError as exc:
+            return None, None, f"no registry to match against ({exc})"
     sessions = session_factory(engine)
     sync = RegistrySync(sessions)
     try:
         with sessions() as session:
             sync.apply(sync.read(session))
     except BaseException:
-        engine.dispose()
+        if owned:
+            engine.dispose()
         raise
     return engine, sync.index, None
 
 
-def _record(obj: dict[str, Any], outcome: LookupOutcome, magnet: str | None, geo: GeoLookup) -> int:
+def _record(obj: dict[str, Any], outcome: LookupOutcome, magnet: str | None, geo: GeoLookup,
+            engine: Engine | None = None) -> int:
     from p2pwatch.cli.session import cli_session
     from p2pwatch.investigate.registry import record_match, upsert_torrent
+    from p2pwatch.storage.db import writer_sessionmaker
     from p2pwatch.storage.ledger import append_observations, insert_swarm_samples
 
-    with cli_session(obj) as session:
+    with contextlib.ExitStack() as stack:
+        if engine is None:
+            session = stack.enter_context(cli_session(obj))
+        else:
+            session = stack.enter_context(writer_sessionmaker(engine)())
+            stack.enter_context(session.begin())
         torrent = upsert_torrent(session, outcome.infohash, metainfo=outcome.metainfo, magnet=magnet, source="lookup")
         for match in outcome.report.matches if outcome.report else []:
             record_match(session, match, torrent, actor="lookup")
@@ -67,16 +80,20 @@ def _record(obj: dict[str, Any], outcome: LookupOutcome, magnet: str | None, geo
 
 
 def lookup_document(obj: dict[str, Any], dht_id: bytes, metainfo: Any, magnet: str | None, net: NetworkOptions, *,
-                    probes: int = 8, no_dht: bool = False, record: bool = False) -> dict[str, Any]:
+                    probes: int = 8, no_dht: bool = False, record: bool = False,
+                    engine: Engine | None = None) -> dict[str, Any]:
     """The whole lookup as the CLI and the web app run it: peers, metadata, files, matches, probes; with
-    ``record`` also stored (torrent, matches, observations, a swarm sample). Blocking (runs its own trio loop)."""
+    ``record`` also stored (torrent, matches, observations, a swarm sample). Blocking (runs its own trio loop).
+    ``engine``: the web app's, reused for the registry and the record and left open; without it the lookup
+    opens its own and disposes of it."""
     trackers = list(net.trackers)
     if magnet:
         trackers += list(parse_magnet(magnet).trackers)
     if metainfo is not None:
         trackers += [url for tier in metainfo.trackers for url in tier]
     config = load_config(obj.get("config_file"), overrides={"dht.allow_local": net.allow_local or None})
-    engine, index, note = registry_for_lookup(obj)
+    owned = engine is None
+    engine, index, note = registry_for_lookup(obj, engine)
     geo = GeoLookup([config.geoip_mmdb] if config.geoip_mmdb else None)
     bind_ip = net.bind.rsplit(":", 1)[0] if net.bind else None
     home = Path(str(obj["home"]))
@@ -90,13 +107,13 @@ def lookup_document(obj: dict[str, Any], dht_id: bytes, metainfo: Any, magnet: s
         with explain_bind(dht_bind_remedies()):
             outcome = trio.run(run)
     finally:
-        if engine is not None:
+        if owned and engine is not None:
             engine.dispose()
     doc = outcome_json(outcome, geo)
     if note:
         doc["notes"].append(note)
     if record:
-        doc["recorded_observations"] = _record(obj, outcome, magnet, geo)
+        doc["recorded_observations"] = _record(obj, outcome, magnet, geo, None if owned else engine)
     return doc
 
 

@@ -8,8 +8,9 @@
 * refuses a POST whose ``csrf`` field does not match the session's (403),
 * sends a visitor who is not signed in to ``/signin``, and answers 403 to a role without the permission.
 
-Database work runs in a worker thread (``Page.db``), one transaction per call, with the same session
-factory as the CLI. Templates are Jinja2 with autoescaping, rendered on the server; no script at all.
+Database work runs in a worker thread (``Page.db``), one transaction per call, with sessions of the CLI's
+kind made by one factory on the app's one engine (``WebState.db_sessions``; lookups reuse the engine too).
+Templates are Jinja2 with autoescaping, rendered on the server; no script at all.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from urllib.parse import quote
 
 import jinja2
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -55,6 +56,11 @@ class WebState:
     #: the CLI's context object (home, db_url, config_file), for the functions the CLI commands share
     obj: dict[str, Any] = field(default_factory=dict)
     jobs: dict[str, Any] = field(default_factory=dict)
+    #: database sessions of every request and lookup, on the one engine (disposed at the app's shutdown)
+    db_sessions: sessionmaker[Session] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.db_sessions = writer_sessionmaker(self.engine)
 
 
 def make_templates() -> jinja2.Environment:
@@ -97,7 +103,7 @@ class Page:
         def run() -> T:
             token = i18n.set_language(self.language)
             try:
-                with writer_sessionmaker(self.state.engine)() as session, session.begin():
+                with self.state.db_sessions() as session, session.begin():
                     return work(session)
             finally:
                 i18n.reset_language(token)
@@ -149,7 +155,7 @@ def view(permission: str | None = "cases", *, max_form_bytes: int = 1 << 20
             account = None
             if session.user_id is not None:
                 user_id = session.user_id
-                account = await run_in_threadpool(_load, state.engine, user_id)
+                account = await run_in_threadpool(_load, state.db_sessions, user_id)
                 if account is None:  # disabled or gone: the session ends here
                     state.sessions.drop(token)
                     new_token, session = state.sessions.new()
@@ -211,6 +217,6 @@ def _finish(response: Response, state: WebState, page: Page, new_token: str | No
     return response
 
 
-def _load(engine: Engine, user_id: int) -> Account | None:
-    with writer_sessionmaker(engine)() as session:
+def _load(sessions: sessionmaker[Session], user_id: int) -> Account | None:
+    with sessions() as session:
         return load_account(session, user_id)

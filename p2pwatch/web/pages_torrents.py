@@ -2,8 +2,8 @@
 
 The torrent page reads what ``p2pwatch timeline`` and ``p2pwatch peers`` print (p2pwatch.investigate.summaries);
 the lookup runs ``p2pwatch lookup --record``'s own function (p2pwatch.cli.lookup.lookup_document) in a
-worker thread while its page refreshes itself. Peer addresses are shown only to roles with ``peers``, and
-every such view is written to the audit log (who, when, which torrent, how many addresses).
+worker thread, on the app's engine, while its page refreshes itself. Peer addresses are shown only to roles
+with ``peers``, and every such view is written to the audit log (who, when, which torrent, how many addresses).
 """
 
 from __future__ import annotations
@@ -142,6 +142,7 @@ class LookupJob:
     doc: dict[str, Any] | None = None
     error: str | None = None
     audited: bool = False
+    finished: threading.Event = field(default_factory=threading.Event, repr=False)  # set with ``done``
 
     def progress(self) -> int:
         return 100 if self.done else min(99, int(100 * (time.monotonic() - self.started) / max(self.timeout, 1)))
@@ -156,13 +157,14 @@ def _run_job(job: LookupJob, page: Page, dht_id: bytes, magnet: str | None) -> N
                          bind=None if config.dht.bind == "0.0.0.0" else config.dht.bind,
                          allow_local=config.dht.allow_local, timeout=job.timeout)
     try:
-        job.doc = lookup_document(page.state.obj, dht_id, None, magnet, net, record=True)
+        job.doc = lookup_document(page.state.obj, dht_id, None, magnet, net, record=True, engine=page.state.engine)
     except P2PWatchError as exc:
         job.error = str(exc)
     except Exception as exc:
         job.error = f"{type(exc).__name__}: {exc}"
     finally:
         job.done = True
+        job.finished.set()
 
 
 @view(permission="lookup")

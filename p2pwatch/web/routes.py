@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +18,17 @@ from p2pwatch.web.security import SessionStore, SignInLimiter
 
 
 def build_app(config: MonitorConfig, engine: Engine, home: Path, obj: dict[str, Any] | None = None) -> Starlette:
+    """The app over ``engine``, which every request and lookup shares and the app's shutdown disposes of."""
     routes: list[Route] = [*pages_cases.ROUTES, *pages_torrents.ROUTES, *pages_admin.ROUTES]
-    app = Starlette(routes=routes)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            engine.dispose()
+
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.state.web = WebState(config=config, engine=engine, home=home,
                              sessions=SessionStore(config.web.session_minutes * 60),
                              limiter=SignInLimiter(config.web.signin_attempts, config.web.signin_window),
