@@ -10,7 +10,9 @@
 
 Database work runs in a worker thread (``Page.db``), one transaction per call, with sessions of the CLI's
 kind made by one factory on the app's one engine (``WebState.db_sessions``; lookups reuse the engine too).
-Templates are Jinja2 with autoescaping, rendered on the server; no script at all.
+Templates are Jinja2 with autoescaping, rendered on the server. The only script is ``static/file-input.js``
+(served from here, ``script-src 'self'``): it shows the chosen file names of the localised file pickers
+(``templates/_file_input.html``); every page works without it.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from p2pwatch.web.security import COOKIE, CSRF_FIELD, SessionStore, SignInLimite
 LANG_COOKIE = "p2pwatch_lang"
 DRAIN_FACTOR = 4  # an oversized upload up to this many times the limit is read and discarded, then refused
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+FILE_INPUT_SCRIPT = (Path(__file__).resolve().parent / "static" / "file-input.js").read_bytes()
 T = TypeVar("T")
 
 
@@ -212,9 +215,15 @@ def _finish(response: Response, state: WebState, page: Page, new_token: str | No
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("Content-Security-Policy",
-                                "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-                                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+                                "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+                                "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
     return response
+
+
+async def file_input_script(request: Request) -> Response:
+    """``/static/file-input.js``: the file pickers' script (no session, no cookie)."""
+    return Response(FILE_INPUT_SCRIPT, media_type="text/javascript; charset=utf-8",
+                    headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
 
 
 def _load(sessions: sessionmaker[Session], user_id: int) -> Account | None:

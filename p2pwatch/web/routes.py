@@ -13,13 +13,14 @@ from starlette.routing import Route
 
 from p2pwatch.config import MonitorConfig
 from p2pwatch.web import pages_admin, pages_cases, pages_torrents
-from p2pwatch.web.app import WebState, make_templates
+from p2pwatch.web.app import WebState, file_input_script, make_templates
 from p2pwatch.web.security import SessionStore, SignInLimiter
 
 
 def build_app(config: MonitorConfig, engine: Engine, home: Path, obj: dict[str, Any] | None = None) -> Starlette:
     """The app over ``engine``, which every request and lookup shares and the app's shutdown disposes of."""
-    routes: list[Route] = [*pages_cases.ROUTES, *pages_torrents.ROUTES, *pages_admin.ROUTES]
+    routes: list[Route] = [*pages_cases.ROUTES, *pages_torrents.ROUTES, *pages_admin.ROUTES,
+                           Route("/static/file-input.js", file_input_script)]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
