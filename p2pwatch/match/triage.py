@@ -129,8 +129,21 @@ class RegistryProfile:
         profile = cls(settings)
         for size, items in index.by_size.items():
             profile._sizes[size] = len(items)
+        highs: dict[int, dict[int, int]] = {}
         for item in index.media_items():
-            profile._add_media(item, +1)
+            kind = item.fingerprint.media.kind if item.fingerprint.media is not None else None
+            if kind is ContentKind.IMAGE:
+                profile._images += 1
+            elif kind is ContentKind.VIDEO:
+                profile._videos += 1
+                span = profile.video_range(item)
+                if span is None:
+                    profile._unknown += 1
+                else:
+                    group = highs.setdefault(span[0], {})
+                    group[span[1]] = group.get(span[1], 0) + 1
+        profile._groups = {low: _Group(counts) for low, counts in highs.items()}
+        profile._merged = None
         return profile
 
     # --- following the registry ---
@@ -229,9 +242,10 @@ class _Group:
     """The ``high`` ends of the ranges sharing one ``low``, counted, with the highest found in O(log n)
     amortized: a max-heap whose entries of a count gone to zero are dropped when they reach the top."""
 
-    def __init__(self) -> None:
-        self.counts: dict[int, int] = {}
-        self.heap: list[int] = []  # negated highs; may hold stale entries below the top
+    def __init__(self, counts: dict[int, int] | None = None) -> None:
+        self.counts: dict[int, int] = counts or {}
+        self.heap: list[int] = [-h for h in self.counts]  # negated highs; may hold stale entries below the top
+        heapq.heapify(self.heap)
 
     def change(self, high: int, step: int) -> None:
         count = self.counts.get(high, 0) + step
