@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import trio
 
 from p2pwatch.bounded import remember
+from p2pwatch.endpoints import format_addr
 from p2pwatch.errors import BindError, NetworkRefused
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -76,7 +77,7 @@ class NetworkPolicy:
     def check(self, ip: str | IPAddress, port: int | None = None) -> None:
         """Raise :class:`NetworkRefused` unless ``ip`` may be contacted."""
         if not self.allows(ip):
-            where = f"{ip}:{port}" if port is not None else str(ip)
+            where = format_addr((str(ip), port)) if port is not None else str(ip)
             raise NetworkRefused(f"network policy refuses {where}")
 
 

@@ -22,6 +22,7 @@ from p2pwatch.cli.options import (
     network_options,
 )
 from p2pwatch.config import load_config
+from p2pwatch.endpoints import format_addr
 from p2pwatch.errors import P2PWatchError
 from p2pwatch.investigate.examine import observation_records, swarm_samples
 from p2pwatch.investigate.geoip import GeoLookup
@@ -136,10 +137,11 @@ def lookup_command(obj: dict[str, Any], target: str, record: bool, probes: int, 
     if as_json:
         emit_json(doc)
         return
-    _print(doc)
+    print_lookup(doc)
 
 
-def _print(doc: dict[str, Any]) -> None:
+def print_lookup(doc: dict[str, Any]) -> None:
+    """The human form of a lookup document (:func:`lookup_document`): files, trackers, matches, peers."""
     from rich.console import Console
     from rich.table import Table
 
@@ -163,7 +165,7 @@ def _print(doc: dict[str, Any]) -> None:
     for column in ("peer", "level", "sources", "client", "country", "network"):
         table.add_column(column)
     for p in doc["peers"]:
-        table.add_row(f"{p['ip']}:{p['port']}", str(p["level"]) + (" FLAGGED" if p["flagged"] else ""),
+        table.add_row(format_addr((p["ip"], p["port"])), str(p["level"]) + (" FLAGGED" if p["flagged"] else ""),
                       ",".join(p["sources"]), p["client"] or "", p["country"] or "", p["asn"] or "")
     console.print(table)
     for n in doc["notes"]:

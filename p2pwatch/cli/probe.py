@@ -24,6 +24,7 @@ from p2pwatch.cli.options import (
     parse_host_port,
     parse_infohash_or_magnet,
 )
+from p2pwatch.endpoints import format_addr
 from p2pwatch.errors import ConfigError
 from p2pwatch.netguard import is_acceptable_remote
 from p2pwatch.probe.trackers import UDP_SOCKET_PURPOSE, TrackerConfig, TrackerProbe, probe_tracker
@@ -90,8 +91,7 @@ def _print_summary(doc: dict[str, Any]) -> None:
         click.echo(f"scrape    failed: {doc['scrape_error']}")
     click.echo(f"peers     {len(doc['peers'])} listed (claims by this tracker, not yet observed)")
     for peer in doc["peers"]:
-        host = f"[{peer['ip']}]" if ":" in peer["ip"] else peer["ip"]
-        click.echo(f"  {host}:{peer['port']}")
+        click.echo(f"  {format_addr((peer['ip'], peer['port']))}")
     if doc["hidden_peers"]:
         click.echo(f"  ({doc['hidden_peers']} loopback/private peers hidden; --allow-local shows them)")
     if not doc["stopped"]:

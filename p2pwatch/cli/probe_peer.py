@@ -29,6 +29,7 @@ from p2pwatch.cli.options import (
     parse_host_port,
 )
 from p2pwatch.cli.probe import probe
+from p2pwatch.endpoints import format_addr
 from p2pwatch.errors import ConfigError, P2PWatchError
 from p2pwatch.netguard import is_acceptable_remote
 from p2pwatch.probe.peer_probe import ProbeResult, ProbeTimeouts, probe_peer
@@ -71,9 +72,10 @@ def timeouts_for(total: float, pex: float = 0.0) -> ProbeTimeouts:
                          idle=min(10.0, total), pex=pex)
 
 
-def _human(result: ProbeResult) -> str:
+def human_text(result: ProbeResult) -> str:
+    """What ``probe peer`` prints without ``--json``: the level reached, its evidence, the PEX peers listed."""
     lines = [
-        f"peer        {result.ip}:{result.port}",
+        f"peer        {format_addr((result.ip, result.port))}",
         f"level       {result.level} ({LEVEL_NAMES[result.level]})",
         f"client      {result.client or '-'}",
         f"peer id     {result.peer_id.hex() if result.peer_id else '-'}",
@@ -85,7 +87,7 @@ def _human(result: ProbeResult) -> str:
         f"bytes       {result.bytes_received} in, {result.bytes_sent} out",
     ]
     if result.pex_peers:
-        shown = ", ".join(f"[{p.ip}]:{p.port}" if ":" in p.ip else f"{p.ip}:{p.port}" for p in result.pex_peers[:5])
+        shown = ", ".join(format_addr((p.ip, p.port)) for p in result.pex_peers[:5])
         more = f" and {len(result.pex_peers) - 5} more" if len(result.pex_peers) > 5 else ""
         lines.append(f"pex         {len(result.pex_peers)} peers listed (BEP 11): {shown}{more}")
     if result.flagged:
@@ -133,7 +135,7 @@ def peer(address: str, infohash: str, piece: int | None, no_piece: bool, no_meta
     if as_json:
         emit_json(result.to_json())
     else:
-        click.echo(_human(result))
+        click.echo(human_text(result))
 
 
 probe.add_command(peer)

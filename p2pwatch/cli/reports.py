@@ -12,6 +12,7 @@ from p2pwatch.cli.cases import parse_target
 from p2pwatch.cli.options import emit_json, handle_errors
 from p2pwatch.cli.session import cli_session
 from p2pwatch.config import load_config
+from p2pwatch.endpoints import format_addr
 from p2pwatch.errors import ConfigError
 from p2pwatch.investigate.summaries import peer_rows, torrent_timeline
 from p2pwatch.locale import tr as _
@@ -50,7 +51,7 @@ def peers(obj: dict[str, Any], infohash: str, min_level: int, as_json: bool) -> 
                    _("last seen")):
         table.add_column(column)
     for r in rows:
-        table.add_row(f"{r['ip']}:{r['port']}", f"{r['level']} {r['level_name']}", source_text(r),
+        table.add_row(format_addr((r["ip"], r["port"])), f"{r['level']} {r['level_name']}", source_text(r),
                       r["client"] or "", r["country"] or "", r["asn"] or "", r["first_seen"][:19], r["last_seen"][:19])
     Console().print(table)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import trio
 
 from p2pwatch.config import ProbeSettings
+from p2pwatch.endpoints import format_addr
 from p2pwatch.errors import P2PWatchError, RemoteProtocolError
 from p2pwatch.probe.bulk_fetch import FetchOptions, open_torrent_reader
 from p2pwatch.probe.peer_probe import ProbeResult, ProbeTimeouts, probe_peer
@@ -56,7 +57,7 @@ async def fetch_metadata(infohash: bytes, peers: Sequence[tuple[str, int]], sett
                 if probe.metadata_verified and probe.metadata and result.metainfo is None:
                     try:
                         result.metainfo = parse_info(probe.metadata)
-                        result.source = f"peer {ip}:{port}"
+                        result.source = f"peer {format_addr((ip, port))}"
                         nursery.cancel_scope.cancel()
                     except P2PWatchError as exc:
                         log.info("metadata from %s:%d verified but unusable: %s", ip, port, exc)

@@ -21,6 +21,7 @@ from urllib.parse import quote, urljoin, urlsplit
 import trio
 
 from p2pwatch import __version__, limits, netguard
+from p2pwatch.endpoints import format_addr
 from p2pwatch.errors import ConfigError, NetworkRefused, TrackerError, TrackerUnreachable
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -251,7 +252,7 @@ async def _open(host: str, port: int, local_address: str | None) -> trio.SocketS
             return await netguard.open_tcp_stream(ip, port, local_address=local_address)
         except OSError as exc:
             errors.append(f"{ip}: {exc.strerror or exc}")
-    raise TrackerUnreachable(f"cannot connect to tracker {host}:{port}: {'; '.join(errors)}")
+    raise TrackerUnreachable(f"cannot connect to tracker {format_addr((host, port))}: {'; '.join(errors)}")
 
 
 async def _get_once(url: str, *, max_size: int, local_address: str | None,
@@ -273,7 +274,7 @@ async def _get_once(url: str, *, max_size: int, local_address: str | None,
             reader.feed(data)
         return replace(reader.response(), local_ip=local_ip)
     except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
-        raise TrackerUnreachable(f"tracker {host}:{port} broke the connection: {exc}") from None
+        raise TrackerUnreachable(f"tracker {format_addr((host, port))} broke the connection: {exc}") from None
     finally:
         await trio.aclose_forcefully(stream)
 
