@@ -24,7 +24,7 @@ from p2pwatch.match.fingerprint import Fingerprint
 from p2pwatch.match.hash_index import HashIndex
 from p2pwatch.match.keywords import keyword_hits
 from p2pwatch.match.media_types import ContentKind
-from p2pwatch.match.registered import RegisteredContent, TableCache
+from p2pwatch.match.registered import RegisteredContent, TableCache, no_tables
 from p2pwatch.torrent.merkle import BLOCK_SIZE
 from p2pwatch.torrent.metainfo import FileEntry, Metainfo
 
@@ -96,8 +96,9 @@ class RegistryIndex:
         self._media_kinds: dict[int, ContentKind] = {}  # the media kind of each image or video
         self._kind_counts: dict[ContentKind, int] = {}
         self._next = 0
-        #: where the leaf hashes and v1 tables of slim items come from (None: every item is held whole)
-        self.tables: TableCache | None = None
+        #: the full fingerprints of held items, and where those of slim items are read from (by default
+        #: nowhere: an index built from whole fingerprints has no store behind it)
+        self.tables = TableCache(no_tables)
         for item in contents:
             self.add(item)
 
@@ -141,8 +142,7 @@ class RegistryIndex:
             if kind is not None and self.comparable(seq, kind):
                 self._kind_counts[kind] -= 1
             self._media_kinds.pop(seq, None)
-            if self.tables is not None:
-                self.tables.discard(item.content_id)
+            self.tables.discard(item.content_id)
             for hashes in (self.frames, self.image_phashes, self.image_pdqs):
                 hashes.remove(seq)
         return len(seqs)
@@ -176,16 +176,14 @@ class RegistryIndex:
         return list(self._by_content.get(content_id, ()))
 
     def full(self, item: RegisteredContent) -> Fingerprint | None:
-        """The item's full fingerprint (leaf hashes, v1 tables): held, or read from :attr:`tables`; None when
-        the store no longer has it."""
-        if isinstance(item.fingerprint, Fingerprint):
-            return item.fingerprint
-        return self.tables.full(item) if self.tables is not None else None
+        """The item's full fingerprint (leaf hashes, v1 tables): held, or read through :attr:`tables`
+        (:meth:`TableCache.full`); None when the store no longer has it."""
+        return self.tables.full(item)
 
     async def prefetch(self, metainfo: Metainfo) -> None:
         """Read, in a worker thread, the full fingerprints the exact stages will compare for this torrent:
         the registered items of a v1 file's size (v2 files match by pieces root, which the slim entry holds)."""
-        if self.tables is None or not metainfo.piece_hashes:
+        if not metainfo.piece_hashes:
             return
         sizes = {f.length for f in metainfo.files if not f.pad and f.length > 0}
         await self.tables.prefetch(item for size in sizes for item in self.by_size.get(size, ()))

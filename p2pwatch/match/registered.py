@@ -94,8 +94,10 @@ class TableCache:
                                   if isinstance(i.fingerprint, SlimFingerprint) and i.content_id not in self._held))
 
     def full(self, item: RegisteredContent) -> Fingerprint | None:
-        """The item's full fingerprint (read now, in this thread, if :meth:`prefetch` did not); None when the
-        store no longer has it (withdrawn since the index was read)."""
+        """The item's full fingerprint: the item's own when it is held whole, else the cached one (read now,
+        in this thread, if :meth:`prefetch` did not); None when the store no longer has it (withdrawn since
+        the index was read). The one place that tells a whole item from a slim one for the matcher
+        (:meth:`p2pwatch.match.matcher.RegistryIndex.full` asks here)."""
         if isinstance(item.fingerprint, Fingerprint):
             return item.fingerprint
         held = self._held.get(item.content_id)
@@ -130,6 +132,11 @@ class TableCache:
         wanted = self.missing(items)
         if wanted:
             self.put(await trio.to_thread.run_sync(self.loader, wanted))
+
+
+def no_tables(content_ids: Sequence[str]) -> Mapping[str, Fingerprint]:
+    """The :data:`TableLoader` of a registry held whole in memory: no store, so no slim item is read."""
+    return {}
 
 
 def _weight(fp: Fingerprint) -> int:
