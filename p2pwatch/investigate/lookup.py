@@ -108,7 +108,7 @@ async def run_matcher(index: RegistryIndex, metainfo: Metainfo, peers: list[tupl
     screening = screening or Screening.for_index(index, config)
     decision = decision or screening.triage.decide(metainfo)
     if not decision.queued or not peers:
-        return skipped_report(zero_byte_stages(index, metainfo, zero_byte), decision)
+        return skipped_report(await zero_byte_stages(index, metainfo, zero_byte), decision)
     options = FetchOptions(bind_ip=bind_ip or "0.0.0.0", peers=tuple(peers), allow_local=allow_local,
                            timeout=config.matcher.fetch_timeout)
     async with open_torrent_reader(metainfo, options) as reader:
@@ -124,7 +124,7 @@ async def _run_unscreened(index: RegistryIndex, metainfo: Metainfo, peers: list[
     """Before issue 13: every image or video torrent goes to the sampled perceptual stage."""
     needs_content = any(index.by_size.get(f.length) for f in metainfo.files) or index.has_media()
     if not needs_content or not peers:
-        return zero_byte_stages(index, metainfo, zero_byte)
+        return await zero_byte_stages(index, metainfo, zero_byte)
     options = FetchOptions(bind_ip=bind_ip or "0.0.0.0", peers=tuple(peers), allow_local=allow_local,
                            timeout=config.matcher.fetch_timeout)
     settings = perceptual_settings(config)
@@ -168,8 +168,7 @@ async def lookup(infohash: bytes, *, config: MonitorConfig, dht: DHTConfig | Non
         if outcome.metainfo is not None and index is not None:
             # the zero-byte stages first: peers that vanish or stall the content stages until the timeout
             # must not cost the matches the metadata alone proves
-            await index.prefetch(outcome.metainfo)  # a slim index: the piece tables the file sizes select
-            outcome.report = zero_byte_stages(index, outcome.metainfo)
+            outcome.report = await zero_byte_stages(index, outcome.metainfo)
             outcome.report = await run_matcher(index, outcome.metainfo, peers, config, bind_ip=bind_ip,
                                                allow_local=allow_local, zero_byte=outcome.report)
         # peers already proven to level 3 (or flagged) are not probed again; metadata-only probes are

@@ -175,10 +175,10 @@ class RegistryIndex:
     def seqs_of(self, content_id: str) -> list[int]:
         return list(self._by_content.get(content_id, ()))
 
-    def full(self, item: RegisteredContent) -> Fingerprint | None:
+    async def full(self, item: RegisteredContent) -> Fingerprint | None:
         """The item's full fingerprint (leaf hashes, v1 tables): held, or read through :attr:`tables`
-        (:meth:`TableCache.full`); None when the store no longer has it."""
-        return self.tables.full(item)
+        (:meth:`TableCache.full`, in a worker thread); None when the store no longer has it."""
+        return await self.tables.full(item)
 
     async def prefetch(self, metainfo: Metainfo) -> None:
         """Read, in a worker thread, the full fingerprints the exact stages will compare for this torrent:
@@ -232,8 +232,9 @@ def _hexs(hashes: Sequence[bytes]) -> list[str]:
     return [h.hex() for h in hashes]
 
 
-def exact_metadata_matches(index: RegistryIndex, metainfo: Metainfo) -> list[Match]:
-    """Stage 2: matches proven by the metainfo alone (0 bytes fetched)."""
+async def exact_metadata_matches(index: RegistryIndex, metainfo: Metainfo) -> list[Match]:
+    """Stage 2: matches proven by the metainfo alone (0 bytes fetched). A slim index's v1 tables come through
+    :meth:`RegistryIndex.full` (read in a worker thread when :meth:`RegistryIndex.prefetch` did not)."""
     matches: list[Match] = []
     infohash = metainfo.infohash.hex()
     P = metainfo.piece_length
@@ -254,7 +255,7 @@ def exact_metadata_matches(index: RegistryIndex, metainfo: Metainfo) -> list[Mat
         for item in index.by_size.get(f.length, []):
             if item.content_id in seen:
                 continue
-            fp = index.full(item)
+            fp = await index.full(item)
             if fp is None or not fp.has_v1_table(P):
                 continue
             proof = _v1_aligned_proof(metainfo, f, fp)
@@ -338,7 +339,7 @@ async def exact_piece_matches(index: RegistryIndex, metainfo: Metainfo, source: 
             lo = b * BLOCK_SIZE - base
             observed.append(hashlib.sha256(data[lo : lo + min(BLOCK_SIZE, f.length - b * BLOCK_SIZE)]).digest())
         for item in items:
-            full = index.full(item)
+            full = await index.full(item)
             if full is None:
                 continue
             leaves = full.leaves()
@@ -380,14 +381,17 @@ class MatchReport:
 PerceptualStage = Callable[[RegistryIndex, Metainfo, PieceSource, set[tuple[int, str]]], Awaitable[list[Match]]]
 
 
-def zero_byte_stages(index: RegistryIndex, metainfo: Metainfo, done: MatchReport | None = None) -> MatchReport:
+async def zero_byte_stages(index: RegistryIndex, metainfo: Metainfo, done: MatchReport | None = None
+                           ) -> MatchReport:
     """A fresh report of stages 1 and 2 (names, exact-metadata; no content byte). ``done``: those stages'
     report for this torrent, when the caller ran them already; its candidates and matches are copied (the
-    caller's report is never changed) rather than computed again."""
+    caller's report is never changed) rather than computed again. Otherwise a slim index first reads the
+    tables the file sizes select (:meth:`RegistryIndex.prefetch`, cached)."""
     report = MatchReport(metainfo.infohash.hex())
     if done is None:
+        await index.prefetch(metainfo)
         report.candidates = name_candidates(index, metainfo)
-        report.matches = exact_metadata_matches(index, metainfo)
+        report.matches = await exact_metadata_matches(index, metainfo)
         return report
     if done.infohash != report.infohash:
         raise ValueError(f"the zero-byte report is for {done.infohash}, not {report.infohash}")
@@ -401,7 +405,7 @@ async def match_torrent(index: RegistryIndex, metainfo: Metainfo, source: PieceS
     """Run every stage on one torrent; stages that need content are skipped when ``source`` is None.
     ``zero_byte``: stages 1 and 2 as run earlier on this torrent (:func:`zero_byte_stages`), not run again."""
     await index.prefetch(metainfo)  # a slim index reads the tables of the items the file sizes select (cached)
-    report = zero_byte_stages(index, metainfo, zero_byte)
+    report = await zero_byte_stages(index, metainfo, zero_byte)
     if source is None:
         return report
     done = {(m.file_index, m.content_id) for m in report.matches}

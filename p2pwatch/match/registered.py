@@ -6,7 +6,7 @@ size equals a torrent file's. Held whole for every registered item they would ne
 100,000 videos, so the registry keeps a :class:`SlimFingerprint` per item (size, kind, the BEP 52 pieces root,
 the media hashes of the perceptual stage) and a :class:`TableCache` reads the full fingerprint of the few
 items a torrent's file sizes select, through a :data:`TableLoader` (a database read, run in a worker thread
-by :meth:`TableCache.prefetch`), keeping the most recently used ones.
+by :meth:`TableCache.prefetch` and :meth:`TableCache.full`), keeping the most recently used ones.
 """
 
 from __future__ import annotations
@@ -72,8 +72,9 @@ class RegisteredContent:
 
 class TableCache:
     """Full fingerprints of recently selected slim items: at most ``max_items`` and ``max_bytes`` of hashes,
-    least recently used dropped first. Mutated only in the thread that matches; :meth:`prefetch` reads the
-    store in a worker thread."""
+    least recently used dropped first. Mutated only in the thread that matches (the trio thread); the store
+    is read in a worker thread, by :meth:`prefetch` for a torrent's whole selection and by :meth:`full` for an
+    item not held (a selection larger than the cache, or one dropped since)."""
 
     def __init__(self, loader: TableLoader, *, max_items: int = 512, max_bytes: int = 512 << 20) -> None:
         self.loader = loader
@@ -93,17 +94,18 @@ class TableCache:
         return list(dict.fromkeys(i.content_id for i in items
                                   if isinstance(i.fingerprint, SlimFingerprint) and i.content_id not in self._held))
 
-    def full(self, item: RegisteredContent) -> Fingerprint | None:
+    async def full(self, item: RegisteredContent) -> Fingerprint | None:
         """The item's full fingerprint: the item's own when it is held whole, else the cached one (read now,
-        in this thread, if :meth:`prefetch` did not); None when the store no longer has it (withdrawn since
-        the index was read). The one place that tells a whole item from a slim one for the matcher
-        (:meth:`p2pwatch.match.matcher.RegistryIndex.full` asks here)."""
+        in a worker thread, if :meth:`prefetch` did not or it was dropped since); None when the store no
+        longer has it (withdrawn since the index was read). The one place that tells a whole item from a
+        slim one for the matcher (:meth:`p2pwatch.match.matcher.RegistryIndex.full` asks here)."""
         if isinstance(item.fingerprint, Fingerprint):
             return item.fingerprint
         held = self._held.get(item.content_id)
         if held is None:
-            self.put(self.loader([item.content_id]))
-            held = self._held.get(item.content_id)
+            loaded = await trio.to_thread.run_sync(self.loader, [item.content_id])
+            self.put(loaded)  # may drop it again at once (larger than max_bytes): the answer is what was read
+            held = loaded.get(item.content_id)
         else:
             self._held.move_to_end(item.content_id)
         if held is None or (held.sha256, held.size) != (item.fingerprint.sha256, item.fingerprint.size):

@@ -42,7 +42,7 @@ def test_lookup_holds_slim_entries_and_reads_only_the_selected_tables(tmp_path: 
         meta = parse_torrent(torrent)
         trio.run(index.prefetch, meta)
         assert index.tables is not None and len(index.tables) == 1  # only the 90,000-byte item's tables
-        matches = exact_metadata_matches(index, meta)
+        matches = trio.run(exact_metadata_matches, index, meta)
         assert [(m.method, m.file_path) for m in matches] == [("exact-metadata", "copy/renamed.bin")]
     finally:
         assert engine is not None

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import trio
 from sqlalchemy import Engine
 
 from evidence.torrent import TorrentError
@@ -65,7 +66,7 @@ def _store(engine: Engine, home: Path, content: Path, meta: Metainfo) -> None:
         case = create_case(s, "c1")
         add_content(s, case, fingerprint_file(content, media=False))
         torrent = upsert_torrent(s, meta.infohash, metainfo=meta, source="lookup")
-        matches = exact_metadata_matches(load_index(s), meta)
+        matches = trio.run(exact_metadata_matches, load_index(s), meta)
         assert [m.method for m in matches] == ["exact-metadata"]
         record_match(s, matches[0], torrent)
 

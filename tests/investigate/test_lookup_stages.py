@@ -58,9 +58,9 @@ async def test_each_zero_byte_stage_runs_once_per_lookup(tmp_path: Path, monkeyp
         runs["names"] += 1
         return names(idx, m)
 
-    def counted_exact(idx: RegistryIndex, m: Metainfo) -> list[matcher.Match]:
+    async def counted_exact(idx: RegistryIndex, m: Metainfo) -> list[matcher.Match]:
         runs["exact-metadata"] += 1
-        return exact(idx, m)
+        return await exact(idx, m)
 
     monkeypatch.setattr(matcher, "name_candidates", counted_names)
     monkeypatch.setattr(matcher, "exact_metadata_matches", counted_exact)
@@ -96,12 +96,12 @@ async def test_each_zero_byte_stage_runs_once_per_lookup(tmp_path: Path, monkeyp
     assert reader.asked == []
 
 
-def test_a_zero_byte_report_is_copied_and_never_changed(tmp_path: Path) -> None:
+async def test_a_zero_byte_report_is_copied_and_never_changed(tmp_path: Path) -> None:
     meta, index = _registered(tmp_path)
-    done = zero_byte_stages(index, meta)
-    again = zero_byte_stages(index, meta, done)
+    done = await zero_byte_stages(index, meta)
+    again = await zero_byte_stages(index, meta, done)
     assert again is not done and again.matches == done.matches and again.candidates == done.candidates
     again.matches.clear()
     assert len(done.matches) == 1
     with pytest.raises(ValueError, match="not"):
-        zero_byte_stages(index, meta, MatchReport("0" * 40))
+        await zero_byte_stages(index, meta, MatchReport("0" * 40))

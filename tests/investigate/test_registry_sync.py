@@ -167,10 +167,10 @@ def test_slim_registry_reads_tables_only_for_selected_sizes(engine: Engine) -> N
     assert tables is not None and len(tables) == 0
     trio.run(sync.index.prefetch, meta)
     assert tables.loads == 1 and len(tables) == 1
-    found = exact_metadata_matches(sync.index, meta)
+    found = trio.run(exact_metadata_matches, sync.index, meta)
     assert [m.method for m in found] == ["exact-metadata"] and tables.loads == 1
     with session_factory(engine)() as session:
         withdraw_case(session, "a")
         session.commit()
     _sync(engine, sync)
-    assert len(tables) == 0 and exact_metadata_matches(sync.index, meta) == []
+    assert len(tables) == 0 and trio.run(exact_metadata_matches, sync.index, meta) == []

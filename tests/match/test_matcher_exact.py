@@ -49,22 +49,22 @@ def _torrent(root: Path, version: str, piece_length: int = 32 * 1024) -> bytes:
     return create_torrent(root, version=version, piece_length=piece_length)
 
 
-def test_exact_metadata_v1_aligned_and_v2_root(tmp_path: Path, registered: tuple[Path, RegistryIndex]) -> None:
+async def test_exact_metadata_v1_aligned_and_v2_root(tmp_path: Path, registered: tuple[Path, RegistryIndex]) -> None:
     original, index = registered
     content_id = index.contents[0].content_id
     for version in ("v1", "v2", "hybrid"):
         meta = parse_torrent(_torrent(original, version))
-        found = exact_metadata_matches(index, meta)
+        found = await exact_metadata_matches(index, meta)
         assert [(m.content_id, m.method) for m in found][:1] == [(content_id, METHOD_EXACT_METADATA)], version
         assert found[0].bytes_fetched == 0
         assert found[0].proof["kind"] == ("v1-piece-table" if version == "v1" else "v2-pieces-root")
     # other piece lengths too, as long as the registered table has them
     meta = parse_torrent(_torrent(original, "v1", piece_length=64 * 1024))
-    assert exact_metadata_matches(index, meta)
+    assert await exact_metadata_matches(index, meta)
 
 
-def test_renamed_copy_behind_a_text_file_needs_a_piece(tmp_path: Path, registered: tuple[Path, RegistryIndex]
-                                                       ) -> None:
+async def test_renamed_copy_behind_a_text_file_needs_a_piece(tmp_path: Path, registered: tuple[Path, RegistryIndex]
+                                                             ) -> None:
     original, index = registered
     folder = tmp_path / "pack"
     folder.mkdir()
@@ -73,18 +73,18 @@ def test_renamed_copy_behind_a_text_file_needs_a_piece(tmp_path: Path, registere
     meta = parse_torrent(make_v1_torrent("pack", [("a_readme.txt", folder / "a_readme.txt"),
                                                   ("b_holiday.bin", folder / "b_holiday.bin")], piece_length=32768))
     assert meta.files[1].offset % meta.piece_length != 0
-    assert exact_metadata_matches(index, meta) == []
+    assert await exact_metadata_matches(index, meta) == []
     assert name_candidates(index, meta) == []  # renamed: no keyword either
 
 
-def test_keyword_candidate_is_not_a_match(tmp_path: Path, registered: tuple[Path, RegistryIndex]) -> None:
+async def test_keyword_candidate_is_not_a_match(tmp_path: Path, registered: tuple[Path, RegistryIndex]) -> None:
     _, index = registered
     decoy = tmp_path / "Kim.Jiyoung.2024.bin"
     decoy.write_bytes(os.urandom(50_000))
     meta = parse_torrent(_torrent(decoy, "v1"))
     candidates = name_candidates(index, meta)
     assert candidates and candidates[0].case == "case-1"
-    assert exact_metadata_matches(index, meta) == []
+    assert await exact_metadata_matches(index, meta) == []
 
 
 @pytest.mark.interop
