@@ -25,7 +25,7 @@ import trio
 
 from p2pwatch import limits, netguard
 from p2pwatch.aio import unwrap_single
-from p2pwatch.dht import bep42, krpc
+from p2pwatch.dht import announce, bep42, krpc
 from p2pwatch.dht.lookup_stream import LookupStream, NodeAnswered, PeersFound, open_lookup
 from p2pwatch.dht.node_types import (
     DatagramSocket,
@@ -384,26 +384,7 @@ class DHTNode:
     async def announce_peer(self, info_hash: bytes, port: int = 0, *, implied_port: bool = True,
                             seed: bool = False) -> int:
         """get_peers, then announce to the k closest nodes that gave a token; returns how many accepted."""
-        found = await self.get_peers(info_hash)
-        accepted = 0
-
-        async def announce(node: NodeInfo, token: bytes) -> None:
-            nonlocal accepted
-            try:
-                await self.query(node.addr, lambda t: krpc.AnnouncePeer(
-                    t, self.own_id, info_hash, port, token, implied_port=implied_port, seed=seed,
-                    read_only=self.config.read_only))
-            except (QueryTimeout, KRPCError, OSError) as exc:
-                log.debug("announce to %s failed: %s", node.addr, exc)
-            else:
-                accepted += 1
-
-        async with trio.open_nursery() as nursery:
-            for node in found.closest:
-                token = found.tokens.get(node.id)
-                if token is not None:
-                    nursery.start_soon(announce, node, token)
-        return accepted
+        return await announce.announce_peer(self, info_hash, port, implied_port=implied_port, seed=seed)
 
     async def sample_infohashes(self, target: bytes | None = None) -> LookupResult:
         """A BEP 51 lookup towards ``target`` (random if None), collecting samples from every responder."""

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
@@ -102,12 +103,18 @@ class _Candidate:
     dist: int  # XOR distance to the target; -1 for a seed of unknown id
     seq: int
     depth: int
+    order: int = 0  # sort key: distance first, then learning order (see _order_value)
     state: QueryState = S.NEW
     sent_at: float = 0.0
 
 
-def _order_key(c: _Candidate) -> tuple[int, int]:
-    return (c.dist, c.seq)
+def _order_value(dist: int, seq: int) -> int:
+    """One integer ordering candidates by (distance, learning order): compared in C by bisect. A seed of
+    unknown id (distance -1) sorts before every known id, seeds in their given order."""
+    return (dist << 32) | seq
+
+
+_order_key = operator.attrgetter("order")
 
 
 class Traversal:
@@ -216,14 +223,15 @@ class Traversal:
     # ----------------------------------------------------------------- candidates
 
     def _add(self, node: NodeInfo, depth: int, *, unknown_id_ok: bool = False) -> _Candidate | None:
-        known_id = len(node.id) == ID_LEN
+        node_id, addr = node.id, node.addr
+        known_id = len(node_id) == ID_LEN
         if not known_id and not unknown_id_ok:
             return None
-        if known_id and (node.id in self._by_id or node.id == self.own_id):
+        if known_id and (node_id in self._by_id or node_id == self.own_id):
             return None
-        if node.addr in self._by_addr or not acceptable_address(node.ip, node.port, self.allow_local):
+        if addr in self._by_addr or not acceptable_address(node.ip, node.port, self.allow_local):
             return None
-        dist = int.from_bytes(node.id, "big") ^ self._t if known_id else -1
+        dist = int.from_bytes(node_id, "big") ^ self._t if known_id else -1
         order = self._order
         if len(order) >= MAX_TRAVERSAL_CANDIDATES:
             # make room by dropping the farthest candidate nobody has queried yet, if it is farther
@@ -231,12 +239,16 @@ class Traversal:
             if i is None or dist >= order[i].dist:
                 return None
             self._forget(order.pop(i))
-        cand = _Candidate(node, dist, self._seq, depth)
-        self._seq += 1
-        bisect.insort(order, cand, key=_order_key)
+        seq = self._seq
+        cand = _Candidate(node, dist, seq, depth, order=_order_value(dist, seq))
+        self._seq = seq + 1
+        if not order or order[-1].order < cand.order:
+            order.append(cand)  # seeds come closest first, and later ones often fall behind the rest
+        else:
+            bisect.insort(order, cand, key=_order_key)
         if known_id:
-            self._by_id[node.id] = cand
-        self._by_addr[node.addr] = cand
+            self._by_id[node_id] = cand
+        self._by_addr[addr] = cand
         return cand
 
     def add_seeds(self, seeds: Iterable[NodeInfo]) -> None:
@@ -414,7 +426,7 @@ class Traversal:
 
     def _rekey(self, c: _Candidate, node: NodeInfo) -> bool:
         """``c`` answered as ``node.id``: move it to its true place. False if that id is taken."""
-        self._order.pop(bisect.bisect_left(self._order, _order_key(c), key=_order_key))
+        self._order.pop(bisect.bisect_left(self._order, c.order, key=_order_key))
         if self._by_id.get(c.node.id) is c:
             del self._by_id[c.node.id]
         if len(node.id) != ID_LEN or node.id in self._by_id or node.id == self.own_id:
@@ -424,6 +436,7 @@ class Traversal:
             return False
         c.node = node
         c.dist = int.from_bytes(node.id, "big") ^ self._t
+        c.order = _order_value(c.dist, c.seq)
         bisect.insort(self._order, c, key=_order_key)
         self._by_id[node.id] = c
         return True
