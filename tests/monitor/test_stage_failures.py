@@ -22,7 +22,7 @@ from p2pwatch.match.triage import DECISION_QUEUE, TriageDecision
 from p2pwatch.monitor.content_queue import ContentJob, ContentStages
 from p2pwatch.monitor.daemon import Monitor
 from p2pwatch.monitor.metrics import Metrics
-from p2pwatch.monitor.pipeline import FAILED, OK, Addr, FetchAttempt, Lead, MetadataOutcome, MetadataPipeline
+from p2pwatch.monitor.pipeline import FAILED, OK, TIMED_OUT, Addr, FetchAttempt, Lead, MetadataOutcome, MetadataPipeline
 from p2pwatch.monitor.watcher import Watcher
 from p2pwatch.storage.claims import Claim
 from p2pwatch.torrent import bencoding
@@ -57,6 +57,32 @@ async def test_a_failing_fetch_fails_its_lead_alone_counted_and_logged_once(
     (record,) = errors_logged(caplog)
     assert record.getMessage() == f"metadata for {ih(1).hex()} failed unexpectedly"
     assert record.exc_info is not None and isinstance(record.exc_info[1], KeyError)
+
+
+async def test_a_fetch_failing_as_its_lead_times_out_fails_that_lead_alone(
+        autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture) -> None:
+    """The deadline cancels two fetches of one lead, and one's cleanup raises: the fetch nursery raises the other's
+    Cancelled and the error together (a BaseExceptionGroup, which ``except Exception`` does not catch). The error
+    is contained, the deadline still ends the lead (timed out), the next lead goes on; before, the error left the
+    lead's deadline scope and stopped the pipeline."""
+
+    class BrokenOnCancel(FakePeers):
+        async def fetch(self, infohash: bytes, peer_addr: Addr) -> FetchAttempt:
+            if peer_addr != peer(1):
+                return await super().fetch(infohash, peer_addr)
+            try:
+                await trio.sleep_forever()
+            finally:
+                raise ValueError("closing the connection failed")
+
+    dht = FakeDHT(direct={ih(1): (peer(1), peer(3)), ih(2): (peer(2),)})
+    pipeline = MetadataPipeline(dht, BrokenOnCancel(good={peer(2)}, hang={peer(3)}),
+                                MetadataSettings(deadline=5.0, peers_at_once=2))
+    got = await run_pipeline(pipeline, [Lead(ih(1), NODE), Lead(ih(2), NODE)])
+    assert sorted((o.infohash, o.status) for o in got) == [(ih(1), TIMED_OUT), (ih(2), OK)]
+    assert pipeline.stats.pipeline_errors == 1 and pipeline.stats.active == 0
+    (record,) = errors_logged(caplog)
+    assert record.exc_info is not None and isinstance(record.exc_info[1], ValueError)
 
 
 async def test_a_cancelled_pipeline_stops(autojump_clock: trio.testing.MockClock,
