@@ -7,6 +7,8 @@ readers, a torrent slot of the hour and the estimated bytes of the day are free
 sampled confirmation of the survivors: :mod:`p2pwatch.match.screened`) charge every piece to the budget;
 the result goes to the job's ``finish`` (store, watch, alert). Each decision is counted and logged with its
 reason (:meth:`p2pwatch.monitor.metrics.Metrics.decision`). A full queue drops its lowest-scored torrent.
+An unexpected error in one torrent's stages (or its ``finish``) is logged and counted
+(``p2pwatch_content_errors_total``, :func:`p2pwatch.monitor.contain.contain`); the readers go on.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from p2pwatch.investigate.registry_sync import Applied
 from p2pwatch.match.content_budget import ContentBudget, PriorityQueue
 from p2pwatch.match.matcher import MatchReport, RegistryIndex
 from p2pwatch.match.triage import TriageDecision
+from p2pwatch.monitor.contain import contain
 from p2pwatch.monitor.metrics import Metrics
 from p2pwatch.torrent.metainfo import Metainfo
 
@@ -103,10 +106,13 @@ class ContentStages:
             _, job = await self.queue.pop()
             await self.budget.admit(job.decision.estimate_bytes)
             async with self.budget.readers:
-                try:
-                    await self._examine(job)
-                except P2PWatchError as exc:
-                    self.metrics.decision("rejected", job.infohash.hex(), f"content stages failed: {exc}")
+                # a typed failure is this torrent's decision; anything else is contained: the readers go on
+                with contain(f"content stages of {job.infohash.hex()}", self.metrics.counters,
+                             "p2pwatch_content_errors_total", logger=log):
+                    try:
+                        await self._examine(job)
+                    except P2PWatchError as exc:
+                        self.metrics.decision("rejected", job.infohash.hex(), f"content stages failed: {exc}")
 
     async def _examine(self, job: ContentJob) -> None:
         index = self._index or RegistryIndex([])

@@ -48,6 +48,7 @@ from p2pwatch.investigate.registry_sync import RegistryChanges, RegistrySync
 from p2pwatch.match.matcher import Match, MatchReport, RegistryIndex, match_torrent
 from p2pwatch.match.screened import skipped_report
 from p2pwatch.monitor.alerts import Alerter
+from p2pwatch.monitor.contain import contain
 from p2pwatch.monitor.content_queue import ContentJob, ContentStages
 from p2pwatch.monitor.metadata_sources import ProbeFetcher
 from p2pwatch.monitor.metrics import Metrics, PerMinute, series, serve_metrics
@@ -76,7 +77,7 @@ MATCH_WORKERS = 4
 #: pipeline counters exported as p2pwatch_metadata_<name>_total (and the per-minute gauges of PER_MINUTE)
 PIPELINE_COUNTERS = ("leads", "direct_asked", "direct_with_peers", "lookups", "fetch_attempts", "fetch_ok",
                      "fetch_failed", "fetch_timed_out", "libtorrent", "libtorrent_ok", "libtorrent_busy", "ok",
-                     "failed", "timed_out", "no_peers")
+                     "failed", "timed_out", "no_peers", "pipeline_errors")
 PER_MINUTE = ("p2pwatch_infohashes_discovered_total", "p2pwatch_metadata_ok_total", "p2pwatch_metadata_failed_total",
               "p2pwatch_metadata_timed_out_total", "p2pwatch_metadata_no_peers_total")
 
@@ -303,13 +304,10 @@ class Monitor:
             if outcome.status != OK or not isinstance(outcome.metainfo, Metainfo):
                 log.debug("%s: no metadata (%s)", outcome.infohash.hex(), outcome.status)
                 continue
-            try:
+            # whatever a swarm sends, one torrent's failure never stops the daemon
+            with contain(f"checking torrent {outcome.infohash.hex()}", self.metrics.counters,
+                         "p2pwatch_metadata_errors_total", expected=(P2PWatchError,), logger=log):
                 await self._check_new(outcome, outcome.metainfo, writer)
-            except P2PWatchError as exc:
-                log.info("%s: %s", outcome.infohash.hex(), exc)
-            except Exception:  # whatever a swarm sends, one torrent's failure never stops the daemon
-                self.metrics.counters["p2pwatch_metadata_errors_total"] += 1
-                log.exception("%s: checking the torrent failed", outcome.infohash.hex())
 
     async def _check_new(self, outcome: MetadataOutcome, metainfo: Metainfo, writer: ObservationWriter) -> None:
         infohash = outcome.infohash

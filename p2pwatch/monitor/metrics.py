@@ -30,6 +30,8 @@ HELP = {
     "p2pwatch_metadata_timed_out_total": "infohashes whose every attempt (or the whole deadline) timed out",
     "p2pwatch_metadata_no_peers_total": "infohashes for which no peer was found",
     "p2pwatch_metadata_errors_total": "torrents whose check failed with an unexpected error (logged, skipped)",
+    "p2pwatch_metadata_pipeline_errors_total": "leads whose metadata stage failed with an unexpected error (logged, "
+                                               "counted as failed)",
     "p2pwatch_matches_total": "matches confirmed",
     "p2pwatch_observations_total": "observations recorded, by level",
     "p2pwatch_examinations_total": "watched torrents examined",
@@ -41,6 +43,8 @@ HELP = {
     "p2pwatch_triage_budget_total": "torrents whose content stages stopped at the content budget",
     "p2pwatch_content_pieces_total": "pieces the content stages asked of swarms",
     "p2pwatch_content_bytes_total": "bytes the content stages asked of swarms (charged to the budget)",
+    "p2pwatch_content_errors_total": "queued torrents whose content stages failed with an unexpected error "
+                                     "(logged, skipped)",
     "p2pwatch_examination_errors_total": "examinations that failed with an unexpected error (logged, retried)",
     "p2pwatch_dht_family_queries_sent_total": "KRPC queries our DHT node of this address family sent (BEP 32)",
     "p2pwatch_dht_family_queries_received_total": "KRPC queries our DHT node of this address family received",

@@ -41,6 +41,7 @@ from p2pwatch.dht.node import DHTNode
 from p2pwatch.dht.nodeinfo import NodeInfo
 from p2pwatch.dht.ratelimit import PerIPRateLimiter
 from p2pwatch.errors import KRPCError, P2PWatchError, QueryTimeout
+from p2pwatch.monitor.contain import contain
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +190,7 @@ class PipelineStats:
     max_active: int = 0
     max_connections: int = 0
     max_lookups: int = 0
+    pipeline_errors: int = 0  # leads failed by an unexpected error (logged with its traceback; also in `failed`)
 
     def count_outcome(self, outcome: MetadataOutcome) -> None:
         setattr(self, outcome.status, getattr(self, outcome.status) + 1)
@@ -255,30 +257,26 @@ class MetadataPipeline:
     async def _one(self, lead: Lead, outcomes: trio.MemorySendChannel[MetadataOutcome]) -> None:
         st = self.stats
         st.leads += 1
-        st.active += 1
-        st.max_active = max(st.max_active, st.active)
         started = trio.current_time()
-        working = True
         try:
-            outcome = MetadataOutcome(lead.infohash, TIMED_OUT, started=started)
-            with trio.move_on_after(self.settings.deadline):
-                try:
-                    outcome = await self.process(lead)
-                except P2PWatchError as exc:  # bad input or a refused address: this lead fails, the rest go on
-                    log.info("metadata for %s failed: %s", lead.infohash.hex(), exc)
-                    outcome = MetadataOutcome(lead.infohash, FAILED, started=started)
-                except Exception:  # whatever a swarm sends, one torrent's failure never stops the pipeline
-                    log.exception("metadata for %s failed", lead.infohash.hex())
-                    outcome = MetadataOutcome(lead.infohash, FAILED, started=started)
+            st.active += 1  # a lead is active while it is processed, not while its outcome waits for the matcher
+            st.max_active = max(st.max_active, st.active)
+            try:
+                outcome = MetadataOutcome(lead.infohash, TIMED_OUT, started=started)
+                with trio.move_on_after(self.settings.deadline):
+                    # bad input or a refused address (typed) or whatever a swarm sends: this lead fails alone
+                    with contain(f"metadata for {lead.infohash.hex()}", st, "pipeline_errors",
+                                 expected=(P2PWatchError,), logger=log) as guard:
+                        outcome = await self.process(lead)
+                    if guard.failed:
+                        outcome = MetadataOutcome(lead.infohash, FAILED, started=started)
+            finally:
+                st.active -= 1
             outcome.finished = trio.current_time()
             st.count_outcome(outcome)
-            st.active -= 1
-            working = False
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await outcomes.send(outcome)  # back-pressure from the matcher: the slot is held until then
         finally:
-            if working:
-                st.active -= 1
             self._active.release_on_behalf_of(lead)
 
     async def process(self, lead: Lead) -> MetadataOutcome:

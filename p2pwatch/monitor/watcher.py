@@ -32,6 +32,7 @@ from p2pwatch.investigate.geoip import GeoLookup
 from p2pwatch.investigate.registry import upgrade_metainfo
 from p2pwatch.investigate.swarmstatus import SwarmStatus, is_revival, swarm_status
 from p2pwatch.monitor.alerts import Alerter
+from p2pwatch.monitor.contain import contain
 from p2pwatch.monitor.metrics import Metrics
 from p2pwatch.probe.trackers import TrackerConfig
 from p2pwatch.storage.claims import claim_due_watches, recent_listings, release_watch
@@ -126,11 +127,9 @@ class Watcher:
     async def _check_safely(self, torrent_id: int) -> None:
         """One watch's failure, whatever the swarm did, is logged and counted; the daemon and the other
         watches go on (the lease expires, so the watch is examined again later)."""
-        try:
+        with contain(f"examination of torrent {torrent_id}", self.metrics.counters,
+                     "p2pwatch_examination_errors_total", logger=log):  # typed errors too: the check did not finish
             await self._check(torrent_id)
-        except Exception:
-            self.metrics.counters["p2pwatch_examination_errors_total"] += 1
-            log.exception("examination of torrent %d failed unexpectedly", torrent_id)
 
     async def _check(self, torrent_id: int) -> None:
         extra = list(self.config.watcher.trackers)

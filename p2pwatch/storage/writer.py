@@ -241,7 +241,7 @@ class ObservationWriter:
         if marker.fn is not None:
             try:
                 marker.result = await trio.to_thread.run_sync(self._call_sync, marker.fn)
-            except Exception as exc:
+            except Exception as exc:  # not contained: it is handed to run()'s caller, who raises it; the writer goes on
                 marker.error = exc
         marker.done.set()
 
@@ -269,7 +269,7 @@ class ObservationWriter:
             return
         try:
             await self._commit(list(pending))
-        except Exception:
+        except Exception:  # stopping, nothing can retry: the loss is logged by its row count, the rest still settles
             log.exception("the writer could not commit %d queued items while stopping",
                           sum(_rows(i) for i in pending))
         pending.clear()

@@ -84,7 +84,10 @@ async def test_batches_order_and_reports(storage_engine: Engine, add_torrent: Ad
         assert sample.probed == {"0": 17, "3": 1} and sample.dht_peers == 17
 
 
-async def test_run_errors_reach_only_their_caller(storage_engine: Engine, add_torrent: AddTorrent) -> None:
+async def test_run_errors_reach_only_their_caller(storage_engine: Engine, add_torrent: AddTorrent,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """Not contained by the writer (p2pwatch/monitor/contain.py is the daemon's): the caller gets the error,
+    the writer logs nothing of it and goes on."""
     tid = add_torrent(storage_engine, "ab" * 20)
     async with open_writer(storage_engine) as writer:
         await writer.write(obs(tid, 1))
@@ -92,6 +95,23 @@ async def test_run_errors_reach_only_their_caller(storage_engine: Engine, add_to
             await writer.run(lambda session: 1 // 0)
         await writer.write(obs(tid, 2))
         assert await writer.flush() == 2
+    assert not [r for r in caplog.records if r.name.startswith("p2pwatch.storage")]
+
+
+async def test_rows_lost_while_stopping_are_logged_once_by_count(storage_engine: Engine, add_torrent: AddTorrent,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """A failed batch stops the writer; what is still queued is committed while stopping, and what cannot be is
+    never dropped silently: one error line with the row count and the traceback (the batch's error still raises)."""
+    tid = add_torrent(storage_engine, "ab" * 20)
+    with pytest.raises(BaseException) as info:
+        async with open_writer(storage_engine, batch_size=1) as writer:
+            await writer.write(obs(tid + 100, 1))  # the writer takes it alone (batch_size 1): it fails
+            await writer.write_many([obs(tid + 100, 2), obs(tid + 100, 3)])  # queued behind it: lost at the stop
+            await writer.flush()
+    assert any(isinstance(e, LocalProtocolError | StorageError) for e in leaves(info.value)), info.value
+    lost = [r for r in caplog.records if r.name == "p2pwatch.storage.writer"]
+    assert [r.getMessage() for r in lost] == ["the writer could not commit 2 queued items while stopping"]
+    assert lost[0].exc_info is not None and count(storage_engine, Observation) == 0
 
 
 async def test_leaving_commits_what_was_queued(storage_engine: Engine, add_torrent: AddTorrent) -> None:
