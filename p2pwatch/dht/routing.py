@@ -169,7 +169,7 @@ class RoutingTable:
         Returns whether the node is now in the table or in a replacement cache.
         """
         self._tick(now)
-        if responded and node.id != self.own_id:
+        if responded and node.id != self.own_id and acceptable_address(node.ip, node.port, self.allow_local):
             self.responders.add(node)
         known = self._by_id.get(node.id)
         if known is not None and known.node.ip == node.ip and known.node.port == node.port:

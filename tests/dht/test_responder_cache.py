@@ -102,7 +102,7 @@ def test_add_to_keeps_every_table_seed_and_orders_by_distance() -> None:
 def test_routing_table_feeds_the_cache_with_responders_only() -> None:
     own = random_id()
     cache = ResponderCache()
-    table = RoutingTable(own, k=2, responders=cache)
+    table = RoutingTable(own, k=2, allow_local=True, responders=cache)  # the test's 10.x addresses
     answered = [node(i) for i in range(40)]
     for n in answered:
         table.heard_from(n, 1.0, responded=True)
@@ -115,6 +115,9 @@ def test_routing_table_feeds_the_cache_with_responders_only() -> None:
     table.failed(answered[0].id, 3.0)
     assert answered[0].id not in cache and len(cache) == len(answered) - 1
     assert len(RoutingTable(own).responders) == 0  # without a cache, the table keeps none
+    strict = ResponderCache()
+    RoutingTable(own, responders=strict).heard_from(node(7), 4.0, responded=True)
+    assert len(strict) == 0  # an address the table refuses (private, allow_local off) is no seed either
 
 
 async def test_a_lookup_seeds_from_the_cache_when_the_table_has_forgotten() -> None:
