@@ -129,7 +129,8 @@ class DHTNode:
                     break
             if drained:
                 await sock.wait_readable()
-            else:
+            else:  # twice: trio runs a batch in either order, and a woken consumer must run before we read on
+                await trio.lowlevel.checkpoint()
                 await trio.lowlevel.checkpoint()
 
     def datagram_received(self, data: bytes, addr: tuple[str, int], now: float) -> bytes | None:

@@ -12,7 +12,9 @@ import trio
 
 from p2pwatch import netguard
 from p2pwatch.dht import krpc
+from p2pwatch.dht.lookup_stream import PeersFound
 from p2pwatch.dht.node import open_dht_node
+from p2pwatch.dht.nodeinfo import NodeInfo
 from p2pwatch.errors import NetworkRefused, QueryTimeout
 from tests.conftest import loopback_address
 from tests.dht_helpers import node_config, open_nodes
@@ -190,3 +192,40 @@ async def test_reply_callback_runs_in_receive_loop_and_its_bug_does_not_stop_the
             reply = await a.query(b.address, lambda t: krpc.Ping(t, a.own_id), on_reply=broken)
             assert reply.sender == b.own_id
             assert (await a.ping(b.address)).id == b.own_id  # the receive loop survived
+
+
+async def test_consumer_sees_a_reply_before_the_next_datagram_is_read() -> None:
+    """Two replies wait in the socket together: the lookup's consumer gets the first one's peers before the
+    receive loop reads the second (trio runs a batch in either order, so the loop yields twice; issue 12)."""
+    contacts = [await netguard.open_udp_socket(loopback_address()) for _ in range(2)]
+    ids = [os.urandom(20) for _ in contacts]
+    seeds = [NodeInfo(i, *c.getsockname()) for i, c in zip(ids, contacts, strict=True)]
+    try:
+        with trio.fail_after(20):
+            async with open_dht_node(node_config(outbound_rate=1e6)) as node:
+                log: list[tuple[str, tuple[str, int]]] = []
+                read = node.datagram_received
+
+                def logged(data: bytes, addr: tuple[str, int], now: float) -> bytes | None:
+                    log.append(("read", addr))
+                    return read(data, addr, now)
+                node.datagram_received = logged  # type: ignore[method-assign]
+                for trial in range(24):
+                    log.clear()
+                    async with node.open_get_peers(os.urandom(20), seeds=seeds) as stream:
+                        queries = [(await c.recvfrom(2048)) for c in contacts]
+                        for (data, addr), contact, contact_id in zip(queries, contacts, ids, strict=True):
+                            tid = krpc.decode(data).tid
+                            reply = krpc.Response(tid, contact_id, values=(("127.0.0.9", 1000 + trial),),
+                                                  token=b"tk")
+                            assert contact.try_sendto(krpc.encode(reply), addr)
+                        async for event in stream:
+                            if isinstance(event, PeersFound):
+                                log.append(("peers", event.reporter))
+                                if sum(kind == "peers" for kind, _ in log) == 2:
+                                    break
+                    reads = [i for i, (kind, _) in enumerate(log) if kind == "read"]
+                    assert log.index(("peers", log[reads[0]][1])) < reads[1], log
+    finally:
+        for c in contacts:
+            c.close()
