@@ -35,7 +35,14 @@ from typing import Any
 
 from p2pwatch import limits
 from p2pwatch.dht import krpc_bdecode
-from p2pwatch.dht.krpc_encode import KNOWN_METHODS, compact_address, encode, encode_response_dict, response_bytes
+from p2pwatch.dht.krpc_encode import (
+    KNOWN_METHODS,
+    QueryTemplate,
+    compact_address,
+    encode,
+    encode_response_dict,
+    response_bytes,
+)
 from p2pwatch.dht.krpc_messages import (
     BLOOM_FILTER_SIZE,
     GENERIC_ERROR,
@@ -58,6 +65,7 @@ from p2pwatch.errors import CompactAddressError, DecodeError, KRPCError
 from p2pwatch.torrent import compact
 
 __all__ = [
+    "QueryTemplate",
     "BLOOM_FILTER_SIZE",
     "GENERIC_ERROR",
     "METHOD_UNKNOWN",

@@ -151,16 +151,17 @@ def is_ipv6(config: DHTConfig) -> bool:
 
 
 def builder(node: Querier, kind: str, target: bytes, scrape: bool) -> Callable[[bytes], krpc.Query]:
-    """The query of a lookup step. An IPv6 node asks for ``nodes6`` explicitly (BEP 32 ``want``); an IPv4
-    node sends no ``want``, so plain BEP 5 nodes answer it as before."""
+    """The query of a lookup step, encoded once for the whole lookup (:class:`~p2pwatch.dht.krpc.QueryTemplate`).
+    An IPv6 node asks for ``nodes6`` explicitly (BEP 32 ``want``); an IPv4 node sends no ``want``, so plain
+    BEP 5 nodes answer it as before."""
     ro, own = node.config.read_only, node.own_id
     want = (b"n6",) if is_ipv6(node.config) else ()
     if kind == "get_peers":
-        return lambda t: krpc.GetPeers(t, own, target, want=want, scrape=scrape, read_only=ro)
+        return krpc.QueryTemplate(lambda t: krpc.GetPeers(t, own, target, want=want, scrape=scrape, read_only=ro))
     if kind == "sample_infohashes":
-        return lambda t: krpc.SampleInfohashes(t, own, target, want=want, read_only=ro)
+        return krpc.QueryTemplate(lambda t: krpc.SampleInfohashes(t, own, target, want=want, read_only=ro))
     if kind == "find_node":
-        return lambda t: krpc.FindNode(t, own, target, want=want, read_only=ro)
+        return krpc.QueryTemplate(lambda t: krpc.FindNode(t, own, target, want=want, read_only=ro))
     raise LocalProtocolError(f"unknown lookup kind {kind!r}")
 
 

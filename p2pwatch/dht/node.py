@@ -307,7 +307,10 @@ class DHTNode:
         tid = self._new_tid()
         pending = self._pending[tid] = _Pending(tid, addr, on_reply, on_error)
         self.stats.queries_out += 1
-        data = krpc.encode(build(tid), client_version=CLIENT_VERSION)
+        if type(build) is krpc.QueryTemplate:
+            data = build.datagram(tid, CLIENT_VERSION)
+        else:
+            data = krpc.encode(build(tid), client_version=CLIENT_VERSION)
         if not self._send_now(data, addr):
             pending.unsent = data
         return pending
