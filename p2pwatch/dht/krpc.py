@@ -65,7 +65,6 @@ from p2pwatch.errors import CompactAddressError, DecodeError, KRPCError
 from p2pwatch.torrent import compact
 
 __all__ = [
-    "QueryTemplate",
     "BLOOM_FILTER_SIZE",
     "GENERIC_ERROR",
     "METHOD_UNKNOWN",
@@ -78,6 +77,7 @@ __all__ = [
     "Message",
     "Ping",
     "Query",
+    "QueryTemplate",
     "Response",
     "SampleInfohashes",
     "UnknownQuery",

@@ -16,6 +16,10 @@ reply or error comes by callback in the node's receive loop, which applies it an
 lookup's own task judges the full timeout and frees the query's slot. A task per query remains only for a
 query that could not leave at once (its IP's rate, a full socket buffer) or a driver with ``query`` alone.
 
+A reply that lists peers puts its :class:`PeersFound` in the queue from the receive loop itself; the rest
+of it (the routing table, the traversal's new candidates, its :class:`NodeAnswered`) waits for the lookup's
+task, which runs after the consumer: the first seeders reach the caller before any routing work (issue 12).
+
 The queue is bounded: with no room, a reply waits for the lookup's task, which waits for room and sends no
 new query meanwhile, so a consumer that does not keep up holds back the lookup, not memory.
 """
@@ -191,15 +195,22 @@ async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[N
     ipv6 = is_ipv6(config)
     starter: StartingQuerier | None = node if hasattr(node, "start_query") else None  # type: ignore[assignment]
 
+    def peers_found(peer_node: NodeInfo, reply: krpc.Response, at: float) -> PeersFound:
+        listed, new = traversal.record_peers(peer_node.addr, reply.values)
+        return PeersFound(peer_node.addr, tuple(listed), tuple(new), at)
+
     def process(peer_node: NodeInfo, use: Callable[[bytes], krpc.Query], reply: krpc.Response,
-                at: float) -> list[LookupEvent]:
-        """Apply one reply to the traversal and the result; the events it brings, in order."""
+                at: float, peers_out: bool = False) -> list[LookupEvent]:
+        """Apply one reply to the traversal and the result; the events it brings, in order (its
+        :class:`PeersFound` left out when ``peers_out``: the receive loop sent it ahead)."""
+        seed_later()
         answered = NodeInfo(reply.sender, peer_node.ip, peer_node.port)
         node.table.heard_from(answered, at, responded=True)
-        seen_before = set(traversal.peers) if reply.values else set()
+        events: list[LookupEvent] = []
+        if reply.values and not peers_out:
+            events.append(peers_found(peer_node, reply, at))
         nodes = reply.nodes6 if ipv6 else reply.nodes  # BEP 32: each DHT walks its own address family
-        traversal.on_response(answered, at, nodes=nodes, values=reply.values, token=reply.token,
-                              samples=reply.samples)
+        traversal.on_response(answered, at, nodes=nodes, token=reply.token, samples=reply.samples)
         if use is build and kind == "sample_infohashes":
             result.samples[peer_node.addr] = reply.samples
             if reply.interval is not None:
@@ -208,16 +219,19 @@ async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[N
             result.bf_seeds.append(reply.bf_seeds)
         if reply.bf_peers:
             result.bf_peers.append(reply.bf_peers)
-        events: list[LookupEvent] = []
-        if reply.values:
-            listed = tuple(p for p in dict.fromkeys(reply.values) if p in traversal.peers)
-            new = tuple(p for p in listed if p not in seen_before)
-            events.append(PeersFound(peer_node.addr, listed, new, at))
         events.append(NodeAnswered(answered, len(nodes), tuple(reply.samples), at))
         return events
 
+    def seed_later() -> None:
+        """The seeds past the first round join the traversal: at the driver's first step, or before the
+        traversal judges a reply or a failure, whichever comes first."""
+        if later:
+            traversal.add_seeds(later)
+            later.clear()
+
     def failed(peer_node: NodeInfo) -> None:
         at = trio.current_time()
+        seed_later()
         traversal.on_failure(peer_node, at)
         node.table.failed(peer_node.id, at)
         if started_driving:
@@ -241,8 +255,12 @@ async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[N
         def on_reply(reply: krpc.Response, at: float) -> None:
             if not taken(at):
                 return
-            if deferred or outbox.room() < 2:
-                deferred.append((flight.node, flight.use, reply, at))
+            if held or outbox.room() < 2:
+                deferred.append((flight.node, flight.use, reply, at, False))
+                held.append(True)
+            elif reply.values:  # the peers go to the consumer now; the driver routes once the consumer ran
+                outbox.put_nowait(peers_found(flight.node, reply, at))
+                deferred.append((flight.node, flight.use, reply, at, True))
             else:
                 for event in process(flight.node, flight.use, reply, at):
                     outbox.put_nowait(event)
@@ -254,8 +272,11 @@ async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[N
         return on_reply, on_error
 
     flying: dict[Addr, _Flight] = {}  # queries sent without a task: their replies come by callback
-    deferred: collections.deque[tuple[NodeInfo, Callable[[bytes], krpc.Query], krpc.Response, float]] = \
-        collections.deque()  # replies that found the channel full: the driver delivers them
+    # replies the driver applies: those that found the channel full (all their events to come, and each one
+    # in ``held``, so later replies queue behind them), and those whose peers went ahead (``peers_out``)
+    deferred: collections.deque[tuple[NodeInfo, Callable[[bytes], krpc.Query], krpc.Response, float, bool]] = \
+        collections.deque()
+    held: list[bool] = []
     waits: set[trio.CancelScope] = set()  # tasks still waiting for their reply (cancelled at the end)
     ended: list[bool] = []
 
@@ -275,8 +296,10 @@ async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[N
         return None
 
     async def deliver(peer_node: NodeInfo, use: Callable[[bytes], krpc.Query], reply: krpc.Response,
-                      at: float | None = None) -> None:
-        for event in process(peer_node, use, reply, trio.current_time() if at is None else at):
+                      at: float | None = None, peers_out: bool = False) -> None:
+        if not peers_out and held:
+            held.pop()
+        for event in process(peer_node, use, reply, trio.current_time() if at is None else at, peers_out):
             await outbox.put(event)
         wake.set()  # after the events, so the last reply's are queued before the end
 
@@ -328,6 +351,7 @@ async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[N
                 with trio.move_on_at(traversal.next_deadline() or now + config.query_timeout):
                     await wake.wait()
                     await trio.lowlevel.checkpoint()
+            seed_later()  # after the first reply reached the consumer: the rest of the seeds can wait till now
             async with trio.open_nursery() as queries:
                 for waiter in first_round:
                     if waiter is not None:
@@ -367,16 +391,16 @@ async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[N
 
     # the first round leaves before the caller gets the stream (a task would send a scheduler pass later), and
     # before the channels are made: after an idle spell every first-run line costs (issue 12, ~40 us here).
-    # Their waits start with the driver, which always runs (a trio task runs to its first checkpoint)
+    # Their waits start with the driver, which always runs (a trio task runs to its first checkpoint). The
+    # other seeds join at the driver's first step (``seed_later``), after the first reply's peers went out
     started_driving = False
     refused_first: list[NodeInfo] = []
     first = traversal.next_queries(now)
     first_round = [launch(peer_node) for peer_node in first]
-    if later:
-        traversal.add_seeds(later)
     # some of the first seeds were unusable or refused: the next ones' turn is now, not at the first reply
     again = bool(refused_first) or (bool(later) and len(first) < config.alpha)
     while again:
+        seed_later()
         refused_first.clear()
         first_round += [launch(peer_node) for peer_node in traversal.next_queries(now)]
         again = bool(refused_first)

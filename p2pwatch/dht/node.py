@@ -279,7 +279,7 @@ class DHTNode:
             self._outstanding.acquire_nowait()
         except trio.WouldBlock:
             return None
-        return self._send_if_allowed(addr, build, on_reply, on_error)
+        return self._send_query(addr, build, on_reply, on_error)  # no await since the rate was checked
 
     def release_query(self, pending: _Pending, *, timed_out: bool = False) -> None:
         """Free a started query's slot without waiting for it (see :meth:`start_query`); a reply that comes
@@ -429,6 +429,17 @@ class DHTNode:
         except (QueryTimeout, KRPCError, netguard.NetworkRefused, OSError):
             self.table.failed(node.id, trio.current_time())
 
+    async def refresh_far_buckets(self) -> int:
+        """Kademlia's join, after the own-id lookup: look up a random id in each bucket farther than our own
+        (at most ``join_refresh`` of them, farthest first, concurrently). The own-id walk only passes through
+        the far half of the id space, so without this a new node starts its first lookups towards a far target
+        from a few far contacts (issue 12). Returns how many buckets were refreshed."""
+        targets = self.table.refresh_targets(trio.current_time(), 0.0)[:-1][: self.config.join_refresh]
+        async with trio.open_nursery() as nursery:
+            for target in targets:
+                nursery.start_soon(self._refresh_quietly, target)
+        return len(targets)
+
     async def _refresh_quietly(self, target: bytes) -> None:
         try:
             await self.lookup(target, "find_node", max_queries=32)
@@ -470,6 +481,7 @@ async def open_dht_node(config: DHTConfig, *, bootstrap: bool = True, wait_boots
                     if bootstrap and (config.bootstrap or len(node.table)):
                         if wait_bootstrap:
                             await node.bootstrap()
+                            nursery.start_soon(node.refresh_far_buckets)  # the join goes on meanwhile
                         else:
                             nursery.start_soon(node.bootstrap)
                     yield node

@@ -80,6 +80,8 @@ class DHTConfig:
     extended_table: bool = False
     #: nodes that answered lately, kept as extra lookup seeds (0: none); see :mod:`~p2pwatch.dht.responder_cache`
     responder_cache: int = 0
+    #: buckets farther than our own refreshed after a waited-for bootstrap (Kademlia's join; 0: none)
+    join_refresh: int = 8
 
 
 def config_from_settings(settings: DHTSettings, **fields: object) -> DHTConfig:

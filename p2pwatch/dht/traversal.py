@@ -416,13 +416,30 @@ class Traversal:
                 self.samples_by_node[node.id] = got
             if extra is not None:
                 self.extras[node.id] = extra
-        for ip, port in values:
-            if acceptable_address(ip, port, self.allow_local):
-                self.peers.setdefault((ip, port), set()).add(node.addr)
+        if values:
+            self.record_peers(node.addr, values)
         for n in nodes:
             self._add(n, c.depth + 1)
         self._update_done()
         return True
+
+    def record_peers(self, reporter: Addr, values: Iterable[tuple[str, int]]) -> tuple[list[Addr], list[Addr]]:
+        """Peers (BEP 5 ``values``) that the node at ``reporter`` listed, each recorded once as reported by it;
+        returns the acceptable ones in order and those of them not seen before. A driver may call it for a
+        reply it then gives :meth:`on_response` without ``values`` (the consumer gets the peers first)."""
+        peers, allow_local = self.peers, self.allow_local
+        listed: list[Addr] = []
+        new: list[Addr] = []
+        for peer in dict.fromkeys(values):
+            if not acceptable_address(peer[0], peer[1], allow_local):
+                continue
+            reporters = peers.get(peer)
+            if reporters is None:
+                reporters = peers[peer] = set()
+                new.append(peer)
+            reporters.add(reporter)
+            listed.append(peer)
+        return listed, new
 
     def _rekey(self, c: _Candidate, node: NodeInfo) -> bool:
         """``c`` answered as ``node.id``: move it to its true place. False if that id is taken."""

@@ -229,3 +229,20 @@ async def test_consumer_sees_a_reply_before_the_next_datagram_is_read() -> None:
     finally:
         for c in contacts:
             c.close()
+
+
+async def test_join_refresh_fills_the_far_half_of_the_table() -> None:
+    """Kademlia's join: after the own-id lookup, a random id in each farther bucket is looked up, so a new node
+    knows the far half of the id space (where half of all targets lie) and not only the nodes near its id."""
+    with trio.fail_after(60):
+        async with open_nodes(32) as nodes:
+            def far_half(of: bytes) -> int:
+                return sum(1 for n in nodes if (n.own_id[0] ^ of[0]) & 0x80)
+
+            async with open_dht_node(node_config(bootstrap=(nodes[7].address,), join_refresh=0)) as newcomer:
+                before = sum(1 for n in newcomer.table.nodes() if (n.id[0] ^ newcomer.own_id[0]) & 0x80)
+                newcomer.config.join_refresh = 8
+                refreshed = await newcomer.refresh_far_buckets()
+                after = sum(1 for n in newcomer.table.nodes() if (n.id[0] ^ newcomer.own_id[0]) & 0x80)
+                assert 1 <= refreshed <= 8
+                assert after >= min(8, far_half(newcomer.own_id)) and after >= before
