@@ -25,7 +25,7 @@ import trio
 
 from p2pwatch import limits, netguard
 from p2pwatch.aio import unwrap_single
-from p2pwatch.dht import announce, bep42, krpc
+from p2pwatch.dht import announce, bep42, join, krpc
 from p2pwatch.dht.lookup_stream import LookupStream, NodeAnswered, PeersFound, open_lookup
 from p2pwatch.dht.node_types import (
     DatagramSocket,
@@ -430,11 +430,10 @@ class DHTNode:
             self.table.failed(node.id, trio.current_time())
 
     async def refresh_far_buckets(self) -> int:
-        """Kademlia's join, after the own-id lookup: look up a random id in each bucket farther than our own
-        (at most ``join_refresh`` of them, farthest first, concurrently). The own-id walk only passes through
-        the far half of the id space, so without this a new node starts its first lookups towards a far target
-        from a few far contacts (issue 12). Returns how many buckets were refreshed."""
-        targets = self.table.refresh_targets(trio.current_time(), 0.0)[:-1][: self.config.join_refresh]
+        """Kademlia's join after the own-id lookup (:mod:`~p2pwatch.dht.join`): one lookup towards each range
+        farther than our nearest neighbour, at most ``join_refresh`` of them, concurrently. Returns how many."""
+        nearest = next((n.id for n in self.table.closest(self.own_id, 2) if n.id != self.own_id), None)
+        targets = join.far_targets(self.own_id, nearest, self.config.join_refresh)
         async with trio.open_nursery() as nursery:
             for target in targets:
                 nursery.start_soon(self._refresh_quietly, target)
