@@ -36,8 +36,8 @@ async def hostile(sock: trio.socket.SocketType, mode: str, own_id: bytes) -> Non
 
 
 async def test_lookup_among_hostile_contacts_ends_with_the_honest_ones_and_frees_every_slot() -> None:
-    with trio.fail_after(20):
-        async with open_nodes(4, join_refresh=0) as nodes, trio.open_nursery() as nursery:  # no join lookups: the stats count this lookup alone
+    with trio.fail_after(20):  # join_refresh=0: no background join lookups, the stats count one lookup
+        async with open_nodes(4, join_refresh=0) as nodes, trio.open_nursery() as nursery:
             asker = nodes[-1]
             target = os.urandom(20)
             bad: dict[bytes, str] = {}
