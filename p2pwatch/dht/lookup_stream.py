@@ -173,18 +173,22 @@ def builder(node: Querier, kind: str, target: bytes, scrape: bool) -> Callable[[
 async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[NodeInfo], *,
                       scrape: bool = False, max_queries: int | None = None,
                       sample_allowed: Callable[[Addr], bool] | None = None,
-                      buffer: int = STREAM_BUFFER, closest_first: bool = False) -> AsyncIterator[LookupStream]:
+                      buffer: int = STREAM_BUFFER, closest_first: bool = False,
+                      more_seeds: Callable[[], Iterable[NodeInfo]] | None = None) -> AsyncIterator[LookupStream]:
     """Run a lookup towards ``target`` for the duration of the block, streaming its events.
 
     Leaving the block early cancels the lookup (its queries are abandoned). ``closest_first``: ``seeds`` are
     sorted by distance to ``target`` (a routing table's closest), so the first round, which is the first
-    ``alpha + eager`` of them, is sent before the traversal takes in the rest.
+    ``alpha + eager`` of them, is sent before the traversal takes in the rest. ``more_seeds`` gives further
+    seeds (the first ones may come again) once the first round is out: a routing table's wider closest set,
+    computed after the first datagrams left.
     """
     config = node.config
     now = trio.current_time()
     seeds = list(seeds)
     split = config.alpha + config.eager if closest_first else len(seeds)
     later = seeds[split:]
+    more = [more_seeds] if more_seeds is not None else []  # taken once, by ``seed_later``
     traversal = Traversal(target, seeds[:split], alpha=config.alpha, k=config.k, short_timeout=config.short_timeout,
                           full_timeout=config.query_timeout, now=now, allow_local=config.allow_local,
                           max_queries=max_queries, own_id=node.own_id, width=config.width, widen=config.widen,
@@ -225,6 +229,8 @@ async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[N
     def seed_later() -> None:
         """The seeds past the first round join the traversal: at the driver's first step, or before the
         traversal judges a reply or a failure, whichever comes first."""
+        if more:
+            later.extend(more.pop()())
         if later:
             traversal.add_seeds(later)
             later.clear()
@@ -398,7 +404,7 @@ async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[N
     first = traversal.next_queries(now)
     first_round = [launch(peer_node) for peer_node in first]
     # some of the first seeds were unusable or refused: the next ones' turn is now, not at the first reply
-    again = bool(refused_first) or (bool(later) and len(first) < config.alpha)
+    again = bool(refused_first) or (bool(later or more) and len(first) < config.alpha)
     while again:
         seed_later()
         refused_first.clear()

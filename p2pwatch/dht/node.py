@@ -15,6 +15,7 @@ wait for ``outbound_rate``; BEP 51 ``interval`` is honoured by the crawler.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -349,19 +350,26 @@ class DHTNode:
                     seeds: Iterable[NodeInfo] = (), max_queries: int | None = None,
                     sample_allowed: Callable[[tuple[str, int]], bool] | None = None
                     ) -> AbstractAsyncContextManager[LookupStream]:
-        """A streaming lookup (``async with node.open_lookup(...) as stream: async for event in stream``).
-
-        Seeds default to the routing table's closest nodes and as many from the responder cache, else the
-        bootstrap nodes (as routers of unknown id, queried at once: no separate ping round first).
-        """
+        """A streaming lookup (``async with node.open_lookup(...) as stream: async for event in stream``). Seeds
+        default to the table's and the responder cache's closest nodes, else the bootstrap nodes (as routers
+        of unknown id, queried at once: no separate ping round first)."""
         if len(target) != 20:
             raise LocalProtocolError("a DHT target is 20 bytes")
-        count = self.config.k * 2
-        seed_list = list(seeds) or self.table.responders.add_to(self.table.closest(target, count), target, count)
+        seed_list = list(seeds)
+        more: Callable[[], list[NodeInfo]] | None = None
+        if not seed_list:
+            count, first = self.config.k * 2, self.config.alpha + self.config.eager
+            seed_list = self._table_seeds(target, min(first, count))
+            if first < count and seed_list:  # the first round's seeds now, the rest when its task starts
+                more = functools.partial(self._table_seeds, target, count)
         if not seed_list:
             seed_list = [NodeInfo(b"", ip, port) for ip, port in self.config.bootstrap]
         return open_lookup(self, target, kind, seed_list, scrape=scrape, max_queries=max_queries,
-                           sample_allowed=sample_allowed, closest_first=not seeds)
+                           sample_allowed=sample_allowed, closest_first=not seeds, more_seeds=more)
+
+    def _table_seeds(self, target: bytes, count: int) -> list[NodeInfo]:
+        """The table's ``count`` closest to ``target`` and as many from the responder cache, closest first."""
+        return self.table.responders.add_to(self.table.closest(target, count), target, count)
 
     def open_get_peers(self, info_hash: bytes, *, scrape: bool = False, seeds: Iterable[NodeInfo] = ()
                        ) -> AbstractAsyncContextManager[LookupStream]:

@@ -101,9 +101,12 @@ class ResponderCache:
     def add_to(self, seeds: list[NodeInfo], target: bytes, count: int) -> list[NodeInfo]:
         """``seeds`` (a routing table's closest to ``target``) and those of the cache's ``count`` closest that
         are not among them, closest first: the cache adds seeds nearer the target and takes none away."""
+        nearest = self.closest(target, count)
+        if not nearest:
+            return seeds  # an empty or disabled cache: nothing to merge (a lookup's first step, issue 12)
         known = {n.id for n in seeds}
         t = int.from_bytes(target, "big")
-        more = [n for n in self.closest(target, count) if n.id not in known]
+        more = [n for n in nearest if n.id not in known]
         return sorted(seeds + more, key=lambda n: int.from_bytes(n.id, "big") ^ t)
 
     def _run(self, t: int, b: int) -> tuple[int, int]:
