@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import random
 
+from p2pwatch.dht.nodeinfo import ID_BITS
+from p2pwatch.dht.routing_entries import common_prefix_length
 from p2pwatch.errors import LocalProtocolError
 
 __all__ = ["far_targets"]
-
-ID_BITS = 160
 
 
 def far_targets(own_id: bytes, nearest: bytes | None, limit: int, rng: random.Random | None = None) -> list[bytes]:
@@ -26,7 +26,7 @@ def far_targets(own_id: bytes, nearest: bytes | None, limit: int, rng: random.Ra
         raise LocalProtocolError("node ids are 20 bytes")
     pick = rng or random.Random()
     own = int.from_bytes(own_id, "big")
-    shared = ID_BITS if nearest is None else ID_BITS - (own ^ int.from_bytes(nearest, "big")).bit_length()
+    shared = ID_BITS if nearest is None else common_prefix_length(own, int.from_bytes(nearest, "big"))
     targets = []
     for depth in range(min(shared, max(limit, 0))):
         free = ID_BITS - depth - 1

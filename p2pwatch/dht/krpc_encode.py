@@ -305,14 +305,10 @@ class QueryTemplate:
     def datagram(self, tid: bytes, client_version: bytes | None = None) -> bytes:
         """``encode(self(tid), client_version=client_version)``, without encoding the query again."""
         if not self._head or client_version != self._version:
-            query = self._make(b"")
-            parts = _plain_lookup_parts(query, client_version)
-            if parts is None:
-                msg = _message_dict(query, client_version, None)
-                del msg[b"t"]
-                parts = (bencoding.encode({k: v for k, v in msg.items() if k < b"t"})[:-1],
-                         bencoding.encode({k: v for k, v in msg.items() if k > b"t"})[1:])
-            self._head, self._tail = parts
+            msg = _message_dict(self._make(b""), client_version, None)
+            del msg[b"t"]
+            self._head = bencoding.encode({k: v for k, v in msg.items() if k < b"t"})[:-1]
+            self._tail = bencoding.encode({k: v for k, v in msg.items() if k > b"t"})[1:]
             self._version = client_version
         if type(tid) is not bytes or len(tid) > _MAX_TID:
             raise LocalProtocolError("tid must be at most 16 bytes")
@@ -321,22 +317,3 @@ class QueryTemplate:
 
 _LENGTHS = tuple(b"1:t%d:" % n for n in range(_MAX_TID + 1))
 
-
-def _plain_lookup_parts(query: Query, client_version: bytes | None) -> tuple[bytes, bytes] | None:
-    """The bytes around ``t`` of a lookup step with no options (no ``want``, ``scrape``, ``noseed``), written
-    directly; None for any other query, or one :func:`encode` would refuse (the general path says why)."""
-    key: bytes
-    value: bytes
-    if isinstance(query, GetPeers) and not (query.want or query.scrape or query.noseed):
-        key, value = b"9:info_hash20:", query.info_hash
-    elif isinstance(query, FindNode | SampleInfohashes) and not query.want:
-        key, value = b"6:target20:", query.target
-    else:
-        return None
-    if not (_is_id(query.sender) and _is_id(value)) or not (client_version is None or type(client_version) is bytes):
-        return None
-    method = query.method
-    head = b"".join((b"d1:ad2:id20:", query.sender, key, value, b"e1:q", b"%d:" % len(method), method,
-                     b"2:roi1e" if query.read_only else b""))
-    version = b"" if client_version is None else b"1:v%d:%s" % (len(client_version), client_version)
-    return head, version + b"1:y1:qe"

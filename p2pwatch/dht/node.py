@@ -440,7 +440,7 @@ class DHTNode:
     async def refresh_far_buckets(self) -> int:
         """Kademlia's join after the own-id lookup (:mod:`~p2pwatch.dht.join`): one lookup towards each range
         farther than our nearest neighbour, at most ``join_refresh`` of them, concurrently. Returns how many."""
-        nearest = next((n.id for n in self.table.closest(self.own_id, 2) if n.id != self.own_id), None)
+        nearest = next((n.id for n in self.table.closest(self.own_id, 1)), None)  # the table never holds us
         targets = join.far_targets(self.own_id, nearest, self.config.join_refresh)
         async with trio.open_nursery() as nursery:
             for target in targets:
