@@ -51,6 +51,9 @@ class DHTSettings:
     extended_routing_table: bool = True
     #: the nodes that answered us most recently, kept as extra lookup seeds (0: off; about 200 bytes each)
     responder_cache: int = 65_536
+    #: after the bootstrap, this many id ranges farther than our nearest neighbour are looked up (Kademlia's
+    #: join; 0: none): a new node then knows the far half of the id space too
+    join_refresh: int = 8
 
 
 @dataclass

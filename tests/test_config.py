@@ -38,3 +38,12 @@ def test_example_config_is_valid() -> None:
     example = Path(__file__).resolve().parent.parent / "docs" / "config.example.toml"
     config = load_config(example, environ={})
     assert config.dht.port == MonitorConfig().dht.port
+
+
+def test_join_refresh_reaches_the_node_config(tmp_path: Path) -> None:
+    from p2pwatch.dht.node_types import config_from_settings
+
+    path = tmp_path / "p.toml"
+    path.write_text("[dht]\njoin_refresh = 3\n")
+    assert config_from_settings(load_config(path, environ={}).dht).join_refresh == 3
+    assert config_from_settings(MonitorConfig().dht).join_refresh == 8

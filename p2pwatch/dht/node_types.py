@@ -93,7 +93,7 @@ def config_from_settings(settings: DHTSettings, **fields: object) -> DHTConfig:
         k=settings.k, inbound_rate=settings.inbound_rate_per_ip, outbound_rate=settings.outbound_rate_per_ip,
         width=settings.lookup_width, slow_grace=settings.slow_grace,
         eager=settings.lookup_eager, extended_table=settings.extended_routing_table,
-        responder_cache=settings.responder_cache)
+        responder_cache=settings.responder_cache, join_refresh=settings.join_refresh)
     base.update(fields)
     return DHTConfig(**base)  # type: ignore[arg-type]
 
