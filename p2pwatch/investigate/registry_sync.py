@@ -16,6 +16,13 @@ applies them, each costing the changed items' own hashes:
   through :func:`store_tables`, cached (:class:`p2pwatch.match.registered.TableCache`);
 - as a safety net, when the count of active content rows differs from the rows held after applying all
   that, the ids are compared (integers only, no fingerprint parsed) and the difference is resynchronised.
+
+:meth:`RegistrySync.apply` is retryable: each row is taken into the bookkeeping right after the index took
+(or dropped) it, and :meth:`RegistryIndex.add` is all or nothing, so an apply that fails halfway leaves the
+rows held exactly matching the index. The withdrawn cases and keyword version advance only at its end, and
+until an apply finishes (:attr:`RegistrySync.settled`) every read compares the ids: the next read then finds
+exactly what is still missing or stale, whatever the counts say, and applying it ends with the index holding
+the registered items, none missed and none twice.
 """
 
 from __future__ import annotations
@@ -99,6 +106,13 @@ class RegistrySync:
         self._rows: dict[int, int] = {}  # content row id -> case id
         self._withdrawn: set[int] = set()
         self._keyword_version: tuple[int, int] | None = None
+        self._settled = True  # False from the start of an apply until it finishes
+
+    @property
+    def settled(self) -> bool:
+        """False after an :meth:`apply` that failed halfway, until one finishes: the store must be read again
+        (and the next :meth:`read` compares the ids), whatever a registry version says."""
+        return self._settled
 
     def read(self, session: Session) -> RegistryChanges:
         """The changes since the last :meth:`apply` (reads only; safe in a worker thread while the index is
@@ -118,7 +132,10 @@ class RegistrySync:
                 changes.added.append(self._parse(row_id, case_id, doc, case, self._slim))
         stored = session.scalar(select(func.count()).select_from(Content).join(Case, Content.case_id == Case.id)
                                 .where(active)) or 0
-        if stored != len(held) + len(changes.added):
+        if not self._settled:
+            log.info("registry: the last apply did not finish: comparing ids")
+            self._resync(session, held, changes)
+        elif stored != len(held) + len(changes.added):
             log.warning("registry: %d active content rows, %d held: comparing ids", stored,
                         len(held) + len(changes.added))
             self._resync(session, held, changes)
@@ -154,26 +171,32 @@ class RegistrySync:
             for row_id, case_id, doc, case in session.execute(query):
                 changes.added.append(self._parse(row_id, case_id, doc, case, self._slim))
 
-    def apply(self, changes: RegistryChanges) -> Applied:
+    def apply(self, changes: RegistryChanges, into: Applied | None = None) -> Applied:
         """Apply what :meth:`read` found (in the thread that queries the index); returns the items the index
-        lost and gained, for what follows the index incrementally (the triage's profile)."""
-        applied = Applied()
+        lost and gained, for what follows the index incrementally (the triage's profile), collected in
+        ``into`` when given: after a failure halfway it holds what the index did take. Retryable (see the
+        module docstring): until it finishes, :attr:`settled` is False."""
+        applied = into if into is not None else Applied()
+        self._settled = False
         for row_id in changes.removed:
-            if self._rows.pop(row_id, None) is not None:
+            if row_id in self._rows:
                 content_id = str(row_id)
-                applied.removed += [self.index.item(seq) for seq in self.index.seqs_of(content_id)]
+                items = [self.index.item(seq) for seq in self.index.seqs_of(content_id)]
                 self.index.remove(content_id)
+                del self._rows[row_id]
+                applied.removed += items
         for row_id, case_id, item, root in changes.added:
             if row_id in self._rows:
                 continue
             if item is not None:
-                self.index.add(item, pieces_root=root)
+                self.index.add(item, pieces_root=root)  # all or nothing
                 applied.added.append(item)
             self._rows[row_id] = case_id
         if changes.keywords is not None:
             self.index.keywords = changes.keywords
             self._keyword_version = changes.keyword_version
         self._withdrawn = changes.withdrawn
+        self._settled = True
         return applied
 
     def __len__(self) -> int:

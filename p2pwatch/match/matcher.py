@@ -106,9 +106,18 @@ class RegistryIndex:
 
     def add(self, item: RegisteredContent, *, pieces_root: bytes | None = None) -> int:
         """Index one registered item; returns its sequence number. ``pieces_root``: the fingerprint's, when
-        the caller computed it already (it hashes every leaf)."""
+        the caller computed it already (it hashes every leaf). All or nothing: an item that fails to index
+        (e.g. a hash the hash index refuses) leaves no part of it behind, so adding it again doubles nothing."""
         seq = self._next
         self._next += 1
+        try:
+            self._index(seq, item, pieces_root)
+        except BaseException:
+            self._unindex(seq, item)
+            raise
+        return seq
+
+    def _index(self, seq: int, item: RegisteredContent, pieces_root: bytes | None) -> None:
         self._items[seq] = item
         self._by_content.setdefault(item.content_id, []).append(seq)
         fp = item.fingerprint
@@ -125,9 +134,24 @@ class RegistryIndex:
                 self.image_phashes.add(seq, [media.image_phash])
             if media.image_pdq is not None:
                 self.image_pdqs.add(seq, [media.image_pdq])
-            if self.comparable(seq, media.kind):
+            if self.comparable(seq, media.kind):  # last: nothing after it can fail
                 self._kind_counts[media.kind] = self._kind_counts.get(media.kind, 0) + 1
-        return seq
+
+    def _unindex(self, seq: int, item: RegisteredContent) -> None:
+        """Undo a partial :meth:`_index` of ``seq`` (its kind count is the last step, never reached)."""
+        self._items.pop(seq, None)
+        seqs = self._by_content.get(item.content_id, [])
+        if seq in seqs:
+            seqs.remove(seq)
+        if not seqs:
+            self._by_content.pop(item.content_id, None)
+        root = self._roots.pop(seq, None)
+        if root is not None:
+            _drop(self.by_root, root, item)
+        _drop(self.by_size, item.fingerprint.size, item)
+        self._media_kinds.pop(seq, None)
+        for hashes in (self.frames, self.image_phashes, self.image_pdqs):
+            hashes.remove(seq)
 
     def remove(self, content_id: str) -> int:
         """Withdraw every item registered under ``content_id``; returns how many."""

@@ -44,7 +44,7 @@ from p2pwatch.investigate.examine import Examination, add_pex_listings, observat
 from p2pwatch.investigate.geoip import GeoLookup
 from p2pwatch.investigate.lookup import run_matcher
 from p2pwatch.investigate.registry import record_match, upsert_torrent
-from p2pwatch.investigate.registry_sync import RegistryChanges, RegistrySync
+from p2pwatch.investigate.registry_sync import Applied, RegistryChanges, RegistrySync
 from p2pwatch.match.matcher import Match, MatchReport, RegistryIndex, match_torrent
 from p2pwatch.match.screened import skipped_report
 from p2pwatch.monitor.alerts import Alerter
@@ -153,24 +153,31 @@ class Monitor:
         self.registry = RegistrySync(session_factory(engine))  # slim items, tables read on demand
 
     async def _read(self) -> None:
+        """Read the registry's changes, the stored torrents and the watch list; apply the changes to the index.
+        The registry version read is kept only once its changes are applied, so a read or an apply that
+        fails is retried whole by the next call (after a failed apply whatever the version says:
+        :attr:`RegistrySync.settled`)."""
         sessions = session_factory(self.engine)
+        previous = self._registry_version if self.registry.settled else None
 
         def load() -> tuple[RegistryChanges | None, tuple[Any, ...], set[bytes], dict[bytes, int]]:
             with sessions() as session:
-                changes, version, known, watched = load_monitor_state(session, self._registry_version,
-                                                                      self.registry)
+                changes, version, known, watched = load_monitor_state(session, previous, self.registry)
             if changes is not None and self.state.index is not self.registry.index:
                 self.registry.apply(changes)  # the first load: nothing queries this index yet
                 self.registry.index.prepare()
                 changes = None
             return changes, version, known, watched
 
-        changes, self._registry_version, known, watched = await trio.to_thread.run_sync(load)
-        applied = None
-        if changes is not None:  # applied here, between lookups: the index never changes under one
-            applied = self.registry.apply(changes)
-        self.state.index = self.registry.index
-        self.content.update_index(self.state.index, applied=applied)  # the triage's profile follows the changes
+        changes, version, known, watched = await trio.to_thread.run_sync(load)
+        applied = Applied()
+        try:
+            if changes is not None:  # applied here, between lookups: the index never changes under one
+                self.registry.apply(changes, applied)
+        finally:  # also after a failure halfway: the triage's profile follows what the index took
+            self.state.index = self.registry.index
+            self.content.update_index(self.state.index, applied=applied)
+        self._registry_version = version
         self.state.known |= known
         self.state.watched = watched
 
@@ -274,12 +281,17 @@ class Monitor:
                 m.counters[series(f"p2pwatch_dht_family_{metric}_total", family=family)] = count
 
     async def _refresh_index(self) -> None:
+        """Re-read the registry every INDEX_REFRESH seconds. A reload that fails (typed error or not: a
+        malformed stored row, a database hiccup) is logged, counted and retried whole at the next refresh
+        (:meth:`_read`); the daemon goes on. A cancel is not an ``Exception``: it still stops the loop."""
         while True:
             await trio.sleep(INDEX_REFRESH)
             try:
                 await self._read()
-            except P2PWatchError as exc:
-                log.warning("registry reload failed: %s", exc)
+            except Exception as exc:
+                self.metrics.counters["p2pwatch_registry_reload_errors_total"] += 1
+                log.warning("registry reload failed (retried in %g s): %s", INDEX_REFRESH, exc,
+                            exc_info=not isinstance(exc, P2PWatchError))  # a traceback for the unexpected
 
     async def _discoveries(self, receive: trio.MemoryReceiveChannel[Discovery], metadata: trio.MemorySendChannel[Lead],
                            writer: ObservationWriter) -> None:

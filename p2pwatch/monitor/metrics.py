@@ -46,6 +46,8 @@ HELP = {
     "p2pwatch_content_errors_total": "queued torrents whose content stages failed with an unexpected error "
                                      "(logged, skipped)",
     "p2pwatch_examination_errors_total": "examinations that failed with an unexpected error (logged, retried)",
+    "p2pwatch_registry_reload_errors_total": "registry reloads that failed (logged, retried whole at the next "
+                                             "refresh)",
     "p2pwatch_dht_family_queries_sent_total": "KRPC queries our DHT node of this address family sent (BEP 32)",
     "p2pwatch_dht_family_queries_received_total": "KRPC queries our DHT node of this address family received",
     "p2pwatch_dht_family_responses_total": "replies to our queries, by address family",
