@@ -79,6 +79,9 @@ class Crawler:
     sweep_interval: float = 0.0
     dedup: InfohashDedup = field(default_factory=InfohashDedup)
     stats: CrawlerStats = field(default_factory=CrawlerStats)
+    #: the sweep's order and targets (None: the ``random`` module's process-wide generator); the simulation
+    #: passes a seeded one (issue 12: a reproducible run)
+    rng: random.Random | None = None
     _next_sample: dict[tuple[str, int], float] = field(default_factory=dict)
 
     def _emit_nowait(self, event: Discovery) -> None:
@@ -113,10 +116,11 @@ class Crawler:
         return False
 
     def sweep_targets(self) -> list[bytes]:
+        rng = self.rng or random
         order = list(range(self.segments))
-        random.shuffle(order)
+        rng.shuffle(order)
         width = (1 << 160) // self.segments
-        return [(i * width + random.randrange(width)).to_bytes(20, "big") for i in order]
+        return [(i * width + rng.randrange(width)).to_bytes(20, "big") for i in order]
 
     async def sample_once(self, target: bytes) -> int:
         """One sampling lookup towards ``target``; returns how many new infohashes it produced.

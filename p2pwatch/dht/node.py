@@ -87,14 +87,14 @@ class DHTNode:
         state = load_state(config.state_file)
         saved_id = state.get("node_id")
         own_id = config.node_id or (bytes.fromhex(saved_id) if isinstance(saved_id, str) else None)
-        self.own_id = own_id or random_id()
+        self.own_id = own_id or random_id(config.rng)
         saved_table = state.get("routing_table")
         saved = saved_table if isinstance(saved_table, dict) and saved_id == self.own_id.hex() else None
         self.table = self._new_table(ResponderCache(config.responder_cache), saved)
         self.handler = QueryHandler(self.own_id, self.table, now, k=config.k)
         self.stats = NodeStats()
         self._pending: dict[bytes, _Pending] = {}
-        self._next_tid = random.getrandbits(16)
+        self._next_tid = (config.rng or random).getrandbits(16)  # the module: the process-wide generator
         self._inbound = PerIPRateLimiter(config.inbound_rate, burst=config.inbound_rate * 2)
         self._outbound = PerIPRateLimiter(config.outbound_rate, burst=config.outbound_rate)
         self._subscribers: list[Callable[[IncomingQuery], None]] = []
@@ -201,7 +201,7 @@ class DHTNode:
     def _new_table(self, responders: ResponderCache, saved: dict[str, object] | None = None) -> RoutingTable:
         """A routing table for our id (restored from ``saved``) that feeds ``responders``."""
         c = self.config
-        options = dict(k=c.k, allow_local=c.allow_local, extended=c.extended_table, responders=responders)
+        options = dict(k=c.k, allow_local=c.allow_local, extended=c.extended_table, responders=responders, rng=c.rng)
         if saved is not None:
             return RoutingTable.from_state(saved, own_id=self.own_id, **options)  # type: ignore[arg-type]
         return RoutingTable(self.own_id, **options)  # type: ignore[arg-type]
@@ -400,7 +400,7 @@ class DHTNode:
 
     async def sample_infohashes(self, target: bytes | None = None) -> LookupResult:
         """A BEP 51 lookup towards ``target`` (random if None), collecting samples from every responder."""
-        return await self.lookup(target or random_id(), "sample_infohashes")
+        return await self.lookup(target or random_id(self.config.rng), "sample_infohashes")
 
     async def bootstrap(self) -> int:
         """Look up our own id from the bootstrap nodes and the table; returns the routing table size.
@@ -441,7 +441,7 @@ class DHTNode:
         """Kademlia's join after the own-id lookup (:mod:`~p2pwatch.dht.join`): one lookup towards each range
         farther than our nearest neighbour, at most ``join_refresh`` of them, concurrently. Returns how many."""
         nearest = next((n.id for n in self.table.closest(self.own_id, 1)), None)  # the table never holds us
-        targets = join.far_targets(self.own_id, nearest, self.config.join_refresh)
+        targets = join.far_targets(self.own_id, nearest, self.config.join_refresh, self.config.rng)
         async with trio.open_nursery() as nursery:
             for target in targets:
                 nursery.start_soon(self._refresh_quietly, target)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,9 @@ class DHTConfig:
     responder_cache: int = 0
     #: buckets farther than our own refreshed after a waited-for bootstrap (Kademlia's join; 0: none)
     join_refresh: int = 8
+    #: where the node draws its random numbers (its id, transaction ids, refresh and join targets); None: the
+    #: OS's (``os.urandom``, unseeded generators). The simulation passes a seeded one (issue 12: reproducible)
+    rng: random.Random | None = None
 
 
 def config_from_settings(settings: DHTSettings, **fields: object) -> DHTConfig:

@@ -10,6 +10,7 @@ The byte layouts are :mod:`p2pwatch.torrent.compact`'s; these decoders raise :cl
 from __future__ import annotations
 
 import os
+import random
 from dataclasses import dataclass
 
 ID_LEN = 20
@@ -34,5 +35,6 @@ def distance(a: bytes, b: bytes) -> int:
     return int.from_bytes(a, "big") ^ int.from_bytes(b, "big")
 
 
-def random_id() -> bytes:
-    return os.urandom(ID_LEN)
+def random_id(rng: random.Random | None = None) -> bytes:
+    """A random node id or target: from ``rng`` when given (a seeded simulation), else ``os.urandom``."""
+    return os.urandom(ID_LEN) if rng is None else rng.randbytes(ID_LEN)

@@ -11,5 +11,6 @@ every task waits, time jumps to the next deadline, so simulated seconds cost onl
 
 Modules: :mod:`.population` (nodes, torrents, churn, ground truth), :mod:`.tables` (lazily built remote
 routing tables), :mod:`.network` (the datagram socket our node uses and the remote nodes' answers),
-:mod:`.peers` (simulated BEP 9 metadata peers), :mod:`.scenario` (a whole run and its report).
+:mod:`.peers` (simulated BEP 9 metadata peers), :mod:`.scenario` (a whole run and its report),
+:mod:`.determinism` (trio's scheduler seeded, so a seed gives one report).
 """

@@ -12,6 +12,11 @@ On trio's :class:`~trio.testing.MockClock` (``autojump_threshold=0``: a discrete
    simulated peers of :mod:`.peers`): discoveries and metadata per simulated minute.
 
 Throughout, the network counts what each remote node receives from us (``max_queries_per_s_per_ip``).
+
+Reproducible: everything random comes from the population's seed (the population, the network's and the
+peers' numpy generators, our node's and the crawler's ``random.Random``), and trio's scheduler is seeded
+and deterministic for the run (:mod:`.determinism`). The same seed gives the same report but for its
+wall-clock and memory fields, in one process or in two.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from p2pwatch.dht.node import DHTNode, open_dht_node
 from p2pwatch.dht.node_types import config_from_settings
 from p2pwatch.dht.traversal import QueryState
 from p2pwatch.monitor.pipeline import DHTPeerSource, Lead, MetadataOutcome, MetadataPipeline
+from p2pwatch.sim.determinism import deterministic_scheduling
 from p2pwatch.sim.network import SimNetwork
 from p2pwatch.sim.peers import SimPeers
 from p2pwatch.sim.population import DHT_PORT, Population, PopulationSettings
@@ -104,7 +110,7 @@ async def _crawl(node: DHTNode, run: ScaleRun, peers: SimPeers) -> dict[str, Any
     discoveries_send, discoveries = trio.open_memory_channel[Discovery](10_000)
     leads_send, leads = trio.open_memory_channel[Lead](64)
     outcomes_send, outcomes = trio.open_memory_channel[MetadataOutcome](64)
-    crawler = Crawler(node, discoveries_send, passive=False)
+    crawler = Crawler(node, discoveries_send, passive=False, rng=random.Random(f"crawler {run.population.seed}"))
     pipeline = MetadataPipeline(DHTPeerSource(node), peers, run.metadata, max_peers=run.max_peers)
     latencies: list[float] = []
 
@@ -154,7 +160,7 @@ async def _run(run: ScaleRun, report: dict[str, Any]) -> None:
     report["setup_wall_s"] = round(time.perf_counter() - wall, 2)
     boot = tuple((pop.node_ip(i), DHT_PORT) for i in pop.random_live(rng, 8))
     config = config_from_settings(run.dht, bind_host="127.0.0.1", bind_port=DHT_PORT, bootstrap=boot,
-                                  allow_local=True)
+                                  allow_local=True, rng=random.Random(f"node {run.population.seed}"))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(net.run)
         nursery.start_soon(_churn, pop, run.churn_step)
@@ -183,10 +189,10 @@ async def _run(run: ScaleRun, report: dict[str, Any]) -> None:
 
 def run_scale(run: ScaleRun) -> dict[str, Any]:
     """Run the whole simulation; returns the report (see :mod:`scripts/bench_scale.py` for the fields)."""
-    random.seed(run.population.seed)  # our node's transaction ids and the crawler's sweep order
     report: dict[str, Any] = {"nodes": run.population.nodes}
     wall = time.perf_counter()
-    with netguard.policy_scope(netguard.NetworkPolicy.loopback_only()):
+    with (netguard.policy_scope(netguard.NetworkPolicy.loopback_only()),
+          deterministic_scheduling(run.population.seed)):
         trio.run(_run, run, report, clock=trio.testing.MockClock(autojump_threshold=0))
     report["wall_s"] = round(time.perf_counter() - wall, 1)
     report["rss_mb"] = round(rss_mb(), 1)
