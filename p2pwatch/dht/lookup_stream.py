@@ -40,7 +40,7 @@ from p2pwatch.dht import krpc
 from p2pwatch.dht.event_queue import EventQueue, Wakeup
 from p2pwatch.dht.node_types import DHTConfig, LookupResult
 from p2pwatch.dht.nodeinfo import NodeInfo
-from p2pwatch.dht.routing import RoutingTable
+from p2pwatch.dht.routing import RoutingTable, acceptable_address
 from p2pwatch.dht.traversal import Traversal
 from p2pwatch.errors import KRPCError, LocalProtocolError, QueryTimeout
 
@@ -189,11 +189,6 @@ async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[N
     split = config.alpha + config.eager if closest_first else len(seeds)
     later = seeds[split:]
     more = [more_seeds] if more_seeds is not None else []  # taken once, by ``seed_later``
-    traversal = Traversal(target, seeds[:split], alpha=config.alpha, k=config.k, short_timeout=config.short_timeout,
-                          full_timeout=config.query_timeout, now=now, allow_local=config.allow_local,
-                          max_queries=max_queries, own_id=node.own_id, width=config.width, widen=config.widen,
-                          slow_grace=config.slow_grace, eager=config.eager)
-    result = LookupResult(target, [], {}, {})
     build = builder(node, kind, target, scrape)
     route_only = builder(node, "find_node", target, False)
     ipv6 = is_ipv6(config)
@@ -320,9 +315,11 @@ async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[N
         if reply is not None and not ended:
             await deliver(peer_node, use, reply)
 
-    def launch(peer_node: NodeInfo) -> Callable[[], Awaitable[None]] | None:
+    def launch(peer_node: NodeInfo, refused: Callable[[NodeInfo], None] | None = None
+               ) -> Callable[[], Awaitable[None]] | None:
         """Send the query to ``peer_node`` now if the driver can (without yielding; its reply then comes by
-        callback, no task waits for it); else the task that sends it and waits. None when netguard refused."""
+        callback, no task waits for it); else the task that sends it and waits. None when netguard refused
+        (given to ``refused``, by default a failure of the traversal's query)."""
         use = build if sample_allowed is None or sample_allowed(peer_node.addr) else route_only
         if starter is not None:
             flight = _Flight(peer_node, use)
@@ -330,7 +327,7 @@ async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[N
             try:
                 started = starter.start_query(peer_node.addr, use, on_reply=on_reply, on_error=on_error)
             except netguard.NetworkRefused:
-                failed(peer_node)
+                (refused or failed)(peer_node)
                 return None
             if started is not None:
                 if started.unsent is not None:  # the socket buffer was full: a task sends it and waits
@@ -401,10 +398,29 @@ async def open_lookup(node: Querier, target: bytes, kind: str, seeds: Iterable[N
     # other seeds join at the driver's first step (``seed_later``), after the first reply's peers went out
     started_driving = False
     refused_first: list[NodeInfo] = []
+    # the closest seed is asked before the traversal is even built: it is the likeliest to hold the peers, and
+    # its reply takes longer than the rest of this set-up (issue 12, ~70 us of a cold start here)
+    early: list[NodeInfo] = []  # that seed, once asked
+    refused_early: list[NodeInfo] = []
+    first_round: list[Callable[[], Awaitable[None]] | None] = []
+    if closest_first and seeds and starter is not None and max_queries != 0 and seeds[0].id != node.own_id \
+            and acceptable_address(seeds[0].ip, seeds[0].port, config.allow_local):  # as Traversal._add judges
+        early.append(seeds[0])
+        first_round.append(launch(seeds[0], refused=refused_early.append))
+    traversal = Traversal(target, seeds[:split], alpha=config.alpha, k=config.k, short_timeout=config.short_timeout,
+                          full_timeout=config.query_timeout, now=now, allow_local=config.allow_local,
+                          max_queries=max_queries, own_id=node.own_id, width=config.width, widen=config.widen,
+                          slow_grace=config.slow_grace, eager=config.eager)
+    result = LookupResult(target, [], {}, {})
+    for peer_node in early:
+        queried = traversal.sent_before(peer_node, now)
+        assert queried, "the first seed is the traversal's first candidate"
+    for peer_node in refused_early:
+        failed(peer_node)  # like any refusal in the first round: the next seed goes at once
     first = traversal.next_queries(now)
-    first_round = [launch(peer_node) for peer_node in first]
+    first_round += [launch(peer_node) for peer_node in first]
     # some of the first seeds were unusable or refused: the next ones' turn is now, not at the first reply
-    again = bool(refused_first) or (bool(later or more) and len(first) < config.alpha)
+    again = bool(refused_first) or (bool(later or more) and len(first) + bool(early) < config.alpha)
     while again:
         seed_later()
         refused_first.clear()

@@ -301,10 +301,7 @@ class Traversal:
                     break
             elif st is S.NEW:
                 if send and budget > 0 and (slots > 0 or ahead < self.eager):
-                    self._transition(c, E.SEND)
-                    c.sent_at = now
-                    self._outstanding[c.node.addr] = c
-                    self.queries_sent += 1
+                    self._send(c, now)
                     slots -= 1
                     budget -= 1
                     sent.append(c.node)
@@ -321,6 +318,22 @@ class Traversal:
         if converged or exhausted_budget:
             self._done = True
         return sent
+
+    def _send(self, c: _Candidate, now: float) -> None:
+        self._transition(c, E.SEND)
+        c.sent_at = now
+        self._outstanding[c.node.addr] = c
+        self.queries_sent += 1
+
+    def sent_before(self, node: NodeInfo, now: float) -> bool:
+        """A seed the driver queried at ``now``, before this traversal was made (issue 12: a lookup's first
+        datagram leaves before the traversal is built): in flight like one :meth:`next_queries` gave. False
+        when ``node`` is not a candidate still to be queried."""
+        c = self._by_addr.get(node.addr)
+        if c is None or c.state is not S.NEW or c.node.id != node.id:
+            return False
+        self._send(c, now)
+        return True
 
     def _update_done(self) -> None:
         if not self._done:

@@ -11,17 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
-from p2pwatch.dht import krpc
+from p2pwatch.dht import krpc, lookup_stream
 from p2pwatch.dht.lookup_stream import NodeAnswered, PeersFound, open_lookup
 from p2pwatch.dht.node_types import DHTConfig
 from p2pwatch.dht.nodeinfo import NodeInfo
 from p2pwatch.dht.routing import RoutingTable
-from p2pwatch.dht.traversal import QueryState
+from p2pwatch.dht.traversal import QueryState, Traversal
 from p2pwatch.errors import NetworkRefused, QueryTimeout
 
 TARGET = bytes(20)
@@ -326,3 +327,38 @@ async def test_a_refused_first_query_gives_its_place_at_once(autojump_clock: tri
     assert sorted(d for t, d in net.asked if t == start) == [3, 4, 5]
     assert stream.traversal.state_of(N(2).id) is QueryState.FAILED
     assert N(2) not in result.closest and net.released == net.started
+
+
+async def test_the_closest_seed_is_asked_before_the_traversal_is_built(
+        autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12: the first datagram of a closest-first lookup leaves before the traversal exists; the traversal
+    then holds it in flight, so it is not asked twice and the round is still alpha queries."""
+    net = StartingFakeNet()
+    ring(net, list(range(1, 13)))
+    started_when_built: list[int] = []
+
+    class Recording(lookup_stream.Traversal):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            started_when_built.append(net.started)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(lookup_stream, "Traversal", Recording)
+    start = trio.current_time()
+    async with open_lookup(net, TARGET, "find_node", [N(d) for d in range(2, 12)], closest_first=True) as stream:
+        assert started_when_built == [1]
+        assert stream.traversal.state_of(N(2).id) is QueryState.IN_FLIGHT
+        assert net.started == 3
+        result = await stream.drain()
+    assert sorted(d for t, d in net.asked if t == start) == [2, 3, 4]
+    assert [d for _, d in net.asked].count(2) == 1
+    assert [int.from_bytes(n.id, "big") for n in result.closest][:3] == [1, 2, 3]
+    assert net.released == net.started
+
+
+def test_sent_before_marks_only_a_candidate_still_to_query() -> None:
+    t = Traversal(TARGET, [N(2), N(3)], now=0.0, alpha=1)
+    assert t.sent_before(N(3), 0.0)
+    assert not t.sent_before(N(3), 0.0)  # already in flight
+    assert not t.sent_before(N(9), 0.0)  # not a candidate
+    assert not t.sent_before(NodeInfo(N(4).id, N(2).ip, N(2).port), 0.0)  # another id at that address
+    assert t.queries_sent == 1 and t.next_queries(0.0) == []  # alpha 1: the one slot is taken
