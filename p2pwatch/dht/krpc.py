@@ -30,7 +30,7 @@ Where this codec departs from the letter of the BEPs, on purpose:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from p2pwatch import limits
@@ -60,7 +60,7 @@ from p2pwatch.dht.krpc_messages import (
     SampleInfohashes,
     UnknownQuery,
 )
-from p2pwatch.dht.nodeinfo import NodeInfo
+from p2pwatch.dht.nodeinfo import CompactNodes, NodeInfo
 from p2pwatch.errors import CompactAddressError, DecodeError, KRPCError
 from p2pwatch.torrent import compact
 
@@ -197,11 +197,11 @@ def _decode_query(msg: dict[bytes, Any], tid: bytes) -> Query:
     return UnknownQuery(tid, sender, method, target, read_only)
 
 
-def _nodes(blob: Any, tid: bytes, v6: bool) -> tuple[NodeInfo, ...]:
+def _nodes(blob: Any, tid: bytes, v6: bool) -> CompactNodes:
     try:
         if type(blob) is not bytes:
             raise CompactAddressError("not a string")
-        return tuple([NodeInfo(nid, ip, port) for nid, ip, port in compact.decode_node_list(blob, ipv6=v6)])
+        return CompactNodes(blob, ipv6=v6)  # read into NodeInfos when first used
     except CompactAddressError:
         size = compact.NODE6_LEN if v6 else compact.NODE4_LEN
         raise _bad(f"'{'nodes6' if v6 else 'nodes'}' must be a string of {size}-byte entries", tid, False) from None
@@ -238,9 +238,9 @@ def _decode_response(msg: dict[bytes, Any], tid: bytes) -> Response:
     sender = _id20(r, b"id", "response", tid, False)
     get = r.get
     blob = get(b"nodes")
-    nodes = () if blob is None else _nodes(blob, tid, False)
+    nodes: Sequence[NodeInfo] = () if blob is None else _nodes(blob, tid, False)
     blob = get(b"nodes6")
-    nodes6 = () if blob is None else _nodes(blob, tid, True)
+    nodes6: Sequence[NodeInfo] = () if blob is None else _nodes(blob, tid, True)
     raw_values = get(b"values")
     if raw_values is None:
         values: tuple[tuple[str, int], ...] = ()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from p2pwatch import limits
@@ -27,7 +27,7 @@ from p2pwatch.dht.krpc_messages import (
     SampleInfohashes,
     UnknownQuery,
 )
-from p2pwatch.dht.nodeinfo import NodeInfo
+from p2pwatch.dht.nodeinfo import CompactNodes, NodeInfo
 from p2pwatch.errors import LocalProtocolError
 from p2pwatch.torrent import bencoding
 
@@ -129,7 +129,9 @@ _IP4_PORT = struct.Struct("!4sH").pack
 _IP6_PORT = struct.Struct("!16sH").pack
 
 
-def _compact_nodes(nodes: tuple[NodeInfo, ...], family: int, size: int) -> bytes:
+def _compact_nodes(nodes: Sequence[NodeInfo], family: int, size: int) -> bytes:
+    if type(nodes) is CompactNodes and nodes.ipv6 == (family == _AF_INET6):
+        return nodes.blob  # a decoded reply's, as it came
     pack = _IP6_PORT if family == _AF_INET6 else _IP4_PORT  # inet_pton's output always has the packed size
     packed = _PACKED[family]
     try:  # every address seen before: one dict look-up each

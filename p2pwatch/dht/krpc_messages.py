@@ -3,6 +3,7 @@ decodes them. Queries carry ``tid`` (transaction id), ``sender`` (the 20-byte id
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -90,8 +91,8 @@ class Response:
 
     tid: bytes
     sender: bytes
-    nodes: tuple[NodeInfo, ...] = ()
-    nodes6: tuple[NodeInfo, ...] = ()
+    nodes: Sequence[NodeInfo] = ()  # a decoded reply's: CompactNodes, read when first used
+    nodes6: Sequence[NodeInfo] = ()
     values: tuple[tuple[str, int], ...] = ()
     token: bytes | None = None
     samples: tuple[bytes, ...] = ()

@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -63,7 +63,7 @@ class PeersReply:
     """What one DHT node said about an infohash: peers (``values``) and nodes closer to it."""
 
     peers: tuple[Addr, ...] = ()
-    nodes: tuple[object, ...] = ()  # NodeInfo, for seeding a lookup
+    nodes: Sequence[object] = ()  # NodeInfo, for seeding a lookup
 
 
 @dataclass
@@ -286,7 +286,7 @@ class MetadataPipeline:
         for peer in lead.peers:
             outcome.peers.setdefault(peer, set()).add(peer)
         tried: set[Addr] = set()
-        seeds: tuple[object, ...] = ()
+        seeds: Sequence[object] = ()
         if lead.sampled_from is not None:
             st.direct_asked += 1
             reply = await self.source.ask_node(lead.sampled_from, lead.infohash)

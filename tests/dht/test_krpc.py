@@ -22,8 +22,8 @@ from p2pwatch.dht.krpc import (
     SampleInfohashes,
     UnknownQuery,
 )
-from p2pwatch.dht.nodeinfo import NodeInfo
-from p2pwatch.errors import KRPCError, LocalProtocolError
+from p2pwatch.dht.nodeinfo import CompactNodes, NodeInfo
+from p2pwatch.errors import CompactAddressError, KRPCError, LocalProtocolError
 from p2pwatch.torrent import bencoding
 
 A = b"abcdefghij0123456789"
@@ -656,3 +656,31 @@ def test_round_trip_of_an_ipv4_mapped_external_ip() -> None:
     assert isinstance(decoded, Response) and decoded.external_ip is not None
     assert ipaddress.ip_address(decoded.external_ip[0]) == ipaddress.ip_address("::ffff:0:0")
     assert _normalise(decoded) == _normalise(message)
+
+
+def test_a_decoded_replys_nodes_are_read_when_first_used() -> None:
+    """Issue 12: ``nodes`` stays the compact string until it is used; it equals and hashes as the tuple."""
+    reply = krpc.decode(FIND_NODE_R)
+    assert isinstance(reply, Response) and isinstance(reply.nodes, CompactNodes)
+    assert reply.nodes._nodes is None  # not read yet
+    assert len(reply.nodes) == 1 and bool(reply.nodes)
+    assert reply.nodes == (NODE,) and (NODE,) == reply.nodes and list(reply.nodes) == [NODE]
+    assert reply.nodes[0] == NODE and reply.nodes[:1] == (NODE,)
+    assert hash(reply.nodes) == hash((NODE,)) and reply == Response(b"aa", N, nodes=(NODE,))
+    assert reply.nodes != (NODE, NODE) and reply.nodes != [NODE]  # a tuple's equality, not a list's
+
+
+def test_a_decoded_reply_encodes_its_nodes_as_they_came() -> None:
+    reply = krpc.decode(FIND_NODE_R)
+    assert krpc.encode(reply) == FIND_NODE_R
+    assert isinstance(reply, Response)
+    assert reply.nodes == (NODE,)  # read afterwards: the same nodes
+    moved = dataclasses.replace(reply, nodes=(), nodes6=reply.nodes)  # IPv4 entries given as nodes6
+    with pytest.raises(LocalProtocolError):
+        krpc.encode(moved)
+
+
+def test_compact_nodes_checks_its_length_at_once() -> None:
+    with pytest.raises(CompactAddressError):
+        CompactNodes(bytes(27), ipv6=False)
+    assert len(CompactNodes(bytes(38 * 2), ipv6=True)) == 2
