@@ -37,6 +37,7 @@ from p2pwatch import limits
 from p2pwatch.dht import krpc_bdecode
 from p2pwatch.dht.krpc_encode import (
     KNOWN_METHODS,
+    QueryShape,
     QueryTemplate,
     compact_address,
     encode,
@@ -77,6 +78,7 @@ __all__ = [
     "Message",
     "Ping",
     "Query",
+    "QueryShape",
     "QueryTemplate",
     "Response",
     "SampleInfohashes",

@@ -291,30 +291,78 @@ class QueryTemplate:
     Calling it gives the query for a tid; :meth:`datagram` gives its bytes, equal to :func:`encode`'s, from
     the query encoded once: bencoded keys are sorted, so ``t`` sits between the keys before it (``a``,
     ``q``, ``ro``) and those after (``v``, ``y``), and the tid is spliced in between (issue 12: a lookup's
-    first datagram leaves sooner, and a crawler encodes each query once, not once per node).
+    first datagram leaves sooner, and a crawler encodes each query once, not once per node). One made by
+    :meth:`QueryShape.template` is not encoded at all: its target is spliced into the shape's bytes.
     """
 
-    __slots__ = ("_head", "_make", "_tail", "_version")
+    __slots__ = ("_head", "_make", "_shape", "_tail", "_target", "_version")
 
-    def __init__(self, make: Callable[[bytes], Query]) -> None:
+    def __init__(self, make: Callable[[bytes], Query], *, shape: QueryShape | None = None,
+                 target: bytes = b"") -> None:
         self._make = make
+        self._shape = shape
+        self._target = target
         self._version: bytes | None = None
         self._head = self._tail = b""
 
     def __call__(self, tid: bytes) -> Query:
         return self._make(tid)
 
+    def parts(self, client_version: bytes | None) -> tuple[bytes, bytes]:
+        """The bytes before the tid's ``1:t`` key and those after it."""
+        if not self._head or client_version != self._version:
+            split = self._shape.parts(client_version) if self._shape is not None else None
+            if split is not None:
+                self._head, self._tail = split[0] + self._target + split[1], split[2]
+            else:
+                msg = _message_dict(self._make(b""), client_version, None)
+                del msg[b"t"]
+                self._head = bencoding.encode({k: v for k, v in msg.items() if k < b"t"})[:-1]
+                self._tail = bencoding.encode({k: v for k, v in msg.items() if k > b"t"})[1:]
+            self._version = client_version
+        return self._head, self._tail
+
     def datagram(self, tid: bytes, client_version: bytes | None = None) -> bytes:
         """``encode(self(tid), client_version=client_version)``, without encoding the query again."""
-        if not self._head or client_version != self._version:
-            msg = _message_dict(self._make(b""), client_version, None)
-            del msg[b"t"]
-            self._head = bencoding.encode({k: v for k, v in msg.items() if k < b"t"})[:-1]
-            self._tail = bencoding.encode({k: v for k, v in msg.items() if k > b"t"})[1:]
-            self._version = client_version
+        head, tail = self.parts(client_version)
         if type(tid) is not bytes or len(tid) > _MAX_TID:
             raise LocalProtocolError("tid must be at most 16 bytes")
-        return b"".join((self._head, _LENGTHS[len(tid)], tid, self._tail))
+        return b"".join((head, _LENGTHS[len(tid)], tid, tail))
+
+
+class QueryShape:
+    """The queries one node sends in its lookups of one kind: they differ only in their 20-byte target and
+    their tid. The shape is encoded once (per client version) with a stand-in target, and each lookup's
+    :class:`QueryTemplate` splices its target into those bytes (issue 12: a lookup's first datagram is not
+    held up by the encoder). Equal bytes to :func:`encode`'s; a shape whose stand-in is found other than
+    once (its own id, by a 2^-160 chance) leaves its templates to encode themselves."""
+
+    __slots__ = ("_make", "_parts")
+
+    STAND_IN = b"p2pwatch-target-here"
+
+    def __init__(self, make: Callable[[bytes, bytes], Query]) -> None:
+        self._make = make  # (tid, target) -> the query
+        self._parts: dict[bytes | None, tuple[bytes, bytes, bytes] | None] = {}
+
+    def template(self, target: bytes) -> QueryTemplate:
+        """The template of the lookup towards ``target``."""
+        if type(target) is not bytes or len(target) != 20:
+            raise LocalProtocolError("a query's target must be 20 bytes")
+        make = self._make
+        return QueryTemplate(lambda tid: make(tid, target), shape=self, target=target)
+
+    def parts(self, client_version: bytes | None) -> tuple[bytes, bytes, bytes] | None:
+        """The bytes before the target, between it and the tid's key, and after the tid (None: see above)."""
+        if client_version not in self._parts:
+            stand_in = self.STAND_IN
+            head, tail = QueryTemplate(lambda tid: self._make(tid, stand_in)).parts(client_version)
+            if head.count(stand_in) == 1 and stand_in not in tail:
+                before, between = head.split(stand_in)
+                self._parts[client_version] = (before, between, tail)
+            else:
+                self._parts[client_version] = None
+        return self._parts[client_version]
 
 
 _LENGTHS = tuple(b"1:t%d:" % n for n in range(_MAX_TID + 1))

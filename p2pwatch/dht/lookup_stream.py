@@ -36,6 +36,7 @@ from typing import Any, Protocol
 import trio
 
 from p2pwatch import netguard
+from p2pwatch.bounded import remember
 from p2pwatch.dht import krpc
 from p2pwatch.dht.event_queue import EventQueue, Wakeup
 from p2pwatch.dht.node_types import DHTConfig, LookupResult
@@ -154,18 +155,33 @@ def is_ipv6(config: DHTConfig) -> bool:
     return ":" in config.bind_host
 
 
+#: a node's query shapes (one per own id, kind and flags), so a lookup's query is not encoded again
+_SHAPES: dict[tuple[bytes, str, bool, bool, bool], krpc.QueryShape] = {}
+_MAX_SHAPES = 64
+
+
 def builder(node: Querier, kind: str, target: bytes, scrape: bool) -> Callable[[bytes], krpc.Query]:
-    """The query of a lookup step, encoded once for the whole lookup (:class:`~p2pwatch.dht.krpc.QueryTemplate`).
-    An IPv6 node asks for ``nodes6`` explicitly (BEP 32 ``want``); an IPv4 node sends no ``want``, so plain
-    BEP 5 nodes answer it as before."""
-    ro, own = node.config.read_only, node.own_id
-    want = (b"n6",) if is_ipv6(node.config) else ()
+    """The query of a lookup step, from the node's :class:`~p2pwatch.dht.krpc.QueryShape` for that kind: its
+    bytes are the shape's, with the target spliced in (no encoding per lookup). An IPv6 node asks for
+    ``nodes6`` explicitly (BEP 32 ``want``); an IPv4 node sends no ``want``, so plain BEP 5 nodes answer it
+    as before."""
+    ro, own, ipv6 = node.config.read_only, node.own_id, is_ipv6(node.config)
+    key = (own, kind, scrape, ro, ipv6)
+    shape = _SHAPES.get(key)
+    if shape is None:
+        shape = remember(_SHAPES, key, krpc.QueryShape(_make_query(kind, own, scrape, ro, ipv6)), _MAX_SHAPES)
+    return shape.template(target)
+
+
+def _make_query(kind: str, own: bytes, scrape: bool, ro: bool, ipv6: bool
+                ) -> Callable[[bytes, bytes], krpc.Query]:
+    want = (b"n6",) if ipv6 else ()
     if kind == "get_peers":
-        return krpc.QueryTemplate(lambda t: krpc.GetPeers(t, own, target, want=want, scrape=scrape, read_only=ro))
+        return lambda t, target: krpc.GetPeers(t, own, target, want=want, scrape=scrape, read_only=ro)
     if kind == "sample_infohashes":
-        return krpc.QueryTemplate(lambda t: krpc.SampleInfohashes(t, own, target, want=want, read_only=ro))
+        return lambda t, target: krpc.SampleInfohashes(t, own, target, want=want, read_only=ro)
     if kind == "find_node":
-        return krpc.QueryTemplate(lambda t: krpc.FindNode(t, own, target, want=want, read_only=ro))
+        return lambda t, target: krpc.FindNode(t, own, target, want=want, read_only=ro)
     raise LocalProtocolError(f"unknown lookup kind {kind!r}")
 
 

@@ -664,7 +664,8 @@ def test_a_decoded_replys_nodes_are_read_when_first_used() -> None:
     assert isinstance(reply, Response) and isinstance(reply.nodes, CompactNodes)
     assert reply.nodes._nodes is None  # not read yet
     assert len(reply.nodes) == 1 and bool(reply.nodes)
-    assert reply.nodes == (NODE,) and (NODE,) == reply.nodes and list(reply.nodes) == [NODE]
+    assert reply.nodes == (NODE,) and list(reply.nodes) == [NODE]
+    assert (NODE,) == reply.nodes  # noqa: SIM300 (the tuple on the left: its comparison is reflected)
     assert reply.nodes[0] == NODE and reply.nodes[:1] == (NODE,)
     assert hash(reply.nodes) == hash((NODE,)) and reply == Response(b"aa", N, nodes=(NODE,))
     assert reply.nodes != (NODE, NODE) and reply.nodes != [NODE]  # a tuple's equality, not a list's
