@@ -11,37 +11,22 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, delete, update
 
-from p2pwatch.investigate.registry import add_content, add_keywords, create_case, get_case, load_index, withdraw_case
+from p2pwatch.investigate.registry import load_index, withdraw_case
 from p2pwatch.investigate.registry_sync import Applied, RegistrySync
-from p2pwatch.match.fingerprint import Fingerprint
 from p2pwatch.match.matcher import RegistryIndex
 from p2pwatch.match.media_types import ContentKind
 from p2pwatch.match.registered import RegisteredContent
-from p2pwatch.storage.db import make_engine, session_factory, upgrade_database
+from p2pwatch.storage.db import session_factory
 from p2pwatch.storage.models import Content
 from p2pwatch.testswarm.synthetic_registry import synthetic_fingerprint, synthetic_image, synthetic_video
+from tests.registry_helpers import register, sqlite_store
 
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'p2pwatch.db'}")
-    upgrade_database(engine)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
+    with sqlite_store(tmp_path) as store:
+        yield store
 
-
-def _register(engine: Engine, case: str, fingerprints: list[Fingerprint], keywords: tuple[str, ...] = ()) -> None:
-    with session_factory(engine)() as session:
-        try:
-            c = get_case(session, case)
-        except Exception:
-            c = create_case(session, case)
-        for fp in fingerprints:
-            add_content(session, c, fp)
-        add_keywords(session, c, keywords)
-        session.commit()
 
 
 def _sync(engine: Engine, sync: RegistrySync) -> int:
@@ -66,14 +51,14 @@ def test_registration_and_withdrawal_are_followed_incrementally(engine: Engine) 
     rng = random.Random(5)
     sync = RegistrySync()
     videos = [synthetic_fingerprint(rng, 40_000 + i, synthetic_video(rng, 10)) for i in range(6)]
-    _register(engine, "a", videos[:3], ("alpha",))
-    _register(engine, "b", videos[3:5])
+    register(engine, "a", videos[:3], ("alpha",))
+    register(engine, "b", videos[3:5])
     assert _sync(engine, sync) == 5
     held, keywords, frames = _state(engine, sync)
     assert len(held) == 5 and keywords == {"a": ["alpha"]} and frames == 50
     assert _sync(engine, sync) == 0  # nothing changed: nothing read
 
-    _register(engine, "b", videos[5:], ("beta",))
+    register(engine, "b", videos[5:], ("beta",))
     assert _sync(engine, sync) == 1  # only the new row
     assert _state(engine, sync)[1] == {"a": ["alpha"], "b": ["beta"]}
     frame = videos[5].media.frame_hashes[0].phash  # type: ignore[union-attr]
@@ -93,11 +78,11 @@ def test_apply_returns_the_items_the_index_lost_and_gained(engine: Engine) -> No
     rng = random.Random(8)
     sync = RegistrySync()
     videos = [synthetic_fingerprint(rng, 50_000 + i, synthetic_video(rng, 4)) for i in range(3)]
-    _register(engine, "a", videos[:2])
+    register(engine, "a", videos[:2])
     with session_factory(engine)() as session:
         applied = sync.apply(sync.read(session))
     assert sorted(i.fingerprint.size for i in applied.added) == [50_000, 50_001] and applied.removed == []
-    _register(engine, "b", videos[2:])
+    register(engine, "b", videos[2:])
     with session_factory(engine)() as session:
         withdraw_case(session, "a")
         session.commit()
@@ -112,13 +97,13 @@ def test_a_reused_row_id_after_a_withdrawal_is_not_missed(engine: Engine) -> Non
     """SQLite hands the highest id out again once its row is deleted; the bound follows the rows held."""
     rng = random.Random(6)
     sync = RegistrySync()
-    _register(engine, "a", [synthetic_fingerprint(rng, 30_000)])
-    _register(engine, "b", [synthetic_fingerprint(rng, 31_000)])
+    register(engine, "a", [synthetic_fingerprint(rng, 30_000)])
+    register(engine, "b", [synthetic_fingerprint(rng, 31_000)])
     _sync(engine, sync)
     with session_factory(engine)() as session:
         withdraw_case(session, "b")
         session.commit()
-    _register(engine, "c", [synthetic_fingerprint(rng, 32_000)])  # may take b's deleted id
+    register(engine, "c", [synthetic_fingerprint(rng, 32_000)])  # may take b's deleted id
     _sync(engine, sync)
     held, _, _ = _state(engine, sync)
     assert {case for case, _ in held} == {"a", "c"}
@@ -127,7 +112,7 @@ def test_a_reused_row_id_after_a_withdrawal_is_not_missed(engine: Engine) -> Non
 def test_rows_changed_behind_its_back_are_resynchronised_and_a_bad_fingerprint_is_skipped(engine: Engine) -> None:
     rng = random.Random(7)
     sync = RegistrySync()
-    _register(engine, "a", [synthetic_fingerprint(rng, 20_000 + i) for i in range(4)])
+    register(engine, "a", [synthetic_fingerprint(rng, 20_000 + i) for i in range(4)])
     _sync(engine, sync)
     with session_factory(engine)() as session:  # not through withdraw_case: the safety net must notice
         first = session.query(Content).order_by(Content.id).first()
@@ -139,7 +124,7 @@ def test_rows_changed_behind_its_back_are_resynchronised_and_a_bad_fingerprint_i
     _sync(engine, sync)
     assert len(sync.index) == 3 and len(sync) == 4  # the deleted row is gone; the bad one is held, not indexed
     assert _sync(engine, sync) == 0  # and not read again
-    _register(engine, "a", [synthetic_fingerprint(rng, 25_000)])
+    register(engine, "a", [synthetic_fingerprint(rng, 25_000)])
     assert _sync(engine, sync) == 1
     assert len(sync) == 5 and len(sync.index) == 4
 
@@ -163,7 +148,7 @@ def test_slim_registry_reads_tables_only_for_selected_sizes(engine: Engine) -> N
     from p2pwatch.match.fingerprint import fingerprint_file
 
     fp = fingerprint_file(real)
-    _register(engine, "a", [fp, *(synthetic_fingerprint(rng, 30_000 + i) for i in range(5))])
+    register(engine, "a", [fp, *(synthetic_fingerprint(rng, 30_000 + i) for i in range(5))])
     sync = RegistrySync(session_factory(engine), cache_items=2)
     assert _sync(engine, sync) == 6
     assert all(isinstance(c.fingerprint, SlimFingerprint) for c in sync.index.contents)
@@ -218,15 +203,15 @@ def test_an_apply_failing_halfway_is_retried_to_exactly_the_registered_items(
     sync = RegistrySync(session_factory(engine))  # slim, as the monitor holds it
     videos = [synthetic_fingerprint(rng, 60_000 + i, synthetic_video(rng, 5)) for i in range(6)]
     image = synthetic_fingerprint(rng, 61_000, synthetic_image(rng))
-    _register(engine, "a", videos[:2], ("alpha",))
-    _register(engine, "b", videos[2:4])
+    register(engine, "a", videos[:2], ("alpha",))
+    register(engine, "b", videos[2:4])
     _sync(engine, sync)
     with session_factory(engine)() as session:
         withdraw_case(session, "a")
         behind = session.query(Content).filter(Content.size == 60_002).one()
         session.delete(behind)  # not through withdraw_case: only the ids' comparison finds it
         session.commit()
-    _register(engine, "c", [videos[4], videos[5], image], ("gamma",))
+    register(engine, "c", [videos[4], videos[5], image], ("gamma",))
     wire = Tripwire(sync, at, monkeypatch)
     with session_factory(engine)() as session:
         changes = sync.read(session)
@@ -275,13 +260,13 @@ def test_a_retry_after_a_failed_apply_compares_the_ids_even_when_the_counts_agre
     only the ids' comparison finds it): the apply fails after dropping row 2. Stale row 4 and missing row 3
     then cancel out in the count, so the retry compares the ids because the apply did not finish."""
     rng = random.Random(13)
-    _register(engine, "a", [synthetic_fingerprint(rng, 40_000 + i) for i in range(5)])
+    register(engine, "a", [synthetic_fingerprint(rng, 40_000 + i) for i in range(5)])
     with session_factory(engine)() as session:
         session.execute(delete(Content).where(Content.id == 3))
         session.commit()
     sync = RegistrySync()
     assert _sync(engine, sync) == 4
-    _register(engine, "a", [synthetic_fingerprint(rng, 45_000)])
+    register(engine, "a", [synthetic_fingerprint(rng, 45_000)])
     with session_factory(engine)() as session:
         session.execute(delete(Content).where(Content.id.in_([2, 4])))
         session.execute(update(Content).where(Content.size == 45_000).values(id=3))

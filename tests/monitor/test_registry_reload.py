@@ -20,35 +20,23 @@ from sqlalchemy.exc import OperationalError
 from p2pwatch.config import MonitorConfig
 from p2pwatch.dht.node import DHTConfig
 from p2pwatch.errors import StorageError
-from p2pwatch.investigate.registry import add_content, add_keywords, create_case, load_index
-from p2pwatch.match.fingerprint import Fingerprint
+from p2pwatch.investigate.registry import load_index
 from p2pwatch.match.triage import Triage
 from p2pwatch.monitor import daemon
 from p2pwatch.monitor.daemon import INDEX_REFRESH, Monitor
 from p2pwatch.monitor.metrics import Metrics
-from p2pwatch.storage.db import make_engine, session_factory, upgrade_database
+from p2pwatch.storage.db import session_factory
 from p2pwatch.testswarm.synthetic_registry import synthetic_fingerprint, synthetic_video
+from tests.registry_helpers import register, sqlite_store
 
 RELOAD_ERRORS = "p2pwatch_registry_reload_errors_total"
 
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'p2pwatch.db'}")
-    upgrade_database(engine)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
+    with sqlite_store(tmp_path) as store:
+        yield store
 
-
-def _register(engine: Engine, case: str, fingerprints: list[Fingerprint], keywords: tuple[str, ...] = ()) -> None:
-    with session_factory(engine)() as session:
-        c = create_case(session, case)
-        for fp in fingerprints:
-            add_content(session, c, fp)
-        add_keywords(session, c, keywords)
-        session.commit()
 
 
 def _monitor(engine: Engine, home: Path) -> Monitor:
@@ -82,11 +70,11 @@ async def test_a_refresh_whose_apply_fails_halfway_is_retried_whole(
     held half-indexed."""
     rng = random.Random(21)
     videos = [synthetic_fingerprint(rng, 80_000 + i, synthetic_video(rng, 4)) for i in range(5)]
-    _register(engine, "a", videos[:2], ("alpha",))
+    register(engine, "a", videos[:2], ("alpha",))
     monitor = _monitor(engine, tmp_path)
     await monitor._read()
     assert len(monitor.state.index) == 2
-    _register(engine, "b", videos[2:], ("beta",))
+    register(engine, "b", videos[2:], ("beta",))
     frames = monitor.registry.index.frames
     calls = 0
     add = frames.add
@@ -159,7 +147,7 @@ async def test_registrations_during_a_database_hiccup_arrive_at_a_later_refresh(
     """The real reload in the refresh loop: the first refresh's read fails with an OperationalError; the loop
     goes on and the next one takes the registration."""
     rng = random.Random(22)
-    _register(engine, "a", [synthetic_fingerprint(rng, 90_000, synthetic_video(rng, 3))])
+    register(engine, "a", [synthetic_fingerprint(rng, 90_000, synthetic_video(rng, 3))])
     monitor = _monitor(engine, tmp_path)
     await monitor._read()
     read = monitor.registry.read
@@ -174,7 +162,7 @@ async def test_registrations_during_a_database_hiccup_arrive_at_a_later_refresh(
 
     monkeypatch.setattr(monitor.registry, "read", read_failing_once)
     monkeypatch.setattr(daemon, "INDEX_REFRESH", 0.05)
-    _register(engine, "b", [synthetic_fingerprint(rng, 90_001, synthetic_video(rng, 3))], ("beta",))
+    register(engine, "b", [synthetic_fingerprint(rng, 90_001, synthetic_video(rng, 3))], ("beta",))
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(monitor._refresh_index)
