@@ -17,6 +17,13 @@ applies them, each costing the changed items' own hashes:
 - as a safety net, when the count of active content rows differs from the rows held after applying all
   that, the ids are compared (integers only, no fingerprint parsed) and the difference is resynchronised.
 
+One bad row never holds the rest back: an item the index refuses (:meth:`RegistryIndex.add` raising, which
+leaves no part of it behind) is held unindexed with its error, the other changes apply, and every later
+apply tries it again (:attr:`RegistrySync.unindexed`; the monitor then reads at every refresh). A stored
+fingerprint that does not parse is held unindexed too, and not tried again: it is the same bytes every time.
+Both stay registered (withdrawing their case drops them) and are counted by the monitor's gauge
+``p2pwatch_registry_unindexed_items``: a registered item that is not matched is never silent.
+
 :meth:`RegistrySync.apply` is retryable: each row is taken into the bookkeeping right after the index took
 (or dropped) it, and :meth:`RegistryIndex.add` is all or nothing, so an apply that fails halfway leaves the
 rows held exactly matching the index. The withdrawn cases and keyword version advance only at its end, and
@@ -36,7 +43,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from p2pwatch.errors import FingerprintError
+from p2pwatch.errors import FingerprintError, P2PWatchError
 from p2pwatch.match.fingerprint import Fingerprint
 from p2pwatch.match.matcher import RegistryIndex
 from p2pwatch.match.registered import RegisteredContent, SlimFingerprint, TableCache, TableLoader
@@ -78,12 +85,24 @@ class RegistryChanges:
     removed: list[int] = field(default_factory=list)
     # row, case, item and pieces root (item None: a stored fingerprint that does not parse, held unindexed)
     added: list[tuple[int, int, RegisteredContent | None, bytes]] = field(default_factory=list)
+    unparsable: dict[int, str] = field(default_factory=dict)  # the rows added with item None: why
     keywords: dict[str, list[str]] | None = None
     keyword_version: tuple[int, int] | None = None
     withdrawn: set[int] = field(default_factory=set)  # every withdrawn case id, as read
 
     def __bool__(self) -> bool:
         return bool(self.removed or self.added or self.keywords is not None)
+
+
+@dataclass(frozen=True)
+class Unindexed:
+    """A registered row the index does not hold: its item (None: the stored fingerprint does not parse) and
+    pieces root, and why."""
+
+    case_id: int
+    item: RegisteredContent | None
+    root: bytes
+    reason: str
 
 
 @dataclass
@@ -107,12 +126,24 @@ class RegistrySync:
         self._withdrawn: set[int] = set()
         self._keyword_version: tuple[int, int] | None = None
         self._settled = True  # False from the start of an apply until it finishes
+        self._unindexed: dict[int, Unindexed] = {}  # held rows the index does not hold (a subset of _rows)
 
     @property
     def settled(self) -> bool:
         """False after an :meth:`apply` that failed halfway, until one finishes: the store must be read again
         (and the next :meth:`read` compares the ids), whatever a registry version says."""
         return self._settled
+
+    @property
+    def unindexed(self) -> dict[int, str]:
+        """Registered rows the index does not hold (not matched), with why: a fingerprint that does not parse,
+        or the error the index raised for the item."""
+        return {row: held.reason for row, held in self._unindexed.items()}
+
+    @property
+    def retrying(self) -> bool:
+        """Are there items the index refused, to be tried again at the next :meth:`apply`?"""
+        return any(held.item is not None for held in self._unindexed.values())
 
     def read(self, session: Session) -> RegistryChanges:
         """The changes since the last :meth:`apply` (reads only; safe in a worker thread while the index is
@@ -129,7 +160,7 @@ class RegistrySync:
                  .where(Content.id > bound, active).order_by(Content.id))
         for row_id, case_id, doc, case in session.execute(query.execution_options(yield_per=1000)):
             if row_id not in held:
-                changes.added.append(self._parse(row_id, case_id, doc, case, self._slim))
+                self._parse(changes, row_id, case_id, doc, case)
         stored = session.scalar(select(func.count()).select_from(Content).join(Case, Content.case_id == Case.id)
                                 .where(active)) or 0
         if not self._settled:
@@ -149,15 +180,17 @@ class RegistrySync:
             changes.keyword_version = keyword_version
         return changes
 
-    @staticmethod
-    def _parse(row_id: int, case_id: int, doc: Any, case: str, slim: bool
-               ) -> tuple[int, int, RegisteredContent | None, bytes]:
+    def _parse(self, changes: RegistryChanges, row_id: int, case_id: int, doc: Any, case: str) -> None:
+        """Add one row to ``changes``: its item and pieces root, or None and why it does not parse."""
         try:
-            fp: Fingerprint | SlimFingerprint = SlimFingerprint.from_json(doc) if slim else Fingerprint.from_json(doc)
+            fp: Fingerprint | SlimFingerprint = (SlimFingerprint.from_json(doc) if self._slim
+                                                 else Fingerprint.from_json(doc))
         except FingerprintError as exc:
             log.warning("registry: content %d of case %s is not matched: %s", row_id, case, exc)
-            return row_id, case_id, None, b""
-        return row_id, case_id, RegisteredContent(str(row_id), case, fp), fp.pieces_root()
+            changes.added.append((row_id, case_id, None, b""))
+            changes.unparsable[row_id] = f"the stored fingerprint does not parse: {exc}"
+            return
+        changes.added.append((row_id, case_id, RegisteredContent(str(row_id), case, fp), fp.pieces_root()))
 
     def _resync(self, session: Session, held: set[int], changes: RegistryChanges) -> None:
         joined = select(Content.id).join(Case, Content.case_id == Case.id).where(Case.withdrawn_at.is_(None))
@@ -169,7 +202,7 @@ class RegistrySync:
             query = (select(*_COLUMNS).join(Case, Content.case_id == Case.id)
                      .where(Content.id.in_(missing[lo : lo + 500])))
             for row_id, case_id, doc, case in session.execute(query):
-                changes.added.append(self._parse(row_id, case_id, doc, case, self._slim))
+                self._parse(changes, row_id, case_id, doc, case)
 
     def apply(self, changes: RegistryChanges, into: Applied | None = None) -> Applied:
         """Apply what :meth:`read` found (in the thread that queries the index); returns the items the index
@@ -179,18 +212,24 @@ class RegistrySync:
         applied = into if into is not None else Applied()
         self._settled = False
         for row_id in changes.removed:
-            if row_id in self._rows:
+            if self._unindexed.pop(row_id, None) is not None:  # nothing of it in the index
+                del self._rows[row_id]
+            elif row_id in self._rows:
                 content_id = str(row_id)
                 items = [self.index.item(seq) for seq in self.index.seqs_of(content_id)]
                 self.index.remove(content_id)
                 del self._rows[row_id]
                 applied.removed += items
+        for row_id, held in list(self._unindexed.items()):  # the items refused before: tried again
+            if held.item is not None:
+                self._index_row(row_id, held.case_id, held.item, held.root, applied)
         for row_id, case_id, item, root in changes.added:
             if row_id in self._rows:
                 continue
             if item is not None:
-                self.index.add(item, pieces_root=root)  # all or nothing
-                applied.added.append(item)
+                self._index_row(row_id, case_id, item, root, applied)
+            else:
+                self._unindexed[row_id] = Unindexed(case_id, None, b"", changes.unparsable.get(row_id, "not parsed"))
             self._rows[row_id] = case_id
         if changes.keywords is not None:
             self.index.keywords = changes.keywords
@@ -198,6 +237,24 @@ class RegistrySync:
         self._withdrawn = changes.withdrawn
         self._settled = True
         return applied
+
+    def _index_row(self, row_id: int, case_id: int, item: RegisteredContent, root: bytes, applied: Applied) -> None:
+        """Index one row's item; one the index refuses is held unindexed with the error (once logged), and
+        the apply goes on: one bad row never holds back the others' registrations."""
+        try:
+            self.index.add(item, pieces_root=root)  # all or nothing: a refusal leaves no part of it behind
+        except MemoryError:
+            raise
+        except Exception as exc:
+            if row_id not in self._unindexed:
+                log.warning("registry: content %d of case %s is not matched (it stays registered; tried again "
+                            "at every refresh): %s: %s", row_id, item.case, type(exc).__name__, exc,
+                            exc_info=not isinstance(exc, P2PWatchError))
+            self._unindexed[row_id] = Unindexed(case_id, item, root, f"{type(exc).__name__}: {exc}")
+            return
+        if self._unindexed.pop(row_id, None) is not None:
+            log.info("registry: content %d of case %s is indexed now", row_id, item.case)
+        applied.added.append(item)
 
     def __len__(self) -> int:
         return len(self._rows)

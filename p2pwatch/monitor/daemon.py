@@ -151,14 +151,18 @@ class Monitor:
         self.writer: ObservationWriter | None = None
         self.content = ContentStages(config, self.metrics, bind_ip=bind_ip, allow_local=dht.allow_local)
         self.registry = RegistrySync(session_factory(engine))  # slim items, tables read on demand
+        # registered items the index does not hold (not matched): a fingerprint that does not parse, a refusal
+        self.metrics.gauges["p2pwatch_registry_unindexed_items"] = lambda: float(len(self.registry.unindexed))
 
     async def _read(self) -> None:
         """Read the registry's changes, the stored torrents and the watch list; apply the changes to the index.
         The registry version read is kept only once its changes are applied, so a read or an apply that
         fails is retried whole by the next call (after a failed apply whatever the version says:
-        :attr:`RegistrySync.settled`)."""
+        :attr:`RegistrySync.settled`). An item the index refuses is held unindexed, the rest applied, and it is
+        tried again at every refresh (:attr:`RegistrySync.retrying`)."""
         sessions = session_factory(self.engine)
-        previous = self._registry_version if self.registry.settled else None
+        # an apply that failed, or items the index refused (tried again by every apply): read again
+        previous = self._registry_version if self.registry.settled and not self.registry.retrying else None
 
         def load() -> tuple[RegistryChanges | None, tuple[Any, ...], set[bytes], dict[bytes, int]]:
             with sessions() as session:

@@ -123,6 +123,8 @@ def test_rows_changed_behind_its_back_are_resynchronised_and_a_bad_fingerprint_i
         session.commit()
     _sync(engine, sync)
     assert len(sync.index) == 3 and len(sync) == 4  # the deleted row is gone; the bad one is held, not indexed
+    (bad, why), = sync.unindexed.items()
+    assert bad == 5 and why.startswith("the stored fingerprint does not parse") and not sync.retrying
     assert _sync(engine, sync) == 0  # and not read again
     register(engine, "a", [synthetic_fingerprint(rng, 25_000)])
     assert _sync(engine, sync) == 1
@@ -190,15 +192,17 @@ class Tripwire:
 
 
 #: The index's mutating steps in the apply below: 3 removals; 3 adds, the videos' frames, the image's two hashes.
-STEPS = 3 + 3 + 2 + 2
+REMOVALS = 3
+STEPS = REMOVALS + 3 + 2 + 2
 
 
 @pytest.mark.parametrize("at", range(1, STEPS + 2))
 def test_an_apply_failing_halfway_is_retried_to_exactly_the_registered_items(
         engine: Engine, at: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Whichever step of an apply fails, the next read and apply end with the index holding the registered
-    items, none missed and none twice, and the items reported lost and gained (both applies together, for
-    the triage's profile) are exactly the change."""
+    """Whichever step of an apply fails (a removal stops it; an add holds that item unindexed and goes on),
+    the next read and apply end with the index holding the registered items, none missed and none twice,
+    and the items reported lost and gained (both applies together, for the triage's profile) are exactly
+    the change."""
     rng = random.Random(10)
     sync = RegistrySync(session_factory(engine))  # slim, as the monitor holds it
     videos = [synthetic_fingerprint(rng, 60_000 + i, synthetic_video(rng, 5)) for i in range(6)]
@@ -219,14 +223,18 @@ def test_an_apply_failing_halfway_is_retried_to_exactly_the_registered_items(
     partial = Applied()
     if at > STEPS:  # the reference: nothing fails, and these are all the steps
         sync.apply(changes, partial)
-        assert not wire.tripped and wire.calls == STEPS
-    else:
+        assert not wire.tripped and wire.calls == STEPS and sync.unindexed == {}
+    elif at <= REMOVALS:  # a removal failing: the apply stops, to be retried whole
         with pytest.raises(RuntimeError, match=f"step {at} failed"):
             sync.apply(changes, partial)
         assert wire.tripped and not sync.settled
+    else:  # an item the index refuses: held unindexed, the others' adds go on
+        sync.apply(changes, partial)
+        assert wire.tripped and sync.settled and sync.retrying and len(partial.added) == 2
+        assert list(sync.unindexed.values()) == [f"RuntimeError: step {at} failed"]
     with session_factory(engine)() as session:
         retry = sync.apply(sync.read(session))
-    assert sync.settled
+    assert sync.settled and sync.unindexed == {} and not sync.retrying
     held, keywords, _ = _state(engine, sync)
     assert sorted(c.content_id for c in sync.index.contents) == sorted(content for _, content in held)
     assert len(held) == 4 and len(sync) == 4 and keywords == {"c": ["gamma"]}
@@ -280,3 +288,57 @@ def test_a_retry_after_a_failed_apply_compares_the_ids_even_when_the_counts_agre
     assert _sync(engine, sync) == 2  # row 4 dropped, row 3 added
     held, _, _ = _state(engine, sync)
     assert sorted(int(content) for _, content in held) == [1, 3, 5] and len(sync) == 3 and sync.settled
+
+
+def test_an_item_the_index_always_refuses_is_held_unindexed_and_holds_nothing_back(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """One stored item that the index refuses at every try (a hash it cannot take): the registrations read
+    with it and after it are indexed all the same; it is listed in ``unindexed`` with the error, tried again
+    by every apply, logged once; withdrawing its case drops it."""
+    rng = random.Random(14)
+    sync = RegistrySync(session_factory(engine))
+    index_add = sync.index.add
+    tries: list[str] = []
+
+    def refuse_row_2(item: RegisteredContent, **kwargs: Any) -> None:
+        if item.content_id == "2":
+            tries.append(item.content_id)
+            raise ValueError("not a 256-bit hash")
+        index_add(item, **kwargs)
+
+    monkeypatch.setattr(sync.index, "add", refuse_row_2)
+    register(engine, "a", [synthetic_fingerprint(rng, 90_000 + i, synthetic_video(rng, 3)) for i in range(3)])
+    register(engine, "b", [synthetic_fingerprint(rng, 91_000, synthetic_video(rng, 3))])
+    with caplog.at_level("WARNING", logger="p2pwatch.investigate.registry_sync"):
+        _sync(engine, sync)
+        assert sync.settled and sync.retrying and sync.unindexed == {2: "ValueError: not a 256-bit hash"}
+        assert sorted(c.content_id for c in sync.index.contents) == ["1", "3", "4"] and len(sync) == 4
+        register(engine, "b", [synthetic_fingerprint(rng, 92_000, synthetic_video(rng, 3))])
+        _sync(engine, sync)
+        _sync(engine, sync)
+    assert sorted(c.content_id for c in sync.index.contents) == ["1", "3", "4", "5"] and tries == ["2"] * 3
+    assert len([r for r in caplog.records if "content 2 of case a is not matched" in r.getMessage()]) == 1
+    with session_factory(engine)() as session:
+        withdraw_case(session, "a")
+        session.commit()
+    _sync(engine, sync)
+    assert sync.unindexed == {} and not sync.retrying and len(sync) == 2
+    assert sorted(c.content_id for c in sync.index.contents) == ["4", "5"] and tries == ["2"] * 3
+    monkeypatch.setattr(sync.index, "add", index_add)
+
+
+def test_an_item_refused_once_is_indexed_at_the_next_apply(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refusal that does not repeat (an error nobody expected, once): the next apply indexes the item, with
+    no change in the store, and reports it gained."""
+    rng = random.Random(15)
+    sync = RegistrySync(session_factory(engine))
+    register(engine, "a", [synthetic_fingerprint(rng, 93_000 + i, synthetic_video(rng, 3)) for i in range(2)])
+    Tripwire(sync, 1, monkeypatch)
+    _sync(engine, sync)
+    assert list(sync.unindexed) == [1] and len(sync.index) == 1
+    with session_factory(engine)() as session:
+        changes = sync.read(session)
+    assert not changes
+    gained = sync.apply(changes)
+    assert [i.content_id for i in gained.added] == ["1"] and sync.unindexed == {} and len(sync.index) == 2
+    _state(engine, sync)

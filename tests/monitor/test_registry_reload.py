@@ -62,12 +62,13 @@ def _assert_index_is_the_registry(engine: Engine, monitor: Monitor) -> None:
     assert triage.profile.snapshot() == Triage(index, triage.settings).profile.snapshot()
 
 
-async def test_a_refresh_whose_apply_fails_halfway_is_retried_whole(
+async def test_an_item_refused_halfway_is_held_unindexed_and_the_next_refresh_indexes_it(
         engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The second of three new items fails while its frame hashes are indexed (its size and root already
-    were): the next refresh adds it and the third, once each. Before, the registry version was stored ahead
-    of the apply, so the next refresh read nothing: the third item was missed for good and the failed one
-    held half-indexed."""
+    were): the refresh indexes the other two and holds it unindexed (the gauge says 1); the next refresh,
+    with nothing new in the store, indexes it, once. Before, the registry version was stored ahead of the
+    apply, so the next refresh read nothing: the third item was missed for good and the failed one held
+    half-indexed; then one such item held every later registration back."""
     rng = random.Random(21)
     videos = [synthetic_fingerprint(rng, 80_000 + i, synthetic_video(rng, 4)) for i in range(5)]
     register(engine, "a", videos[:2], ("alpha",))
@@ -87,15 +88,17 @@ async def test_a_refresh_whose_apply_fails_halfway_is_retried_whole(
         return add(item_id, hashes)
 
     monkeypatch.setattr(frames, "add", add_failing_once)
-    with pytest.raises(RuntimeError, match="nobody expected"):
-        await monitor._read()
-    assert not monitor.registry.settled
     await monitor._read()
-    assert monitor.registry.settled and calls == 4  # the failed item and the third, once each
+    assert monitor.registry.settled and monitor.registry.retrying and len(monitor.state.index) == 4
+    assert list(monitor.registry.unindexed.values()) == ["RuntimeError: a frame hash nobody expected"]
+    assert "p2pwatch_registry_unindexed_items 1.0" in monitor.metrics.render().splitlines()
+    await monitor._read()
+    assert monitor.registry.settled and not monitor.registry.retrying and calls == 4  # each item once more
     assert len(monitor.state.index) == 5
+    assert "p2pwatch_registry_unindexed_items 0.0" in monitor.metrics.render().splitlines()
     _assert_index_is_the_registry(engine, monitor)
     await monitor._read()  # settled: nothing more to read
-    assert len(monitor.state.index) == 5
+    assert len(monitor.state.index) == 5 and calls == 4
 
 
 async def test_the_refresh_loop_survives_failing_reloads_and_goes_on(
