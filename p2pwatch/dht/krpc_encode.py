@@ -292,16 +292,16 @@ class QueryTemplate:
     the query encoded once: bencoded keys are sorted, so ``t`` sits between the keys before it (``a``,
     ``q``, ``ro``) and those after (``v``, ``y``), and the tid is spliced in between (issue 12: a lookup's
     first datagram leaves sooner, and a crawler encodes each query once, not once per node). One made by
-    :meth:`QueryShape.template` is not encoded at all: its target is spliced into the shape's bytes.
+    :meth:`QueryShape.template` is not encoded at all: its id and target are spliced into the shape's bytes.
     """
 
-    __slots__ = ("_head", "_make", "_shape", "_tail", "_target", "_version")
+    __slots__ = ("_head", "_make", "_shape", "_tail", "_values", "_version")
 
     def __init__(self, make: Callable[[bytes], Query], *, shape: QueryShape | None = None,
-                 target: bytes = b"") -> None:
+                 values: tuple[bytes, bytes] = (b"", b"")) -> None:
         self._make = make
         self._shape = shape
-        self._target = target
+        self._values = values  # the own id and the target a shape's bytes are given
         self._version: bytes | None = None
         self._head = self._tail = b""
 
@@ -313,7 +313,10 @@ class QueryTemplate:
         if not self._head or client_version != self._version:
             split = self._shape.parts(client_version) if self._shape is not None else None
             if split is not None:
-                self._head, self._tail = split[0] + self._target + split[1], split[2]
+                before, between, after, self._tail, id_first = split
+                own, target = self._values
+                first, second = (own, target) if id_first else (target, own)
+                self._head = b"".join((before, first, between, second, after))
             else:
                 msg = _message_dict(self._make(b""), client_version, None)
                 del msg[b"t"]
@@ -331,37 +334,44 @@ class QueryTemplate:
 
 
 class QueryShape:
-    """The queries one node sends in its lookups of one kind: they differ only in their 20-byte target and
-    their tid. The shape is encoded once (per client version) with a stand-in target, and each lookup's
-    :class:`QueryTemplate` splices its target into those bytes (issue 12: a lookup's first datagram is not
-    held up by the encoder). Equal bytes to :func:`encode`'s; a shape whose stand-in is found other than
-    once (its own id, by a 2^-160 chance) leaves its templates to encode themselves."""
+    """The queries of one lookup kind: they differ only in the asking node's 20-byte id, their 20-byte target
+    and their tid. The shape is encoded once (per client version) with stand-ins for the id and the target,
+    and each lookup's :class:`QueryTemplate` splices its node's id and its target into those bytes (issue
+    12: a lookup's first datagram is not held up by the encoder, not even a new node's first lookup; one shape
+    serves every node of the process). Equal bytes to :func:`encode`'s; a shape whose stand-ins are not
+    each found once before the tid leaves its templates to encode themselves."""
 
     __slots__ = ("_make", "_parts")
 
+    STAND_IN_ID = b"p2pwatch-own-id-here"
     STAND_IN = b"p2pwatch-target-here"
 
-    def __init__(self, make: Callable[[bytes, bytes], Query]) -> None:
-        self._make = make  # (tid, target) -> the query
-        self._parts: dict[bytes | None, tuple[bytes, bytes, bytes] | None] = {}
+    def __init__(self, make: Callable[[bytes, bytes, bytes], Query]) -> None:
+        self._make = make  # (tid, own id, target) -> the query
+        # per client version: the bytes around the two values and after the tid, and whether the id comes first
+        self._parts: dict[bytes | None, tuple[bytes, bytes, bytes, bytes, bool] | None] = {}
 
-    def template(self, target: bytes) -> QueryTemplate:
-        """The template of the lookup towards ``target``."""
+    def template(self, own_id: bytes, target: bytes) -> QueryTemplate:
+        """The template of ``own_id``'s lookup towards ``target``."""
         if type(target) is not bytes or len(target) != 20:
             raise LocalProtocolError("a query's target must be 20 bytes")
         make = self._make
-        return QueryTemplate(lambda tid: make(tid, target), shape=self, target=target)
+        return QueryTemplate(lambda tid: make(tid, own_id, target), shape=self, values=(own_id, target))
 
-    def parts(self, client_version: bytes | None) -> tuple[bytes, bytes, bytes] | None:
-        """The bytes before the target, between it and the tid's key, and after the tid (None: see above)."""
+    def parts(self, client_version: bytes | None) -> tuple[bytes, bytes, bytes, bytes, bool] | None:
+        """The bytes before, between and after the id and the target, those after the tid, and whether the
+        id comes first (None: see above)."""
         if client_version not in self._parts:
-            stand_in = self.STAND_IN
-            head, tail = QueryTemplate(lambda tid: self._make(tid, stand_in)).parts(client_version)
-            if head.count(stand_in) == 1 and stand_in not in tail:
-                before, between = head.split(stand_in)
-                self._parts[client_version] = (before, between, tail)
-            else:
-                self._parts[client_version] = None
+            ids, targets = self.STAND_IN_ID, self.STAND_IN
+            head, tail = QueryTemplate(lambda tid: self._make(tid, ids, targets)).parts(client_version)
+            split: tuple[bytes, bytes, bytes, bytes, bool] | None = None
+            if all(head.count(x) == 1 and x not in tail for x in (ids, targets)):
+                id_first = head.index(ids) < head.index(targets)
+                first, second = (ids, targets) if id_first else (targets, ids)
+                before, rest = head.split(first)
+                between, after = rest.split(second)
+                split = (before, between, after, tail, id_first)
+            self._parts[client_version] = split
         return self._parts[client_version]
 
 

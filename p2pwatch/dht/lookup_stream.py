@@ -155,33 +155,33 @@ def is_ipv6(config: DHTConfig) -> bool:
     return ":" in config.bind_host
 
 
-#: a node's query shapes (one per own id, kind and flags), so a lookup's query is not encoded again
-_SHAPES: dict[tuple[bytes, str, bool, bool, bool], krpc.QueryShape] = {}
+#: the query shapes (one per kind and flags, shared by every node of the process), so no lookup's query is
+#: encoded again, not even a new node's first
+_SHAPES: dict[tuple[str, bool, bool, bool], krpc.QueryShape] = {}
 _MAX_SHAPES = 64
 
 
 def builder(node: Querier, kind: str, target: bytes, scrape: bool) -> Callable[[bytes], krpc.Query]:
-    """The query of a lookup step, from the node's :class:`~p2pwatch.dht.krpc.QueryShape` for that kind: its
-    bytes are the shape's, with the target spliced in (no encoding per lookup). An IPv6 node asks for
-    ``nodes6`` explicitly (BEP 32 ``want``); an IPv4 node sends no ``want``, so plain BEP 5 nodes answer it
-    as before."""
-    ro, own, ipv6 = node.config.read_only, node.own_id, is_ipv6(node.config)
-    key = (own, kind, scrape, ro, ipv6)
+    """The query of a lookup step, from the :class:`~p2pwatch.dht.krpc.QueryShape` of that kind: its bytes
+    are the shape's, with the node's id and the target spliced in (no encoding per lookup). An IPv6 node asks
+    for ``nodes6`` explicitly (BEP 32 ``want``); an IPv4 node sends no ``want``, so plain BEP 5 nodes answer
+    it as before."""
+    ro, ipv6 = node.config.read_only, is_ipv6(node.config)
+    key = (kind, scrape, ro, ipv6)
     shape = _SHAPES.get(key)
     if shape is None:
-        shape = remember(_SHAPES, key, krpc.QueryShape(_make_query(kind, own, scrape, ro, ipv6)), _MAX_SHAPES)
-    return shape.template(target)
+        shape = remember(_SHAPES, key, krpc.QueryShape(_make_query(kind, scrape, ro, ipv6)), _MAX_SHAPES)
+    return shape.template(node.own_id, target)
 
 
-def _make_query(kind: str, own: bytes, scrape: bool, ro: bool, ipv6: bool
-                ) -> Callable[[bytes, bytes], krpc.Query]:
+def _make_query(kind: str, scrape: bool, ro: bool, ipv6: bool) -> Callable[[bytes, bytes, bytes], krpc.Query]:
     want = (b"n6",) if ipv6 else ()
     if kind == "get_peers":
-        return lambda t, target: krpc.GetPeers(t, own, target, want=want, scrape=scrape, read_only=ro)
+        return lambda t, own, target: krpc.GetPeers(t, own, target, want=want, scrape=scrape, read_only=ro)
     if kind == "sample_infohashes":
-        return lambda t, target: krpc.SampleInfohashes(t, own, target, want=want, read_only=ro)
+        return lambda t, own, target: krpc.SampleInfohashes(t, own, target, want=want, read_only=ro)
     if kind == "find_node":
-        return lambda t, target: krpc.FindNode(t, own, target, want=want, read_only=ro)
+        return lambda t, own, target: krpc.FindNode(t, own, target, want=want, read_only=ro)
     raise LocalProtocolError(f"unknown lookup kind {kind!r}")
 
 

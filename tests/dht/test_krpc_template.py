@@ -52,44 +52,56 @@ def test_bad_tid_and_bad_query_are_typed_errors() -> None:
         broken.datagram(b"ab")
 
 
-@given(own=ids, targets=st.lists(ids, min_size=1, max_size=3), want=wants, scrape=st.booleans(), ro=st.booleans(),
-       version=versions, tid=tids)
-def test_a_shapes_templates_match_encode(own: bytes, targets: list[bytes], want: tuple[bytes, ...], scrape: bool,
-                                         ro: bool, version: bytes | None, tid: bytes) -> None:
-    """A node's shape of each lookup kind gives every lookup's datagrams with no encoding per lookup."""
-    makes = (lambda t, x: krpc.GetPeers(t, own, x, want=want, scrape=scrape, read_only=ro),
-             lambda t, x: krpc.FindNode(t, own, x, want=want, read_only=ro),
-             lambda t, x: krpc.SampleInfohashes(t, own, x, want=want, read_only=ro))
+@given(owns=st.lists(ids, min_size=1, max_size=2), targets=st.lists(ids, min_size=1, max_size=3), want=wants,
+       scrape=st.booleans(), ro=st.booleans(), version=versions, tid=tids)
+def test_a_shapes_templates_match_encode(owns: list[bytes], targets: list[bytes], want: tuple[bytes, ...],
+                                         scrape: bool, ro: bool, version: bytes | None, tid: bytes) -> None:
+    """The shape of each lookup kind gives every node's and every lookup's datagrams with no encoding per
+    node or lookup."""
+    makes = (lambda t, o, x: krpc.GetPeers(t, o, x, want=want, scrape=scrape, read_only=ro),
+             lambda t, o, x: krpc.FindNode(t, o, x, want=want, read_only=ro),
+             lambda t, o, x: krpc.SampleInfohashes(t, o, x, want=want, read_only=ro))
     for make in makes:
         shape = krpc.QueryShape(make)
-        for target in targets:
-            template = shape.template(target)
-            assert template(tid) == make(tid, target)
-            assert template.datagram(tid, version) == krpc.encode(make(tid, target), client_version=version)
+        for own in owns:
+            for target in targets:
+                template = shape.template(own, target)
+                assert template(tid) == make(tid, own, target)
+                assert template.datagram(tid, version) == krpc.encode(make(tid, own, target), client_version=version)
 
 
 def test_a_shape_is_encoded_once_per_client_version() -> None:
-    made: list[bytes] = []
+    made: list[tuple[bytes, bytes]] = []
 
-    def make(t: bytes, target: bytes) -> krpc.Query:
-        made.append(target)
-        return krpc.GetPeers(t, bytes(20), target)
+    def make(t: bytes, own: bytes, target: bytes) -> krpc.Query:
+        made.append((own, target))
+        return krpc.GetPeers(t, own, target)
 
     shape = krpc.QueryShape(make)
-    for target in (b"a" * 20, b"b" * 20, b"c" * 20):
-        expected = krpc.encode(make(b"t1", target), client_version=b"PW01")
-        assert shape.template(target).datagram(b"t1", b"PW01") == expected
-    assert made.count(krpc.QueryShape.STAND_IN) == 1  # the shape's one encoding; the rest are this test's
+    for own, target in ((b"a" * 20, b"b" * 20), (b"c" * 20, b"d" * 20), (b"e" * 20, b"e" * 20)):
+        expected = krpc.encode(make(b"t1", own, target), client_version=b"PW01")
+        assert shape.template(own, target).datagram(b"t1", b"PW01") == expected
+    # the shape's one encoding (with both stand-ins); the rest are this test's
+    assert made.count((krpc.QueryShape.STAND_IN_ID, krpc.QueryShape.STAND_IN)) == 1 and len(made) == 4
 
 
-def test_a_shape_whose_stand_in_is_the_own_id_encodes_each_template() -> None:
-    own = krpc.QueryShape.STAND_IN
-    shape = krpc.QueryShape(lambda t, x: krpc.FindNode(t, own, x))
-    for target in (own, bytes(20)):
-        assert shape.template(target).datagram(b"t1") == krpc.encode(krpc.FindNode(b"t1", own, target))
+def test_the_stand_ins_as_real_values_still_give_encodes_bytes() -> None:
+    """A node whose id is a stand-in's bytes, and a target that is: the values are spliced by position."""
+    ids, target = krpc.QueryShape.STAND_IN_ID, krpc.QueryShape.STAND_IN
+    shape = krpc.QueryShape(lambda t, o, x: krpc.FindNode(t, o, x))
+    for own, goal in ((target, ids), (ids, target), (target, target), (bytes(20), ids)):
+        assert shape.template(own, goal).datagram(b"t1") == krpc.encode(krpc.FindNode(b"t1", own, goal))
+
+
+def test_a_shape_whose_stand_ins_do_not_appear_encodes_each_template() -> None:
+    """A make that ignores the id it is given (so the id's stand-in is not in the bytes): the fallback."""
+    fixed = bytes(range(20))
+    shape = krpc.QueryShape(lambda t, o, x: krpc.FindNode(t, fixed, x))
+    assert shape.parts(None) is None
+    assert shape.template(b"o" * 20, b"x" * 20).datagram(b"t1") == krpc.encode(krpc.FindNode(b"t1", fixed, b"x" * 20))
 
 
 def test_a_shapes_target_must_be_20_bytes() -> None:
-    shape = krpc.QueryShape(lambda t, x: krpc.GetPeers(t, bytes(20), x))
+    shape = krpc.QueryShape(lambda t, o, x: krpc.GetPeers(t, o, x))
     with pytest.raises(LocalProtocolError):
-        shape.template(b"short")
+        shape.template(bytes(20), b"short")
