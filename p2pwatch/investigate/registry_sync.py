@@ -96,10 +96,9 @@ class RegistryChanges:
 
 @dataclass(frozen=True)
 class Unindexed:
-    """A registered row the index does not hold: its item (None: the stored fingerprint does not parse) and
-    pieces root, and why."""
+    """A registered row the index does not hold (its case is the row's in the rows held): its item (None:
+    the stored fingerprint does not parse) and pieces root, and why."""
 
-    case_id: int
     item: RegisteredContent | None
     root: bytes
     reason: str
@@ -222,14 +221,14 @@ class RegistrySync:
                 applied.removed += items
         for row_id, held in list(self._unindexed.items()):  # the items refused before: tried again
             if held.item is not None:
-                self._index_row(row_id, held.case_id, held.item, held.root, applied)
+                self._index_row(row_id, held.item, held.root, applied)
         for row_id, case_id, item, root in changes.added:
             if row_id in self._rows:
                 continue
             if item is not None:
-                self._index_row(row_id, case_id, item, root, applied)
+                self._index_row(row_id, item, root, applied)
             else:
-                self._unindexed[row_id] = Unindexed(case_id, None, b"", changes.unparsable.get(row_id, "not parsed"))
+                self._unindexed[row_id] = Unindexed(None, b"", changes.unparsable.get(row_id, "not parsed"))
             self._rows[row_id] = case_id
         if changes.keywords is not None:
             self.index.keywords = changes.keywords
@@ -238,7 +237,7 @@ class RegistrySync:
         self._settled = True
         return applied
 
-    def _index_row(self, row_id: int, case_id: int, item: RegisteredContent, root: bytes, applied: Applied) -> None:
+    def _index_row(self, row_id: int, item: RegisteredContent, root: bytes, applied: Applied) -> None:
         """Index one row's item; one the index refuses is held unindexed with the error (once logged), and
         the apply goes on: one bad row never holds back the others' registrations."""
         try:
@@ -250,7 +249,7 @@ class RegistrySync:
                 log.warning("registry: content %d of case %s is not matched (it stays registered; tried again "
                             "at every refresh): %s: %s", row_id, item.case, type(exc).__name__, exc,
                             exc_info=not isinstance(exc, P2PWatchError))
-            self._unindexed[row_id] = Unindexed(case_id, item, root, f"{type(exc).__name__}: {exc}")
+            self._unindexed[row_id] = Unindexed(item, root, f"{type(exc).__name__}: {exc}")
             return
         if self._unindexed.pop(row_id, None) is not None:
             log.info("registry: content %d of case %s is indexed now", row_id, item.case)
